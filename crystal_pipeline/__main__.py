@@ -1,0 +1,3 @@
+from crystal_pipeline.cli import main
+
+raise SystemExit(main())
