@@ -1,0 +1,188 @@
+"""The raw archive's folder layout: which files are well images of which plate.
+
+```
+<raw_dir>/plates/<plate_id>/[<inspection>/]<well>.<png|jpg|jpeg|tif|tiff|bmp>
+<raw_dir>/plates/<plate_id>/plate.json      optional {"format": 1536, ...}
+<raw_dir>/annotations/*.csv
+<raw_dir>/plates.csv                        optional plate_id, protein, screen, ...
+<raw_dir>/screens/<screen>.csv              optional well, cocktail, ...
+```
+
+This module only reads names and small metadata files; decoding and hashing the
+images is ingest's work. It decides each file's image id and well, and which files
+must be quarantined for their name alone (a well that exists on no plate, two files
+for one well).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from crystal_pipeline import plates
+from crystal_pipeline.imaging import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WellFile:
+    """One image file and what its name says. ``error`` set means quarantine."""
+
+    image_id: str
+    plate_id: str
+    inspection: str | None
+    plate_format: int | None
+    well: str
+    well_index: int | None
+    row: int | None
+    col: int | None
+    path: Path
+    error: str | None = None
+
+    @property
+    def plate_key(self) -> str:
+        return plate_key(self.plate_id, self.inspection)
+
+
+def plate_key(plate_id: str, inspection: str | None) -> str:
+    """``<plate_id>`` or ``<plate_id>@<inspection>``: the plate partition key."""
+    return f"{plate_id}@{inspection}" if inspection else plate_id
+
+
+def split_plate_key(key: str) -> tuple[str, str | None]:
+    plate_id, _, inspection = key.partition("@")
+    return plate_id, inspection or None
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def read_plate_format(plate_dir: Path) -> int | None:
+    """The format declared in ``plate.json``; None when absent or unusable."""
+    meta = plate_dir / "plate.json"
+    if not meta.is_file():
+        return None
+    try:
+        fmt = int(json.loads(meta.read_text())["format"])
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        log.warning("ignoring %s: %s", meta, error)
+        return None
+    if fmt not in plates.PLATE_FORMATS:
+        log.warning("ignoring %s: format %s is not one of %s", meta, fmt, sorted(plates.PLATE_FORMATS))
+        return None
+    return fmt
+
+
+def plate_image_folders(plate_dir: Path) -> Iterator[tuple[str | None, Path]]:
+    """(inspection, folder) pairs: the plate folder itself and each inspection sub-folder."""
+    yield None, plate_dir
+    for sub in sorted(p for p in plate_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        yield sub.name, sub
+
+
+def scan_plate(plate_dir: Path, plate_id: str | None = None, inspection: str | None = None) -> list[WellFile]:
+    """Every well image of one plate folder (and its inspection sub-folders).
+
+    With ``inspection`` given, only that imaging of the plate is read (the folder
+    is then ``plate_dir`` itself). The plate format is ``plate.json``'s, else the
+    smallest format holding all valid well names of that imaging.
+    """
+    plate_dir = Path(plate_dir)
+    plate_id = plate_id or plate_dir.name
+    declared = read_plate_format(plate_dir)
+    if inspection is not None:
+        declared = declared or read_plate_format(plate_dir.parent)
+        folders = [(inspection, plate_dir)]
+    else:
+        folders = list(plate_image_folders(plate_dir))
+    found: list[WellFile] = []
+    for insp, folder in folders:
+        files = sorted(p for p in folder.iterdir() if is_image_file(p))
+        if files:
+            found.extend(_name_wells(plate_id, insp, files, declared))
+    return found
+
+
+def _name_wells(plate_id: str, inspection: str | None, files: list[Path], declared: int | None) -> list[WellFile]:
+    parsed: list[tuple[Path, plates.Well | None, str | None]] = []
+    for path in files:
+        try:
+            parsed.append((path, plates.parse_well(path.stem, declared), None))
+        except plates.InvalidWell as error:
+            parsed.append((path, None, str(error)))
+    valid = [w for _, w, _ in parsed if w is not None]
+    fmt = declared or (plates.smallest_format_holding(valid) if valid else None)
+    out: list[WellFile] = []
+    taken: dict[str, Path] = {}
+    for path, well, error in parsed:
+        if well is None:
+            # No canonical name: the file name keeps the id unique and readable.
+            out.append(
+                WellFile(plates.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
+                         path.stem, None, None, None, path, f"unknown well name: {error}")
+            )
+            continue
+        name = well.name
+        if name in taken:
+            out.append(
+                WellFile(plates.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
+                         name, well.index(fmt), well.row, well.col, path,
+                         f"duplicate file for well {name} (already {taken[name].name})")
+            )
+            continue
+        taken[name] = path
+        out.append(
+            WellFile(plates.image_id(plate_id, name, inspection), plate_id, inspection, fmt,
+                     name, well.index(fmt), well.row, well.col, path)
+        )
+    return out
+
+
+def scan_archive(raw_dir: Path) -> list[WellFile]:
+    """Every well image under ``<raw_dir>/plates``, plate by plate in name order."""
+    plates_dir = Path(raw_dir) / "plates"
+    if not plates_dir.is_dir():
+        raise FileNotFoundError(
+            f"no plates folder at {plates_dir}: the raw archive must hold plates/<plate_id>/<well>.png "
+            f"(set CRYSTAL_RAW_DIR, or run `crystal-pipeline demo-archive --out {raw_dir}`)"
+        )
+    found: list[WellFile] = []
+    for plate_dir in sorted(p for p in plates_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found.extend(scan_plate(plate_dir))
+    return found
+
+
+def annotation_files(raw_dir: Path) -> list[Path]:
+    folder = Path(raw_dir) / "annotations"
+    return sorted(p for p in folder.glob("*.csv") if p.is_file()) if folder.is_dir() else []
+
+
+def read_plates_csv(raw_dir: Path) -> dict[str, dict[str, str]]:
+    """plate_id -> {protein, screen, barcode, set_up_on, ...}; empty when absent."""
+    path = Path(raw_dir) / "plates.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        return {row["plate_id"].strip(): {k: (v or "").strip() for k, v in row.items()}
+                for row in csv.DictReader(handle) if row.get("plate_id")}
+
+
+def read_screen(raw_dir: Path, screen: str) -> dict[str, dict[str, str]]:
+    """Canonical well name -> condition columns of one screen file; empty when absent."""
+    path = Path(raw_dir) / "screens" / f"{screen}.csv"
+    if not path.is_file():
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                out[plates.parse_well(row.get("well", "")).name] = {k: (v or "").strip() for k, v in row.items()}
+            except plates.InvalidWell:
+                continue
+    return out

@@ -1,0 +1,163 @@
+"""Turning found well files into ``images`` rows: hash, probe, quarantine.
+
+A file is decoded once here (cheaply, see ``imaging.probe``) so that an empty,
+truncated or undecodable file is quarantined with its reason before anything
+downstream trusts it; every other file goes on. Re-ingesting is incremental: a file
+whose path, size and modification time match its stored row is not read again, so
+a second run over the same archive changes nothing and a new plate adds only its
+own rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import pandas as pd
+
+from crystal_pipeline.archive import WellFile
+from crystal_pipeline.imaging import UnreadableImage, probe
+from crystal_pipeline.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+IMAGE_COLUMNS = (
+    "image_id", "plate_id", "inspection", "plate_format", "well", "well_index", "row", "col", "path",
+    "sha256", "width", "height", "mode", "status", "error", "source", "file_size", "file_mtime_ns", "ingested_at",
+)
+
+
+def _inspect_file(path: str) -> tuple[str | None, int | None, int | None, str | None, str | None]:
+    """(sha256, width, height, mode, error) of one file; runs in a worker process."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        return None, None, None, None, f"unreadable file: {error.strerror or error}"
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        info = probe(path)
+    except UnreadableImage as error:
+        return digest, None, None, None, str(error)
+    return digest, info.width, info.height, info.mode, None
+
+
+def _inspect_chunk(paths: Sequence[str]) -> list[tuple]:
+    return [_inspect_file(p) for p in paths]
+
+
+def inspect_files(paths: Sequence[str], *, workers: int | None = None,
+                  progress: Callable[[int, int], None] | None = None, chunk: int = 64) -> list[tuple]:
+    """Hash and probe files in parallel over processes, results in input order."""
+    total = len(paths)
+    workers = workers or os.cpu_count() or 1
+    chunks = [paths[i:i + chunk] for i in range(0, total, chunk)]
+    results: list[tuple] = []
+    if workers == 1 or total <= chunk:
+        for part in chunks:
+            results.extend(_inspect_chunk(part))
+            if progress:
+                progress(len(results), total)
+        return results
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for part in pool.map(_inspect_chunk, chunks):
+            results.extend(part)
+            if progress:
+                progress(len(results), total)
+    return results
+
+
+@dataclass
+class IngestSummary:
+    found: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    quarantined_new: int = 0
+    vanished: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def ingest_files(
+    warehouse: Warehouse,
+    files: Iterable[WellFile],
+    *,
+    source: str = "archive",
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    scope_sql: str | None = None,
+    scope_params: Sequence | None = None,
+) -> IngestSummary:
+    """Upsert ``images`` rows for these files, reading only new or changed ones.
+
+    ``scope_sql``/``scope_params`` select the stored rows this scan is responsible
+    for (e.g. one plate), so rows that vanished from disk can be reported.
+    The whole batch is written in one transaction.
+    """
+    started = time.perf_counter()
+    files = list(files)
+    summary = IngestSummary(found=len(files))
+    warehouse.ensure_schema()
+    where = f"WHERE {scope_sql}" if scope_sql else ""
+    stored = warehouse.query_df(
+        f"SELECT image_id, path, file_size, file_mtime_ns FROM images {where}", list(scope_params or [])
+    )
+    known = {r.image_id: (r.path, r.file_size, r.file_mtime_ns) for r in stored.itertuples(index=False)}
+
+    todo: list[tuple[WellFile, int | None, int | None]] = []
+    for wf in files:
+        try:
+            size, mtime = _stat(wf.path)
+        except OSError:
+            size, mtime = None, None
+        before = known.get(wf.image_id)
+        if before is not None and before == (str(wf.path), size, mtime):
+            summary.unchanged += 1
+            continue
+        if before is None:
+            summary.new += 1
+        else:
+            summary.changed += 1
+        todo.append((wf, size, mtime))
+    found_ids = {wf.image_id for wf in files}
+    summary.vanished = sorted(set(known) - found_ids)
+
+    log.info("%d files found: %d new, %d changed, %d unchanged", len(files), summary.new, summary.changed,
+             summary.unchanged)
+    inspected = inspect_files([str(wf.path) for wf, _, _ in todo], workers=workers, progress=progress)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = []
+    for (wf, size, mtime), (digest, width, height, mode, error) in zip(todo, inspected):
+        error = wf.error or error
+        if error:
+            summary.quarantined_new += 1
+        rows.append((
+            wf.image_id, wf.plate_id, wf.inspection, wf.plate_format, wf.well, wf.well_index, wf.row, wf.col,
+            str(wf.path), digest, width, height, mode, "quarantined" if error else "ok", error, source,
+            size, mtime, now,
+        ))
+    if rows:
+        frame = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
+        with warehouse.transaction() as con:
+            con.register("incoming_rows", frame)
+            con.execute("DELETE FROM images WHERE image_id IN (SELECT image_id FROM incoming_rows)")
+            con.execute(f"INSERT INTO images ({', '.join(_quoted(IMAGE_COLUMNS))}) "
+                        f"SELECT {', '.join(_quoted(IMAGE_COLUMNS))} FROM incoming_rows")
+            con.unregister("incoming_rows")
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _quoted(columns: Iterable[str]) -> list[str]:
+    return [f'"{c}"' for c in columns]
