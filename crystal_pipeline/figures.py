@@ -1,0 +1,66 @@
+"""Pictures for people: small PNGs rendered with matplotlib's Agg backend.
+
+Every function returns PNG bytes, so the same figure can go into a Dagster
+materialization (as a base64 image in Markdown), into a report folder, or into a
+test that decodes it.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    return buffer.getvalue()
+
+
+def bar_chart(counts: Mapping[str, Mapping[str, int]], title: str, *, xlabel: str = "", log: bool = False) -> bytes:
+    """Grouped bars: ``counts[series][category]`` (e.g. split -> class -> images)."""
+    plt = _plt()
+    categories = list(dict.fromkeys(c for series in counts.values() for c in series))
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(categories) + 2), 3.2))
+    width = 0.8 / max(1, len(counts))
+    x = np.arange(len(categories))
+    for i, (name, series) in enumerate(counts.items()):
+        ax.bar(x + i * width, [series.get(c, 0) for c in categories], width, label=name)
+    ax.set_xticks(x + width * (len(counts) - 1) / 2, categories, rotation=30, ha="right")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("images")
+    if log:
+        ax.set_yscale("log")
+    if len(counts) > 1:
+        ax.legend()
+    return _png(fig)
+
+
+def image_grid(images: Sequence[np.ndarray], labels: Sequence[str], *, columns: int = 8, title: str = "",
+               cmap: str = "gray", vmin=None, vmax=None) -> bytes:
+    """A grid of grey images with a caption under each."""
+    plt = _plt()
+    n = max(1, len(images))
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label in zip(axes.flat, images, labels):
+        ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_title(label, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _png(fig)
