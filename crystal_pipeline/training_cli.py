@@ -1,0 +1,76 @@
+"""``crystal-pipeline train``: train CrystalNet on prepared tensors, no Dagster.
+
+Examples::
+
+    crystal-pipeline train --tensors data --out data/models/v1/model.pt --preset demo
+    crystal-pipeline train --tensors data --out model.pt --preset paper --set lr=0.02 --resume
+    torchrun --nproc_per_node 8 -m crystal_pipeline train --tensors data --out model.pt --preset paper
+
+torch is imported inside :func:`run` so that listing the commands stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tensors", required=True,
+                        help="data dir, its tensors/ folder, or the tensors/r<res> folder")
+    parser.add_argument("--out", required=True, help="where to write model.pt (checkpoint beside it: model.pt.ckpt)")
+    parser.add_argument("--preset", default="demo", choices=("paper", "demo", "smoke"),
+                        help="training preset (default: demo)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config field, e.g. --set lr=0.02 --set init=paper (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>.ckpt if it exists")
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--trained-on", default="unknown",
+                        help="provenance stored in the artifact: 'synthetic' or the raw archive's path")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and the final JSON summary")
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from crystal_pipeline.training import TrainConfig, train
+    from crystal_pipeline.training_data import TensorDataError
+
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet or rank else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = TrainConfig.from_preset(args.preset, parse_overrides(args.overrides))
+    except ValueError as exc:
+        raise SystemExit(f"crystal-pipeline train: {exc}") from None
+    try:
+        result = train(config, args.tensors, args.out, device=args.device, trained_on=args.trained_on,
+                       resume=args.resume)
+    except TensorDataError as exc:
+        raise SystemExit(f"crystal-pipeline train: {exc}") from None
+    if rank == 0:
+        print(json.dumps({
+            "path": str(result.path) if result.path else None,
+            "finished": result.finished,
+            "updates": result.updates,
+            "val_accuracy": result.val_accuracy,
+            "crystal_auc": result.crystal_auc,
+            "images_per_s": round(result.images_per_s, 2),
+            "device": result.device,
+            "seconds": round(result.seconds, 2),
+            "checkpoint": None if result.finished else str(result.checkpoint_path),
+        }))
+    return 0
