@@ -1,0 +1,294 @@
+"""Decoding drop photographs into the paper's input: 8-bit grey, central square, anti-aliased.
+
+Imagers write 8- or 16-bit grey, palette, RGB(A) or CMYK files of any size; the network
+wants one ``resolution x resolution`` uint8 square (CrystalNet: central square crop, resize
+to 128). Everything that turns a file into those pixels lives here, so ingest
+(:func:`probe`), tensor preparation and plate labelling (:func:`load_grey`,
+:func:`decode_many`) agree on what a pixel is and on which files are unreadable.
+
+Decisions (measured in ``docs/preprocessing.md``):
+
+- 16- and 32-bit grey (``I;16*``, ``I``, ``F``) is stretched linearly from the image's own
+  minimum to its maximum onto 0..255. Scientific cameras often store 10-14 significant
+  bits in a 16-bit container; a fixed ``/257`` would leave such an image nearly black with
+  a few dozen grey levels. The network's contrast normalisation removes absolute
+  brightness anyway. A constant image falls back to the fixed ``value/257`` mapping.
+- Transparency (RGBA, LA, PA, palette or grey with a transparent colour) is composited
+  on white, the way a viewer shows it, so hidden colour under alpha 0 cannot leak in.
+- Colour becomes grey by ITU-R 601 luma (Pillow's ``convert("L")``; for JPEG the
+  decoder's own Y channel, which is the same weighting without decoding chroma).
+- Resize is LANCZOS (``reducing_gap=3``) on the central square. JPEGs are first decoded
+  at a reduced DCT scale (``Image.draft``) no smaller than the crop needs and never below
+  1/4: libjpeg's 1/8 scale keeps only each block's DC term, an 8x8 box filter that
+  measurably aliases.
+- EXIF orientation is ignored: plate imagers do not rotate their cameras, and a
+  mis-tagged file must not silently change which pixels the crop keeps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+import multiprocessing
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+
+#: Smallest JPEG DCT scale used when decoding for the network (see module docstring).
+MIN_JPEG_SCALE = 1 / 4
+#: Pillow's box pre-reduction before LANCZOS kicks in only when the ratio exceeds this;
+#: 3 keeps the result within ~2 grey levels of a pure LANCZOS at half its cost.
+REDUCING_GAP = 3.0
+
+_HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I", "F")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+class UnreadableImage(Exception):
+    """A file that cannot become pixels; ``reason`` is short and meant for a quarantine row."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What ingest records about a readable file: its size and original Pillow mode."""
+
+    width: int
+    height: int
+    mode: str
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """Whether a file is an image by its extension (case ignored), as the raw archive defines."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def _reason(exc: BaseException) -> str:
+    """One short, stable reason per failure kind, so quarantine reports group well."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image: cannot identify image file"
+    msg = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, EOFError) or "truncated" in msg.lower():
+        return "truncated image"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"too large: {msg}"
+    return f"decode error: {msg}"
+
+
+def _open(path: str | os.PathLike) -> Image.Image:
+    """Open lazily, turning 'no such file', 'empty' and 'not an image' into reasons."""
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read file: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise UnreadableImage("empty file")
+    try:
+        return Image.open(path)
+    except UnreadableImage:
+        raise
+    except Exception as exc:  # Pillow plugins raise many types on malformed headers
+        raise UnreadableImage(_reason(exc)) from exc
+
+
+def probe(path: str | os.PathLike) -> ImageInfo:
+    """Decode a file completely (so truncation is caught) as cheaply as possible.
+
+    JPEGs decode at 1/8 DCT scale: truncation is still detected, because Pillow raises
+    when the data ends before the decoder finishes whatever the scale, and
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left as it is (False). The file is only read.
+    """
+    with _open(path) as im:
+        info = ImageInfo(width=im.width, height=im.height, mode=im.mode)
+        try:
+            if im.format == "JPEG":
+                im.draft("L", (max(1, im.width // 8), max(1, im.height // 8)))
+            im.load()
+        except Exception as exc:
+            raise UnreadableImage(_reason(exc)) from exc
+    return info
+
+
+def _draft_jpeg(im: Image.Image, resolution: int) -> None:
+    """Ask libjpeg for the smallest DCT scale that still leaves a crop >= resolution."""
+    w, h = im.size
+    scale = max(resolution / min(w, h), MIN_JPEG_SCALE)
+    if scale < 1:
+        im.draft("L", (math.ceil(w * scale), math.ceil(h * scale)))
+
+
+def _composite_on_white(im: Image.Image) -> Image.Image:
+    la = np.asarray(im.convert("RGBA").convert("LA") if im.mode not in ("LA",) else im)
+    grey = la[..., 0].astype(np.uint32)
+    alpha = la[..., 1].astype(np.uint32)
+    out = (grey * alpha + 255 * (255 - alpha) + 127) // 255
+    return Image.fromarray(out.astype(np.uint8), mode="L")
+
+
+def _stretch_high_bit(im: Image.Image) -> Image.Image:
+    """16/32-bit grey -> float image on 0..255 (min..max); resized in float, rounded after."""
+    a = np.asarray(im, dtype=np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    if hi > lo:
+        a = (a - lo) * np.float32(255.0 / (hi - lo))
+    else:
+        fixed = lo / 257.0 if im.mode.startswith("I;16") else lo
+        a = np.full(a.shape, min(max(fixed, 0.0), 255.0), dtype=np.float32)
+    return Image.fromarray(a, mode="F")
+
+
+def _to_grey(im: Image.Image) -> Image.Image:
+    """Any mode -> 'L' (8-bit) or 'F' (float 0..255 from high-bit sources)."""
+    mode = im.mode
+    if mode == "L" and "transparency" not in im.info:
+        return im
+    if mode in _HIGH_BIT_MODES:
+        return _stretch_high_bit(im)
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        return _composite_on_white(im)
+    if mode in ("1", "P", "RGB", "RGBX", "L"):
+        return im.convert("L")
+    return im.convert("RGB").convert("L")  # CMYK, YCbCr, LAB, HSV
+
+
+def _crop_resize(im: Image.Image, resolution: int) -> Image.Image:
+    """Central square, then anti-aliased resize.
+
+    A hard crop first, not ``resize(box=...)``: with a box Pillow's filter reaches pixels
+    outside it, so a dark well rim just beyond the crop would bleed into the edge pixels.
+    Integer offsets avoid a half-pixel shift (and blur) when the sizes' difference is odd.
+    """
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    if side != w or side != h:
+        im = im.crop((left, top, left + side, top + side))
+    if side == resolution:
+        return im
+    return im.resize((resolution, resolution), Image.Resampling.LANCZOS,
+                     reducing_gap=REDUCING_GAP)
+
+
+def _grey_square(path: str | os.PathLike, resolution: int) -> Image.Image:
+    with _open(path) as im:
+        try:
+            if im.format == "JPEG":
+                _draft_jpeg(im, resolution)
+            im.load()
+            out = _crop_resize(_to_grey(im), resolution)
+            if out is im:  # already the right square: keep it alive past close()
+                out = im.copy()
+        except Exception as exc:
+            raise UnreadableImage(_reason(exc)) from exc
+    if out.mode == "F":
+        a = np.clip(np.rint(np.asarray(out)), 0, 255).astype(np.uint8)
+        out = Image.fromarray(a, mode="L")
+    return out
+
+
+def load_grey(path: str | os.PathLike, resolution: int = 128) -> np.ndarray:
+    """The network's view of one file: ``(resolution, resolution)`` uint8, row-major.
+
+    Raises :class:`UnreadableImage` for anything that cannot be decoded.
+    """
+    if resolution < 1:
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    return np.array(_grey_square(path, resolution), dtype=np.uint8)
+
+
+def load_grey_bytes(path: str | os.PathLike, resolution: int = 128) -> bytes:
+    """:func:`load_grey` as ``resolution**2`` raw bytes: what Parquet stores and IPC carries."""
+    if resolution < 1:
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    return _grey_square(path, resolution).tobytes()
+
+
+def _decode_chunk(paths: list[str], resolution: int) -> list[bytes | UnreadableImage]:
+    """Worker body. Bytes, not arrays, cross the process boundary: cheapest to pickle."""
+    out: list[bytes | UnreadableImage] = []
+    for path in paths:
+        try:
+            out.append(load_grey_bytes(path, resolution))
+        except UnreadableImage as exc:
+            out.append(exc)
+        except Exception as exc:  # a decoder bug must cost one image, not the run
+            out.append(UnreadableImage(_reason(exc)))
+    return out
+
+
+def default_workers() -> int:
+    """CPUs this process may use (respects affinity/cgroup pinning where the OS reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool_context():
+    """``forkserver`` where available: forking a process that already runs threads
+    (Dagster, pyarrow, torch) can deadlock; ``spawn`` elsewhere."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def decode_many(
+    paths: Iterable[str | os.PathLike],
+    resolution: int = 128,
+    workers: int | None = None,
+    chunksize: int = 32,
+    *,
+    as_bytes: bool = False,
+) -> Iterator[tuple[int, np.ndarray | bytes | UnreadableImage]]:
+    """Decode many files in parallel, yielding ``(index, pixels | UnreadableImage)`` in order.
+
+    ``paths`` is consumed lazily and at most ``4 * workers`` chunks are in flight, so memory
+    stays bounded however long the input and however slow the consumer. An unreadable
+    file yields its :class:`UnreadableImage` instead of raising. ``workers`` <= 1 (or an
+    input no longer than one chunk) decodes in this process: no pool start-up cost.
+    With ``as_bytes`` the pixels are ``resolution**2`` raw bytes instead of arrays.
+    """
+    workers = default_workers() if workers is None else workers
+    chunksize = max(1, int(chunksize))
+
+    def convert(result):
+        if isinstance(result, UnreadableImage) or as_bytes:
+            return result
+        return np.frombuffer(result, dtype=np.uint8).reshape(resolution, resolution)
+
+    small = hasattr(paths, "__len__") and len(paths) <= chunksize  # type: ignore[arg-type]
+    if workers <= 1 or small:
+        for i, path in enumerate(paths):
+            yield i, convert(_decode_chunk([os.fspath(path)], resolution)[0])
+        return
+
+    chunks = _chunks((os.fspath(p) for p in paths), chunksize)
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
+    try:
+        pending = deque(executor.submit(_decode_chunk, c, resolution)
+                        for c in islice(chunks, 4 * workers))
+        index = 0
+        while pending:
+            results = pending.popleft().result()
+            nxt = next(chunks, None)
+            if nxt is not None:
+                pending.append(executor.submit(_decode_chunk, nxt, resolution))
+            for result in results:
+                yield index, convert(result)
+                index += 1
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunks(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
