@@ -1,0 +1,1 @@
+"""Dagster assets, checks, jobs, sensors and schedules: thin wrappers over crystal_pipeline."""

@@ -1,0 +1,110 @@
+"""Group ``prepare``: consensus-labelled images as preprocessed Parquet tensors and their statistics."""
+
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from assets.ingest import consensus_labels
+from assets.metadata import md, png_md, progress_logger, table_md
+from crystal_pipeline import figures, tensors
+from crystal_pipeline.classes import CLASS_NAMES
+from resources import PreprocessingResource, StorageResource, WarehouseResource
+
+SPLITS = ("train", "val")
+
+
+@dg.asset(group_name="prepare", kinds={"parquet"}, deps=[consensus_labels])
+def image_tensors(context: dg.AssetExecutionContext, storage: StorageResource, warehouse: WarehouseResource,
+                  preprocessing: PreprocessingResource) -> dg.MaterializeResult:
+    """Central square crop, anti-aliased resize, 8-bit grey, one Parquet folder per split (streamed)."""
+    layout = storage.layout
+    resolution = preprocessing.resolution
+    rows = warehouse.get().query_df(
+        "SELECT l.image_id, l.class_id, l.split, i.path FROM consensus_labels l "
+        "JOIN images i USING (image_id) WHERE i.status = 'ok' ORDER BY l.image_id"
+    )
+    context.log.info(f"preprocessing {len(rows)} labelled images to {resolution} px")
+    summary = tensors.write_tensors(
+        rows.itertuples(index=False, name=None), layout.tensors_dir(resolution), resolution,
+        workers=preprocessing.workers, progress=progress_logger(context, "preprocessed"),
+    )
+    failures = pd.DataFrame(summary.failures, columns=["image_id", "reason"])
+    preview = _preview(layout.tensors_split_dir(resolution, "train"), resolution)
+    return dg.MaterializeResult(metadata={
+        "resolution": resolution,
+        "path": dg.MetadataValue.path(str(layout.tensors_dir(resolution))),
+        "train_rows": summary.rows.get("train", 0),
+        "val_rows": summary.rows.get("val", 0),
+        "decode_failures": len(failures),
+        "images_per_s": round(summary.images_per_s, 1),
+        "seconds": round(summary.seconds, 2),
+        "megabytes": round(summary.bytes_written / 2**20, 2),
+        "fingerprint": summary.fingerprint,
+        "preview": md(png_md(preview, "tensors by class") if preview else "", table_md(failures)),
+    })
+
+
+def _preview(split_dir, resolution: int, per_class: int = 4) -> bytes | None:
+    """Up to four tensors of each class from the first part file, as the network sees them."""
+    parts = sorted(split_dir.glob("*.parquet"))
+    if not parts:
+        return None
+    table = pq.read_table(parts[0], columns=["class_id", "pixels"]).to_pydict()
+    images, labels, taken = [], [], {}
+    for class_id, pixels in zip(table["class_id"], table["pixels"]):
+        if taken.get(class_id, 0) < per_class:
+            taken[class_id] = taken.get(class_id, 0) + 1
+            images.append(np.frombuffer(pixels, np.uint8).reshape(resolution, resolution))
+            labels.append(CLASS_NAMES[class_id - 1])
+    order = np.argsort([CLASS_NAMES.index(l) for l in labels], kind="stable")
+    return figures.image_grid([images[i] for i in order], [labels[i] for i in order], columns=per_class * 2)
+
+
+@dg.asset_check(asset=image_tensors, description="Tensor rows equal labelled, decodable images; none lost.")
+def tensor_rows_match_labels(storage: StorageResource, warehouse: WarehouseResource,
+                             preprocessing: PreprocessingResource) -> dg.AssetCheckResult:
+    layout = storage.layout
+    expected = warehouse.get().query_df(
+        "SELECT split, count(*) AS n FROM consensus_labels l JOIN images i USING (image_id) "
+        "WHERE i.status = 'ok' GROUP BY split")
+    expected = dict(zip(expected["split"], expected["n"]))
+    found = {s: tensors.count_rows(layout.tensors_split_dir(preprocessing.resolution, s)) for s in SPLITS}
+    passed = all(found.get(s, 0) == int(expected.get(s, 0)) for s in SPLITS)
+    return dg.AssetCheckResult(passed=passed, metadata={
+        **{f"{s}_expected": int(expected.get(s, 0)) for s in SPLITS}, **{f"{s}_found": found[s] for s in SPLITS}})
+
+
+@dg.asset_check(asset=image_tensors, description="Every pixels value holds resolution^2 bytes.")
+def pixel_length_is_resolution_squared(storage: StorageResource,
+                                       preprocessing: PreprocessingResource) -> dg.AssetCheckResult:
+    res = preprocessing.resolution
+    widths = {s: tensors.pixel_width(storage.layout.tensors_split_dir(res, s)) for s in SPLITS}
+    return dg.AssetCheckResult(passed=all(w == res * res for w in widths.values()),
+                               metadata={"expected": res * res, **{f"{s}_bytes": w or 0 for s, w in widths.items()}})
+
+
+@dg.asset(group_name="prepare", kinds={"numpy"}, deps=[image_tensors])
+def normalization_stats(context: dg.AssetExecutionContext, storage: StorageResource,
+                        preprocessing: PreprocessingResource) -> dg.MaterializeResult:
+    """Per-pixel mean and standard deviation of the training split (the paper's per-pixel normalization)."""
+    layout = storage.layout
+    res = preprocessing.resolution
+    mean, std = tensors.compute_stats(layout.tensors_split_dir(res, "train"))
+    tensors.save_stats(layout.stats_path(res), mean, std)
+    picture = figures.image_grid([mean, std], ["mean", "std"], columns=2, cmap="viridis")
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(layout.stats_path(res))),
+        "mean_of_means": float(mean.mean()),
+        "mean_std": float(std.mean()),
+        "min_std": float(std.min()),
+        "images": md(png_md(picture, "mean and std images")),
+    })
+
+
+@dg.asset_check(asset=normalization_stats, description="Stats are finite and no pixel has zero spread.")
+def stats_are_usable(storage: StorageResource, preprocessing: PreprocessingResource) -> dg.AssetCheckResult:
+    mean, std = tensors.load_stats(storage.layout.stats_path(preprocessing.resolution))
+    ok = bool(np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all())
+    return dg.AssetCheckResult(passed=ok, metadata={"shape": str(mean.shape), "min_std": float(std.min())})

@@ -1,0 +1,26 @@
+"""The code location: one Definitions object for the UI, the CLI and the tests.
+
+`dagster asset materialize -m definitions`, `dagster dev` ([tool.dagster] in
+pyproject.toml) and workspace.yaml all load this module.
+"""
+
+import dagster as dg
+
+from assets import ingest, prepare
+from resources import build_resources
+
+all_assets = dg.load_assets_from_modules([ingest, prepare])
+all_checks = dg.load_asset_checks_from_modules([ingest, prepare])
+
+ingest_and_prepare_job = dg.define_asset_job(
+    "ingest_and_prepare",
+    selection=dg.AssetSelection.groups("ingest", "prepare"),
+    description="Scan the raw archive, agree labels, and write the training tensors.",
+)
+
+defs = dg.Definitions(
+    assets=all_assets,
+    asset_checks=all_checks,
+    jobs=[ingest_and_prepare_job],
+    resources=build_resources(),
+)

@@ -1,0 +1,64 @@
+"""Dagster resources: the only Dagster code that knows where files and the database live.
+
+Every default comes from ``crystal_pipeline.layout`` (``CRYSTAL_DATA_DIR``,
+``CRYSTAL_RAW_DIR``, ``CRYSTAL_INCOMING_DIR``), so the UI, the CLI and the tests
+agree without extra config; any field can still be set per deployment or per run.
+"""
+
+
+from pathlib import Path
+from typing import Optional
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from crystal_pipeline.layout import DataLayout, default_data_dir, default_incoming_dir, default_raw_dir
+from crystal_pipeline.warehouse import Warehouse
+
+
+class StorageResource(ConfigurableResource):
+    """The data directory, the raw archive and the incoming folder."""
+
+    data_dir: Optional[str] = Field(default=None, description="Defaults to $CRYSTAL_DATA_DIR or ./data")
+    raw_dir: Optional[str] = Field(default=None, description="Defaults to $CRYSTAL_RAW_DIR or <data_dir>/raw")
+    incoming_dir: Optional[str] = Field(
+        default=None, description="Defaults to $CRYSTAL_INCOMING_DIR or <data_dir>/incoming"
+    )
+
+    @property
+    def layout(self) -> DataLayout:
+        data_dir = Path(self.data_dir).resolve() if self.data_dir else default_data_dir()
+        raw_dir = Path(self.raw_dir).resolve() if self.raw_dir else (
+            data_dir / "raw" if self.data_dir else default_raw_dir())
+        incoming = Path(self.incoming_dir).resolve() if self.incoming_dir else (
+            data_dir / "incoming" if self.data_dir else default_incoming_dir())
+        return DataLayout(data_dir, raw_dir, incoming)
+
+
+class WarehouseResource(ConfigurableResource):
+    """The DuckDB warehouse file; writers also share the Dagster pool ``duckdb``."""
+
+    storage: StorageResource
+    path: Optional[str] = Field(default=None, description="Defaults to <data_dir>/warehouse.duckdb")
+    lock_timeout_s: float = Field(default=300.0, description="How long to wait for another process's lock")
+
+    def get(self) -> Warehouse:
+        path = Path(self.path) if self.path else self.storage.layout.warehouse
+        return Warehouse(path, lock_timeout_s=self.lock_timeout_s)
+
+
+class PreprocessingResource(ConfigurableResource):
+    """Preprocessing settings shared by every asset that reads or writes tensors."""
+
+    resolution: int = Field(default=128, description="Side of the square tensors (the paper: 128)")
+    workers: Optional[int] = Field(default=None, description="Decode processes; default: all cores")
+
+
+def build_resources(storage: Optional[StorageResource] = None) -> dict:
+    """The resource set of the code location; tests pass their own storage."""
+    storage = storage or StorageResource()
+    return {
+        "storage": storage,
+        "warehouse": WarehouseResource(storage=storage),
+        "preprocessing": PreprocessingResource(),
+    }

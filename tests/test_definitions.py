@@ -1,0 +1,40 @@
+"""The code location loads, and its graph is the one DESIGN.md names."""
+
+import subprocess
+import sys
+
+import dagster as dg
+
+from tests.conftest import REPO, cli_env
+
+INGEST = {"raw_images", "annotations", "consensus_labels"}
+PREPARE = {"image_tensors", "normalization_stats"}
+
+
+def load_defs():
+    import definitions
+
+    return definitions.defs
+
+
+def test_definitions_validate_and_load_every_object():
+    defs = load_defs()
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert {k: groups[k] for k in INGEST} == {k: "ingest" for k in INGEST}
+    assert {k: groups[k] for k in PREPARE} == {k: "prepare" for k in PREPARE}
+    checks = {key.name for key in graph.asset_check_keys}
+    assert {"no_quarantined_images", "no_annotation_errors", "unique_image_ids", "class_ids_in_range",
+            "validation_share", "no_plate_on_both_sides", "tensor_rows_match_labels",
+            "pixel_length_is_resolution_squared", "stats_are_usable"} <= checks
+    assert defs.resolve_job_def("ingest_and_prepare") is not None
+    # Writers of the warehouse share the duckdb pool so concurrent runs wait rather than fail.
+    for key in ("raw_images", "annotations", "consensus_labels"):
+        assert graph.get(dg.AssetKey(key)).pools == {"duckdb"}
+
+
+def test_dagster_cli_validates_the_code_location(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-m", "definitions"],
+                            cwd=REPO, env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
