@@ -1,0 +1,61 @@
+"""How many wells of each class a synthetic plate gets.
+
+The default is the paper's Table 2 'Total' column (17,033 validation images): a
+benchmark on this archive then faces the paper's imbalance, where clear and
+precipitate dominate and phase & precipitate is rare.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from crystal_pipeline.classes import CLASSES, class_id_for_name
+
+# class id -> images in the paper's validation set (Table 2, 'Total' column)
+TABLE2_TOTALS: dict[int, int] = {1: 5877, 2: 5732, 3: 1391, 4: 1121, 5: 1339, 6: 873, 7: 393, 8: 83, 9: 136, 10: 88}
+
+
+def normalize_mix(class_mix: Mapping[int | str, float] | None = None) -> dict[int, float]:
+    """Shares per class id (summing to 1); keys may be class ids or class names.
+
+    Classes left out get no wells. Raises ValueError on unknown classes, negative
+    weights or an all-zero mix, so a typo cannot silently empty a class.
+    """
+    raw = TABLE2_TOTALS if class_mix is None else class_mix
+    weights: dict[int, float] = {cid: 0.0 for cid in CLASSES}
+    for key, weight in raw.items():
+        try:
+            cid = int(key) if not isinstance(key, str) or key.isdigit() else class_id_for_name(key)
+        except KeyError:
+            raise ValueError(f"unknown class {key!r} in class_mix") from None
+        if cid not in CLASSES:
+            raise ValueError(f"unknown class id {cid} in class_mix")
+        if weight < 0:
+            raise ValueError(f"negative weight for class {key!r}")
+        weights[cid] += float(weight)
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("class_mix gives no class a positive weight")
+    return {cid: w / total for cid, w in weights.items()}
+
+
+def assign_classes(rng: np.random.Generator, n_wells: int, mix: Mapping[int, float]) -> np.ndarray:
+    """Class id per well: counts follow the mix to within one well, placed at random.
+
+    Whole wells go by the floor of each share; the leftover wells are drawn in
+    proportion to the fractions, so rare classes still appear on small plates
+    without every plate rounding them the same way.
+    """
+    ids = np.array(sorted(mix), dtype=np.int64)
+    expected = np.array([mix[c] for c in ids]) * n_wells
+    counts = np.floor(expected).astype(np.int64)
+    short = n_wells - int(counts.sum())
+    if short:
+        frac = expected - counts
+        extra = rng.choice(len(ids), size=short, replace=False, p=frac / frac.sum())
+        counts[extra] += 1
+    labels = np.repeat(ids, counts)
+    rng.shuffle(labels)
+    return labels

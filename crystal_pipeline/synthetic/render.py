@@ -1,0 +1,91 @@
+"""One synthetic drop photograph of a given class, and how hard it is to label.
+
+The class decides only which contents are drawn; how obvious each one is (its
+strength) is drawn from a distribution that the ``difficulty`` knob shifts towards
+the faint end. The returned ``WellTruth`` says how visible each present attribute
+ended up (after blur and hiding behind other contents) and which absent attributes
+the image falsely suggests (decoys); annotators are simulated from exactly these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crystal_pipeline.classes import CLASSES
+from crystal_pipeline.synthetic import contents
+from crystal_pipeline.synthetic.scene import draw_nuisance, draw_scene, finish
+
+DEFAULT_DIFFICULTY = 0.5
+
+_DRAWERS = {
+    "precipitate": contents.precipitate,
+    "crystal": contents.crystals,
+    "phase_separation": contents.phase_droplets,
+    "skin": contents.skin,
+    "junk": contents.junk,
+}
+# Drawing order: what lies on top is drawn last.
+_ORDER = ("skin", "precipitate", "phase_separation", "crystal", "junk")
+
+
+@dataclass(frozen=True)
+class WellTruth:
+    """The latent truth behind one image: its class and how ambiguous it looks."""
+
+    class_id: int
+    difficulty: float  # 0 = unmistakable, 1 = experts cannot tell
+    visibility: dict[str, float] = field(default_factory=dict)  # present attributes
+    decoys: dict[str, float] = field(default_factory=dict)  # absent attributes it suggests
+
+
+def draw_strength(rng: np.random.Generator, difficulty: float) -> float:
+    """How obvious one feature is; higher difficulty moves mass to faint features."""
+    a = 3.0 * (1.0 - difficulty) + 0.8
+    b = 1.2 + 1.6 * difficulty
+    return float(np.clip(rng.beta(a, b), 0.03, 1.0))
+
+
+def render_well(
+    rng: np.random.Generator, class_id: int, size: int = 256, difficulty: float = DEFAULT_DIFFICULTY
+) -> tuple[np.ndarray, WellTruth]:
+    """An 8-bit grey ``size``x``size`` image of class ``class_id`` and its truth."""
+    attributes = CLASSES[class_id][1]
+    scene = draw_scene(rng, size)
+    nuisance = draw_nuisance(rng, difficulty)
+    canvas = contents.Canvas(scene)
+    strengths: dict[str, float] = {}
+    evidence: dict[str, float] = {}
+    decoys: dict[str, float] = {}
+    for attr in _ORDER:
+        if attr not in attributes:
+            continue
+        strengths[attr] = draw_strength(rng, difficulty)
+        for key, value in _DRAWERS[attr](canvas, rng, strengths[attr]).items():
+            if key.startswith("decoy_"):
+                name = key[6:]
+                decoys[name] = max(decoys.get(name, 0.0), value)
+            else:
+                evidence[key] = value
+    if "junk" not in attributes and rng.random() < 0.15 + 0.3 * difficulty:
+        for key, value in contents.stray_dust(canvas, rng, rng.random()).items():
+            decoys[key[6:]] = max(decoys.get(key[6:], 0.0), value)
+    if "precipitate" not in attributes and rng.random() < 0.2 + 0.3 * difficulty:
+        for key, value in contents.stray_grains(canvas, rng, rng.random()).items():
+            decoys[key[6:]] = max(decoys.get(key[6:], 0.0), value)
+    image = finish(rng, canvas.compose(), nuisance)
+
+    # Hiding: microcrystals in precipitate, crystals among oil droplets.
+    if "crystal" in evidence:
+        if "precipitate" in strengths:
+            evidence["crystal"] *= 1.0 - 0.55 * strengths["precipitate"]
+        if "phase_separation" in evidence:
+            evidence["crystal"] *= 1.0 - 0.3 * evidence["phase_separation"]
+    blur = min(nuisance.blur / 2.5, 1.0)
+    visibility = {a: float(np.clip(v * (1.0 - 0.45 * blur * (1.0 - v)) * (0.75 + 0.25 * min(nuisance.contrast, 1.0)), 0, 1))
+                  for a, v in evidence.items()}
+    decoys = {a: float(v) for a, v in decoys.items() if a not in attributes}
+    hardest = 1.0 - min(visibility.values(), default=1.0)
+    difficulty_here = max(hardest, 0.8 * max(decoys.values(), default=0.0), 0.25 * blur)
+    return image, WellTruth(class_id, float(np.clip(difficulty_here, 0, 1)), visibility, decoys)
