@@ -245,7 +245,7 @@ def decode_many(
     paths: Iterable[str | os.PathLike],
     resolution: int = 128,
     workers: int | None = None,
-    chunksize: int = 32,
+    chunksize: int = 16,
     *,
     as_bytes: bool = False,
 ) -> Iterator[tuple[int, np.ndarray | bytes | UnreadableImage]]:
