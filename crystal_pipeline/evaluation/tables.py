@@ -1,0 +1,128 @@
+"""The paper's tables, laid out as the paper prints them, for our numbers and for theirs.
+
+A table is first built as a grid of strings (header row first); :func:`markdown_table` and
+:func:`html_table` only render that grid, so the Markdown and HTML reports can never show
+different numbers. Undefined values (NaN, None) render as an en dash.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from crystal_pipeline.classes import CLASS_TITLES
+from crystal_pipeline.evaluation.metrics import ReviewShare, confusion_metrics
+from crystal_pipeline.evaluation.paper import PAPER_TABLE3, PAPER_TABLE5
+
+UNDEFINED = "–"
+Grid = list[list[str]]
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A number for a table cell; NaN and None become an en dash."""
+    if value is None:
+        return UNDEFINED
+    value = float(value)
+    if math.isnan(value):
+        return UNDEFINED
+    return f"{value:.{digits}f}"
+
+
+def confusion_grid(confusion, titles: Sequence[str] = CLASS_TITLES, *, auc=None,
+                   digits: int = 4) -> Grid:
+    """Paper's Table 2/4 layout: counts, Total column, Recall column; Total, Precision, AUC rows."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    k = confusion.shape[0]
+    if len(titles) != k:
+        raise ValueError(f"{len(titles)} titles for a {k}x{k} matrix")
+    metrics = confusion_metrics(confusion)
+    grid: Grid = [["Labels", *titles, "Total", "Recall"]]
+    for i in range(k):
+        grid.append([titles[i], *(str(int(c)) for c in confusion[i]),
+                     str(int(confusion[i].sum())), fmt(metrics["recall"][i], digits)])
+    grid.append(["Total", *(str(int(c)) for c in confusion.sum(axis=0)),
+                 str(int(confusion.sum())), ""])
+    grid.append(["Precision", *(fmt(p, digits) for p in metrics["precision"]),
+                 "", f"Overall: {fmt(metrics['accuracy'], digits)}"])
+    if auc is not None:
+        grid.append(["AUC", *(fmt(a, digits) for a in auc), "", ""])
+    return grid
+
+
+CRYSTAL_TITLES = ("no-crystal", "has-crystal")
+
+
+def crystal_grid(confusion_2x2, digits: int = 4) -> Grid:
+    """Table 4's layout for a 2 x 2 (no-crystal, has-crystal) matrix."""
+    return confusion_grid(confusion_2x2, CRYSTAL_TITLES, digits=digits)
+
+
+def review_share_grid(shares: Sequence[ReviewShare]) -> Grid:
+    grid: Grid = [["Crystal recall required", "Threshold on crystal_prob",
+                   "Images to review", "Recall achieved"]]
+    for s in shares:
+        grid.append([f"{s.target_recall:.2f}", fmt(s.threshold, 4),
+                     f"{s.review_share * 100:.1f}%" if not math.isnan(s.review_share) else UNDEFINED,
+                     fmt(s.achieved_recall, 4)])
+    return grid
+
+
+def resolution_grid(ours: Mapping[int, tuple[float, float]] | None = None) -> Grid:
+    """Table 3: paper's accuracy and time per resolution, ours beside them (accuracy in %)."""
+    ours = dict(ours or {})
+    grid: Grid = [["Resolution", "Paper accuracy (%)", "Paper avg. time (s)",
+                   "Ours accuracy (%)", "Ours time (s)"]]
+    for res in sorted(set(PAPER_TABLE3) | set(ours), reverse=True):
+        paper = PAPER_TABLE3.get(res, (None, None))
+        mine = ours.get(res, (None, None))
+        grid.append([f"{res}×{res}", fmt(paper[0], 1), fmt(paper[1], 0), fmt(mine[0], 1),
+                     fmt(mine[1], 1)])
+    return grid
+
+
+def model_comparison_grid(scores: Sequence[Mapping]) -> Grid:
+    """Table 5: each model's accuracy, crystal AUC and prediction time, the paper's beside.
+
+    ``scores`` are mappings with ``name``, ``accuracy`` (fraction), ``crystal_auc``,
+    ``predict_seconds`` and optionally ``feature_seconds`` (extraction, reported apart as in
+    the paper's footnote). Paper rows are matched by name (:data:`PAPER_TABLE5`).
+    """
+    grid: Grid = [["Model", "Paper accuracy (%)", "Paper time (s)", "Ours accuracy (%)",
+                   "Ours crystal AUC", "Ours prediction time (s)", "Ours feature extraction (s)"]]
+    names = [s["name"] for s in scores] + [n for n in PAPER_TABLE5 if n not in {s["name"] for s in scores}]
+    by_name = {s["name"]: s for s in scores}
+    for name in names:
+        paper = PAPER_TABLE5.get(name, (None, None))
+        mine = by_name.get(name, {})
+        accuracy = mine.get("accuracy")
+        grid.append([name, fmt(paper[0], 1), fmt(paper[1], 0),
+                     fmt(None if accuracy is None else 100 * accuracy, 1),
+                     fmt(mine.get("crystal_auc"), 4), fmt(mine.get("predict_seconds"), 3),
+                     fmt(mine.get("feature_seconds"), 1)])
+    return grid
+
+
+def markdown_table(grid: Grid) -> str:
+    """GitHub-flavoured Markdown; the first column is left-aligned, numbers right-aligned."""
+    def row(cells):
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = ["---"] + ["---:"] * (len(grid[0]) - 1)
+    return "\n".join([row(grid[0]), "| " + " | ".join(align) + " |", *(row(r) for r in grid[1:])])
+
+
+def html_table(grid: Grid, caption: str = "") -> str:
+    """A plain HTML table with header cells for the first row and column."""
+    out = ['<table class="confusion">']
+    if caption:
+        out.append(f"<caption>{html.escape(caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in grid[0]) + "</tr></thead>")
+    out.append("<tbody>")
+    for r in grid[1:]:
+        out.append("<tr><th>" + html.escape(r[0]) + "</th>"
+                   + "".join(f"<td>{html.escape(c)}</td>" for c in r[1:]) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
