@@ -33,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 
 #: Bump when any feature changes: it is part of the cache key.
-FEATURE_VERSION = "cj1"
+FEATURE_VERSION = "cj2"
 #: Side of the downsampled copy read by the expensive families.
 SMALL_SIDE = 64
 
@@ -134,25 +134,32 @@ def _fourier_bands(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return band, angle, window
 
 
-def _skew_kurtosis(x: np.ndarray, mean: float, std: float) -> tuple[float, float]:
-    if std < 1e-9:
-        return 0.0, 0.0
-    z = (x - mean) / std
-    return float((z ** 3).mean()), float((z ** 4).mean() - 3.0)
-
-
 def _intensity(img: np.ndarray) -> list[float]:
+    # Percentiles, entropy and moments from the 256-bin histogram: exact for 8-bit data
+    # (percentiles by the inverted CDF) and ~10x cheaper than sorting the pixels.
+    counts = np.bincount(img.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256.0)
+    p = counts / img.size
+    mean = float(p @ levels)
+    var = float(p @ (levels - mean) ** 2)
+    std = var ** 0.5
+    if std > 1e-9:
+        z = (levels - mean) / std
+        skew, kurtosis = float(p @ z ** 3), float(p @ z ** 4 - 3.0)
+    else:
+        skew = kurtosis = 0.0
+    cdf = np.cumsum(p)
+    percentiles = [float(np.searchsorted(cdf, q / 100.0 - 1e-12)) for q in _PERCENTILES]
+    nz = p[p > 0]
+    present = np.flatnonzero(counts)
     x = img.astype(np.float64)
     radius = _radius(img.shape[0])
     centre, rim = x[radius < 0.6], x[radius >= 0.6]
-    mean, std = float(x.mean()), float(x.std())
-    hist = np.bincount(img.ravel() // (256 // _HIST_BINS), minlength=_HIST_BINS) / img.size
-    nz = hist[hist > 0]
     out = [mean, std, float(centre.mean()), float(centre.std()), float(rim.mean()), float(rim.std())]
-    out += list(np.percentile(x, _PERCENTILES))
-    out += [float(x.min()), float(x.max()), *_skew_kurtosis(x, mean, std),
+    out += percentiles
+    out += [float(present[0]), float(present[-1]), skew, kurtosis,
             float(-(nz * np.log2(nz)).sum()), float(centre.mean() - rim.mean())]
-    return out + list(hist)
+    return out + list(p.reshape(_HIST_BINS, -1).sum(axis=1))
 
 
 def _edges(img: np.ndarray, small: np.ndarray) -> list[float]:
@@ -170,10 +177,10 @@ def _edges(img: np.ndarray, small: np.ndarray) -> list[float]:
     hist = np.bincount(bins.ravel(), weights=mag.ravel(), minlength=_ORIENT_BINS)
     total = hist.sum()
     hist = hist / total if total > 0 else np.full(_ORIENT_BINS, 1.0 / _ORIENT_BINS)
-    # Coherence of the doubled-angle mean vector: 1 for one dominant direction, 0 for none.
-    w = mag.ravel()
-    coherence = (float(np.hypot((w * np.cos(2 * orient.ravel())).sum(),
-                                (w * np.sin(2 * orient.ravel())).sum()) / total) if total > 0 else 0.0)
+    # Structure-tensor coherence: 1 for one dominant direction, 0 for none (no trig needed).
+    energy = float((mag * mag).sum())
+    coherence = (float(np.hypot((gx * gx - gy * gy).sum(), 2 * (gx * gy).sum()) / energy)
+                 if energy > 0 else 0.0)
     out += list(hist) + [coherence]
     out += [float(canny(small, sigma=s, low_threshold=4.0, high_threshold=12.0).mean()) for s in _CANNY_SIGMAS]
     return out
