@@ -12,6 +12,8 @@ sampled from /proc over the run's whole process tree (the pool's workers are for
 children, which getrusage(RUSAGE_CHILDREN) never sees): ``peak_rss_mb`` is the peak of the
 tree's summed RSS (shared library pages counted once per process, so an over-estimate),
 ``peak_pss_mb`` the same with shared pages split fairly, ``self_maxrss_mb`` the parent alone.
+``images_per_cpu_s`` divides by the tree's CPU seconds (from /proc): on a box shared with
+other work the wall-clock rate says more about the neighbours than about this code.
 
     .venv/bin/python bench/preprocess.py --images 2000 --repeat 3 --workers 2 [--profile]
 """
@@ -116,6 +118,8 @@ class TreeMemorySampler:
         self.interval = interval
         self.peak_rss = 0
         self.peak_pss = 0
+        self._cpu_ticks: dict[int, int] = {}   # last seen utime+stime per pid
+        self._self_ticks_at_start = self._ticks(os.getpid()) or 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -126,6 +130,21 @@ class TreeMemorySampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self._cpu_ticks[os.getpid()] = self._ticks(os.getpid()) or 0
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time of the whole tree during the run (workers' last sample before exit)."""
+        ticks = sum(self._cpu_ticks.values()) - self._self_ticks_at_start
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _ticks(pid: int) -> int | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return int(fields[11]) + int(fields[12])  # utime, stime
 
     def _descendants(self) -> list[int]:
         pids, frontier = [os.getpid()], [os.getpid()]
@@ -144,6 +163,9 @@ class TreeMemorySampler:
         while not self._stop.is_set():
             rss = pss = 0
             for pid in self._descendants():
+                ticks = self._ticks(pid)
+                if ticks is not None:
+                    self._cpu_ticks[pid] = max(ticks, self._cpu_ticks.get(pid, 0))
                 try:
                     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                         if line.startswith("Rss:"):
@@ -175,6 +197,8 @@ def run_one(figure: str, rows_file: Path, out_dir: Path, workers: int, resolutio
         "peak_rss_mb": round(mem.peak_rss / 1024, 1),
         "peak_pss_mb": round(mem.peak_pss / 1024, 1),
         "self_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_seconds": round(mem.cpu_seconds, 2),
+        "images_per_cpu_s": round(summary.rows_written / mem.cpu_seconds, 1) if mem.cpu_seconds else None,
         "parquet_mb": round(summary.bytes_written / 2**20, 1),
         "workers": workers,
         "resolution": resolution,
@@ -270,6 +294,10 @@ def main() -> None:
             line["images_per_s_runs"] = rates
             line["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
             line["peak_pss_mb"] = max(r["peak_pss_mb"] for r in runs)
+            # CPU-time throughput barely depends on what else runs on the box; times the
+            # worker count it is what the run would reach on otherwise idle cores.
+            line["images_per_cpu_s"] = max(r["images_per_cpu_s"] or 0 for r in runs)
+            line["images_per_cpu_s_median"] = statistics.median(r["images_per_cpu_s"] or 0 for r in runs)
             line["loadavg_1m"] = round(os.getloadavg()[0], 2)
             print(json.dumps(line), flush=True)
         if args.profile:

@@ -49,6 +49,7 @@ REDUCING_GAP = 3.0
 
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I", "F")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_JPEG_FORMATS = ("JPEG", "MPO")  # MPO: multi-picture JPEG from some cameras; same decoder
 
 
 class UnreadableImage(Exception):
@@ -111,7 +112,7 @@ def probe(path: str | os.PathLike) -> ImageInfo:
     with _open(path) as im:
         info = ImageInfo(width=im.width, height=im.height, mode=im.mode)
         try:
-            if im.format == "JPEG":
+            if im.format in _JPEG_FORMATS:
                 im.draft("L", (max(1, im.width // 8), max(1, im.height // 8)))
             im.load()
         except Exception as exc:
@@ -182,7 +183,7 @@ def _crop_resize(im: Image.Image, resolution: int) -> Image.Image:
 def _grey_square(path: str | os.PathLike, resolution: int) -> Image.Image:
     with _open(path) as im:
         try:
-            if im.format == "JPEG":
+            if im.format in _JPEG_FORMATS:
                 _draft_jpeg(im, resolution)
             im.load()
             out = _crop_resize(_to_grey(im), resolution)

@@ -215,7 +215,12 @@ class _SplitWriter:
         if self.target.exists():
             old = self.target.parent / f".{self.split}.old-{os.getpid()}-{uuid.uuid4().hex[:12]}"
             os.rename(self.target, old)
-        os.rename(self.tmp, self.target)
+        try:
+            os.rename(self.tmp, self.target)
+        except BaseException:
+            if old is not None:
+                os.rename(old, self.target)  # put the previous split back
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -315,6 +320,8 @@ def write_tensors(
     finally:
         if decoded is not None:
             decoded.close()  # stops the worker pool now, not whenever the GC gets to it
+    # Sequential renames: a crash between two splits' commits (microseconds) would pair a
+    # new split with an old one; the content fingerprint tells the two states apart.
     for writer in writers.values():
         writer.commit()
     if progress is not None and done % every != 0:
@@ -351,6 +358,17 @@ def split_resolution(split_dir: str | os.PathLike) -> int:
     if side * side != width:
         raise ValueError(f"{split_dir}: pixels of {width} bytes are not a square image")
     return side
+
+
+def count_rows(split_dir: str | os.PathLike) -> int:
+    """Rows in a split from the Parquet footers alone (no pixels read); 0 when absent."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(Path(split_dir).glob(PART_GLOB)))
+
+
+def pixel_width(split_dir: str | os.PathLike) -> int | None:
+    """Bytes per ``pixels`` value from the schema; None when the split is absent."""
+    parts = sorted(Path(split_dir).glob(PART_GLOB))
+    return pq.read_schema(parts[0]).field("pixels").type.byte_width if parts else None
 
 
 def _pixels_view(column: pa.Array, side: int) -> np.ndarray:
