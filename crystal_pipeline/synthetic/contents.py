@@ -209,9 +209,9 @@ def skin(canvas: Canvas, rng: np.random.Generator, strength: float) -> dict[str,
     freq = rng.uniform(0.25, 0.6) / k
     warp = smooth_noise(rng, size, int(rng.integers(3, 7))) * rng.uniform(4, 12)
     phase = freq * (xx * np.cos(theta) + yy * np.sin(theta)) + warp
-    lines = (1.0 - np.abs(np.sin(phase))) ** rng.uniform(6, 14)
+    lines = (1.0 - np.abs(np.sin(phase))) ** rng.uniform(3, 8)
     patch = np.clip(smooth_noise(rng, size, 3) * 1.5 + rng.uniform(-0.2, 1.2), 0, 1)
-    amplitude = 0.08 + 0.6 * strength
+    amplitude = 0.1 + 0.7 * strength
     canvas.absorb += lines * patch * amplitude + patch * amplitude * rng.uniform(0.05, 0.25)
     # The film's folded edge.
     edge = np.abs(phase / freq - rng.uniform(-0.4, 0.4) * drop.radius - (drop.cx * np.cos(theta) + drop.cy * np.sin(theta)))

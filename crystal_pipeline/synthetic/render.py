@@ -76,7 +76,9 @@ def render_well(
             decoys[key[6:]] = max(decoys.get(key[6:], 0.0), value)
     image = finish(rng, canvas.compose(), nuisance)
 
-    # Hiding: microcrystals in precipitate, crystals among oil droplets.
+    # Hiding: microcrystals in precipitate, crystals among oil droplets, skin under grains.
+    if "skin" in evidence and "precipitate" in strengths:
+        evidence["skin"] *= 1.0 - 0.5 * strengths["precipitate"]
     if "crystal" in evidence:
         if "precipitate" in strengths:
             evidence["crystal"] *= 1.0 - 0.55 * strengths["precipitate"]
