@@ -27,16 +27,16 @@ def image_tensors(context: dg.AssetExecutionContext, storage: StorageResource, w
     )
     context.log.info(f"preprocessing {len(rows)} labelled images to {resolution} px")
     summary = tensors.write_tensors(
-        rows.itertuples(index=False, name=None), layout.tensors_dir(resolution), resolution,
-        workers=preprocessing.workers, progress=progress_logger(context, "preprocessed"),
+        list(rows.itertuples(index=False, name=None)), layout.tensors_dir(resolution), resolution,
+        workers=preprocessing.workers, progress=progress_logger(context, "preprocessed"), splits=SPLITS,
     )
     failures = pd.DataFrame(summary.failures, columns=["image_id", "reason"])
     preview = _preview(layout.tensors_split_dir(resolution, "train"), resolution)
     return dg.MaterializeResult(metadata={
         "resolution": resolution,
         "path": dg.MetadataValue.path(str(layout.tensors_dir(resolution))),
-        "train_rows": summary.rows.get("train", 0),
-        "val_rows": summary.rows.get("val", 0),
+        "train_rows": summary.rows_per_split.get("train", 0),
+        "val_rows": summary.rows_per_split.get("val", 0),
         "decode_failures": len(failures),
         "images_per_s": round(summary.images_per_s, 1),
         "seconds": round(summary.seconds, 2),

@@ -1,0 +1,110 @@
+"""The ingest and prepare assets on a tiny generated archive, in process."""
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from crystal_pipeline import tensors
+from crystal_pipeline.layout import DataLayout
+from crystal_pipeline.warehouse import Warehouse
+from resources import StorageResource, build_resources
+
+
+def materialize_all(data_dir, **run_config):
+    import definitions
+
+    result = dg.materialize(
+        [*definitions.all_assets, *definitions.all_checks],
+        resources=build_resources(StorageResource(data_dir=str(data_dir))),
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=run_config or None,
+        raise_on_error=True,
+    )
+    assert result.success
+    return result
+
+
+def check_results(result):
+    return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def metadata(result, asset):
+    [event] = result.asset_materializations_for_node(asset)
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def test_ingest_and_prepare_end_to_end(data_dir):
+    result = materialize_all(data_dir)
+    layout = DataLayout.under(data_dir)
+    wh = Warehouse(layout.warehouse)
+    images = wh.scalar("SELECT count(*) FROM images")
+    assert images == 2 * 96
+    meta = metadata(result, "raw_images")
+    assert meta["files_found"] == 192 and meta["new"] == 192 and meta["quarantined_total"] == 0
+
+    # Annotation errors in the generated CSVs are recorded, not fatal.
+    errors = wh.scalar("SELECT count(*) FROM annotation_errors")
+    assert metadata(result, "annotations")["error_rows"] == errors
+
+    labels = wh.query_df("SELECT * FROM consensus_labels")
+    assert 0 < len(labels) <= images
+    assert set(labels["split"]) <= {"train", "val"} and labels["class_id"].between(1, 10).all()
+    # Unanimous by default: every labelled image's annotators all gave the same set.
+    disagreeing = wh.scalar(
+        "SELECT count(*) FROM (SELECT image_id FROM annotations GROUP BY image_id "
+        "HAVING count(DISTINCT list_sort(attributes)) > 1) d JOIN consensus_labels USING (image_id)")
+    assert disagreeing == 0
+
+    # Tensors hold exactly the labelled images, decoded as load_grey would.
+    for split in ("train", "val"):
+        ids, class_ids, pixels = tensors.read_split(layout.tensors_split_dir(128, split))
+        expected = labels[labels["split"] == split].sort_values("image_id")
+        assert ids == list(expected["image_id"])
+        assert list(class_ids) == list(expected["class_id"])
+        assert pixels.shape == (len(ids), 128, 128) and pixels.dtype == np.uint8
+    mean, std = tensors.load_stats(layout.stats_path(128))
+    _, _, train = tensors.read_split(layout.tensors_split_dir(128, "train"))
+    np.testing.assert_allclose(mean, train.mean(axis=0), atol=1e-3)
+
+    checks = check_results(result)
+    assert checks["no_quarantined_images"] and checks["tensor_rows_match_labels"]
+    assert checks["pixel_length_is_resolution_squared"] and checks["stats_are_usable"]
+    assert checks["unique_image_ids"] and checks["class_ids_in_range"] and checks["validation_share"]
+    assert checks["no_annotation_errors"] == (errors == 0)
+
+
+def test_rerun_changes_nothing_and_a_bad_file_fails_the_check(data_dir):
+    materialize_all(data_dir)
+    wh = Warehouse(DataLayout.under(data_dir).warehouse)
+    before = wh.query_df("SELECT * FROM images ORDER BY image_id")
+    labels_before = wh.query_df("SELECT * FROM consensus_labels ORDER BY image_id")
+
+    # A corrupt file arrives on a new plate: quarantined, listed, everything else unchanged.
+    bad = data_dir / "raw" / "plates" / "ZZBAD"
+    bad.mkdir()
+    (bad / "A01.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = materialize_all(data_dir)
+    assert metadata(result, "raw_images")["new"] == 1 and metadata(result, "raw_images")["unchanged"] == 192
+    assert not check_results(result)["no_quarantined_images"]
+    after = wh.query_df("SELECT * FROM images WHERE plate_id <> 'ZZBAD' ORDER BY image_id")
+    assert after.equals(before)
+    assert wh.query_df("SELECT * FROM consensus_labels ORDER BY image_id").equals(labels_before)
+
+
+def test_majority_rule_and_plate_split_are_run_config(data_dir):
+    from crystal_pipeline.consensus import split_for
+
+    # Two plates only: pick a split seed that puts one plate on each side.
+    plate_ids = sorted(p.name for p in (data_dir / "raw" / "plates").iterdir())
+    seed = next(s for s in range(1000) if {split_for(p, seed=s) for p in plate_ids} == {"train", "val"})
+    config = {"ops": {"consensus_labels": {"config": {"rule": "majority", "min_agreement": 0.5,
+                                                     "split_by": "plate", "seed": seed}}}}
+    result = materialize_all(data_dir, **config)
+    wh = Warehouse(DataLayout.under(data_dir).warehouse)
+    sides = wh.query_df("SELECT split_part(image_id, '/', 1) AS plate, count(DISTINCT split) AS n "
+                        "FROM consensus_labels GROUP BY 1")
+    assert (sides["n"] == 1).all()
+    unanimous = wh.scalar("SELECT count(*) FROM consensus_labels WHERE agreement = 1.0")
+    assert wh.scalar("SELECT count(*) FROM consensus_labels") > unanimous  # majority adds split votes
+    assert check_results(result)["no_plate_on_both_sides"]
