@@ -15,9 +15,11 @@ from crystal_pipeline.tensors import (
     STD_FLOOR,
     DecodeFailure,
     compute_stats,
+    count_rows,
     fingerprint,
     iter_batches,
     load_stats,
+    pixel_width,
     read_split,
     save_stats,
     tensor_schema,
@@ -194,3 +196,12 @@ def test_std_is_floored_where_a_pixel_never_changes(tmp_path):
     mean, std = compute_stats(out / "train")
     assert mean[0, 0] == 200 and std[0, 0] == STD_FLOOR
     assert np.isclose(std[5, 5], np.std([0, 10, 20, 30]))
+
+
+def test_footer_only_row_count_and_pixel_width(archive, tmp_path):
+    _, rows = archive
+    out = tmp_path / "r24"
+    write_tensors(rows, out, RES, workers=1, rows_per_part=3)
+    assert count_rows(out / "train") == 8 and count_rows(out / "val") == 3
+    assert pixel_width(out / "train") == RES * RES
+    assert count_rows(out / "absent") == 0 and pixel_width(out / "absent") is None
