@@ -8,11 +8,10 @@ import pyarrow.parquet as pq
 
 from assets.ingest import consensus_labels
 from assets.metadata import md, png_md, progress_logger, table_md
-from crystal_pipeline import figures, tensors
+from crystal_pipeline import figures, preparation, tensors
 from crystal_pipeline.classes import CLASS_NAMES
+from crystal_pipeline.preparation import SPLITS
 from resources import PreprocessingResource, StorageResource, WarehouseResource
-
-SPLITS = ("train", "val")
 
 
 @dg.asset(group_name="prepare", kinds={"parquet"}, deps=[consensus_labels])
@@ -21,15 +20,9 @@ def image_tensors(context: dg.AssetExecutionContext, storage: StorageResource, w
     """Central square crop, anti-aliased resize, 8-bit grey, one Parquet folder per split (streamed)."""
     layout = storage.layout
     resolution = preprocessing.resolution
-    rows = warehouse.get().query_df(
-        "SELECT l.image_id, l.class_id, l.split, i.path FROM consensus_labels l "
-        "JOIN images i USING (image_id) WHERE i.status = 'ok' ORDER BY l.image_id"
-    )
-    context.log.info(f"preprocessing {len(rows)} labelled images to {resolution} px")
-    summary = tensors.write_tensors(
-        list(rows.itertuples(index=False, name=None)), layout.tensors_dir(resolution), resolution,
-        workers=preprocessing.workers, progress=progress_logger(context, "preprocessed"), splits=SPLITS,
-    )
+    context.log.info(f"preprocessing the labelled images to {resolution} px")
+    summary = preparation.write_split_tensors(warehouse.get(), layout, resolution, workers=preprocessing.workers,
+                                              progress=progress_logger(context, "preprocessed"))
     failures = pd.DataFrame(summary.failures, columns=["image_id", "reason"])
     preview = _preview(layout.tensors_split_dir(resolution, "train"), resolution)
     return dg.MaterializeResult(metadata={
@@ -91,8 +84,7 @@ def normalization_stats(context: dg.AssetExecutionContext, storage: StorageResou
     """Per-pixel mean and standard deviation of the training split (the paper's per-pixel normalization)."""
     layout = storage.layout
     res = preprocessing.resolution
-    mean, std = tensors.compute_stats(layout.tensors_split_dir(res, "train"))
-    tensors.save_stats(layout.stats_path(res), mean, std)
+    mean, std = preparation.write_stats(layout, res)
     picture = figures.image_grid([mean, std], ["mean", "std"], columns=2, cmap="viridis")
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(layout.stats_path(res))),

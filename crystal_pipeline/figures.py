@@ -64,3 +64,29 @@ def image_grid(images: Sequence[np.ndarray], labels: Sequence[str], *, columns: 
     if title:
         fig.suptitle(title)
     return _png(fig)
+
+
+def training_curves(history: Sequence[Mapping[str, float]], title: str = "training") -> bytes:
+    """Loss and accuracy against updates: what a person checks first about a run."""
+    plt = _plt()
+    updates = [h["update"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.plot(updates, [h["loss"] for h in history], label="train loss")
+    if any(h.get("val_loss") is not None for h in history):
+        pts = [(h["update"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
+        left.plot(*zip(*pts), "o-", label="val loss")
+    left.set_xlabel("update")
+    left.set_title("loss")
+    left.legend()
+    right.plot(updates, [h["train_acc"] for h in history], label="train accuracy")
+    # Only points where validation actually ran (they carry val_loss); progress lines
+    # in between repeat the last val_acc.
+    pts = [(h["update"], h["val_acc"]) for h in history if h.get("val_loss") is not None and h.get("val_acc") is not None]
+    if pts:
+        right.plot(*zip(*pts), "o-", label="val accuracy")
+    right.set_xlabel("update")
+    right.set_ylim(0, 1)
+    right.set_title("accuracy")
+    right.legend()
+    fig.suptitle(title)
+    return _png(fig)

@@ -61,4 +61,11 @@ def build_resources(storage: Optional[StorageResource] = None) -> dict:
         "storage": storage,
         "warehouse": WarehouseResource(storage=storage),
         "preprocessing": PreprocessingResource(),
+        "compute": ComputeResource(),
     }
+
+
+class ComputeResource(ConfigurableResource):
+    """Where torch runs: ``auto`` picks CUDA, then MPS, then the CPU."""
+
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps")

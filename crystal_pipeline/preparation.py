@@ -1,0 +1,50 @@
+"""From the warehouse's labelled images to tensors and statistics at one resolution.
+
+The ``prepare`` assets write the canonical resolution (128, the paper's). Training
+presets and the resolution study may need another one (the CPU demo trains at 64);
+they call :func:`prepare_resolution`, which runs the very same decode and write
+path, so every resolution is "written the same way on demand" (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from crystal_pipeline import tensors
+from crystal_pipeline.layout import DataLayout
+from crystal_pipeline.warehouse import Warehouse
+
+SPLITS = ("train", "val")
+
+LABELLED_IMAGES_SQL = (
+    "SELECT l.image_id, l.class_id, l.split, i.path FROM consensus_labels l "
+    "JOIN images i USING (image_id) WHERE i.status = 'ok' ORDER BY l.image_id"
+)
+
+
+def labelled_rows(warehouse: Warehouse) -> list[tuple[str, int, str, str]]:
+    """``(image_id, class_id, split, path)`` of every labelled, decodable image, by id."""
+    frame = warehouse.query_df(LABELLED_IMAGES_SQL)
+    return list(frame.itertuples(index=False, name=None))
+
+
+def write_split_tensors(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None,
+                        progress: Callable | None = None) -> tensors.TensorWriteSummary:
+    """Both splits at ``resolution`` (an empty split still gets its folder)."""
+    return tensors.write_tensors(labelled_rows(warehouse), layout.tensors_dir(resolution), resolution,
+                                 workers=workers, progress=progress, splits=SPLITS)
+
+
+def write_stats(layout: DataLayout, resolution: int):
+    """Per-pixel mean and std of the training split, saved beside the tensors."""
+    mean, std = tensors.compute_stats(layout.tensors_split_dir(resolution, "train"))
+    tensors.save_stats(layout.stats_path(resolution), mean, std)
+    return mean, std
+
+
+def prepare_resolution(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None,
+                       progress: Callable | None = None) -> tensors.TensorWriteSummary:
+    """Tensors and stats at ``resolution``, through the same path as the prepare assets."""
+    summary = write_split_tensors(warehouse, layout, resolution, workers=workers, progress=progress)
+    write_stats(layout, resolution)
+    return summary

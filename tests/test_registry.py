@@ -1,0 +1,48 @@
+import math
+
+import numpy as np
+
+from crystal_pipeline import registry
+from crystal_pipeline.warehouse import Warehouse
+
+
+def one_hot(classes, n=10, p=0.91):
+    probs = np.full((len(classes), n), (1 - p) / (n - 1), dtype=np.float32)
+    probs[np.arange(len(classes)), np.asarray(classes) - 1] = p
+    return probs
+
+
+def test_score_counts_crystal_view_and_threshold():
+    truth = np.array([1, 1, 2, 3, 5, 7, 3])
+    predicted = np.array([1, 2, 2, 3, 2, 7, 5])  # 4 of 7 right; crystals 3,5,7,3 -> has-crystal hits 3 of 4
+    s = registry.score(truth, one_hot(predicted))
+    assert math.isclose(s.val_accuracy, 4 / 7)
+    assert math.isclose(s.crystal_recall, 3 / 4)
+    assert s.images == 7 and 0 <= s.crystal_threshold <= 1
+
+
+def test_promotion_rule():
+    base = registry.Scores(0.80, 0.70, 0.9, 0.3, 100)
+    assert registry.not_worse(base, None)[0]
+    assert registry.not_worse(registry.Scores(0.80, 0.70, 0.8, 0.1, 100), base)[0]  # equal is not worse
+    ok, why = registry.not_worse(registry.Scores(0.85, 0.60, 0.95, 0.2, 100), base)
+    assert not ok and "crystal_recall" in why
+    ok, why = registry.not_worse(registry.Scores(0.79, 0.90, 0.95, 0.2, 100), base)
+    assert not ok and "val_accuracy" in why
+
+
+def test_register_keeps_exactly_one_production_model(tmp_path):
+    wh = Warehouse(tmp_path / "w.duckdb")
+    wh.ensure_schema()
+    scores = registry.Scores(0.8, 0.7, float("nan"), 0.3, 10)
+    for i, promote in enumerate([True, False, True]):
+        artifact = tmp_path / f"m{i}.pt"
+        artifact.write_bytes(bytes([i]) * 10)
+        version = registry.new_model_version(artifact)
+        registry.register(wh, model_version=f"{version}-{i}", preset="smoke", resolution=32, path=artifact,
+                          trained_on="synthetic", scores=scores, promote=promote)
+    rows = wh.query_df("SELECT model_version, is_production, crystal_auc FROM models ORDER BY model_version")
+    assert rows["is_production"].sum() == 1
+    assert rows.loc[rows["is_production"], "model_version"].item().endswith("-2")
+    assert rows["crystal_auc"].isna().all()  # NaN stored as NULL, not as a number
+    assert registry.production_model(wh)["model_version"].endswith("-2")
