@@ -6,11 +6,11 @@ pyproject.toml) and workspace.yaml all load this module.
 
 import dagster as dg
 
-from assets import ingest, prepare, train
+from assets import evaluate, ingest, prepare, train
 from resources import build_resources
 
-all_assets = dg.load_assets_from_modules([ingest, prepare, train])
-all_checks = dg.load_asset_checks_from_modules([ingest, prepare, train])
+all_assets = dg.load_assets_from_modules([ingest, prepare, train, evaluate])
+all_checks = dg.load_asset_checks_from_modules([ingest, prepare, train, evaluate])
 
 ingest_and_prepare_job = dg.define_asset_job(
     "ingest_and_prepare",

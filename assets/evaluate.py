@@ -1,0 +1,218 @@
+"""Group ``evaluate``: the paper's tables and figures for our model, beside the baselines it beat."""
+
+import pickle
+import time
+from pathlib import Path
+from typing import List
+
+import dagster as dg
+
+from assets.metadata import md, png_md
+from assets.prepare import image_tensors
+from assets.train import crystalnet_model
+from crystal_pipeline import preparation, registry, tensors
+from resources import ComputeResource, PreprocessingResource, StorageResource, WarehouseResource
+
+
+def _archive_description(storage: StorageResource, wh) -> str:
+    layout = storage.layout
+    kind = "synthetic archive" if (layout.raw_dir / "synthetic_summary.json").exists() else f"archive {layout.raw_dir}"
+    images = wh.scalar("SELECT count(*) FROM consensus_labels")
+    return f"{kind}, {images} consensus-labelled images"
+
+
+def _model_val_probs(model_row: dict, storage, wh, preprocessing, device: str):
+    """The model's probabilities on today's validation split, at the model's resolution."""
+    from crystal_pipeline.model import load, predict_proba
+    from crystal_pipeline.training_data import read_split
+
+    model = load(model_row["path"], device)
+    layout = storage.layout
+    if not layout.stats_path(model.resolution).exists():
+        preparation.prepare_resolution(wh, layout, model.resolution, workers=preprocessing.workers)
+    val = read_split(layout.tensors_dir(model.resolution), "val", model.resolution)
+    started = time.perf_counter()
+    probs = predict_proba(model, val.pixels)
+    return model, val, probs, time.perf_counter() - started
+
+
+def _evaluated_model(wh) -> dict:
+    row = registry.production_model(wh)
+    if row is None:
+        raise dg.Failure("no model in the models table: materialize crystalnet_model first")
+    return row
+
+
+@dg.asset(group_name="evaluate", kinds={"pytorch"}, deps=[crystalnet_model])
+def crystalnet_evaluation(context: dg.AssetExecutionContext, storage: StorageResource,
+                          warehouse: WarehouseResource, preprocessing: PreprocessingResource,
+                          compute: ComputeResource) -> dg.MaterializeResult:
+    """Table 2, Table 4, Figure 3, Figure 5 and the review share for the production model."""
+    from crystal_pipeline.evaluation import evaluation_report
+
+    wh = warehouse.get()
+    row = _evaluated_model(wh)
+    model, val, probs, seconds = _model_val_probs(row, storage, wh, preprocessing, compute.device)
+    out_dir = storage.layout.evaluation_report_dir(row["model_version"])
+    report = evaluation_report(
+        probs, val.labels + 1, model_name=f"CrystalNet {row['model_version']} ({row['preset']}, {model.resolution} px)",
+        archive_description=_archive_description(storage, wh),
+        first_layer_weights=model.conv1.weight.detach().cpu().numpy(), out_dir=out_dir)
+    context.log.info(f"report written to {out_dir}")
+    return dg.MaterializeResult(metadata={
+        "model_version": row["model_version"],
+        "report": dg.MetadataValue.path(str(out_dir / "report.html")),
+        "val_images": len(val),
+        "predict_seconds": round(seconds, 2),
+        **{k: (None if v != v else round(float(v), 4)) for k, v in report.metrics.items()},
+        "evaluation": dg.MetadataValue.md(report.markdown_embedded()),
+    })
+
+
+class BaselineConfig(dg.Config):
+    seed: int = 0
+    knn_neighbors: int = 10
+
+
+@dg.asset(group_name="evaluate", kinds={"sklearn"}, deps=[image_tensors])
+def baseline_models(context: dg.AssetExecutionContext, config: BaselineConfig, storage: StorageResource,
+                    preprocessing: PreprocessingResource) -> dg.MaterializeResult:
+    """RF and MLP on Cumbaa & Jurisica-style features, kNN on pixels; fitted on the training split."""
+    from crystal_pipeline.baselines import extract_features_cached, fit_baselines
+
+    layout = storage.layout
+    res_dir = layout.tensors_dir(preprocessing.resolution)
+    workers = preprocessing.workers or 2
+    train = extract_features_cached(res_dir / "train", layout.data_dir / "cache" / "features", workers=workers)
+    context.log.info(f"features: {len(train.image_ids)} training images, {train.ms_per_image:.1f} ms/image"
+                     + (" (cache)" if train.from_cache else ""))
+    models = fit_baselines(train.features, train.pixels, train.class_ids, seed=config.seed, workers=workers,
+                           knn_neighbors=config.knn_neighbors)
+    path = _baselines_path(layout, res_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(models))
+    tmp.replace(path)
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(path)),
+        "train_images": len(train.image_ids),
+        "feature_ms_per_image": round(train.ms_per_image, 2),
+        "features_from_cache": train.from_cache,
+        **{f"fit_seconds[{name}]": round(m.fit_seconds, 2) for name, m in models.items()},
+    })
+
+
+def _baselines_path(layout, res_dir: Path) -> Path:
+    return layout.models_dir / "baselines" / f"baselines_r{res_dir.name[1:]}.pkl"
+
+
+@dg.asset(group_name="evaluate", kinds={"sklearn", "pytorch"}, deps=[baseline_models, crystalnet_evaluation])
+def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource, warehouse: WarehouseResource,
+                     preprocessing: PreprocessingResource, compute: ComputeResource) -> dg.MaterializeResult:
+    """Table 5 and Figure 5: CrystalNet against RF, Neural Net and kNN on the same validation images."""
+    import numpy as np
+
+    from crystal_pipeline.baselines import CRYSTALNET, extract_features_cached, model_scores, predict_proba_baselines
+    from crystal_pipeline.evaluation import crystal_probability, crystal_truth, roc_curve, binary_auc
+    from crystal_pipeline.report_figures import roc_figure
+
+    layout, wh = storage.layout, warehouse.get()
+    res_dir = layout.tensors_dir(preprocessing.resolution)
+    models = pickle.loads(_baselines_path(layout, res_dir).read_bytes())
+    val = extract_features_cached(res_dir / "val", layout.data_dir / "cache" / "features",
+                                  workers=preprocessing.workers or 2)
+    predictions = predict_proba_baselines(models, val.features, val.pixels)
+    row = _evaluated_model(wh)
+    _, cn_val, cn_probs, cn_seconds = _model_val_probs(row, storage, wh, preprocessing, compute.device)
+    if list(cn_val.image_ids) != list(val.image_ids):
+        raise dg.Failure("CrystalNet's and the baselines' validation images differ; re-materialize the tensors")
+    probs = {CRYSTALNET: cn_probs, **{name: p.probs for name, p in predictions.items()}}
+    seconds = {CRYSTALNET: cn_seconds, **{name: p.seconds for name, p in predictions.items()}}
+    feature_seconds = {name: val.seconds for name, m in models.items() if m.reads == "features"}
+    scores = model_scores(val.class_ids, probs, seconds, feature_seconds)
+    from crystal_pipeline.baselines import table5_markdown
+
+    table = table5_markdown(scores, _archive_description(storage, wh))
+    truth = crystal_truth(val.class_ids)
+    curves = {}
+    for name, p in probs.items():
+        fpr, tpr, _ = roc_curve(truth, crystal_probability(p))
+        curves[name] = (fpr, tpr, binary_auc(truth, crystal_probability(p)))
+    roc = roc_figure(curves, title="Crystal vs no-crystal ROC (Figure 5)")
+    out_dir = layout.evaluation_report_dir(row["model_version"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model_comparison_roc.png").write_bytes(roc)
+    (out_dir / "model_comparison.md").write_text(table + "\n\n![ROC](model_comparison_roc.png)\n")
+    accuracies = {s["name"]: s["accuracy"] for s in scores}
+    order = sorted(accuracies, key=accuracies.get)
+    context.log.info("accuracy order: " + " < ".join(f"{n} {accuracies[n]:.3f}" for n in order))
+    return dg.MaterializeResult(metadata={
+        **{f"accuracy[{n}]": round(float(a), 4) for n, a in accuracies.items()},
+        "val_images": int(len(val.image_ids)),
+        "report": dg.MetadataValue.path(str(out_dir / "model_comparison.md")),
+        "table5": md(table, png_md(roc, "ROC")),
+        "majority_rate": round(float(np.bincount(val.class_ids).max() / max(1, len(val.class_ids))), 4),
+    })
+
+
+class StudyConfig(dg.Config):
+    """Study settings: a preset plus overrides, scaled down by default so a CPU finishes in minutes."""
+
+    preset: str = "demo"
+    overrides: dict = {"updates": "100"}
+    fractions: List[float] = [0.25, 0.5, 0.75, 1.0]
+    resolutions: List[int] = [32, 64, 128]
+
+
+@dg.asset(group_name="evaluate", kinds={"pytorch"}, deps=[image_tensors], tags={"study": "paper"})
+def training_size_study(context: dg.AssetExecutionContext, config: StudyConfig, storage: StorageResource,
+                        preprocessing: PreprocessingResource, warehouse: WarehouseResource,
+                        compute: ComputeResource) -> dg.MaterializeResult:
+    """Figure 4: validation accuracy against the number of training images (nested subsets)."""
+    from crystal_pipeline.report_figures import training_size_curve
+    from crystal_pipeline.studies import training_size_study as run_study
+    from crystal_pipeline.training import TrainConfig
+
+    layout = storage.layout
+    cfg = TrainConfig.from_preset(config.preset, {k: str(v) for k, v in config.overrides.items()})
+    if not layout.stats_path(cfg.resolution).exists() or cfg.resolution != preprocessing.resolution:
+        preparation.prepare_resolution(warehouse.get(), layout, cfg.resolution, workers=preprocessing.workers)
+    points = run_study(layout.tensors_dir(cfg.resolution), layout.data_dir / "studies" / "training_size", cfg,
+                       config.fractions, device=compute.device, progress=context.log.info)
+    curve = training_size_curve([p.train_images for p in points], {"CrystalNet (ours)": [p.val_accuracy for p in points]})
+    table = "\n".join(["| training images | fraction | val accuracy | seconds |", "|---:|---:|---:|---:|"]
+                      + [f"| {p.train_images} | {p.setting:.2f} | {p.val_accuracy:.4f} | {p.seconds:.1f} |"
+                         for p in points])
+    return dg.MaterializeResult(metadata={
+        "preset": config.preset,
+        "points": len(points),
+        "study": md(table, png_md(curve, "Figure 4")),
+    })
+
+
+@dg.asset(group_name="evaluate", kinds={"pytorch"}, deps=[image_tensors], tags={"study": "paper"})
+def resolution_study(context: dg.AssetExecutionContext, config: StudyConfig, storage: StorageResource,
+                     warehouse: WarehouseResource, preprocessing: PreprocessingResource,
+                     compute: ComputeResource) -> dg.MaterializeResult:
+    """Table 3: accuracy and training time at each resolution."""
+    from crystal_pipeline.evaluation.tables import markdown_table, resolution_grid
+    from crystal_pipeline.studies import resolution_study as run_study
+    from crystal_pipeline.training import TrainConfig
+
+    layout, wh = storage.layout, warehouse.get()
+    cfg = TrainConfig.from_preset(config.preset, {k: str(v) for k, v in config.overrides.items()})
+
+    def prepare(res: int) -> Path:
+        if res != preprocessing.resolution or not layout.stats_path(res).exists():
+            preparation.prepare_resolution(wh, layout, res, workers=preprocessing.workers)
+        return layout.tensors_dir(res)
+
+    points = run_study(prepare, layout.data_dir / "studies" / "resolution", cfg, config.resolutions,
+                       device=compute.device, progress=context.log.info)
+    grid = resolution_grid({int(p.setting): (100 * p.val_accuracy, p.seconds) for p in points})
+    return dg.MaterializeResult(metadata={
+        "preset": config.preset,
+        "table3": md("Paper: HWI data, GTX Titan, full schedule. Ours: this archive and device, "
+                     f"preset {config.preset} with {config.overrides}.", markdown_table(grid)),
+        **{f"val_accuracy[{int(p.setting)}px]": round(p.val_accuracy, 4) for p in points},
+    })

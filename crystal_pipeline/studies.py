@@ -1,0 +1,89 @@
+"""The paper's two model-variation studies: training-set size (Figure 4) and resolution (Table 3).
+
+Each point trains a fresh CrystalNet with every setting but the one studied held
+fixed, and scores it on the same validation split. Subsets of the training split are
+nested (10% is inside 20%, ...) and drawn with a seed, so the curve shows the effect
+of more data rather than of different data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from crystal_pipeline import tensors
+from crystal_pipeline.training_data import write_split
+
+
+@dataclass(frozen=True)
+class StudyPoint:
+    setting: float  # fraction of the training split, or resolution in px
+    train_images: int
+    val_accuracy: float
+    crystal_auc: float | None
+    seconds: float
+
+
+def nested_subset(n: int, fraction: float, seed: int = 0) -> np.ndarray:
+    """Indices of the first ``fraction`` of one seeded permutation (so subsets nest)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[: max(1, int(round(fraction * n)))])
+
+
+def write_subset(source_res_dir: Path, target_res_dir: Path, fraction: float, seed: int = 0) -> int:
+    """A tensors folder whose train split is a nested subset and whose val split is the full one."""
+    ids, class_ids, pixels = tensors.read_split(source_res_dir / "train")
+    keep = nested_subset(len(ids), fraction, seed)
+    if target_res_dir.exists():
+        shutil.rmtree(target_res_dir)
+    target_res_dir.mkdir(parents=True)
+    write_split(target_res_dir, "train", [ids[i] for i in keep], class_ids[keep], pixels[keep])
+    shutil.copytree(source_res_dir / "val", target_res_dir / "val")
+    shutil.copy(source_res_dir / "stats.npz", target_res_dir / "stats.npz")
+    return len(keep)
+
+
+def training_size_study(res_dir: Path, work_dir: Path, config, fractions: Sequence[float], *, device: str = "auto",
+                        progress: Callable[[str], None] | None = None) -> list[StudyPoint]:
+    """Train on nested fractions of the training split; score each on the full validation split.
+
+    ``config`` is a TrainConfig; the normalization stats stay those of the full
+    training split, as the paper's per-pixel normalization is fixed before training.
+    """
+    from crystal_pipeline.training import train
+
+    points = []
+    for fraction in fractions:
+        subset_dir = work_dir / f"fraction_{fraction:.2f}" / res_dir.name
+        n = write_subset(res_dir, subset_dir, fraction, seed=config.seed)
+        started = time.perf_counter()
+        result = train(config, subset_dir, subset_dir.parent / "model.pt", device=device)
+        points.append(StudyPoint(fraction, n, float(result.val_accuracy or 0.0), result.crystal_auc,
+                                 time.perf_counter() - started))
+        if progress:
+            progress(f"{fraction:.0%} of the training split ({n} images): val accuracy {points[-1].val_accuracy:.3f}")
+    return points
+
+
+def resolution_study(prepare: Callable[[int], Path], work_dir: Path, config, resolutions: Sequence[int], *,
+                     device: str = "auto", progress: Callable[[str], None] | None = None) -> list[StudyPoint]:
+    """Train at each resolution; ``prepare(res)`` returns the tensors folder for that resolution."""
+    from crystal_pipeline.training import train
+
+    points = []
+    for res in resolutions:
+        res_dir = prepare(res)
+        cfg = dataclasses.replace(config, resolution=res)
+        started = time.perf_counter()
+        result = train(cfg, res_dir, work_dir / f"r{res}" / "model.pt", device=device)
+        points.append(StudyPoint(res, tensors.count_rows(res_dir / "train"), float(result.val_accuracy or 0.0),
+                                 result.crystal_auc, time.perf_counter() - started))
+        if progress:
+            progress(f"{res} px: val accuracy {points[-1].val_accuracy:.3f} in {points[-1].seconds:.0f}s")
+    return points

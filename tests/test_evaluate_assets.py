@@ -1,0 +1,49 @@
+"""The evaluate group materializes on a smoke-trained model and its reports hold every table."""
+
+import dagster as dg
+
+from crystal_pipeline.layout import DataLayout
+from crystal_pipeline.warehouse import Warehouse
+from resources import StorageResource, build_resources
+
+SMOKE = {"preset": "smoke", "overrides": {}}
+
+
+def test_evaluation_baselines_and_studies(data_dir):
+    import definitions
+
+    resources = build_resources(StorageResource(data_dir=str(data_dir)))
+    instance = dg.DagsterInstance.ephemeral()
+    run_config = {"ops": {
+        "crystalnet_model": {"config": {"preset": "smoke", "accuracy_floor": 0.0}},
+        "training_size_study": {"config": {**SMOKE, "fractions": [0.5, 1.0]}},
+        "resolution_study": {"config": {**SMOKE, "resolutions": [32, 48]}},
+    }}
+    result = dg.materialize([*definitions.all_assets, *definitions.all_checks], resources=resources,
+                            instance=instance, run_config=run_config,
+                            selection=dg.AssetSelection.groups("ingest", "prepare", "train", "evaluate"))
+    assert result.success
+
+    def meta(asset):
+        [event] = result.asset_materializations_for_node(asset)
+        return {k: v.value for k, v in event.metadata.items()}
+
+    version = Warehouse(DataLayout.under(data_dir).warehouse).scalar(
+        "SELECT model_version FROM models WHERE is_production")
+    report_dir = DataLayout.under(data_dir).evaluation_report_dir(version)
+    markdown = (report_dir / "report.md").read_text()
+    for needle in ("Precision", "Recall", "AUC", "Phase & Crystal", "has-crystal", "HWI"):
+        assert needle in markdown, needle
+    assert (report_dir / "report.html").stat().st_size > 1000
+    assert any(p.suffix == ".png" for p in report_dir.iterdir())
+    evaluation = meta("crystalnet_evaluation")
+    assert 0.0 <= evaluation["accuracy"] <= 1.0 and "data:image/png;base64" in evaluation["evaluation"]
+
+    comparison = meta("model_comparison")
+    assert {"accuracy[CrystalNet]", "accuracy[RF]", "accuracy[Neural Net]", "accuracy[Nearest Neighbor]"} <= set(comparison)
+    assert "Nearest Neighbor" in (report_dir / "model_comparison.md").read_text()
+
+    assert meta("training_size_study")["points"] == 2
+    resolution = meta("resolution_study")
+    assert "val_accuracy[32px]" in resolution and "val_accuracy[48px]" in resolution
+    assert "128×128" in resolution["table3"]  # the paper's rows beside ours
