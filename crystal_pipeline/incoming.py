@@ -1,0 +1,112 @@
+"""The incoming folder the imagers write to: which plates are there, and which are ready.
+
+```
+<incoming>/<plate_id>/<well>.png ...                 one imaging  -> key <plate_id>
+<incoming>/<plate_id>/<inspection>/<well>.png ...    re-imaged    -> key <plate_id>@<inspection>
+```
+
+A plate is *ready* when it holds its format's number of wells (``plate.json``'s
+format, else 1536) or carries a completion marker (a file named ``COMPLETE`` or
+``.complete``), and its files did not change since the previous look: an imager
+still writing must not be labelled half-way. The signature of a plate folder is a
+hash of its file names, sizes and modification times, so a corrected plate gets a
+new signature (and a new run) while an unchanged one never runs twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from crystal_pipeline import archive
+
+COMPLETION_MARKERS = ("COMPLETE", ".complete")
+DEFAULT_FORMAT = 1536
+
+
+@dataclass(frozen=True)
+class PlateFolder:
+    key: str
+    plate_id: str
+    inspection: str | None
+    path: Path
+    image_files: int
+    expected_wells: int
+    has_marker: bool
+    signature: str
+
+    @property
+    def complete(self) -> bool:
+        return self.has_marker or self.image_files >= self.expected_wells
+
+    def why_not_complete(self) -> str:
+        return (f"{self.image_files} of {self.expected_wells} wells and no completion marker "
+                f"({' or '.join(COMPLETION_MARKERS)})")
+
+
+def _signature(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        digest.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _folder(key: str, plate_id: str, inspection: str | None, path: Path, plate_dir: Path) -> PlateFolder | None:
+    entries = sorted(p for p in path.iterdir() if p.is_file())
+    images = [p for p in entries if archive.is_image_file(p)]
+    marker = any((path / m).exists() for m in COMPLETION_MARKERS)
+    if not images and not marker:
+        return None
+    fmt = archive.read_plate_format(path) or archive.read_plate_format(plate_dir) or DEFAULT_FORMAT
+    return PlateFolder(key, plate_id, inspection, path, len(images), fmt, marker, _signature(entries))
+
+
+def find_plates(incoming_dir: Path) -> list[PlateFolder]:
+    """Every plate imaging under the incoming folder, complete or not, in key order."""
+    incoming_dir = Path(incoming_dir)
+    if not incoming_dir.is_dir():
+        return []
+    found: list[PlateFolder] = []
+    for plate_dir in sorted(p for p in incoming_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        top = _folder(plate_dir.name, plate_dir.name, None, plate_dir, plate_dir)
+        if top is not None and top.image_files:
+            found.append(top)
+        for sub in sorted(p for p in plate_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            key = archive.plate_key(plate_dir.name, sub.name)
+            folder = _folder(key, plate_dir.name, sub.name, sub, plate_dir)
+            if folder is not None:
+                found.append(folder)
+    return found
+
+
+def plate_folder_path(incoming_dir: Path, key: str) -> Path:
+    plate_id, inspection = archive.split_plate_key(key)
+    return Path(incoming_dir) / plate_id / inspection if inspection else Path(incoming_dir) / plate_id
+
+
+@dataclass(frozen=True)
+class SensorDecision:
+    ready: list[PlateFolder]
+    skipped: dict[str, str]  # key -> why
+    seen: dict[str, str]  # key -> signature, the next cursor
+
+
+def decide(plates: list[PlateFolder], previous: dict[str, str]) -> SensorDecision:
+    """Which plates to label now, given the signatures seen on the previous tick.
+
+    A plate is requested once it is complete and its signature equals the previous
+    tick's (stable). Deduplication of already-labelled signatures is the run key's job.
+    """
+    ready, skipped, seen = [], {}, {}
+    for plate in plates:
+        seen[plate.key] = plate.signature
+        if not plate.complete:
+            skipped[plate.key] = "incomplete: " + plate.why_not_complete()
+        elif previous.get(plate.key) != plate.signature:
+            skipped[plate.key] = "files changed since the last tick; waiting one more tick for them to settle"
+        else:
+            ready.append(plate)
+    return SensorDecision(ready, skipped, seen)
+
