@@ -661,9 +661,9 @@ def _train(config, tensors_arg, out_path, dev, dist_info, trained_on, resume, pr
         loss_acc.zero_()
         correct_acc.zero_()
         seen, interval_updates = 0, 0
-        if at_eval and dist_info.is_main and len(val_y):
+        if at_eval and dist_info.is_main:
             ev = evaluate(model, val_x, val_y, config.eval_batch_size, autocast)
-            stats.update(val_loss=ev.loss, val_acc=ev.accuracy)
+            stats.update(val_loss=ev.loss, val_acc=ev.accuracy)  # None without a val split
             last_val_acc = ev.accuracy
         if at_eval and dist_info.is_main:
             history.append({**stats, "seconds": train_seconds})
