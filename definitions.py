@@ -7,20 +7,16 @@ pyproject.toml) and workspace.yaml all load this module.
 import dagster as dg
 
 from assets import evaluate, ingest, prepare, train
+from assets.jobs import ingest_and_prepare_job, retrain_and_evaluate_job, weekly_retrain_schedule
 from resources import build_resources
 
 all_assets = dg.load_assets_from_modules([ingest, prepare, train, evaluate])
 all_checks = dg.load_asset_checks_from_modules([ingest, prepare, train, evaluate])
 
-ingest_and_prepare_job = dg.define_asset_job(
-    "ingest_and_prepare",
-    selection=dg.AssetSelection.groups("ingest", "prepare"),
-    description="Scan the raw archive, agree labels, and write the training tensors.",
-)
-
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[ingest_and_prepare_job],
+    jobs=[ingest_and_prepare_job, retrain_and_evaluate_job],
+    schedules=[weekly_retrain_schedule],
     resources=build_resources(),
 )

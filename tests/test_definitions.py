@@ -9,6 +9,8 @@ from tests.conftest import REPO, cli_env
 
 INGEST = {"raw_images", "annotations", "consensus_labels"}
 PREPARE = {"image_tensors", "normalization_stats"}
+TRAIN = {"crystalnet_model"}
+EVALUATE = {"crystalnet_evaluation", "baseline_models", "model_comparison", "training_size_study", "resolution_study"}
 
 
 def load_defs():
@@ -24,11 +26,16 @@ def test_definitions_validate_and_load_every_object():
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert {k: groups[k] for k in INGEST} == {k: "ingest" for k in INGEST}
     assert {k: groups[k] for k in PREPARE} == {k: "prepare" for k in PREPARE}
+    assert {k: groups[k] for k in TRAIN | EVALUATE} == {**{k: "train" for k in TRAIN}, **{k: "evaluate" for k in EVALUATE}}
     checks = {key.name for key in graph.asset_check_keys}
     assert {"no_quarantined_images", "no_annotation_errors", "unique_image_ids", "class_ids_in_range",
             "validation_share", "no_plate_on_both_sides", "tensor_rows_match_labels",
             "pixel_length_is_resolution_squared", "stats_are_usable"} <= checks
     assert defs.resolve_job_def("ingest_and_prepare") is not None
+    retrain = defs.resolve_job_def("retrain_and_evaluate")
+    assert {"crystalnet_model", "crystalnet_evaluation"} <= {n.name for n in retrain.nodes}
+    schedule = defs.resolve_schedule_def("weekly_retrain")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED and schedule.job_name == "retrain_and_evaluate"
     # Writers of the warehouse share the duckdb pool so concurrent runs wait rather than fail.
     for key in ("raw_images", "annotations", "consensus_labels"):
         assert graph.get(dg.AssetKey(key)).pools == {"duckdb"}
