@@ -1,0 +1,265 @@
+"""Label one plate: every well image decoded, classified, or quarantined with a reason.
+
+This is the library half of the plate job (the Dagster asset writes the rows into
+``predictions``; the ``crystal-pipeline label`` command writes a report without
+Dagster). The guarantees the plate's checks rely on:
+
+- every file given comes back exactly once, labelled or quarantined
+  (``labelled + quarantined == files``); a file the archive scan already flagged
+  (``WellFile.error``) is quarantined with that reason and never decoded;
+- rows come back in the order of the files given, whatever the decode order;
+- decoding (worker processes, :func:`imaging.decode_many`) runs while the model
+  works on the previous batch, so a plate costs about max(decode, model), not the sum.
+
+On CPU the model runs through :mod:`crystal_pipeline.fast_inference` (same outputs,
+fewer multiplications); on CUDA through the plain module in bf16 autocast with
+channels_last, where tensor cores make the direct convolution the fast path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crystal_pipeline import plates
+from crystal_pipeline.archive import WellFile
+from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_CLASS_IDS
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image's prediction. ``class_id`` is 1-based like the warehouse's."""
+
+    image_id: str
+    well: str
+    path: Path
+    class_id: int
+    class_name: str
+    crystal_prob: float
+    probs: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class QuarantinedImage:
+    image_id: str
+    well: str
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class LabelTimings:
+    """Wall-clock seconds. ``decode_wait_s`` is the time the labelling loop waited
+    for decoded pixels (decode that overlapped the model is not in it); ``model_s``
+    is the time the model spent on batches; ``images_per_s`` counts labelled images
+    over ``total_s``."""
+
+    decode_wait_s: float
+    model_s: float
+    total_s: float
+    images_per_s: float
+    images: int
+    path: str  # which inference path ran: 'cpu-fast', 'cuda-bf16', ...
+
+
+@dataclass
+class PlateLabels:
+    """What :func:`label_plate` returns; rows and quarantine in input order."""
+
+    rows: list[LabelledImage]
+    quarantined: list[QuarantinedImage]
+    timings: LabelTimings
+    files: int
+    resolution: int
+    plate_ids: dict[str, tuple[str, str | None]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.rows) + len(self.quarantined) != self.files:
+            raise AssertionError(
+                f"labelling lost files: {len(self.rows)} labelled + {len(self.quarantined)} quarantined"
+                f" != {self.files} given")
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(labelled, 10) float32, row i belonging to ``rows[i]``."""
+        if not self.rows:
+            return np.zeros((0, len(CLASS_NAMES)), dtype=np.float32)
+        return np.asarray([r.probs for r in self.rows], dtype=np.float32)
+
+    def hits(self, threshold: float) -> list[LabelledImage]:
+        """Crystal hits (``crystal_prob >= threshold``), most likely first."""
+        return sorted((r for r in self.rows if r.crystal_prob >= threshold),
+                      key=lambda r: (-r.crystal_prob, r.image_id))
+
+    def prediction_rows(self, model_version: str, predicted_at: _dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Rows in the shape of the warehouse's ``predictions`` table (DESIGN.md)."""
+        predicted_at = predicted_at or _dt.datetime.now(_dt.timezone.utc)
+        out = []
+        for r in self.rows:
+            plate_id, inspection = self.plate_ids.get(r.image_id, (None, None))
+            out.append({
+                "image_id": r.image_id, "plate_id": plate_id, "inspection": inspection, "well": r.well,
+                "model_version": model_version, "class_id": r.class_id, "class_name": r.class_name,
+                "crystal_prob": r.crystal_prob, "probs": list(r.probs), "predicted_at": predicted_at,
+            })
+        return out
+
+
+def missing_wells(files: Sequence[WellFile], plate_format: int | None = None) -> list[str]:
+    """Wells of the plate's format with no file at all, in row-major order.
+
+    A well whose only file is quarantined is not missing: it was imaged, and the
+    quarantine list says what went wrong. Files with no valid well name occupy no
+    well. ``plate_format`` defaults to the one the archive scan decided.
+    """
+    if plate_format is None:
+        formats = {f.plate_format for f in files if f.plate_format is not None}
+        if len(formats) > 1:
+            raise ValueError(f"files from plates of several formats: {sorted(formats)}")
+        if not formats:
+            return []
+        plate_format = formats.pop()
+    if plate_format not in plates.PLATE_FORMATS:
+        raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(plates.PLATE_FORMATS)}")
+    present = {f.well for f in files if f.row is not None}
+    return [w.name for w in plates.all_wells(plate_format) if w.name not in present]
+
+
+def label_plate(
+    files: list[WellFile],
+    model: Any,
+    *,
+    batch_size: int = 128,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> PlateLabels:
+    """Classify every file of a plate with ``model`` (a CrystalNet, or a prepared
+    :class:`~crystal_pipeline.fast_inference.FastCrystalNet`).
+
+    ``workers``: decode processes (default: the CPUs this process may use; 0 or 1
+    decodes in this process). ``progress(done, total)`` is called after each batch.
+    """
+    from crystal_pipeline import imaging
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    started = time.perf_counter()
+    predict, resolution, path_name, cleanup = _predictor(model)
+    total = len(files)
+    quarantined: dict[int, QuarantinedImage] = {}
+    labelled: dict[int, LabelledImage] = {}
+    to_decode = [i for i, f in enumerate(files) if f.error is None]
+    for i, f in enumerate(files):
+        if f.error is not None:
+            quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, f.error)
+
+    workers = imaging.default_workers() if workers is None else workers
+    # Keep at least a batch decoding ahead: decode_many holds 4 * workers chunks in flight.
+    chunksize = max(4, math.ceil(batch_size / (4 * max(1, workers))))
+    model_s = 0.0
+    decode_wait = 0.0
+    done = len(quarantined)
+
+    def run_batch(indices: list[int], pixels: np.ndarray) -> tuple[list[int], np.ndarray, float]:
+        t0 = time.perf_counter()
+        probs = predict(pixels)
+        return indices, probs, time.perf_counter() - t0
+
+    def collect(future: Future) -> None:
+        nonlocal model_s, done
+        indices, probs, seconds = future.result()
+        model_s += seconds
+        crystal = probs[:, [c - 1 for c in sorted(CRYSTAL_CLASS_IDS)]].sum(axis=1)
+        best = probs.argmax(axis=1)
+        for row, i in enumerate(indices):
+            f = files[i]
+            labelled[i] = LabelledImage(
+                image_id=f.image_id, well=f.well, path=f.path, class_id=int(best[row]) + 1,
+                class_name=CLASS_NAMES[int(best[row])], crystal_prob=float(crystal[row]),
+                probs=tuple(float(p) for p in probs[row]),
+            )
+        done += len(indices)
+        if progress is not None:
+            progress(done, total)
+
+    # One model thread: batch k runs there while this thread gathers batch k+1
+    # from the decode processes.
+    runner = ThreadPoolExecutor(1, thread_name_prefix="label-model")
+    pending: Future | None = None
+    try:
+        batch_idx: list[int] = []
+        batch = np.empty((batch_size, resolution, resolution), dtype=np.uint8)
+        decoded = imaging.decode_many([files[i].path for i in to_decode], resolution, workers, chunksize)
+        t_wait = time.perf_counter()
+        for k, result in decoded:
+            decode_wait += time.perf_counter() - t_wait
+            i = to_decode[k]
+            if isinstance(result, imaging.UnreadableImage):
+                f = files[i]
+                quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, result.reason)
+                done += 1
+            else:
+                batch[len(batch_idx)] = result
+                batch_idx.append(i)
+                if len(batch_idx) == batch_size:
+                    if pending is not None:
+                        collect(pending)
+                    pending = runner.submit(run_batch, batch_idx, batch)
+                    batch_idx, batch = [], np.empty_like(batch)
+            t_wait = time.perf_counter()
+        if pending is not None:
+            collect(pending)
+            pending = None
+        if batch_idx:
+            collect(runner.submit(run_batch, batch_idx, batch[: len(batch_idx)]))
+    finally:
+        runner.shutdown(wait=True)
+        cleanup()
+    total_s = time.perf_counter() - started
+    rows = [labelled[i] for i in sorted(labelled)]
+    timings = LabelTimings(
+        decode_wait_s=decode_wait, model_s=model_s, total_s=total_s,
+        images_per_s=len(rows) / total_s if total_s > 0 else 0.0, images=len(rows), path=path_name,
+    )
+    return PlateLabels(
+        rows=rows, quarantined=[quarantined[i] for i in sorted(quarantined)], timings=timings,
+        files=total, resolution=resolution,
+        plate_ids={f.image_id: (f.plate_id, f.inspection) for f in files},
+    )
+
+
+def _predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int, str, Callable[[], None]]:
+    """(predict uint8 -> probs, resolution, path name, cleanup) for a model on its device."""
+    import torch
+
+    from crystal_pipeline.fast_inference import FastCrystalNet
+
+    if isinstance(model, FastCrystalNet):
+        return model.predict_proba, model.resolution, "cpu-fast", lambda: None
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        fast = FastCrystalNet.from_model(model)
+        return fast.predict_proba, model.resolution, "cpu-fast", fast.close
+    if device.type == "cuda":
+        model.eval().to(memory_format=torch.channels_last)
+        model.channels_last = True
+
+        def predict_cuda(pixels: np.ndarray) -> np.ndarray:
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                batch = torch.from_numpy(pixels).to(device, non_blocking=True)
+                return torch.softmax(model(batch).float(), dim=1).cpu().numpy()
+
+        return predict_cuda, model.resolution, "cuda-bf16", lambda: None
+    from crystal_pipeline.model import predict_proba
+
+    return (lambda pixels: predict_proba(model, pixels)), model.resolution, f"{device.type}-eager", lambda: None
