@@ -1,0 +1,95 @@
+"""Plate reports: files exist and agree with the labels, for every plate format."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crystal_pipeline import plates
+from crystal_pipeline.classes import CLASS_NAMES
+from crystal_pipeline.labelling import LabelledImage, LabelTimings, PlateLabels, QuarantinedImage
+from crystal_pipeline.model import crystal_probability
+from crystal_pipeline.plate_report import write_plate_report
+
+
+def _labels(plate_format: int, image_dir: Path, seed: int = 0) -> PlateLabels:
+    """Random predictions for every well but two quarantined and three missing ones."""
+    rng = np.random.default_rng(seed)
+    wells = [w.name for w in plates.all_wells(plate_format)]
+    quarantined_wells, missing = set(wells[1:3]), set(wells[-3:])
+    image = image_dir / "drop.png"
+    Image.fromarray(rng.integers(0, 255, (48, 64), dtype=np.uint8)).save(image)
+    rows, quarantined = [], []
+    for well in wells:
+        if well in missing:
+            continue
+        if well in quarantined_wells:
+            quarantined.append(QuarantinedImage(f"P/{well}", well, image_dir / f"{well}.png", "truncated image"))
+            continue
+        p = rng.dirichlet(np.full(10, 0.3)).astype(np.float32)
+        rows.append(LabelledImage(f"P/{well}", well, image, int(p.argmax()) + 1, CLASS_NAMES[int(p.argmax())],
+                                  float(crystal_probability(p[None])[0]), tuple(float(x) for x in p)))
+    n = len(rows) + len(quarantined)
+    return PlateLabels(rows, quarantined, LabelTimings(0.1, 0.2, 0.3, len(rows) / 0.3, len(rows), "cpu-fast"),
+                       files=n, resolution=64)
+
+
+@pytest.mark.parametrize("plate_format", [96, 384, 1536])
+def test_report_files_for_every_format(tmp_path, plate_format):
+    labels = _labels(plate_format, tmp_path)
+    conditions = {w.name: {"well": w.name, "cocktail": f"0.1 M buffer {w.name}", "ph": "7.0"}
+                  for w in plates.all_wells(plate_format)}
+    report = write_plate_report(tmp_path / "out", "P", plate_format, labels, model_version="v1",
+                                synthetic_model=True, crystal_threshold=0.5, plate_meta={"protein": "lysozyme"},
+                                conditions=conditions)
+    for path in report.paths.values():
+        assert path.is_file() and path.stat().st_size > 0
+    assert not list((tmp_path / "out").glob(".*tmp*"))  # atomic writes leave no temp files
+
+    png = Image.open(io.BytesIO(report.map_png))
+    png.load()
+    rows, cols = plates.PLATE_FORMATS[plate_format]
+    # Every well gets at least a few pixels, and the figure stays a screen-sized image.
+    assert png.width >= cols * 8 and png.height >= rows * 8
+    assert png.width <= 2600 and png.height <= 1600
+    assert report.paths["map_png"].read_bytes() == report.map_png
+
+    with open(report.paths["csv"], newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == len(labels.rows) == plate_format - 5
+    probs = [float(r["crystal_prob"]) for r in table]
+    assert probs == sorted(probs, reverse=True)
+    assert {r["well"] for r in table} == {r.well for r in labels.rows}
+    best = max(labels.rows, key=lambda r: r.crystal_prob)
+    assert table[0]["well"] == best.well and table[0]["cocktail"] == f"0.1 M buffer {best.well}"
+    assert table[0]["protein"] == "lysozyme" and table[0]["ph"] == "7.0"
+    assert sum(int(r["hit"]) for r in table) == len(report.hits) == sum(r.crystal_prob >= 0.5 for r in labels.rows)
+    assert all(abs(sum(float(r[f"p_{n}"]) for n in CLASS_NAMES) - 1) < 1e-4 for r in table[:20])
+
+    page = report.paths["html"].read_text()
+    assert "synthetic" in page and "data:image/png;base64," in page and "data:image/jpeg;base64," in page
+    assert "truncated image" in page and f"Missing wells (3)" in page
+    assert "synthetic" in report.markdown and "data:image/png;base64," in report.markdown
+    assert f"| {best.well} |" in report.markdown
+
+
+def test_loose_images_have_no_map_and_no_banner_for_real_models(tmp_path):
+    labels = _labels(96, tmp_path)
+    report = write_plate_report(tmp_path / "out", "samples", None, labels, model_version="v2",
+                                synthetic_model=False, crystal_threshold=1.0)
+    assert report.map_png is None and "map_png" not in report.paths
+    assert not (tmp_path / "out" / "plate_map.png").exists()
+    assert "synthetic" not in report.markdown
+    assert "No well reaches" in report.markdown  # threshold 1.0: no hits, still a ranked list
+    assert "Missing wells" not in report.paths["html"].read_text()
+
+
+def test_bad_threshold_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="crystal_threshold"):
+        write_plate_report(tmp_path, "P", 96, _labels(96, tmp_path), model_version="v", synthetic_model=False,
+                           crystal_threshold=1.5)
