@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-archive": ("crystal_pipeline.synthetic.cli", "write a synthetic raw archive of plates and annotations"),
     "train": ("crystal_pipeline.training_cli", "train CrystalNet on prepared Parquet tensors"),
+    "label": ("crystal_pipeline.labelling_cli", "label a plate folder (or loose images) and write its report"),
 }
 
 

@@ -1,0 +1,122 @@
+"""``crystal-pipeline label``: label one plate folder and write its report, no Dagster.
+
+Examples::
+
+    crystal-pipeline label data/incoming/P0001 --model data/models/v1/model.pt
+    crystal-pipeline label ../shared/real_samples --model model.pt --out /tmp/samples --threshold 0.3
+
+A folder of well-named files (``A01.png``, ``AF48.jpg``, ``17.tif``) is a plate: the
+report has a plate map and counts missing wells. A folder whose file names are not
+wells (loose photographs) is labelled file by file: the ids are the file names and
+the report has the ranked list and thumbnails but no map. Nothing is written into
+the input folder; the default output is ``<data_dir>/reports/plates/<plate>/``.
+
+torch is imported inside :func:`run` so that listing the commands stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plate_dir", help="a plate folder (well-named images) or a folder of loose images")
+    parser.add_argument("--model", required=True, help="a CrystalNet artifact (models/<version>/model.pt)")
+    parser.add_argument("--out", help="report folder (default: <data_dir>/reports/plates/<plate folder name>)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per model batch (default 128)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="crystal_prob that makes a hit (default: the model's crystal_threshold, else "
+                             f"{DEFAULT_THRESHOLD})")
+    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: all CPUs)")
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+
+
+def run(args: argparse.Namespace) -> int:
+    plate_dir = Path(args.plate_dir)
+    if not plate_dir.is_dir():
+        return _fail(f"not a folder: {plate_dir}")
+    if args.batch_size < 1:
+        return _fail(f"--batch-size must be positive, got {args.batch_size}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        return _fail(f"--threshold must be within [0, 1], got {args.threshold}")
+
+    from crystal_pipeline import archive, labelling, model as model_lib, plate_report
+    from crystal_pipeline.layout import DataLayout
+
+    try:  # before any decoding: a wrong path must not cost a plate's worth of work first
+        net = model_lib.load(args.model, args.device)
+    except model_lib.ArtifactError as error:
+        return _fail(str(error))
+    meta = getattr(net, "artifact_meta", {}) or {}
+    threshold = args.threshold if args.threshold is not None else float(meta.get("crystal_threshold")
+                                                                        or DEFAULT_THRESHOLD)
+    model_version = str(meta.get("model_version") or Path(args.model).resolve().parent.name)
+
+    files, plate_format = find_images(plate_dir)
+    inspections = sorted({f.inspection for f in files if f.inspection})
+    if len(inspections) > 1 or (inspections and any(f.inspection is None for f in files)):
+        return _fail(f"{plate_dir} holds several imagings ({', '.join(inspections)}); label one at a time, "
+                     f"e.g. crystal-pipeline label {plate_dir / inspections[0]}")
+    if not files:
+        return _fail(f"no image files ({', '.join(sorted(_extensions()))}) in {plate_dir}")
+    key = archive.plate_key(files[0].plate_id, files[0].inspection)
+    out = Path(args.out) if args.out else DataLayout.from_env().plate_report_dir(key)
+
+    labels = labelling.label_plate(files, net, batch_size=args.batch_size, workers=args.workers)
+    report = plate_report.write_plate_report(
+        out, key, plate_format, labels, model_version=model_version,
+        synthetic_model=meta.get("trained_on") == "synthetic", crystal_threshold=threshold,
+        plate_meta=_plate_meta(plate_dir),
+    )
+    t = labels.timings
+    missing = len(labelling.missing_wells(files, plate_format)) if plate_format else 0
+    print(f"labelled {len(labels.rows)} images, {len(labels.quarantined)} quarantined"
+          + (f", {missing} missing wells" if plate_format else " (loose images: no plate map)")
+          + f"; {len(report.hits)} hits at crystal_prob >= {threshold:.3f}")
+    print(f"{t.images_per_s:.1f} images/s ({t.path}: {t.total_s:.2f} s in all, model {t.model_s:.2f} s, "
+          f"waiting for decode {t.decode_wait_s:.2f} s)")
+    print(f"report: {report.paths['html']}")
+    print(f"hit list: {report.paths['csv']}")
+    return 0
+
+
+def find_images(folder: Path):
+    """(files, plate format or None): the folder as a plate when any name is a well.
+
+    With no well name at all the folder is loose photographs: each file is its own
+    id (its file name) and nothing is quarantined for its name.
+    """
+    from crystal_pipeline import archive
+
+    files = archive.scan_plate(folder)
+    if any(f.row is not None for f in files):
+        return files, files[0].plate_format
+    loose = sorted(p for p in folder.iterdir() if archive.is_image_file(p))
+    return [archive.WellFile(image_id=p.name, plate_id=folder.name, inspection=None, plate_format=None,
+                             well=p.stem, well_index=None, row=None, col=None, path=p) for p in loose], None
+
+
+def _plate_meta(plate_dir: Path) -> dict:
+    import json
+
+    meta = plate_dir / "plate.json"
+    try:
+        data = json.loads(meta.read_text()) if meta.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _extensions():
+    from crystal_pipeline.imaging import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
+
+
+def _fail(message: str) -> int:
+    print(f"crystal-pipeline label: error: {message}", file=sys.stderr)
+    return 2
