@@ -142,19 +142,24 @@ def label_plate(
     batch_size: int = 128,
     workers: int | None = None,
     progress: Progress | None = None,
+    cpu_path: str = "fast",
 ) -> PlateLabels:
     """Classify every file of a plate with ``model`` (a CrystalNet, or a prepared
     :class:`~crystal_pipeline.fast_inference.FastCrystalNet`).
 
     ``workers``: decode processes (default: the CPUs this process may use; 0 or 1
     decodes in this process). ``progress(done, total)`` is called after each batch.
+    ``cpu_path="eager"`` runs the plain module on CPU instead of the fast path (for
+    comparisons and as a fallback; both give the same labels).
     """
     from crystal_pipeline import imaging
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     started = time.perf_counter()
-    predict, resolution, path_name, cleanup = _predictor(model)
+    if cpu_path not in ("fast", "eager"):
+        raise ValueError(f"cpu_path must be 'fast' or 'eager', got {cpu_path!r}")
+    predict, resolution, path_name, cleanup = _predictor(model, cpu_path)
     total = len(files)
     quarantined: dict[int, QuarantinedImage] = {}
     labelled: dict[int, LabelledImage] = {}
@@ -238,7 +243,7 @@ def label_plate(
     )
 
 
-def _predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int, str, Callable[[], None]]:
+def _predictor(model: Any, cpu_path: str = "fast") -> tuple[Callable[[np.ndarray], np.ndarray], int, str, Callable[[], None]]:
     """(predict uint8 -> probs, resolution, path name, cleanup) for a model on its device."""
     import torch
 
@@ -247,7 +252,7 @@ def _predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int, str
     if isinstance(model, FastCrystalNet):
         return model.predict_proba, model.resolution, "cpu-fast", lambda: None
     device = next(model.parameters()).device
-    if device.type == "cpu":
+    if device.type == "cpu" and cpu_path == "fast":
         fast = FastCrystalNet.from_model(model)
         return fast.predict_proba, model.resolution, "cpu-fast", fast.close
     if device.type == "cuda":
@@ -262,4 +267,8 @@ def _predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int, str
         return predict_cuda, model.resolution, "cuda-bf16", lambda: None
     from crystal_pipeline.model import predict_proba
 
-    return (lambda pixels: predict_proba(model, pixels)), model.resolution, f"{device.type}-eager", lambda: None
+    if device.type == "cpu":
+        model.eval().to(memory_format=torch.channels_last)
+        model.channels_last = True
+    return ((lambda pixels: predict_proba(model, pixels, batch_size=len(pixels))), model.resolution,
+            f"{device.type}-eager", lambda: None)

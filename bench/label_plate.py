@@ -1,0 +1,205 @@
+"""Plate labelling throughput: eager vs fast CPU inference, model-only and end to end.
+
+Prints one JSON line per figure. Writes two 1,536-well plates into a temp dir
+outside the repository (removed afterwards):
+
+- ``png``: the demo's synthetic plate (256 px grey PNGs, crystal_pipeline.synthetic);
+- ``jpeg``: 1280x960 RGB JPEGs, the GSK samples of shared/real_samples repeated.
+
+Figures (best of ``--repeats``; this box is shared, so ratios measured in one run
+are the comparable numbers, DESIGN.md "Measuring speed"):
+
+- ``sgemm``: 2048^3 fp32 matmul GFLOP/s on the same threads, for scale;
+- ``model_only``: images/s of eager (channels_last) and fast at batch 128, and
+  model GFLOP/s (1.04 GFLOP per 128 px image, PERFORMANCE_NOTES) over sgemm GFLOP/s;
+- ``decode``: read + decode + crop + resize of the plate alone (imaging.decode_many);
+- ``end_to_end``: label_plate (decode overlapped with inference) + the DuckDB write
+  of the plate's prediction rows in one transaction, seconds per plate.
+
+Usage::
+
+    .venv/bin/python bench/label_plate.py [--model PATH] [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# Decode workers (forkserver) re-import this __main__ module: keep its top level
+# light, or every worker pays torch's import (seconds) before decoding a file.
+
+GFLOP_PER_IMAGE_128 = 1.04  # PERFORMANCE_NOTES.md: 521 M multiply-adds at 128 px
+REAL_SAMPLES = REPO.parent / "shared" / "real_samples"
+
+
+def emit(**fields) -> None:
+    fields.setdefault("load_avg_1min", round(os.getloadavg()[0], 2))
+    print(json.dumps(fields), flush=True)
+
+
+def best_of(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def sgemm_gflops(repeats: int) -> float:
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    return 2 * 2048**3 / best_of(lambda: a @ b, max(3, repeats)) / 1e9
+
+
+def make_plates(root: Path, wells: int) -> dict[str, Path]:
+    from crystal_pipeline.plates import all_wells
+    from crystal_pipeline.synthetic import write_plate
+
+    png = root / "png" / "BENCH_PNG"
+    write_plate(png, "BENCH_PNG", seed=1, wells=wells, size=256)
+    jpeg = root / "jpeg" / "BENCH_JPEG"
+    jpeg.mkdir(parents=True)
+    sources = sorted(REAL_SAMPLES.glob("gsk_*.jpeg"))
+    if not sources:
+        raise SystemExit(f"no gsk_*.jpeg under {REAL_SAMPLES}: the JPEG plate needs them")
+    for i, well in enumerate(all_wells(wells)):
+        shutil.copyfile(sources[i % len(sources)], jpeg / f"{well.name}.jpg")
+    return {"png": png, "jpeg": jpeg}
+
+
+def write_duckdb(db_path: Path, rows: list[dict]) -> None:
+    """What the plate job's warehouse write costs: replace the plate's rows in one transaction."""
+    import duckdb
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows)
+    con = duckdb.connect(str(db_path))
+    try:
+        con.execute("""CREATE TABLE IF NOT EXISTS predictions(image_id VARCHAR, plate_id VARCHAR,
+            inspection VARCHAR, well VARCHAR, model_version VARCHAR, class_id INTEGER, class_name VARCHAR,
+            crystal_prob DOUBLE, probs FLOAT[10], predicted_at TIMESTAMPTZ)""")
+        con.execute("BEGIN")
+        con.execute("DELETE FROM predictions WHERE plate_id = ? AND model_version = ?",
+                    [rows[0]["plate_id"], rows[0]["model_version"]])
+        con.register("incoming_rows", table)
+        con.execute("""INSERT INTO predictions SELECT image_id, plate_id, inspection, well, model_version,
+            class_id, class_name, crystal_prob, probs::FLOAT[10], predicted_at FROM incoming_rows""")
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+def main() -> None:
+    import torch
+
+    from crystal_pipeline import imaging
+    from crystal_pipeline.archive import scan_plate
+    from crystal_pipeline.fast_inference import FastCrystalNet
+    from crystal_pipeline.labelling import label_plate
+    from crystal_pipeline.model import CrystalNet, load
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a model.pt (default: random CrystalNet at 128 px; timing is the same)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=imaging.default_workers(), help="model threads")
+    parser.add_argument("--wells", type=int, default=1536, choices=(96, 384, 1536))
+    parser.add_argument("--skip-eager-e2e", action="store_true", help="end to end with the fast path only")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    machine = {"cpu": _cpu_name(), "cores": imaging.default_workers(), "threads": args.threads,
+               "torch": torch.__version__}
+    emit(figure="machine", **machine)
+
+    model = load(args.model, "cpu") if args.model else CrystalNet(resolution=128).eval()
+    res = model.resolution
+    gflop = GFLOP_PER_IMAGE_128 * (res / 128) ** 2
+    sgemm = sgemm_gflops(args.repeats)
+    emit(figure="sgemm", gflops=round(sgemm, 1), size=2048)
+
+    # -- model only ------------------------------------------------------------------
+    batch = torch.randint(0, 256, (128, res, res), dtype=torch.uint8)
+    eager = CrystalNet(resolution=res, augment_params=None).eval()
+    eager.load_state_dict(model.state_dict())
+    eager.to(memory_format=torch.channels_last)
+    eager.channels_last = True
+    fast = FastCrystalNet.from_model(model, threads=args.threads)
+    with torch.inference_mode():
+        paths = {"eager_channels_last": lambda: eager(batch), "fast": lambda: fast.logits(batch)}
+        for fn in paths.values():
+            fn()
+        seconds = {name: float("inf") for name in paths}
+        for _ in range(args.repeats):  # interleaved, so both see the same neighbours
+            for name, fn in paths.items():
+                t0 = time.perf_counter()
+                fn()
+                seconds[name] = min(seconds[name], time.perf_counter() - t0)
+    rates = {}
+    for name, s in seconds.items():
+        rate = 128 / s
+        rates[name] = rate
+        emit(figure="model_only", path=name, batch=128, resolution=res, images_per_s=round(rate, 1),
+             s_per_1536_plate=round(1536 / rate, 2), model_gflops=round(rate * gflop, 1),
+             ratio_to_sgemm=round(rate * gflop / sgemm, 3))
+    emit(figure="model_only_speedup", fast_over_eager=round(rates["fast"] / rates["eager_channels_last"], 2))
+
+    # -- plates ------------------------------------------------------------------------
+    root = Path(tempfile.mkdtemp(prefix="crystal_bench_"))
+    try:
+        t0 = time.perf_counter()
+        plate_dirs = make_plates(root, args.wells)
+        emit(figure="setup", seconds=round(time.perf_counter() - t0, 1), root=str(root))
+        for kind, plate_dir in plate_dirs.items():
+            files = scan_plate(plate_dir)
+            paths_only = [f.path for f in files]
+            decode_s = best_of(lambda: sum(1 for _ in imaging.decode_many(paths_only, res)), args.repeats)
+            emit(figure="decode", plate=kind, images=len(files), seconds=round(decode_s, 2),
+                 images_per_s=round(len(files) / decode_s, 1))
+            for cpu_path in ("fast",) if args.skip_eager_e2e else ("fast", "eager"):
+                best = None
+                for i in range(args.repeats):
+                    t0 = time.perf_counter()
+                    labels = label_plate(files, model, cpu_path=cpu_path)
+                    t_label = time.perf_counter() - t0
+                    t1 = time.perf_counter()
+                    write_duckdb(root / f"warehouse_{kind}_{cpu_path}_{i}.duckdb", labels.prediction_rows("bench"))
+                    t_db = time.perf_counter() - t1
+                    total = t_label + t_db
+                    if best is None or total < best[0]:
+                        best = (total, t_label, t_db, labels)
+                total, t_label, t_db, labels = best
+                emit(figure="end_to_end", plate=kind, path=labels.timings.path, images=len(labels.rows),
+                     quarantined=len(labels.quarantined), s_per_plate=round(total, 2),
+                     images_per_s=round(len(labels.rows) / total, 1), label_s=round(t_label, 2),
+                     duckdb_write_s=round(t_db, 3), model_s=round(labels.timings.model_s, 2),
+                     decode_wait_s=round(labels.timings.decode_wait_s, 2), repeats=args.repeats)
+    finally:
+        fast.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            info = handle.read()
+    except OSError:
+        return "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    family = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("cpu family")), "?")
+    return f"{name} (family {family})"
+
+
+if __name__ == "__main__":
+    main()
