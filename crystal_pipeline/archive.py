@@ -186,3 +186,24 @@ def read_screen(raw_dir: Path, screen: str) -> dict[str, dict[str, str]]:
             except plates.InvalidWell:
                 continue
     return out
+
+
+def plate_metadata(raw_dir: Path, plate_id: str, plate_dir: Path | None = None
+                   ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """What a hit list needs beside the well: the plate's protein and screen, and each well's cocktail.
+
+    ``plates.csv`` of the raw archive gives protein and screen; keys of the plate's own
+    ``plate.json`` (if any) override them. Conditions come from ``screens/<screen>.csv``.
+    """
+    meta = dict(read_plates_csv(raw_dir).get(plate_id, {}))
+    for folder in filter(None, [plate_dir, plate_dir.parent if plate_dir else None]):
+        path = Path(folder) / "plate.json"
+        if path.is_file():
+            try:
+                extra = json.loads(path.read_text())
+            except (ValueError, OSError):
+                extra = {}
+            meta.update({k: str(v) for k, v in extra.items() if k in ("protein", "screen", "barcode", "set_up_on")})
+            break
+    conditions = read_screen(raw_dir, meta["screen"]) if meta.get("screen") else {}
+    return meta, conditions

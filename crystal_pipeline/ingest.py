@@ -161,3 +161,17 @@ def ingest_files(
 
 def _quoted(columns: Iterable[str]) -> list[str]:
     return [f'"{c}"' for c in columns]
+
+
+def well_files_from_images(frame: pd.DataFrame) -> list[WellFile]:
+    """``images`` rows back into :class:`WellFile` s (quarantined rows keep their reason)."""
+    def value(v):
+        return None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v
+
+    out = []
+    for r in frame.itertuples(index=False):
+        out.append(WellFile(
+            r.image_id, r.plate_id, value(r.inspection), value(r.plate_format) and int(r.plate_format), r.well,
+            value(r.well_index) and int(r.well_index), value(r.row) and int(r.row), value(r.col) and int(r.col),
+            Path(r.path), r.error if r.status == "quarantined" else None))
+    return out

@@ -27,3 +27,8 @@ echo "  tensors    $CRYSTAL_DATA_DIR/tensors/r128/{train,val}/*.parquet and stat
 echo "  models     $CRYSTAL_DATA_DIR/models/<version>/model.pt   (table models; the production one is flagged)"
 echo "  reports    $CRYSTAL_DATA_DIR/reports/evaluation/<version>/report.html and model_comparison.md"
 echo "Open the UI with: make ui   (then http://127.0.0.1:3000, runs of this demo are already there)"
+
+echo
+echo "== a new plate arrives: the sensor finds it, registers the partition and labels it"
+python scripts/label_new_plate.py --plate-id "${DEMO_PLATE_ID:-SYN0101}"
+echo "Open the plate report above in a browser, or the 'plate_report' asset in the UI (make ui)."

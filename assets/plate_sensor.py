@@ -1,0 +1,55 @@
+"""The incoming-plates sensor and the job it launches: one run per plate imaging, when it is ready."""
+
+import json
+
+import dagster as dg
+
+from assets.plates import plate_images, plate_predictions, plate_report, plates_partitions
+from crystal_pipeline.incoming import decide, find_plates
+from resources import StorageResource
+
+label_plate_job = dg.define_asset_job(
+    "label_plate_job",
+    selection=dg.AssetSelection.assets(plate_images, plate_predictions, plate_report),
+    description="Ingest one plate from the incoming folder, label every well, publish the plate report.",
+)
+
+
+def evaluate_incoming(incoming_dir, cursor: str | None, has_partition) -> dg.SensorResult:
+    """One tick: which plates to register and run, and why others wait.
+
+    The cursor remembers, per plate key, the folder signature seen on the last tick
+    (a plate must be unchanged for one tick before it runs) and the signature last
+    requested (so an unchanged plate is never requested again). The run key carries
+    the signature too, so Dagster itself also refuses a duplicate.
+    """
+    state = json.loads(cursor) if cursor else {}
+    seen, requested = state.get("seen", {}), state.get("requested", {})
+    decision = decide(find_plates(incoming_dir), seen)
+    runs, new_keys = [], []
+    for plate in decision.ready:
+        if requested.get(plate.key) == plate.signature:
+            continue
+        if not has_partition(plate.key) and plate.key not in new_keys:
+            new_keys.append(plate.key)
+        runs.append(dg.RunRequest(run_key=f"{plate.key}:{plate.signature}", partition_key=plate.key,
+                                  tags={"plate": plate.key, "plate_signature": plate.signature}))
+        requested[plate.key] = plate.signature
+    waiting = "; ".join(f"{k}: {why}" for k, why in sorted(decision.skipped.items()))
+    new_cursor = json.dumps({"seen": decision.seen, "requested": requested}, sort_keys=True)
+    return dg.SensorResult(
+        run_requests=runs,
+        dynamic_partitions_requests=[plates_partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=new_cursor,
+        skip_reason=None if runs else (f"no plate ready. {waiting}" if waiting else "no plates in the incoming folder"),
+    )
+
+
+@dg.sensor(job=label_plate_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Registers each complete, settled plate folder in the incoming folder and labels it.")
+def incoming_plates_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
+    result = evaluate_incoming(storage.layout.incoming_dir, context.cursor,
+                               lambda key: context.instance.has_dynamic_partition(plates_partitions.name, key))
+    if result.run_requests:
+        context.log.info("requesting " + ", ".join(r.partition_key for r in result.run_requests))
+    return result

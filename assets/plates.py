@@ -1,0 +1,208 @@
+"""Group ``plates``: one partition per plate imaging, found by a sensor, labelled and reported.
+
+The sensor watches the incoming folder; ``label_plate_job`` ingests the plate's files
+(same quarantine rules as the archive), labels every well with the production
+CrystalNet, stores the predictions, and publishes a plate report.
+"""
+
+import json
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+
+from assets.metadata import md, png_md, progress_logger, table_md
+from crystal_pipeline import archive, incoming
+from crystal_pipeline.ingest import ingest_files
+from resources import ComputeResource, StorageResource, WarehouseResource
+
+plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
+
+_PLATE_SCOPE = "plate_id = ? AND inspection IS NOT DISTINCT FROM ?"
+
+
+def _plate(context) -> tuple[str, str, Optional[str]]:
+    key = context.partition_key
+    plate_id, inspection = archive.split_plate_key(key)
+    return key, plate_id, inspection
+
+
+@dg.asset(group_name="plates", kinds={"duckdb"}, pool="duckdb", partitions_def=plates_partitions,
+          check_specs=[dg.AssetCheckSpec("plate_files_decodable", asset="plate_images",
+                                         description="Every file of the plate decodes (quarantined ones listed).")])
+def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
+                 warehouse: WarehouseResource):
+    """The plate's rows in ``images`` (source ``incoming``); bad files quarantined with the reason."""
+    key, plate_id, inspection = _plate(context)
+    folder = incoming.plate_folder_path(storage.layout.incoming_dir, key)
+    if not folder.is_dir():
+        raise dg.Failure(f"plate folder {folder} does not exist (partition {key})")
+    files = archive.scan_plate(folder, plate_id, inspection) if inspection else [
+        f for f in archive.scan_plate(folder, plate_id) if f.inspection is None]
+    wh = warehouse.get()
+    summary = ingest_files(wh, files, source="incoming", scope_sql=_PLATE_SCOPE, scope_params=[plate_id, inspection],
+                           progress=progress_logger(context, "hashed and decoded"))
+    rows = wh.query_df(f"SELECT image_id, well, status, error, plate_format FROM images WHERE {_PLATE_SCOPE}",
+                       [plate_id, inspection])
+    fmt = int(rows["plate_format"].dropna().iloc[0]) if rows["plate_format"].notna().any() else None
+    quarantined = rows[rows["status"] == "quarantined"]
+    missing = _missing_wells(rows, fmt)
+    yield dg.AssetCheckResult(check_name="plate_files_decodable", passed=quarantined.empty, metadata={
+        "quarantined": len(quarantined), "list": md(table_md(quarantined[["image_id", "error"]], 100))})
+    yield dg.MaterializeResult(metadata={
+        "folder": dg.MetadataValue.path(str(folder)),
+        "plate_format": fmt,
+        "files_found": summary.found,
+        "new_or_changed": summary.new + summary.changed,
+        "quarantined": len(quarantined),
+        "missing_wells": len(missing),
+        "quarantine": md(table_md(quarantined[["image_id", "error"]])),
+        "missing": ", ".join(missing[:100]) + (" ..." if len(missing) > 100 else ""),
+    })
+
+
+def _missing_wells(rows: pd.DataFrame, plate_format: Optional[int]) -> list[str]:
+    from crystal_pipeline.plates import all_wells
+
+    if not plate_format:
+        return []
+    present = set(rows["well"])
+    return [w.name for w in all_wells(plate_format) if w.name not in present]
+
+
+class PlatePredictionConfig(dg.Config):
+    """Which model labels the plate (default: the production model) and the batch size."""
+
+    model_version: Optional[str] = None
+    batch_size: int = 128
+
+
+PREDICTION_CHECKS = [
+    dg.AssetCheckSpec("every_well_accounted_for", asset="plate_predictions",
+                      description="labelled + quarantined = files found, and + missing = the plate's format; "
+                                  "fails with the list when any well is quarantined or missing"),
+    dg.AssetCheckSpec("model_version_exists", asset="plate_predictions"),
+    dg.AssetCheckSpec("probabilities_sum_to_one", asset="plate_predictions"),
+]
+
+
+@dg.asset(group_name="plates", kinds={"pytorch", "duckdb"}, pool="duckdb", partitions_def=plates_partitions,
+          deps=[plate_images], check_specs=PREDICTION_CHECKS)
+def plate_predictions(context: dg.AssetExecutionContext, config: PlatePredictionConfig,
+                      warehouse: WarehouseResource, compute: ComputeResource):
+    """Every decodable well labelled by CrystalNet; the plate's earlier rows for that model replaced in one transaction."""
+    from datetime import datetime, timezone
+
+    from crystal_pipeline.ingest import well_files_from_images
+    from crystal_pipeline.labelling import label_plate
+    from crystal_pipeline.model import load
+
+    key, plate_id, inspection = _plate(context)
+    wh = warehouse.get()
+    model_row = _model_row(wh, config.model_version)
+    model = load(model_row["path"], compute.device)  # a missing or unreadable file fails here, before any work
+    rows = wh.query_df(f"SELECT * FROM images WHERE {_PLATE_SCOPE} ORDER BY image_id", [plate_id, inspection])
+    labels = label_plate(well_files_from_images(rows), model, batch_size=config.batch_size,
+                         progress=progress_logger(context, "labelled"))
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    frame = pd.DataFrame(labels.prediction_rows(model_row["model_version"], now),
+                         columns=["image_id", "plate_id", "inspection", "well", "model_version", "class_id",
+                                  "class_name", "crystal_prob", "probs", "predicted_at"])
+    with wh.transaction() as con:
+        con.execute(f"DELETE FROM predictions WHERE {_PLATE_SCOPE} AND model_version = ?",
+                    [plate_id, inspection, model_row["model_version"]])
+        if len(frame):
+            con.register("new_predictions", frame)
+            con.execute("INSERT INTO predictions SELECT image_id, plate_id, inspection, well, model_version, class_id, "
+                        "class_name, crystal_prob, probs, predicted_at FROM new_predictions")
+    checks = list(_prediction_checks(wh, rows, labels, model_row, plate_id, inspection))
+    threshold = _threshold(model_row)
+    hits = int((frame["crystal_prob"] >= threshold).sum()) if len(frame) else 0
+    counts = frame["class_name"].value_counts().rename_axis("class").reset_index(name="wells") if len(frame) else frame
+    yield dg.Output(metadata={
+        "model_version": model_row["model_version"],
+        "labelled": len(frame),
+        "quarantined": len(labels.quarantined),
+        "crystal_hits": hits,
+        "crystal_threshold": round(threshold, 4),
+        "images_per_s": round(labels.timings.images_per_s, 1),
+        "seconds": round(labels.timings.total_s, 2),
+        "inference_path": labels.timings.path,
+        "class_counts": md(table_md(counts, 10)),
+    }, value=labels)
+    yield from checks
+
+
+def _prediction_checks(wh, rows: pd.DataFrame, labels, model_row: dict, plate_id: str, inspection):
+    """The three checks, computed from what was just written to the warehouse."""
+    import numpy as np
+
+    stored = wh.query_df(f"SELECT image_id, probs FROM predictions WHERE {_PLATE_SCOPE} AND model_version = ?",
+                         [plate_id, inspection, model_row["model_version"]])
+    fmt = int(rows["plate_format"].dropna().iloc[0]) if rows["plate_format"].notna().any() else None
+    missing = _missing_wells(rows, fmt)
+    quarantined = [(q.image_id, q.reason) for q in labels.quarantined]
+    accounted = len(stored) + len(quarantined) == len(rows)
+    yield dg.AssetCheckResult(
+        check_name="every_well_accounted_for", passed=accounted and not quarantined and not missing,
+        metadata={"files": len(rows), "labelled": len(stored), "quarantined": len(quarantined),
+                  "missing_wells": len(missing), "plate_format": fmt, "accounted": accounted,
+                  "quarantined_list": md(table_md(pd.DataFrame(quarantined, columns=["image_id", "reason"]), 100)),
+                  "missing_list": ", ".join(missing[:200])})
+    exists = wh.scalar("SELECT count(*) FROM models WHERE model_version = ?", [model_row["model_version"]]) == 1
+    yield dg.AssetCheckResult(check_name="model_version_exists", passed=bool(exists),
+                              metadata={"model_version": model_row["model_version"]})
+    sums = np.array([np.sum(p) for p in stored["probs"]]) if len(stored) else np.ones(0)
+    worst = float(np.abs(sums - 1).max()) if sums.size else 0.0
+    yield dg.AssetCheckResult(check_name="probabilities_sum_to_one", passed=worst < 1e-3,
+                              metadata={"max_abs_deviation": worst, "rows": int(sums.size)})
+
+
+def _threshold(model_row: dict) -> float:
+    """The model's crystal threshold (recall 0.95 on its validation split); 0.5 when it had no crystals to set one."""
+    value = model_row.get("crystal_threshold")
+    return 0.5 if value is None or value != value else float(value)
+
+
+def _model_row(wh, model_version: Optional[str]) -> dict:
+    if model_version:
+        frame = wh.query_df("SELECT * FROM models WHERE model_version = ?", [model_version])
+        if frame.empty:
+            raise dg.Failure(f"model version {model_version!r} is not in the models table")
+        return frame.iloc[0].to_dict()
+    from crystal_pipeline.registry import production_model
+
+    row = production_model(wh)
+    if row is None:
+        raise dg.Failure("no production model: materialize crystalnet_model first (make demo does)")
+    return row
+
+
+@dg.asset(group_name="plates", kinds={"html"}, partitions_def=plates_partitions)
+def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfig, storage: StorageResource,
+                 warehouse: WarehouseResource, plate_predictions) -> dg.MaterializeResult:
+    """Plate map, ranked hit list and HTML page a crystallographer can act on."""
+    from crystal_pipeline.plate_report import write_plate_report
+
+    key, plate_id, inspection = _plate(context)
+    layout = storage.layout
+    wh = warehouse.get()
+    model_row = _model_row(wh, config.model_version)
+    fmt = wh.scalar(f"SELECT any_value(plate_format) FROM images WHERE {_PLATE_SCOPE}", [plate_id, inspection])
+    meta, conditions = archive.plate_metadata(layout.raw_dir, plate_id, incoming.plate_folder_path(layout.incoming_dir, key))
+    threshold = _threshold(model_row)
+    report = write_plate_report(layout.plate_report_dir(key), key, int(fmt) if fmt else None, plate_predictions,
+                                model_version=model_row["model_version"],
+                                synthetic_model=model_row.get("trained_on") == "synthetic",
+                                crystal_threshold=threshold, plate_meta=meta, conditions=conditions)
+    context.log.info(f"plate report: {report.paths['html']}")
+    top = pd.DataFrame([(h.well, h.class_name, round(h.crystal_prob, 3)) for h in report.hits[:10]],
+                       columns=["well", "class", "crystal_prob"])
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.path(str(report.paths["html"])),
+        "hit_list": dg.MetadataValue.path(str(report.paths["csv"])),
+        "crystal_hits": len(report.hits),
+        "crystal_threshold": round(threshold, 4),
+        "top_hits": md(table_md(top, 10)),
+        "plate_map": md(report.markdown),
+    })

@@ -1,0 +1,166 @@
+"""The plates group: sensor ticks, partitioned labelling, reruns, bad wells, concurrent plates."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+from PIL import Image
+
+from assets.plate_sensor import evaluate_incoming, incoming_plates_sensor
+from crystal_pipeline.layout import DataLayout
+from crystal_pipeline.synthetic import write_plate
+from crystal_pipeline.warehouse import Warehouse
+from resources import StorageResource, build_resources
+from tests.conftest import REPO, cli_env
+
+
+def tick(instance, storage, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage}) as context:
+        return incoming_plates_sensor(context)
+
+
+def apply(instance, result):
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+
+
+def grey_plate(folder, n, fmt=96):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plate.json").write_text(json.dumps({"format": fmt}))
+    for i in range(n):
+        Image.new("L", (16, 16), 100 + i % 50).save(folder / f"{chr(65 + i // 12)}{i % 12 + 1:02d}.png")
+
+
+def test_sensor_ticks(tmp_path):
+    incoming = tmp_path / "incoming"
+    storage = StorageResource(data_dir=str(tmp_path))
+    grey_plate(incoming / "NEW", 96)
+    grey_plate(incoming / "PART", 30)
+    grey_plate(incoming / "RE" / "day7", 96)
+    with dg.instance_for_test() as instance:
+        first = tick(instance, storage)
+        assert first.run_requests == [] and "settle" in first.skip_reason.skip_message
+        assert "PART: incomplete" in first.skip_reason.skip_message
+        second = tick(instance, storage, first.cursor)
+        assert sorted(r.partition_key for r in second.run_requests) == ["NEW", "RE@day7"]
+        [add] = second.dynamic_partitions_requests
+        assert sorted(add.partition_keys) == ["NEW", "RE@day7"]
+        apply(instance, second)
+        # Same plates again: nothing new is requested, and no partition is added twice.
+        third = tick(instance, storage, second.cursor)
+        assert third.run_requests == [] and third.dynamic_partitions_requests == []
+        # A corrected image: after it settles, the plate runs again under a new run key.
+        Image.new("L", (16, 16), 0).save(incoming / "NEW" / "A01.png")
+        fourth = tick(instance, storage, third.cursor)
+        fifth = tick(instance, storage, fourth.cursor)
+        [again] = fifth.run_requests
+        assert again.partition_key == "NEW"
+        assert again.run_key != next(r.run_key for r in second.run_requests if r.partition_key == "NEW")
+        assert fifth.dynamic_partitions_requests == []  # the partition exists already
+        # The incomplete plate completes.
+        grey_plate(incoming / "PART", 96)
+        sixth = tick(instance, storage, fifth.cursor)
+        seventh = tick(instance, storage, sixth.cursor)
+        assert [r.partition_key for r in seventh.run_requests] == ["PART"]
+
+
+def test_sensor_handles_dozens_of_plates_at_once(tmp_path):
+    for i in range(40):
+        grey_plate(tmp_path / f"P{i:02d}", 96)
+    first = evaluate_incoming(tmp_path, None, lambda key: False)
+    second = evaluate_incoming(tmp_path, first.cursor, lambda key: False)
+    assert len(second.run_requests) == 40
+    assert len({r.run_key for r in second.run_requests}) == 40
+    assert len(second.dynamic_partitions_requests[0].partition_keys) == 40
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_archive):
+    """A data dir with the archive ingested and a smoke-trained production model."""
+    import definitions
+
+    data = tmp_path_factory.mktemp("plates") / "data"
+    shutil.copytree(tiny_archive, data / "raw")
+    resources = build_resources(StorageResource(data_dir=str(data)))
+    result = dg.materialize(
+        [*definitions.all_assets], resources=resources, instance=dg.DagsterInstance.ephemeral(),
+        selection=dg.AssetSelection.groups("ingest", "prepare", "train"),
+        run_config={"ops": {"crystalnet_model": {"config": {"preset": "smoke", "accuracy_floor": 0.0}}}})
+    assert result.success
+    return data
+
+
+def label(data, instance, key):
+    import definitions
+
+    instance.add_dynamic_partitions("plates", [key])
+    return dg.materialize([*definitions.all_assets, *definitions.all_checks],
+                          resources=build_resources(StorageResource(data_dir=str(data))), instance=instance,
+                          selection=dg.AssetSelection.groups("plates"), partition_key=key, raise_on_error=False)
+
+
+def checks(result):
+    return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def test_label_a_plate_rerun_and_bad_wells(trained, tmp_path):
+    layout = DataLayout.under(trained)
+    write_plate(layout.incoming_dir / "NEWPLATE", "NEWPLATE", seed=3, wells=96, size=64)
+    wh = Warehouse(layout.warehouse)
+    with dg.instance_for_test() as instance:
+        result = label(trained, instance, "NEWPLATE")
+        assert result.success
+        assert all(c.passed for c in checks(result).values())
+        count = wh.scalar("SELECT count(*) FROM predictions WHERE plate_id = 'NEWPLATE'")
+        assert count == 96
+        report_dir = layout.plate_report_dir("NEWPLATE")
+        for name in ("report.html", "hits.csv", "plate_map.png"):
+            assert (report_dir / name).stat().st_size > 0
+        # Rerun: the plate's rows are replaced, not duplicated.
+        assert label(trained, instance, "NEWPLATE").success
+        assert wh.scalar("SELECT count(*) FROM predictions WHERE plate_id = 'NEWPLATE'") == 96
+
+        # A re-imaged plate with a corrupt file and a missing well: the rest are labelled, the check lists them.
+        day2 = layout.incoming_dir / "NEWPLATE" / "day2"
+        day2.mkdir()
+        for f in (layout.incoming_dir / "NEWPLATE").glob("*.png"):
+            shutil.copy(f, day2 / f.name)
+        (day2 / "B02.png").write_bytes(b"")
+        (day2 / "H12.png").unlink()
+        result = label(trained, instance, "NEWPLATE@day2")
+        assert result.success
+        evaluations = checks(result)
+        accounted = evaluations["every_well_accounted_for"]
+        assert not accounted.passed
+        meta = {k: v.value for k, v in accounted.metadata.items()}
+        assert meta["labelled"] == 94 and meta["quarantined"] == 1 and meta["missing_wells"] == 1
+        assert "H12" in meta["missing_list"] and "B02" in meta["quarantined_list"]
+        assert not evaluations["plate_files_decodable"].passed
+        assert evaluations["probabilities_sum_to_one"].passed and evaluations["model_version_exists"].passed
+        assert wh.scalar("SELECT count(*) FROM predictions WHERE inspection = 'day2'") == 94
+
+
+@pytest.mark.slow
+def test_two_plates_labelled_concurrently_lose_no_rows(trained):
+    layout = DataLayout.under(trained)
+    env = cli_env(trained)
+    keys = ["CONC1", "CONC2"]
+    for i, key in enumerate(keys):
+        write_plate(layout.incoming_dir / key, key, seed=10 + i, wells=96, size=64)
+    env["DAGSTER_HOME"] = str(trained / "dagster_home")
+    subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"
+                    ".add_dynamic_partitions('plates', ['CONC1', 'CONC2'])"], env=env, check=True, cwd=REPO)
+    procs = [subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "definitions",
+                               "--select", "plate_images,plate_predictions,plate_report", "--partition", key],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for key in keys]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    wh = Warehouse(layout.warehouse)
+    counts = wh.query_df("SELECT plate_id, count(*) AS n FROM predictions WHERE plate_id IN ('CONC1', 'CONC2') "
+                         "GROUP BY plate_id ORDER BY plate_id")
+    assert counts.to_dict("list") == {"plate_id": keys, "n": [96, 96]}
