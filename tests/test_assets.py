@@ -17,6 +17,7 @@ def materialize_all(data_dir, **run_config):
         [*definitions.all_assets, *definitions.all_checks],
         resources=build_resources(StorageResource(data_dir=str(data_dir))),
         instance=dg.DagsterInstance.ephemeral(),
+        selection=dg.AssetSelection.groups("ingest", "prepare"),
         run_config=run_config or None,
         raise_on_error=True,
     )

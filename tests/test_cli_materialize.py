@@ -1,5 +1,6 @@
 """The mission's CI command: `dagster asset materialize -m definitions` over a tiny archive."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -12,11 +13,13 @@ from tests.conftest import REPO, cli_env
 
 
 @pytest.mark.slow
-def test_dagster_asset_materialize_cli_runs_every_asset(tmp_path, tiny_archive):
+def test_dagster_asset_materialize_cli_runs_ingest_prepare_and_train(tmp_path, tiny_archive):
     data = tmp_path / "data"
     shutil.copytree(tiny_archive, data / "raw")
     result = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "definitions", "--select", "*"],
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "definitions",
+         "--select", "group:ingest or group:prepare or group:train",
+         "--config-json", json.dumps({"ops": {"crystalnet_model": {"config": {"preset": "smoke", "accuracy_floor": 0}}}})],
         cwd=REPO, env=cli_env(data), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     layout = DataLayout.under(data)
@@ -24,5 +27,7 @@ def test_dagster_asset_materialize_cli_runs_every_asset(tmp_path, tiny_archive):
     labelled = wh.scalar("SELECT count(*) FROM consensus_labels")
     assert labelled > 0
     assert sorted(p.name for p in layout.tensors_dir(128).iterdir()) == ["stats.npz", "train", "val"]
+    assert wh.scalar("SELECT count(*) FROM models WHERE is_production") == 1
+    assert layout.model_path(wh.scalar("SELECT model_version FROM models")).is_file()
     # The run is recorded in the instance the UI opens.
     assert any((data / "dagster_home").rglob("*.db"))
