@@ -315,6 +315,5 @@ def predict_proba(model: CrystalNet, images: np.ndarray | torch.Tensor, batch_si
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
-def crystal_probability(probs: np.ndarray) -> np.ndarray:
-    """``crystal_prob`` = p3 + p5 + p7 (DESIGN.md), i.e. columns 2, 4, 6."""
-    return np.asarray(probs)[:, list(CRYSTAL_INDICES)].sum(axis=1)
+# ``crystal_prob`` = p3 + p5 + p7 (DESIGN.md); one definition, kept with the metrics.
+from crystal_pipeline.evaluation.metrics import crystal_probability  # noqa: E402,F401

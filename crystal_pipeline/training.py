@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from crystal_pipeline import augment
 from crystal_pipeline import training_data as tdata
 from crystal_pipeline.classes import NUM_CLASSES
+from crystal_pipeline.evaluation.metrics import binary_auc, crystal_probability
 from crystal_pipeline.model import (
     ARTIFACT_FORMAT,
     CRYSTAL_INDICES,
@@ -389,36 +390,13 @@ def evaluate(model: CrystalNet, images: torch.Tensor, labels: torch.Tensor, batc
 
 
 def crystal_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
-    """ROC AUC of crystal_prob (p3 + p5 + p7) for 'has crystal'; None when only
-    one side (no crystals, or only crystals) is present."""
+    """ROC AUC of crystal_prob (p3 + p5 + p7) for 'has crystal' from 0-based labels;
+    None when only one side (no crystals, or only crystals) is present."""
     labels = np.asarray(labels)
     if len(labels) == 0:
         return None
-    positive = np.isin(labels, CRYSTAL_INDICES)
-    if positive.all() or not positive.any():
-        return None
-    score = np.asarray(probs)[:, list(CRYSTAL_INDICES)].sum(axis=1)
-    try:
-        from sklearn.metrics import roc_auc_score
-    except ImportError:
-        return _auc_numpy(positive, score)
-    return float(roc_auc_score(positive, score))
-
-
-def _auc_numpy(positive: np.ndarray, score: np.ndarray) -> float:
-    """Mann-Whitney U with average ranks for ties (what roc_auc_score computes)."""
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score), dtype=np.float64)
-    sorted_scores = score[order]
-    i = 0
-    while i < len(score):
-        j = i
-        while j + 1 < len(score) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    auc = binary_auc(np.isin(labels, CRYSTAL_INDICES), crystal_probability(probs))
+    return None if math.isnan(auc) else auc
 
 
 def atomic_save(obj: Any, path: Path) -> None:

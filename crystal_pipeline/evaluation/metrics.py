@@ -95,10 +95,23 @@ def binary_auc(positive, scores) -> float:
     n_neg = positive.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores)  # average ranks for ties
+    ranks = average_ranks(scores)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their mean rank (scipy's ``rankdata``), in numpy
+    alone, so training on a GPU box without scipy computes the same AUC."""
+    values = np.asarray(values).ravel()
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts_group = np.r_[True, ordered[1:] != ordered[:-1]] if values.size else np.zeros(0, bool)
+    group = np.cumsum(starts_group) - 1
+    starts = np.flatnonzero(starts_group)
+    ends = np.r_[starts[1:], values.size] - 1
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = ((starts + ends) / 2.0 + 1.0)[group]
+    return ranks
 
 
 def one_vs_rest_auc(probs: np.ndarray, true_ids) -> np.ndarray:
