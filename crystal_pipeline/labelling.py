@@ -150,7 +150,9 @@ def label_plate(
     ``workers``: decode processes (default: the CPUs this process may use; 0 or 1
     decodes in this process). ``progress(done, total)`` is called after each batch.
     ``cpu_path="eager"`` runs the plain module on CPU instead of the fast path (for
-    comparisons and as a fallback; both give the same labels).
+    comparisons and as a fallback; both give the same labels). The eager CPU and the
+    CUDA paths move ``model`` to channels_last (as :func:`model.load` does on CUDA);
+    the fast path copies the weights and leaves ``model`` as it is.
     """
     from crystal_pipeline import imaging
 
