@@ -245,7 +245,10 @@ def label_plate(
     )
 
 
-def _predictor(model: Any, cpu_path: str = "fast") -> tuple[Callable[[np.ndarray], np.ndarray], int, str, Callable[[], None]]:
+Predictor = tuple[Callable[[np.ndarray], np.ndarray], int, str, Callable[[], None]]
+
+
+def _predictor(model: Any, cpu_path: str = "fast") -> Predictor:
     """(predict uint8 -> probs, resolution, path name, cleanup) for a model on its device."""
     import torch
 

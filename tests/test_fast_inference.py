@@ -21,7 +21,8 @@ def _peaked_model(resolution: int, seed: int = 0) -> CrystalNet:
     torch.manual_seed(seed)
     model = CrystalNet(resolution=resolution).eval()
     rng = np.random.default_rng(seed)
-    model.set_normalization(rng.uniform(60, 180, (resolution, resolution)), rng.uniform(20, 60, (resolution, resolution)))
+    shape = (resolution, resolution)
+    model.set_normalization(rng.uniform(60, 180, shape), rng.uniform(20, 60, shape))
     with torch.no_grad():
         model.out.weight.mul_(300.0)
         for conv in (model.conv1, model.conv2, model.conv3, model.conv4):

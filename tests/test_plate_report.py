@@ -73,7 +73,7 @@ def test_report_files_for_every_format(tmp_path, plate_format):
 
     page = report.paths["html"].read_text()
     assert "synthetic" in page and "data:image/png;base64," in page and "data:image/jpeg;base64," in page
-    assert "truncated image" in page and f"Missing wells (3)" in page
+    assert "truncated image" in page and "Missing wells (3)" in page
     assert "synthetic" in report.markdown and "data:image/png;base64," in report.markdown
     assert f"| {best.well} |" in report.markdown
 
