@@ -23,6 +23,7 @@ import platform
 import time
 
 import numpy as np
+from machine import cpu_name  # bench/machine.py
 
 
 def toy_images(n: int, side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -61,16 +62,6 @@ def toy_images(n: int, side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return out, y
 
 
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -82,7 +73,7 @@ def main() -> None:
 
     from crystal_pipeline.baselines import extract_features, fit_baselines, predict_proba_baselines
 
-    print(json.dumps({"figure": "machine", "cpu": _cpu_name(), "cores": os.cpu_count(),
+    print(json.dumps({"figure": "machine", "cpu": cpu_name(), "cores": os.cpu_count(),
                       "loadavg_1m": os.getloadavg()[0], "python": platform.python_version()}),
           flush=True)
     images, y = toy_images(args.images, args.resolution, args.seed)

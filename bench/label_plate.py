@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from machine import cpu_name  # noqa: E402  (bench/machine.py)
+
 # Decode workers (forkserver) re-import this __main__ module: keep its top level
 # light, or every worker pays torch's import (seconds) before decoding a file.
 
@@ -119,7 +121,7 @@ def main() -> None:
     parser.add_argument("--skip-eager-e2e", action="store_true", help="end to end with the fast path only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    machine = {"cpu": _cpu_name(), "cores": imaging.default_workers(), "threads": args.threads,
+    machine = {"cpu": cpu_name(), "cores": imaging.default_workers(), "threads": args.threads,
                "torch": torch.__version__}
     emit(figure="machine", **machine)
 
@@ -188,17 +190,6 @@ def main() -> None:
     finally:
         fast.close()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            info = handle.read()
-    except OSError:
-        return "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    family = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("cpu family")), "?")
-    return f"{name} (family {family})"
 
 
 if __name__ == "__main__":

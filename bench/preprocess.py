@@ -25,7 +25,6 @@ import io
 import json
 import os
 import pickle
-import platform
 import resource
 import shutil
 import statistics
@@ -43,22 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crystal_pipeline import imaging  # noqa: E402
+from machine import describe  # noqa: E402  (bench/machine.py)
 from crystal_pipeline.tensors import read_split, write_tensors  # noqa: E402
 
 REAL_SAMPLES = ROOT / ".." / "shared" / "real_samples"
 WELL_ROWS = "ABCDEFGHIJKLMNOP"
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {imaging.default_workers()} cores usable, Python {platform.python_version()}"
 
 
 def _well(i: int) -> str:
@@ -202,7 +190,7 @@ def run_one(figure: str, rows_file: Path, out_dir: Path, workers: int, resolutio
         "parquet_mb": round(summary.bytes_written / 2**20, 1),
         "workers": workers,
         "resolution": resolution,
-        "machine": machine(),
+        "machine": describe(),
     }
 
 
@@ -249,7 +237,7 @@ def profile_stages(path: Path, resolution: int, n: int = 300) -> list[dict]:
         if name.startswith("pickle"):
             us /= len(chunk)
         out.append({"figure": f"stage_{name}", "us_per_image": round(us, 1),
-                    "machine": machine()})
+                    "machine": describe()})
     return out
 
 

@@ -16,7 +16,6 @@ import csv
 import json
 import logging
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -28,18 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from crystal_pipeline.classes import class_for_attributes, parse_attributes  # noqa: E402
 from crystal_pipeline.plates import parse_well  # noqa: E402
 from crystal_pipeline.synthetic import write_archive  # noqa: E402
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {platform.system()}"
+from machine import describe  # noqa: E402  (bench/machine.py)
 
 
 def _cpu_seconds() -> float:
@@ -109,7 +97,7 @@ def separability(out: Path, limit: int, seed: int) -> dict:
     majority = np.bincount(y).max() / len(y)
     return {"figure": "synthetic_separability", "images": int(len(y)), "rf_features_acc": round(float(rf), 4),
             "knn_pixels32_acc": round(float(knn), 4), "mean_brightness_only_acc": round(float(brightness), 4),
-            "majority_class_acc": round(float(majority), 4), "cv": 5, "machine": machine()}
+            "majority_class_acc": round(float(majority), 4), "cv": 5, "machine": describe()}
 
 
 def main() -> int:
@@ -137,7 +125,7 @@ def main() -> int:
                           "workers": args.workers or os.cpu_count(), "seconds": round(seconds, 2),
                           "images_per_s": round(summary.images / seconds, 1), "cpu_seconds": round(cpu, 2),
                           "cpu_ms_per_image": round(1000 * cpu / summary.images, 2),
-                          "load_avg_1min": round(os.getloadavg()[0], 2), "machine": machine()}), flush=True)
+                          "load_avg_1min": round(os.getloadavg()[0], 2), "machine": describe()}), flush=True)
         if args.separability:
             print(json.dumps(separability(out, args.limit, args.seed)), flush=True)
     return 0
