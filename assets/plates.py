@@ -5,15 +5,15 @@ The sensor watches the incoming folder; ``label_plate_job`` ingests the plate's 
 CrystalNet, stores the predictions, and publishes a plate report.
 """
 
-import json
 from typing import Optional
 
 import dagster as dg
 import pandas as pd
 
-from assets.metadata import md, png_md, progress_logger, table_md
+from assets.metadata import md, progress_logger, table_md
 from crystal_pipeline import archive, incoming
 from crystal_pipeline.ingest import ingest_files
+from crystal_pipeline.plates import missing_wells
 from resources import ComputeResource, StorageResource, WarehouseResource
 
 plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
@@ -62,12 +62,7 @@ def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
 
 
 def _missing_wells(rows: pd.DataFrame, plate_format: Optional[int]) -> list[str]:
-    from crystal_pipeline.plates import all_wells
-
-    if not plate_format:
-        return []
-    present = set(rows["well"])
-    return [w.name for w in all_wells(plate_format) if w.name not in present]
+    return missing_wells(rows["well"], plate_format) if plate_format else []
 
 
 class PlatePredictionConfig(dg.Config):

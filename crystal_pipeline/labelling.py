@@ -131,8 +131,7 @@ def missing_wells(files: Sequence[WellFile], plate_format: int | None = None) ->
         plate_format = formats.pop()
     if plate_format not in plates.PLATE_FORMATS:
         raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(plates.PLATE_FORMATS)}")
-    present = {f.well for f in files if f.row is not None}
-    return [w.name for w in plates.all_wells(plate_format) if w.name not in present]
+    return plates.missing_wells((f.well for f in files if f.row is not None), plate_format)
 
 
 def label_plate(

@@ -184,8 +184,7 @@ def _grid_pos(well: str, plate_format: int) -> tuple[int, int] | None:
 def _missing(labels: PlateLabels, plate_format: int | None) -> list[str]:
     if plate_format is None:
         return []
-    present = {r.well for r in labels.rows} | {q.well for q in labels.quarantined}
-    return [w.name for w in plates.all_wells(plate_format) if w.name not in present]
+    return plates.missing_wells([r.well for r in labels.rows] + [q.well for q in labels.quarantined], plate_format)
 
 
 # -- tables ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 # format -> (rows, cols)
 PLATE_FORMATS: dict[int, tuple[int, int]] = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}
@@ -100,3 +101,15 @@ def image_id(plate_id: str, well_name: str, inspection: str | None = None) -> st
     """``<plate_id>[@<inspection>]/<well>``: readable and stable across re-ingests."""
     key = plate_id if not inspection else f"{plate_id}@{inspection}"
     return f"{key}/{well_name}"
+
+
+def missing_wells(present: Iterable[str], plate_format: int) -> list[str]:
+    """Canonical names of the format's wells not among ``present``, in row-major order.
+
+    One definition for the plate checks, the labelling summary and the report, so the
+    three never disagree on what "missing" means (a well with no file at all).
+    """
+    if plate_format not in PLATE_FORMATS:
+        raise InvalidWell(f"unknown plate format {plate_format}: use one of {sorted(PLATE_FORMATS)}")
+    present = set(present)
+    return [w.name for w in all_wells(plate_format) if w.name not in present]

@@ -56,3 +56,10 @@ def test_smallest_format_holding():
 def test_image_id_is_readable_and_includes_inspection():
     assert plates.image_id("P1", "A01") == "P1/A01"
     assert plates.image_id("P1", "A01", "2024-05-01") == "P1@2024-05-01/A01"
+
+
+def test_missing_wells_in_row_major_order():
+    assert plates.missing_wells(["A01", "A03"] + [w.name for w in plates.all_wells(96)[3:]], 96) == ["A02"]
+    assert plates.missing_wells([], 96)[:2] == ["A01", "A02"] and len(plates.missing_wells([], 1536)) == 1536
+    with pytest.raises(plates.InvalidWell):
+        plates.missing_wells([], 100)
