@@ -11,7 +11,7 @@ from assets.metadata import md, png_md, progress_logger, table_md
 from crystal_pipeline import archive, figures
 from crystal_pipeline.annotations import read_annotations
 from crystal_pipeline.classes import CLASS_NAMES
-from crystal_pipeline.consensus import ConsensusConfig, agree
+from crystal_pipeline.consensus import ConsensusConfig, agree, agreement_histogram
 from crystal_pipeline.ingest import ingest_files
 from resources import StorageResource, WarehouseResource
 
@@ -163,8 +163,10 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
     excluded = pd.DataFrame(result.excluded.most_common(), columns=["reason", "images"])
     excluded["examples"] = [", ".join(result.examples[r]) for r in excluded["reason"]]
     unmapped = pd.DataFrame(result.unmapped_sets.most_common(), columns=["attribute set", "images"])
-    agreement = (labels.groupby(["n_annotators"]).size().rename("labelled images").reset_index()
-                 if len(labels) else pd.DataFrame())
+    agreement = agreement_histogram((r.image_id, tuple(r.attributes)) for r in votes.itertuples(index=False))
+    agreement_chart = figures.bar_chart(
+        {"images": {f"{a}/{n}": int(c) for (n, a), c in sorted(agreement.items())}},
+        "annotators agreeing with the most common attribute set", xlabel="agreeing / annotators")
     context.log.info(f"{len(labels)} labelled of {votes['image_id'].nunique()} annotated images")
     yield dg.MaterializeResult(metadata={
         "labelled_images": len(labels),
@@ -175,7 +177,9 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
         "val": int((labels["split"] == "val").sum()),
         "class_distribution": md(table_md(distribution, 12), png_md(chart, "class distribution")),
         "excluded": md(table_md(excluded), "**Attribute sets with no class**", table_md(unmapped)),
-        "labelled_by_annotator_count": md(table_md(agreement)),
+        "agreement": md(table_md(pd.DataFrame(
+            [(n, a, c) for (n, a), c in sorted(agreement.items())],
+            columns=["annotators", "agreeing", "images"])), png_md(agreement_chart, "agreement histogram")),
     })
     for outcome in split_checks(labels, split_by=config.split_by, val_fraction=config.val_fraction,
                                 tolerance=config.val_share_tolerance):

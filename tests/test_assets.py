@@ -48,6 +48,9 @@ def test_ingest_and_prepare_end_to_end(data_dir):
     errors = wh.scalar("SELECT count(*) FROM annotation_errors")
     assert metadata(result, "annotations")["error_rows"] == errors
 
+    consensus = metadata(result, "consensus_labels")
+    assert "| annotators | agreeing | images |" in consensus["agreement"] and "data:image/png" in consensus["agreement"]
+    assert consensus["labelled_images"] == wh.scalar("SELECT count(*) FROM consensus_labels")
     labels = wh.query_df("SELECT * FROM consensus_labels")
     assert 0 < len(labels) <= images
     assert set(labels["split"]) <= {"train", "val"} and labels["class_id"].between(1, 10).all()

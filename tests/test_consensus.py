@@ -69,3 +69,15 @@ def test_split_by_plate_keeps_each_plate_on_one_side():
         sides.setdefault(plate_of(label.image_id), set()).add(label.split)
     assert all(len(s) == 1 for s in sides.values())
     assert {s for ss in sides.values() for s in ss} == {"train", "val"}
+
+
+def test_agreement_histogram_counts_every_annotated_image():
+    from crystal_pipeline.consensus import agreement_histogram
+
+    v = (
+        votes("P/A01", ["clear"], ["clear"], ["precipitate"])  # 3 annotators, 2 agree
+        + votes("P/A02", ["crystal", "unsure"])  # 1 annotator: unanimous, though unlabellable
+        + votes("P/A03", ["precipitate", "crystal"], ["crystal", "precipitate"])  # order is no disagreement
+        + votes("P/A04", ["clear"], ["skin"])
+    )
+    assert agreement_histogram(v) == Counter({(3, 2): 1, (1, 1): 1, (2, 2): 1, (2, 1): 1})
