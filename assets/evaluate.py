@@ -24,13 +24,9 @@ def _archive_description(storage: StorageResource, wh) -> str:
 def _model_val_probs(model_row: dict, storage, wh, preprocessing, device: str):
     """The model's probabilities on today's validation split, at the model's resolution."""
     from crystal_pipeline.model import load, predict_proba
-    from crystal_pipeline.training_data import read_split
 
     model = load(model_row["path"], device)
-    layout = storage.layout
-    if not layout.stats_path(model.resolution).exists():
-        preparation.prepare_resolution(wh, layout, model.resolution, workers=preprocessing.workers)
-    val = read_split(layout.tensors_dir(model.resolution), "val", model.resolution)
+    val = preparation.current_val_split(wh, storage.layout, model.resolution, workers=preprocessing.workers)
     started = time.perf_counter()
     probs = predict_proba(model, val.pixels)
     return model, val, probs, time.perf_counter() - started

@@ -40,7 +40,6 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
 
     from crystal_pipeline.model import load, predict_proba
     from crystal_pipeline.training import TrainConfig, train
-    from crystal_pipeline.training_data import read_split
 
     layout, wh = storage.layout, warehouse.get()
     train_config = TrainConfig.from_preset(config.preset, dict(config.overrides))
@@ -78,9 +77,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
     if current is not None:
         # Re-score the production model on today's validation split, at its own resolution.
         old = load(current["path"], compute.device)
-        if old.resolution != res and not layout.stats_path(old.resolution).exists():
-            preparation.prepare_resolution(wh, layout, old.resolution, workers=preprocessing.workers)
-        val = read_split(layout.tensors_dir(old.resolution), "val", old.resolution)
+        val = preparation.current_val_split(wh, layout, old.resolution, workers=preprocessing.workers)
         current_scores = registry.score(val.labels + 1, predict_proba(old, val.pixels))
     promote, reason = registry.not_worse(scores, current_scores)
     registry.register(wh, model_version=version, preset=config.preset, resolution=res, path=final,

@@ -48,3 +48,21 @@ def prepare_resolution(warehouse: Warehouse, layout: DataLayout, resolution: int
     summary = write_split_tensors(warehouse, layout, resolution, workers=workers, progress=progress)
     write_stats(layout, resolution)
     return summary
+
+
+def current_val_split(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None):
+    """Today's validation split at ``resolution`` (a ``training_data.Split``, 0-based labels).
+
+    Tensors at a resolution other than the prepare group's are written on demand and may
+    date from an earlier consensus; they are rewritten when their validation ids differ
+    from the warehouse's, so every model compared or evaluated is scored on the same images.
+    """
+    from crystal_pipeline.training_data import read_split
+
+    expected = [row[0] for row in labelled_rows(warehouse) if row[2] == "val"]
+    if layout.stats_path(resolution).exists():
+        val = read_split(layout.tensors_dir(resolution), "val", resolution)
+        if list(val.image_ids) == expected:
+            return val
+    prepare_resolution(warehouse, layout, resolution, workers=workers)
+    return read_split(layout.tensors_dir(resolution), "val", resolution)

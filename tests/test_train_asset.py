@@ -39,3 +39,21 @@ def test_crystalnet_model_smoke_trains_registers_and_promotes(data_dir):
               for e in results[1].all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks["val_accuracy_above_floor"]  # floor 0 in this test
     assert "val_accuracy_above_majority_rate" in checks
+
+
+def test_current_val_split_rewrites_tensors_from_an_older_consensus(data_dir):
+    import definitions
+    from crystal_pipeline import preparation
+
+    resources = build_resources(StorageResource(data_dir=str(data_dir)))
+    assert dg.materialize([*definitions.all_assets], resources=resources, instance=dg.DagsterInstance.ephemeral(),
+                          selection=dg.AssetSelection.groups("ingest", "prepare")).success
+    layout, wh = DataLayout.under(data_dir), Warehouse(DataLayout.under(data_dir).warehouse)
+    first = preparation.current_val_split(wh, layout, 32)
+    expected = sorted(wh.query_df("SELECT image_id FROM consensus_labels WHERE split = 'val'")["image_id"])
+    assert list(first.image_ids) == expected
+    # The labels change (one val image loses its label); the r32 tensors on disk are now stale.
+    with wh.transaction() as con:
+        con.execute("DELETE FROM consensus_labels WHERE image_id = ?", [expected[0]])
+    again = preparation.current_val_split(wh, layout, 32)
+    assert list(again.image_ids) == expected[1:]
