@@ -9,14 +9,14 @@ import dagster as dg
 
 from assets.metadata import md, png_md
 from assets.prepare import image_tensors
-from assets.train import crystalnet_model
-from crystal_pipeline import preparation, registry, tensors
+from assets.train import crystalnet_model, registered_model
+from crystal_pipeline import archive, preparation
 from resources import ComputeResource, PreprocessingResource, StorageResource, WarehouseResource
 
 
 def _archive_description(storage: StorageResource, wh) -> str:
-    layout = storage.layout
-    kind = "synthetic archive" if (layout.raw_dir / "synthetic_summary.json").exists() else f"archive {layout.raw_dir}"
+    source = archive.provenance(storage.layout.raw_dir)
+    kind = "synthetic archive" if source == "synthetic" else f"archive {source}"
     images = wh.scalar("SELECT count(*) FROM consensus_labels")
     return f"{kind}, {images} consensus-labelled images"
 
@@ -32,13 +32,6 @@ def _model_val_probs(model_row: dict, storage, wh, preprocessing, device: str):
     return model, val, probs, time.perf_counter() - started
 
 
-def _evaluated_model(wh) -> dict:
-    row = registry.production_model(wh)
-    if row is None:
-        raise dg.Failure("no model in the models table: materialize crystalnet_model first")
-    return row
-
-
 @dg.asset(group_name="evaluate", kinds={"pytorch"}, deps=[crystalnet_model])
 def crystalnet_evaluation(context: dg.AssetExecutionContext, storage: StorageResource,
                           warehouse: WarehouseResource, preprocessing: PreprocessingResource,
@@ -47,7 +40,7 @@ def crystalnet_evaluation(context: dg.AssetExecutionContext, storage: StorageRes
     from crystal_pipeline.evaluation import evaluation_report
 
     wh = warehouse.get()
-    row = _evaluated_model(wh)
+    row = registered_model(wh)
     model, val, probs, seconds = _model_val_probs(row, storage, wh, preprocessing, compute.device)
     out_dir = storage.layout.evaluation_report_dir(row["model_version"])
     report = evaluation_report(
@@ -118,7 +111,7 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
     val = extract_features_cached(res_dir / "val", layout.data_dir / "cache" / "features",
                                   workers=preprocessing.workers or 2)
     predictions = predict_proba_baselines(models, val.features, val.pixels)
-    row = _evaluated_model(wh)
+    row = registered_model(wh)
     _, cn_val, cn_probs, cn_seconds = _model_val_probs(row, storage, wh, preprocessing, compute.device)
     if list(cn_val.image_ids) != list(val.image_ids):
         raise dg.Failure("CrystalNet's and the baselines' validation images differ; re-materialize the tensors")

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.metadata import md, progress_logger, table_md
+from assets.train import registered_model
 from crystal_pipeline import archive, incoming
 from crystal_pipeline.ingest import ingest_files
 from crystal_pipeline.plates import missing_wells
@@ -94,7 +95,7 @@ def plate_predictions(context: dg.AssetExecutionContext, config: PlatePrediction
 
     key, plate_id, inspection = _plate(context)
     wh = warehouse.get()
-    model_row = _model_row(wh, config.model_version)
+    model_row = registered_model(wh, config.model_version)
     model = load(model_row["path"], compute.device)  # a missing or unreadable file fails here, before any work
     rows = wh.query_df(f"SELECT * FROM images WHERE {_PLATE_SCOPE} ORDER BY image_id", [plate_id, inspection])
     labels = label_plate(well_files_from_images(rows), model, batch_size=config.batch_size,
@@ -159,20 +160,6 @@ def _threshold(model_row: dict) -> float:
     return 0.5 if value is None or value != value else float(value)
 
 
-def _model_row(wh, model_version: Optional[str]) -> dict:
-    if model_version:
-        frame = wh.query_df("SELECT * FROM models WHERE model_version = ?", [model_version])
-        if frame.empty:
-            raise dg.Failure(f"model version {model_version!r} is not in the models table")
-        return frame.iloc[0].to_dict()
-    from crystal_pipeline.registry import production_model
-
-    row = production_model(wh)
-    if row is None:
-        raise dg.Failure("no production model: materialize crystalnet_model first (make demo does)")
-    return row
-
-
 @dg.asset(group_name="plates", kinds={"html"}, partitions_def=plates_partitions)
 def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfig, storage: StorageResource,
                  warehouse: WarehouseResource, plate_predictions) -> dg.MaterializeResult:
@@ -182,7 +169,7 @@ def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfi
     key, plate_id, inspection = _plate(context)
     layout = storage.layout
     wh = warehouse.get()
-    model_row = _model_row(wh, config.model_version)
+    model_row = registered_model(wh, config.model_version)
     fmt = wh.scalar(f"SELECT any_value(plate_format) FROM images WHERE {_PLATE_SCOPE}", [plate_id, inspection])
     meta, conditions = archive.plate_metadata(layout.raw_dir, plate_id, incoming.plate_folder_path(layout.incoming_dir, key))
     threshold = _threshold(model_row)

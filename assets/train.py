@@ -4,13 +4,13 @@ import hashlib
 import json
 import os
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import dagster as dg
 
 from assets.metadata import md, png_md
 from assets.prepare import normalization_stats
-from crystal_pipeline import figures, preparation, registry
+from crystal_pipeline import archive, figures, preparation, registry
 from resources import ComputeResource, PreprocessingResource, StorageResource, WarehouseResource
 
 
@@ -47,7 +47,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
     if res != preprocessing.resolution:
         context.log.info(f"preset {config.preset} trains at {res} px: writing tensors at that resolution")
         preparation.prepare_resolution(wh, layout, res, workers=preprocessing.workers)
-    trained_on = "synthetic" if (layout.raw_dir / "synthetic_summary.json").exists() else str(layout.raw_dir)
+    trained_on = archive.provenance(layout.raw_dir)
 
     # One working folder per config, so `resume: true` continues a killed run of the same config.
     config_key = hashlib.sha256(json.dumps(train_config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
@@ -112,6 +112,15 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
     yield dg.AssetCheckResult(check_name="val_accuracy_above_majority_rate",
                               passed=bool(scores.val_accuracy > majority),
                               metadata={"val_accuracy": _num(scores.val_accuracy), "majority_rate": round(majority, 4)})
+
+
+def registered_model(wh, model_version: Optional[str] = None) -> dict:
+    """The named or the production model's ``models`` row, for every asset that uses a model;
+    a missing one fails the step with what to do."""
+    try:
+        return registry.model_row(wh, model_version)
+    except LookupError as error:
+        raise dg.Failure(str(error)) from error
 
 
 def _num(x: float):

@@ -158,6 +158,14 @@ def scan_archive(raw_dir: Path) -> list[WellFile]:
     return found
 
 
+SYNTHETIC_MARKER = "synthetic_summary.json"  # written by crystal_pipeline.synthetic.write_archive
+
+
+def provenance(raw_dir: Path) -> str:
+    """``synthetic`` for the built-in generator's archive, else the archive's path (models' ``trained_on``)."""
+    return "synthetic" if (Path(raw_dir) / SYNTHETIC_MARKER).exists() else str(raw_dir)
+
+
 def annotation_files(raw_dir: Path) -> list[Path]:
     folder = Path(raw_dir) / "annotations"
     return sorted(p for p in folder.glob("*.csv") if p.is_file()) if folder.is_dir() else []

@@ -89,6 +89,19 @@ def production_model(warehouse: Warehouse) -> dict | None:
     return None if frame.empty else frame.iloc[0].to_dict()
 
 
+def model_row(warehouse: Warehouse, model_version: str | None = None) -> dict:
+    """The named model's row, or the production model's; LookupError saying what to do."""
+    if model_version:
+        frame = warehouse.query_df("SELECT * FROM models WHERE model_version = ?", [model_version])
+        if frame.empty:
+            raise LookupError(f"model version {model_version!r} is not in the models table")
+        return frame.iloc[0].to_dict()
+    row = production_model(warehouse)
+    if row is None:
+        raise LookupError("no production model: materialize crystalnet_model first (make demo does)")
+    return row
+
+
 def register(warehouse: Warehouse, *, model_version: str, preset: str, resolution: int, path: Path,
              trained_on: str, scores: Scores, promote: bool) -> None:
     """Insert the model's row and, when promoted, make it the only production model (one transaction)."""

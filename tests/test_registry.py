@@ -46,3 +46,19 @@ def test_register_keeps_exactly_one_production_model(tmp_path):
     assert rows.loc[rows["is_production"], "model_version"].item().endswith("-2")
     assert rows["crystal_auc"].isna().all()  # NaN stored as NULL, not as a number
     assert registry.production_model(wh)["model_version"].endswith("-2")
+
+
+def test_model_row_by_version_or_production_and_clear_errors(tmp_path):
+    import pytest
+
+    wh = Warehouse(tmp_path / "w.duckdb")
+    wh.ensure_schema()
+    with pytest.raises(LookupError, match="no production model"):
+        registry.model_row(wh)
+    artifact = tmp_path / "m.pt"
+    artifact.write_bytes(b"x")
+    registry.register(wh, model_version="v1", preset="smoke", resolution=32, path=artifact, trained_on="synthetic",
+                      scores=registry.Scores(0.5, 0.5, 0.5, 0.5, 1), promote=True)
+    assert registry.model_row(wh)["model_version"] == "v1" == registry.model_row(wh, "v1")["model_version"]
+    with pytest.raises(LookupError, match="'v2' is not in the models table"):
+        registry.model_row(wh, "v2")

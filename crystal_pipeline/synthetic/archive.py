@@ -28,6 +28,7 @@ from typing import Mapping
 import numpy as np
 from PIL import Image
 
+from crystal_pipeline.archive import SYNTHETIC_MARKER
 from crystal_pipeline.classes import CLASS_NAMES, CLASSES, class_for_attributes, class_name
 from crystal_pipeline.plates import PLATE_FORMATS, all_wells
 from crystal_pipeline.synthetic import annotation_files, metadata
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 PNG_COMPRESS_LEVEL = 1  # 3x faster than the default for ~15% larger files
 CHUNK_WELLS = 128
 MALFORMED_SHARE = 0.005
-GENERATED = ("plates", "annotations", "screens", "plates.csv", "synthetic_truth.csv", "synthetic_summary.json")
+GENERATED = ("plates", "annotations", "screens", "plates.csv", "synthetic_truth.csv", SYNTHETIC_MARKER)
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,7 @@ def write_archive(
         numeric_well_plate=numeric_plate,
         seconds=time.perf_counter() - started,
     )
-    (out / "synthetic_summary.json").write_text(json.dumps(summary.to_json(with_timing=False), indent=2) + "\n")
+    (out / SYNTHETIC_MARKER).write_text(json.dumps(summary.to_json(with_timing=False), indent=2) + "\n")
     log.info("archive %s: %d images, %d annotation rows (+%d malformed), %.0f%% unanimous, %.1f s",
              out, summary.images, valid_rows, summary.malformed_total, 100 * summary.unanimous_share, summary.seconds)
     return summary
