@@ -45,7 +45,7 @@ def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
                            progress=progress_logger(context, "hashed and decoded"))
     rows = wh.query_df(f"SELECT image_id, well, status, error, plate_format FROM images WHERE {_PLATE_SCOPE}",
                        [plate_id, inspection])
-    fmt = int(rows["plate_format"].dropna().iloc[0]) if rows["plate_format"].notna().any() else None
+    fmt = _plate_format(rows)
     quarantined = rows[rows["status"] == "quarantined"]
     missing = _missing_wells(rows, fmt)
     yield dg.AssetCheckResult(check_name="plate_files_decodable", passed=quarantined.empty, metadata={
@@ -60,6 +60,12 @@ def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
         "quarantine": md(table_md(quarantined[["image_id", "error"]])),
         "missing": ", ".join(missing[:100]) + (" ..." if len(missing) > 100 else ""),
     })
+
+
+def _plate_format(rows: pd.DataFrame) -> Optional[int]:
+    """The format ingest decided for the plate's ``images`` rows (None without a valid well)."""
+    formats = rows["plate_format"].dropna()
+    return int(formats.iloc[0]) if len(formats) else None
 
 
 def _missing_wells(rows: pd.DataFrame, plate_format: Optional[int]) -> list[str]:
@@ -135,7 +141,7 @@ def _prediction_checks(wh, rows: pd.DataFrame, labels, model_row: dict, plate_id
 
     stored = wh.query_df(f"SELECT image_id, probs FROM predictions WHERE {_PLATE_SCOPE} AND model_version = ?",
                          [plate_id, inspection, model_row["model_version"]])
-    fmt = int(rows["plate_format"].dropna().iloc[0]) if rows["plate_format"].notna().any() else None
+    fmt = _plate_format(rows)
     missing = _missing_wells(rows, fmt)
     quarantined = [(q.image_id, q.reason) for q in labels.quarantined]
     accounted = len(stored) + len(quarantined) == len(rows)

@@ -57,11 +57,16 @@ def make_jpeg_archive(root: Path, n: int) -> list[tuple[str, int, str, str]]:
     sources = sorted(REAL_SAMPLES.glob("gsk_*.jpeg"))
     if not sources:
         sys.exit(f"no gsk_*.jpeg under {REAL_SAMPLES.resolve()}")
-    blobs = [s.read_bytes() for s in sources]
+    return _write_archive(root, n, [s.read_bytes() for s in sources], "P", ".jpeg")
+
+
+def _write_archive(root: Path, n: int, blobs: list[bytes], prefix: str, suffix: str
+                   ) -> list[tuple[str, int, str, str]]:
+    """``n`` distinct files cycling through ``blobs``, 384 per plate, as tensor rows."""
     rows = []
     for i in range(n):
-        plate = f"P{i // 384:04d}"
-        path = root / "plates" / plate / f"{_well(i)}.jpeg"
+        plate = f"{prefix}{i // 384:04d}"
+        path = root / "plates" / plate / f"{_well(i)}{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blobs[i % len(blobs)])
         rows.append((f"{plate}/{_well(i)}", 1 + i % 10, "val" if i % 5 == 0 else "train", str(path)))
@@ -88,15 +93,7 @@ def _drop_png(seed: int, size: int = 256) -> bytes:
 
 
 def make_png_archive(root: Path, n: int) -> list[tuple[str, int, str, str]]:
-    blobs = [_drop_png(s) for s in range(64)]
-    rows = []
-    for i in range(n):
-        plate = f"D{i // 384:04d}"
-        path = root / "plates" / plate / f"{_well(i)}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(blobs[i % len(blobs)])
-        rows.append((f"{plate}/{_well(i)}", 1 + i % 10, "val" if i % 5 == 0 else "train", str(path)))
-    return rows
+    return _write_archive(root, n, [_drop_png(s) for s in range(64)], "D", ".png")
 
 
 class TreeMemorySampler:
