@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from typing import Iterable, Sequence
 
 import pandas as pd
 from dagster import MetadataValue
@@ -28,10 +27,6 @@ def table_md(frame: pd.DataFrame, max_rows: int = 20) -> str:
 
 def md(*parts: str) -> MetadataValue:
     return MetadataValue.md("\n\n".join(p for p in parts if p))
-
-
-def rows_md(rows: Iterable[Sequence], columns: Sequence[str], max_rows: int = 20) -> str:
-    return table_md(pd.DataFrame(list(rows), columns=list(columns)), max_rows)
 
 
 def progress_logger(context, what: str, every_fraction: float = 0.1):
