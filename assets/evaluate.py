@@ -10,7 +10,8 @@ import dagster as dg
 from assets.metadata import md, png_md
 from assets.prepare import image_tensors
 from assets.train import crystalnet_model, registered_model
-from crystal_pipeline import archive, preparation
+from crystal_pipeline.ingest import archive
+from crystal_pipeline.tensors import preparation
 from resources import ComputeResource, PreprocessingResource, StorageResource, WarehouseResource
 
 
@@ -103,7 +104,7 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
 
     from crystal_pipeline.baselines import CRYSTALNET, extract_features_cached, model_scores, predict_proba_baselines
     from crystal_pipeline.evaluation import crystal_probability, crystal_truth, roc_curve, binary_auc
-    from crystal_pipeline.report_figures import roc_figure
+    from crystal_pipeline.reporting.evaluation_figures import roc_figure
 
     layout, wh = storage.layout, warehouse.get()
     res_dir = layout.tensors_dir(preprocessing.resolution)
@@ -158,8 +159,8 @@ def training_size_study(context: dg.AssetExecutionContext, config: StudyConfig, 
                         preprocessing: PreprocessingResource, warehouse: WarehouseResource,
                         compute: ComputeResource) -> dg.MaterializeResult:
     """Figure 4: validation accuracy against the number of training images (nested subsets)."""
-    from crystal_pipeline.report_figures import training_size_curve
-    from crystal_pipeline.studies import training_size_study as run_study
+    from crystal_pipeline.reporting.evaluation_figures import training_size_curve
+    from crystal_pipeline.evaluation.studies import training_size_study as run_study
     from crystal_pipeline.training import TrainConfig
 
     layout = storage.layout
@@ -185,7 +186,7 @@ def resolution_study(context: dg.AssetExecutionContext, config: StudyConfig, sto
                      compute: ComputeResource) -> dg.MaterializeResult:
     """Table 3: accuracy and training time at each resolution."""
     from crystal_pipeline.evaluation.tables import markdown_table, resolution_grid
-    from crystal_pipeline.studies import resolution_study as run_study
+    from crystal_pipeline.evaluation.studies import resolution_study as run_study
     from crystal_pipeline.training import TrainConfig
 
     layout, wh = storage.layout, warehouse.get()

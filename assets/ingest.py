@@ -8,11 +8,12 @@ import dagster as dg
 import pandas as pd
 
 from assets.metadata import md, png_md, progress_logger, table_md
-from crystal_pipeline import archive, figures
-from crystal_pipeline.annotations import read_annotations
+from crystal_pipeline.ingest import archive
+from crystal_pipeline.reporting import figures
+from crystal_pipeline.ingest.annotations import read_annotations
 from crystal_pipeline.classes import CLASS_NAMES
-from crystal_pipeline.consensus import ConsensusConfig, agree, agreement_histogram
-from crystal_pipeline.ingest import ingest_files
+from crystal_pipeline.ingest.consensus import ConsensusConfig, agree, agreement_histogram
+from crystal_pipeline.ingest.image_files import ingest_files
 from resources import StorageResource, WarehouseResource
 
 
@@ -138,7 +139,7 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
     Its checks run in the asset body because two of them depend on this run's config
     (the split mode and tolerance).
     """
-    from crystal_pipeline.quality import split_checks  # library: pure functions over the labels
+    from crystal_pipeline.ingest.quality import split_checks  # library: pure functions over the labels
 
     wh = warehouse.get()
     votes = wh.query_df("SELECT image_id, attributes FROM annotations")

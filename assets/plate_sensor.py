@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from assets.plates import plate_images, plate_predictions, plate_report, plates_partitions
-from crystal_pipeline.incoming import decide, find_plates
+from crystal_pipeline.ingest.incoming import decide, find_plates
 from resources import StorageResource
 
 label_plate_job = dg.define_asset_job(

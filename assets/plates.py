@@ -12,9 +12,10 @@ import pandas as pd
 
 from assets.metadata import md, progress_logger, table_md
 from assets.train import registered_model
-from crystal_pipeline import archive, incoming
-from crystal_pipeline.ingest import ingest_files
-from crystal_pipeline.plates import missing_wells
+from crystal_pipeline.ingest import archive
+from crystal_pipeline.ingest import incoming
+from crystal_pipeline.ingest.image_files import ingest_files
+from crystal_pipeline.wells import missing_wells
 from resources import ComputeResource, StorageResource, WarehouseResource
 
 plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
@@ -95,8 +96,8 @@ def plate_predictions(context: dg.AssetExecutionContext, config: PlatePrediction
     """Every decodable well labelled by CrystalNet; the plate's earlier rows for that model replaced in one transaction."""
     from datetime import datetime, timezone
 
-    from crystal_pipeline.ingest import well_files_from_images
-    from crystal_pipeline.labelling import label_plate
+    from crystal_pipeline.ingest.image_files import well_files_from_images
+    from crystal_pipeline.plates.labelling import label_plate
     from crystal_pipeline.model import load
 
     key, plate_id, inspection = _plate(context)
@@ -170,7 +171,7 @@ def _threshold(model_row: dict) -> float:
 def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfig, storage: StorageResource,
                  warehouse: WarehouseResource, plate_predictions) -> dg.MaterializeResult:
     """Plate map, ranked hit list and HTML page a crystallographer can act on."""
-    from crystal_pipeline.plate_report import write_plate_report
+    from crystal_pipeline.plates.report import write_plate_report
 
     key, plate_id, inspection = _plate(context)
     layout = storage.layout

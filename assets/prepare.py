@@ -8,9 +8,11 @@ import pyarrow.parquet as pq
 
 from assets.ingest import consensus_labels
 from assets.metadata import md, png_md, progress_logger, table_md
-from crystal_pipeline import figures, preparation, tensors
+from crystal_pipeline.reporting import figures
+from crystal_pipeline.tensors import preparation
+from crystal_pipeline import tensors
 from crystal_pipeline.classes import CLASS_NAMES
-from crystal_pipeline.preparation import SPLITS
+from crystal_pipeline.tensors.preparation import SPLITS
 from resources import PreprocessingResource, StorageResource, WarehouseResource
 
 

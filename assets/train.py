@@ -10,7 +10,10 @@ import dagster as dg
 
 from assets.metadata import md, png_md
 from assets.prepare import normalization_stats
-from crystal_pipeline import archive, figures, preparation, registry
+from crystal_pipeline.ingest import archive
+from crystal_pipeline.reporting import figures
+from crystal_pipeline.tensors import preparation
+from crystal_pipeline.evaluation import registry
 from resources import ComputeResource, PreprocessingResource, StorageResource, WarehouseResource
 
 

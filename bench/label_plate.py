@@ -67,7 +67,7 @@ def sgemm_gflops(repeats: int) -> float:
 
 
 def make_plates(root: Path, wells: int) -> dict[str, Path]:
-    from crystal_pipeline.plates import all_wells
+    from crystal_pipeline.wells import all_wells
     from crystal_pipeline.synthetic import write_plate
 
     png = root / "png" / "BENCH_PNG"
@@ -107,10 +107,10 @@ def write_duckdb(db_path: Path, rows: list[dict]) -> None:
 def main() -> None:
     import torch
 
-    from crystal_pipeline import imaging
-    from crystal_pipeline.archive import scan_plate
-    from crystal_pipeline.fast_inference import FastCrystalNet
-    from crystal_pipeline.labelling import label_plate
+    from crystal_pipeline.ingest import imaging
+    from crystal_pipeline.ingest.archive import scan_plate
+    from crystal_pipeline.model.fast_cpu import FastCrystalNet
+    from crystal_pipeline.plates.labelling import label_plate
     from crystal_pipeline.model import CrystalNet, load
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

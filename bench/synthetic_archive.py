@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crystal_pipeline.classes import class_for_attributes, parse_attributes  # noqa: E402
-from crystal_pipeline.plates import parse_well  # noqa: E402
+from crystal_pipeline.wells import parse_well  # noqa: E402
 from crystal_pipeline.synthetic import write_archive  # noqa: E402
 from machine import describe  # noqa: E402  (bench/machine.py)
 

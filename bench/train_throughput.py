@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from crystal_pipeline import augment
+from crystal_pipeline.model import augment
 from crystal_pipeline.model import resolve_device
 from crystal_pipeline.training import (
     BatchPlan,

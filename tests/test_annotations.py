@@ -1,4 +1,4 @@
-from crystal_pipeline.annotations import read_annotations
+from crystal_pipeline.ingest.annotations import read_annotations
 
 FORMATS = {"P1": 96, "P2@day3": 1536}
 KNOWN = {"P1/A01", "P1/A02", "P1/B01", "P2@day3/A01", "P2@day3/B01"}

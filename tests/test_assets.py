@@ -97,7 +97,7 @@ def test_rerun_changes_nothing_and_a_bad_file_fails_the_check(data_dir):
 
 
 def test_majority_rule_and_plate_split_are_run_config(data_dir):
-    from crystal_pipeline.consensus import split_for
+    from crystal_pipeline.ingest.consensus import split_for
 
     # Two plates only: pick a split seed that puts one plate on each side.
     plate_ids = sorted(p.name for p in (data_dir / "raw" / "plates").iterdir())

@@ -1,6 +1,6 @@
 from collections import Counter
 
-from crystal_pipeline.consensus import ConsensusConfig, agree, plate_of, split_for
+from crystal_pipeline.ingest.consensus import ConsensusConfig, agree, plate_of, split_for
 
 
 def votes(image_id, *sets):
@@ -72,7 +72,7 @@ def test_split_by_plate_keeps_each_plate_on_one_side():
 
 
 def test_agreement_histogram_counts_every_annotated_image():
-    from crystal_pipeline.consensus import agreement_histogram
+    from crystal_pipeline.ingest.consensus import agreement_histogram
 
     v = (
         votes("P/A01", ["clear"], ["clear"], ["precipitate"])  # 3 annotators, 2 agree

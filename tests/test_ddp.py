@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from crystal_pipeline import training_data as tdata
+from crystal_pipeline.tensors import training_data as tdata
 from crystal_pipeline.training import TrainConfig, train
 
 RES = 32

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crystal_pipeline.fast_inference import FastCrystalNet, WinogradConvPool, winograd_matrices
+from crystal_pipeline.model.fast_cpu import FastCrystalNet, WinogradConvPool, winograd_matrices
 from crystal_pipeline.model import CrystalNet, predict_proba
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from crystal_pipeline.imaging import (
+from crystal_pipeline.ingest.imaging import (
     IMAGE_EXTENSIONS,
     ImageInfo,
     UnreadableImage,

@@ -3,7 +3,7 @@ import os
 
 from PIL import Image
 
-from crystal_pipeline.incoming import decide, find_plates, plate_folder_path
+from crystal_pipeline.ingest.incoming import decide, find_plates, plate_folder_path
 
 
 def plate(root, name, wells, fmt=96, inspection=None):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crystal_pipeline import archive
-from crystal_pipeline.ingest import ingest_files
+from crystal_pipeline.ingest import archive
+from crystal_pipeline.ingest.image_files import ingest_files
 from crystal_pipeline.warehouse import Warehouse
 
 

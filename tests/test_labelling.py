@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from crystal_pipeline.archive import scan_plate
+from crystal_pipeline.ingest.archive import scan_plate
 from crystal_pipeline.classes import CLASS_NAMES
-from crystal_pipeline.labelling import PlateLabels, label_plate, missing_wells
+from crystal_pipeline.plates.labelling import PlateLabels, label_plate, missing_wells
 from crystal_pipeline.model import ARTIFACT_FORMAT, CrystalNet, crystal_probability, predict_proba
 from crystal_pipeline.training import atomic_save
 
@@ -74,7 +74,7 @@ def test_label_plate_accounts_for_every_file_and_well(plate_96, model):
     assert len(labelled_wells) + 1 + 1 == 96 and len(set(labelled_wells)) == 94
     # Input order kept; and the same numbers the eager model gives for those pixels.
     assert labelled_wells == [f.well for f in files if f.well != "B03"]
-    from crystal_pipeline.imaging import load_grey
+    from crystal_pipeline.ingest.imaging import load_grey
 
     pixels = np.stack([load_grey(r.path, RES) for r in labels.rows])
     expected = predict_proba(model, pixels)

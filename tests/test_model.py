@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from crystal_pipeline import augment
+from crystal_pipeline.model import augment
 from crystal_pipeline.model import (
     ArtifactError,
     CrystalNet,

@@ -10,22 +10,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crystal_pipeline import plates
+from crystal_pipeline import wells
 from crystal_pipeline.classes import CLASS_NAMES
-from crystal_pipeline.labelling import LabelledImage, LabelTimings, PlateLabels, QuarantinedImage
+from crystal_pipeline.plates.labelling import LabelledImage, LabelTimings, PlateLabels, QuarantinedImage
 from crystal_pipeline.model import crystal_probability
-from crystal_pipeline.plate_report import write_plate_report
+from crystal_pipeline.plates.report import write_plate_report
 
 
 def _labels(plate_format: int, image_dir: Path, seed: int = 0) -> PlateLabels:
     """Random predictions for every well but two quarantined and three missing ones."""
     rng = np.random.default_rng(seed)
-    wells = [w.name for w in plates.all_wells(plate_format)]
-    quarantined_wells, missing = set(wells[1:3]), set(wells[-3:])
+    names = [w.name for w in wells.all_wells(plate_format)]
+    quarantined_wells, missing = set(names[1:3]), set(names[-3:])
     image = image_dir / "drop.png"
     Image.fromarray(rng.integers(0, 255, (48, 64), dtype=np.uint8)).save(image)
     rows, quarantined = [], []
-    for well in wells:
+    for well in names:
         if well in missing:
             continue
         if well in quarantined_wells:
@@ -43,7 +43,7 @@ def _labels(plate_format: int, image_dir: Path, seed: int = 0) -> PlateLabels:
 def test_report_files_for_every_format(tmp_path, plate_format):
     labels = _labels(plate_format, tmp_path)
     conditions = {w.name: {"well": w.name, "cocktail": f"0.1 M buffer {w.name}", "ph": "7.0"}
-                  for w in plates.all_wells(plate_format)}
+                  for w in wells.all_wells(plate_format)}
     report = write_plate_report(tmp_path / "out", "P", plate_format, labels, model_version="v1",
                                 synthetic_model=True, crystal_threshold=0.5, plate_meta={"protein": "lysozyme"},
                                 conditions=conditions)
@@ -53,7 +53,7 @@ def test_report_files_for_every_format(tmp_path, plate_format):
 
     png = Image.open(io.BytesIO(report.map_png))
     png.load()
-    rows, cols = plates.PLATE_FORMATS[plate_format]
+    rows, cols = wells.PLATE_FORMATS[plate_format]
     # Every well gets at least a few pixels, and the figure stays a screen-sized image.
     assert png.width >= cols * 8 and png.height >= rows * 8
     assert png.width <= 2600 and png.height <= 1600

@@ -1,7 +1,7 @@
 import pandas as pd
 
-from crystal_pipeline.consensus import split_for
-from crystal_pipeline.quality import split_checks, val_share_tolerance
+from crystal_pipeline.ingest.consensus import split_for
+from crystal_pipeline.ingest.quality import split_checks, val_share_tolerance
 
 
 def labels(ids, splits=None, class_id=1):

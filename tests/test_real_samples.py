@@ -5,9 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from crystal_pipeline import archive, tensors
-from crystal_pipeline.ingest import ingest_files
-from crystal_pipeline.plates import all_wells
+from crystal_pipeline.ingest import archive
+
+from crystal_pipeline import tensors
+from crystal_pipeline.ingest.image_files import ingest_files
+from crystal_pipeline.wells import all_wells
 from crystal_pipeline.warehouse import Warehouse
 from tests.conftest import REAL_SAMPLES
 

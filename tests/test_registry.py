@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from crystal_pipeline import registry
+from crystal_pipeline.evaluation import registry
 from crystal_pipeline.warehouse import Warehouse
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from crystal_pipeline.classes import ATTRIBUTES, CLASSES, UnknownAttribute, class_for_attributes, parse_attributes
 from crystal_pipeline.cli import main as cli_main
-from crystal_pipeline.plates import InvalidWell, all_wells, parse_well
+from crystal_pipeline.wells import InvalidWell, all_wells, parse_well
 from crystal_pipeline.synthetic import TABLE2_TOTALS, normalize_mix, render_well, write_archive, write_plate
 from crystal_pipeline.synthetic.class_mix import assign_classes
 
@@ -225,7 +225,7 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path, capsys):
 
 
 def test_library_does_not_import_dagster():
-    code = "import sys, crystal_pipeline.synthetic, crystal_pipeline.synthetic.cli; assert 'dagster' not in sys.modules"
+    code = "import sys, crystal_pipeline.synthetic, crystal_pipeline.cli.demo_archive; assert 'dagster' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

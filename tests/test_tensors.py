@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from crystal_pipeline.imaging import load_grey
+from crystal_pipeline.ingest.imaging import load_grey
 from crystal_pipeline.tensors import (
     STD_FLOOR,
     DecodeFailure,

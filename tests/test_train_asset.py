@@ -43,7 +43,7 @@ def test_crystalnet_model_smoke_trains_registers_and_promotes(data_dir):
 
 def test_current_val_split_rewrites_tensors_from_an_older_consensus(data_dir):
     import definitions
-    from crystal_pipeline import preparation
+    from crystal_pipeline.tensors import preparation
 
     resources = build_resources(StorageResource(data_dir=str(data_dir)))
     assert dg.materialize([*definitions.all_assets], resources=resources, instance=dg.DagsterInstance.ephemeral(),

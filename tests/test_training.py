@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from crystal_pipeline import training_cli
-from crystal_pipeline import training_data as tdata
+from crystal_pipeline.cli import train as training_cli
+from crystal_pipeline.tensors import training_data as tdata
 from crystal_pipeline.model import load, predict_proba
 from crystal_pipeline.training import (
     TrainConfig,

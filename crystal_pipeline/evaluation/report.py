@@ -44,7 +44,7 @@ from crystal_pipeline.evaluation.tables import (
     markdown_table,
     review_share_grid,
 )
-from crystal_pipeline.report_figures import confusion_heatmap, filter_grid, roc_figure
+from crystal_pipeline.reporting.evaluation_figures import confusion_heatmap, filter_grid, roc_figure
 
 REVIEW_RECALLS = (0.95, 0.99)
 

@@ -28,9 +28,9 @@ from typing import Mapping
 import numpy as np
 from PIL import Image
 
-from crystal_pipeline.archive import SYNTHETIC_MARKER
+from crystal_pipeline.ingest.archive import SYNTHETIC_MARKER
 from crystal_pipeline.classes import CLASS_NAMES, CLASSES, class_for_attributes, class_name
-from crystal_pipeline.plates import PLATE_FORMATS, all_wells
+from crystal_pipeline.wells import PLATE_FORMATS, all_wells
 from crystal_pipeline.synthetic import annotation_files, metadata
 from crystal_pipeline.synthetic.annotators import Annotator, annotate, annotator_pool
 from crystal_pipeline.synthetic.class_mix import assign_classes, normalize_mix

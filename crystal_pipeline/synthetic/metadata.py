@@ -10,7 +10,7 @@ import datetime as dt
 
 import numpy as np
 
-from crystal_pipeline.plates import all_wells
+from crystal_pipeline.wells import all_wells
 
 PROTEINS = ("lysozyme", "thaumatin", "glucose_isomerase", "proteinase_k", "PfDHFR-TS", "TM1082",
             "SARS2-Mpro", "hsp90_nt", "BRD4-BD1", "endothiapepsin", "insulin", "ferritin")

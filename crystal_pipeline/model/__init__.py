@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from crystal_pipeline import augment
+from crystal_pipeline.model import augment
 from crystal_pipeline.classes import CRYSTAL_CLASS_IDS, NUM_CLASSES
 
 ARTIFACT_FORMAT = "crystalnet-artifact/1"
@@ -158,7 +158,7 @@ class CrystalNet(nn.Module):
         """Logits (N, num_classes).
 
         In training mode with augmentation on, ``theta`` (N, 2, 3) from
-        :func:`crystal_pipeline.augment.random_theta` selects the mirror and
+        :func:`crystal_pipeline.model.augment.random_theta` selects the mirror and
         similarity transform of each image; the training loop draws it from its
         own seeded generator so runs repeat. Without ``theta`` one is drawn from
         torch's global generator. Eval mode ignores ``theta``: central crop only.

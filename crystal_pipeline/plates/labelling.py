@@ -11,7 +11,7 @@ Dagster). The guarantees the plate's checks rely on:
 - decoding (worker processes, :func:`imaging.decode_many`) runs while the model
   works on the previous batch, so a plate costs about max(decode, model), not the sum.
 
-On CPU the model runs through :mod:`crystal_pipeline.fast_inference` (same outputs,
+On CPU the model runs through :mod:`crystal_pipeline.model.fast_cpu` (same outputs,
 fewer multiplications); on CUDA through the plain module in bf16 autocast with
 channels_last, where tensor cores make the direct convolution the fast path.
 """
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from crystal_pipeline import plates
-from crystal_pipeline.archive import WellFile
+from crystal_pipeline import wells
+from crystal_pipeline.ingest.archive import WellFile
 from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_CLASS_IDS
 
 Progress = Callable[[int, int], None]
@@ -129,9 +129,9 @@ def missing_wells(files: Sequence[WellFile], plate_format: int | None = None) ->
         if not formats:
             return []
         plate_format = formats.pop()
-    if plate_format not in plates.PLATE_FORMATS:
-        raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(plates.PLATE_FORMATS)}")
-    return plates.missing_wells((f.well for f in files if f.row is not None), plate_format)
+    if plate_format not in wells.PLATE_FORMATS:
+        raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(wells.PLATE_FORMATS)}")
+    return wells.missing_wells((f.well for f in files if f.row is not None), plate_format)
 
 
 def label_plate(
@@ -144,7 +144,7 @@ def label_plate(
     cpu_path: str = "fast",
 ) -> PlateLabels:
     """Classify every file of a plate with ``model`` (a CrystalNet, or a prepared
-    :class:`~crystal_pipeline.fast_inference.FastCrystalNet`).
+    :class:`~crystal_pipeline.model.fast_cpu.FastCrystalNet`).
 
     ``workers``: decode processes (default: the CPUs this process may use; 0 or 1
     decodes in this process). ``progress(done, total)`` is called after each batch.
@@ -153,7 +153,7 @@ def label_plate(
     CUDA paths move ``model`` to channels_last (as :func:`model.load` does on CUDA);
     the fast path copies the weights and leaves ``model`` as it is.
     """
-    from crystal_pipeline import imaging
+    from crystal_pipeline.ingest import imaging
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -251,7 +251,7 @@ def _predictor(model: Any, cpu_path: str = "fast") -> Predictor:
     """(predict uint8 -> probs, resolution, path name, cleanup) for a model on its device."""
     import torch
 
-    from crystal_pipeline.fast_inference import FastCrystalNet
+    from crystal_pipeline.model.fast_cpu import FastCrystalNet
 
     if isinstance(model, FastCrystalNet):
         return model.predict_proba, model.resolution, "cpu-fast", lambda: None

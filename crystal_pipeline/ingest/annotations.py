@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from crystal_pipeline import plates
-from crystal_pipeline.archive import plate_key
+from crystal_pipeline import wells
+from crystal_pipeline.ingest.archive import plate_key
 from crystal_pipeline.classes import UnknownAttribute, parse_attributes
 
 REQUIRED_COLUMNS = ("plate_id", "well", "annotator", "attributes")
@@ -113,11 +113,11 @@ def _read_one(path, plate_formats, known_image_ids, seen, table: AnnotationTable
                 error(line, f"unknown plate {key!r}", raw)
                 continue
             try:
-                well = plates.parse_well(row["well"], plate_formats[key])
-            except plates.InvalidWell as exc:
+                well = wells.parse_well(row["well"], plate_formats[key])
+            except wells.InvalidWell as exc:
                 error(line, f"unknown well: {exc}", raw)
                 continue
-            image = plates.image_id(row["plate_id"], well.name, inspection)
+            image = wells.image_id(row["plate_id"], well.name, inspection)
             if image not in known_image_ids:
                 error(line, f"unknown image {image!r}: no file for this well", raw)
                 continue

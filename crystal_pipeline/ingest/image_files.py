@@ -22,8 +22,8 @@ from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 
-from crystal_pipeline.archive import WellFile
-from crystal_pipeline.imaging import UnreadableImage, probe
+from crystal_pipeline.ingest.archive import WellFile
+from crystal_pipeline.ingest.imaging import UnreadableImage, probe
 from crystal_pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)

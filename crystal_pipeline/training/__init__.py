@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crystal_pipeline import augment
-from crystal_pipeline import training_data as tdata
+from crystal_pipeline.model import augment
+from crystal_pipeline.tensors import training_data as tdata
 from crystal_pipeline.classes import NUM_CLASSES
 from crystal_pipeline.evaluation.metrics import binary_auc, crystal_probability
 from crystal_pipeline.model import (

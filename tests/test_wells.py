@@ -1,6 +1,6 @@
 import pytest
 
-from crystal_pipeline import plates
+from crystal_pipeline import wells
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from crystal_pipeline import plates
     ],
 )
 def test_parse_well_both_forms(text, fmt, name, index):
-    well = plates.parse_well(text, fmt)
+    well = wells.parse_well(text, fmt)
     assert well.name == name
     assert well.index(fmt or 1536) == index
 
@@ -27,39 +27,39 @@ def test_parse_well_both_forms(text, fmt, name, index):
 @pytest.mark.parametrize("text, fmt", [("Z99", None), ("AG01", None), ("I01", 96), ("A13", 96), ("0", None),
                                        ("1537", None), ("97", 96), ("notes", None), ("", None), ("BA01", None)])
 def test_parse_well_rejects_wells_on_no_plate(text, fmt):
-    with pytest.raises(plates.InvalidWell):
-        plates.parse_well(text, fmt)
+    with pytest.raises(wells.InvalidWell):
+        wells.parse_well(text, fmt)
 
 
 def test_row_letters_cover_32_rows():
-    letters = [plates.row_letters(r) for r in range(1, 33)]
+    letters = [wells.row_letters(r) for r in range(1, 33)]
     assert letters[0] == "A" and letters[25] == "Z" and letters[26] == "AA" and letters[31] == "AF"
     assert len(set(letters)) == 32
 
 
 @pytest.mark.parametrize("fmt", [96, 384, 1536])
 def test_all_wells_round_trip_names_and_indices(fmt):
-    wells = plates.all_wells(fmt)
-    assert len(wells) == fmt
-    for i, well in enumerate(wells, start=1):
+    every = wells.all_wells(fmt)
+    assert len(every) == fmt
+    for i, well in enumerate(every, start=1):
         assert well.index(fmt) == i
-        assert plates.parse_well(well.name, fmt) == well
-        assert plates.parse_well(str(i), fmt) == well
+        assert wells.parse_well(well.name, fmt) == well
+        assert wells.parse_well(str(i), fmt) == well
 
 
 def test_smallest_format_holding():
-    assert plates.smallest_format_holding([plates.Well(8, 12)]) == 96
-    assert plates.smallest_format_holding([plates.Well(1, 13)]) == 384
-    assert plates.smallest_format_holding([plates.Well(17, 1), plates.Well(1, 1)]) == 1536
+    assert wells.smallest_format_holding([wells.Well(8, 12)]) == 96
+    assert wells.smallest_format_holding([wells.Well(1, 13)]) == 384
+    assert wells.smallest_format_holding([wells.Well(17, 1), wells.Well(1, 1)]) == 1536
 
 
 def test_image_id_is_readable_and_includes_inspection():
-    assert plates.image_id("P1", "A01") == "P1/A01"
-    assert plates.image_id("P1", "A01", "2024-05-01") == "P1@2024-05-01/A01"
+    assert wells.image_id("P1", "A01") == "P1/A01"
+    assert wells.image_id("P1", "A01", "2024-05-01") == "P1@2024-05-01/A01"
 
 
 def test_missing_wells_in_row_major_order():
-    assert plates.missing_wells(["A01", "A03"] + [w.name for w in plates.all_wells(96)[3:]], 96) == ["A02"]
-    assert plates.missing_wells([], 96)[:2] == ["A01", "A02"] and len(plates.missing_wells([], 1536)) == 1536
-    with pytest.raises(plates.InvalidWell):
-        plates.missing_wells([], 100)
+    assert wells.missing_wells(["A01", "A03"] + [w.name for w in wells.all_wells(96)[3:]], 96) == ["A02"]
+    assert wells.missing_wells([], 96)[:2] == ["A01", "A02"] and len(wells.missing_wells([], 1536)) == 1536
+    with pytest.raises(wells.InvalidWell):
+        wells.missing_wells([], 100)

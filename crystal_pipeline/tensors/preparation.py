@@ -57,7 +57,7 @@ def current_val_split(warehouse: Warehouse, layout: DataLayout, resolution: int,
     date from an earlier consensus; they are rewritten when their validation ids differ
     from the warehouse's, so every model compared or evaluated is scored on the same images.
     """
-    from crystal_pipeline.training_data import read_split
+    from crystal_pipeline.tensors.training_data import read_split
 
     expected = [row[0] for row in labelled_rows(warehouse) if row[2] == "val"]
     if layout.stats_path(resolution).exists():

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from crystal_pipeline import plates
-from crystal_pipeline.imaging import IMAGE_EXTENSIONS
+from crystal_pipeline import wells
+from crystal_pipeline.ingest.imaging import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def read_plate_format(plate_dir: Path) -> int | None:
     except (ValueError, KeyError, TypeError, OSError) as error:
         log.warning("ignoring %s: %s", meta, error)
         return None
-    if fmt not in plates.PLATE_FORMATS:
-        log.warning("ignoring %s: format %s is not one of %s", meta, fmt, sorted(plates.PLATE_FORMATS))
+    if fmt not in wells.PLATE_FORMATS:
+        log.warning("ignoring %s: format %s is not one of %s", meta, fmt, sorted(wells.PLATE_FORMATS))
         return None
     return fmt
 
@@ -110,35 +110,35 @@ def scan_plate(plate_dir: Path, plate_id: str | None = None, inspection: str | N
 
 
 def _name_wells(plate_id: str, inspection: str | None, files: list[Path], declared: int | None) -> list[WellFile]:
-    parsed: list[tuple[Path, plates.Well | None, str | None]] = []
+    parsed: list[tuple[Path, wells.Well | None, str | None]] = []
     for path in files:
         try:
-            parsed.append((path, plates.parse_well(path.stem, declared), None))
-        except plates.InvalidWell as error:
+            parsed.append((path, wells.parse_well(path.stem, declared), None))
+        except wells.InvalidWell as error:
             parsed.append((path, None, str(error)))
     valid = [w for _, w, _ in parsed if w is not None]
-    fmt = declared or (plates.smallest_format_holding(valid) if valid else None)
+    fmt = declared or (wells.smallest_format_holding(valid) if valid else None)
     out: list[WellFile] = []
     taken: dict[str, Path] = {}
     for path, well, error in parsed:
         if well is None:
             # No canonical name: the file name keeps the id unique and readable.
             out.append(
-                WellFile(plates.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
+                WellFile(wells.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
                          path.stem, None, None, None, path, f"unknown well name: {error}")
             )
             continue
         name = well.name
         if name in taken:
             out.append(
-                WellFile(plates.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
+                WellFile(wells.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
                          name, well.index(fmt), well.row, well.col, path,
                          f"duplicate file for well {name} (already {taken[name].name})")
             )
             continue
         taken[name] = path
         out.append(
-            WellFile(plates.image_id(plate_id, name, inspection), plate_id, inspection, fmt,
+            WellFile(wells.image_id(plate_id, name, inspection), plate_id, inspection, fmt,
                      name, well.index(fmt), well.row, well.col, path)
         )
     return out
@@ -190,8 +190,8 @@ def read_screen(raw_dir: Path, screen: str) -> dict[str, dict[str, str]]:
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             try:
-                out[plates.parse_well(row.get("well", "")).name] = {k: (v or "").strip() for k, v in row.items()}
-            except plates.InvalidWell:
+                out[wells.parse_well(row.get("well", "")).name] = {k: (v or "").strip() for k, v in row.items()}
+            except wells.InvalidWell:
                 continue
     return out
 

@@ -1,7 +1,7 @@
 """The evaluation report's figures: crystal ROC (paper Figure 5), confusion heatmap, first-layer
 filters (Figure 3) and the training-size curve (Figure 4).
 
-Like :mod:`crystal_pipeline.figures` (whose Agg setup this module reuses), every
+Like :mod:`crystal_pipeline.reporting.figures` (whose Agg setup this module reuses), every
 function returns PNG bytes, so one figure serves the report folder, the Dagster UI and tests.
 """
 
@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from crystal_pipeline.figures import _plt, _png
+from crystal_pipeline.reporting.figures import _plt, _png
 
 
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], *,

@@ -30,9 +30,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from crystal_pipeline import plates
+from crystal_pipeline import wells
 from crystal_pipeline.classes import CLASS_NAMES, CLASS_TITLES
-from crystal_pipeline.labelling import LabelledImage, PlateLabels
+from crystal_pipeline.plates.labelling import LabelledImage, PlateLabels
 
 #: Thumbnails in the HTML page; more hits are in the CSV.
 TOP_THUMBNAILS = 24
@@ -74,8 +74,8 @@ def write_plate_report(
     everything but the map is written. ``conditions`` maps canonical well names to
     condition columns (at least ``cocktail``); ``plate_meta`` may carry ``protein``.
     """
-    if plate_format is not None and plate_format not in plates.PLATE_FORMATS:
-        raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(plates.PLATE_FORMATS)}")
+    if plate_format is not None and plate_format not in wells.PLATE_FORMATS:
+        raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(wells.PLATE_FORMATS)}")
     if not 0.0 <= crystal_threshold <= 1.0:
         raise ValueError(f"crystal_threshold must be within [0, 1], got {crystal_threshold}")
     out = Path(out_dir)
@@ -106,14 +106,14 @@ def write_plate_report(
 # -- the map -----------------------------------------------------------------------
 def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crystal_threshold: float) -> bytes:
     """The plate grid as PNG bytes (see the module docstring for the encoding)."""
-    from crystal_pipeline.figures import _plt
+    from crystal_pipeline.reporting.figures import _plt
 
     plt = _plt()
     from matplotlib.colors import to_rgb
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch, Rectangle
 
-    n_rows, n_cols = plates.PLATE_FORMATS[plate_format]
+    n_rows, n_cols = wells.PLATE_FORMATS[plate_format]
     grid = np.empty((n_rows, n_cols, 3))
     grid[:] = to_rgb(MISSING_COLOUR)
     dots: list[tuple[int, int, float]] = []
@@ -149,7 +149,7 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
                                linewidth=0))
         ax.text(col, row, "Q", ha="center", va="center", color="white", fontsize=font, fontweight="bold")
     ax.set_xticks(range(n_cols), [str(c) for c in range(1, n_cols + 1)], fontsize=font)
-    ax.set_yticks(range(n_rows), [plates.row_letters(r) for r in range(1, n_rows + 1)], fontsize=font)
+    ax.set_yticks(range(n_rows), [wells.row_letters(r) for r in range(1, n_rows + 1)], fontsize=font)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     ax.set_xticks(np.arange(-0.5, n_cols), minor=True)
@@ -168,15 +168,15 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
                label=f"hit: crystal p >= {crystal_threshold:.2f}"),
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    from crystal_pipeline.figures import _png
+    from crystal_pipeline.reporting.figures import _png
 
     return _png(fig)
 
 
 def _grid_pos(well: str, plate_format: int) -> tuple[int, int] | None:
     try:
-        w = plates.parse_well(well, plate_format)
-    except plates.InvalidWell:
+        w = wells.parse_well(well, plate_format)
+    except wells.InvalidWell:
         return None
     return w.row - 1, w.col - 1
 
@@ -184,7 +184,7 @@ def _grid_pos(well: str, plate_format: int) -> tuple[int, int] | None:
 def _missing(labels: PlateLabels, plate_format: int | None) -> list[str]:
     if plate_format is None:
         return []
-    return plates.missing_wells([r.well for r in labels.rows] + [q.well for q in labels.quarantined], plate_format)
+    return wells.missing_wells([r.well for r in labels.rows] + [q.well for q in labels.quarantined], plate_format)
 
 
 # -- tables ------------------------------------------------------------------------

@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         return _fail(f"--threshold must be within [0, 1], got {args.threshold}")
 
-    from crystal_pipeline import archive, labelling, model as model_lib, plate_report
+    from crystal_pipeline import model as model_lib
+    from crystal_pipeline.ingest import archive
+    from crystal_pipeline.plates import labelling
+    from crystal_pipeline.plates import report as plate_report
     from crystal_pipeline.layout import DataLayout
 
     try:  # before any decoding: a wrong path must not cost a plate's worth of work first
@@ -90,7 +93,7 @@ def find_images(folder: Path):
     With no well name at all the folder is loose photographs: each file is its own
     id (its file name) and nothing is quarantined for its name.
     """
-    from crystal_pipeline import archive
+    from crystal_pipeline.ingest import archive
 
     files = archive.scan_plate(folder)
     if any(f.row is not None for f in files):
@@ -112,7 +115,7 @@ def _plate_meta(plate_dir: Path) -> dict:
 
 
 def _extensions():
-    from crystal_pipeline.imaging import IMAGE_EXTENSIONS
+    from crystal_pipeline.ingest.imaging import IMAGE_EXTENSIONS
 
     return IMAGE_EXTENSIONS
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crystal_pipeline.imaging import default_workers
+from crystal_pipeline.ingest.imaging import default_workers
 from crystal_pipeline.model import CN_WINDOW, CrystalNet, contrast_normalize
 
 #: Interpolation points for F(m, 5): the usual well-conditioned small set.

@@ -19,7 +19,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from crystal_pipeline import archive
+from crystal_pipeline.ingest import archive
 
 COMPLETION_MARKERS = ("COMPLETE", ".complete")
 DEFAULT_FORMAT = 1536

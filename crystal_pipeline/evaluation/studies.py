@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from crystal_pipeline import tensors
-from crystal_pipeline.training_data import write_split
+from crystal_pipeline.tensors.training_data import write_split
 
 
 @dataclass(frozen=True)

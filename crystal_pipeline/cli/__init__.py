@@ -13,9 +13,9 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo-archive": ("crystal_pipeline.synthetic.cli", "write a synthetic raw archive of plates and annotations"),
-    "train": ("crystal_pipeline.training_cli", "train CrystalNet on prepared Parquet tensors"),
-    "label": ("crystal_pipeline.labelling_cli", "label a plate folder (or loose images) and write its report"),
+    "demo-archive": ("crystal_pipeline.cli.demo_archive", "write a synthetic raw archive of plates and annotations"),
+    "train": ("crystal_pipeline.cli.train", "train CrystalNet on prepared Parquet tensors"),
+    "label": ("crystal_pipeline.cli.label", "label a plate folder (or loose images) and write its report"),
 }
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crystal_pipeline.imaging import UnreadableImage, decode_many
+from crystal_pipeline.ingest.imaging import UnreadableImage, decode_many
 
 PART_GLOB = "part-*.parquet"
 #: Rows per Parquet row group: bounds the writer's buffer (4 MiB per split at 128 px; 1024

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from crystal_pipeline.consensus import plate_of
+from crystal_pipeline.ingest.consensus import plate_of
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Plates: labelling a plate's images and writing the report a crystallographer acts on."""
