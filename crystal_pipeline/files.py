@@ -1,0 +1,61 @@
+"""Writing and hashing files the way every stage needs: atomically, and by content.
+
+Readers of our outputs (the Dagster UI, a browser refreshing a report, the sensor, a
+resumed training run) must never see half a file, so every write goes to a temp file
+in the target's folder, is flushed to disk, and is renamed over the target: a crash
+at any moment leaves the old file or the new one. One implementation, so a fix to
+it (permissions, fsync, clean-up) reaches every writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+_CHUNK = 1 << 20
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], *, mode: int = 0o644) -> Path:
+    """Call ``write(handle)`` on a temp file beside ``path``, fsync it, then rename it over ``path``.
+
+    ``write`` may be ``torch.save``'s or ``np.savez``'s partial, ``pq.write_table`` with
+    the handle, or anything that writes bytes to a binary file object. The file gets
+    ``mode`` (mkstemp's 0600 would hide a report from a web server). On any exception
+    the temp file is removed and the target is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (memory stays flat for any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()

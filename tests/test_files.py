@@ -1,0 +1,45 @@
+"""The one atomic-write and file-hash helper every stage uses."""
+
+import hashlib
+import os
+
+import pytest
+
+from crystal_pipeline.files import atomic_write, atomic_write_bytes, atomic_write_text, file_sha256
+from crystal_pipeline.reporting.numbers import finite_or_none
+
+
+def test_atomic_write_replaces_whole_file_readable_by_others(tmp_path):
+    target = tmp_path / "sub" / "report.html"
+    atomic_write_text(target, "old")
+    atomic_write_bytes(target, b"new contents")
+    assert target.read_bytes() == b"new contents"
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in target.parent.iterdir()] == ["report.html"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "model.pt"
+    atomic_write_bytes(target, b"good")
+
+    def broken(handle):
+        handle.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_bytes() == b"good"
+    assert os.listdir(tmp_path) == ["model.pt"]
+
+
+def test_file_sha256_matches_hashlib_over_several_chunks(tmp_path):
+    data = os.urandom((1 << 20) * 2 + 123)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("value, expected", [(float("nan"), None), (None, None), (float("inf"), None),
+                                             (0.123456, 0.1235), (3, 3.0)])
+def test_finite_or_none(value, expected):
+    assert finite_or_none(value) == expected
