@@ -191,3 +191,11 @@ def test_cli_trains_and_prints_a_summary(data_dir, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["finished"] and summary["updates"] == 2 and summary["device"] == "cpu"
     assert load(summary["path"]).artifact_meta["config"]["augment"] is False
+
+
+def test_identity_key_ignores_runtime_fields_only():
+    base = TrainConfig.from_preset("smoke")
+    watched_differently = base.with_overrides({"log_every": "1", "eval_every": "2", "max_updates_this_session": "4"})
+    assert watched_differently.identity_key() == base.identity_key()
+    assert base.with_overrides({"lr": "0.5"}).identity_key() != base.identity_key()
+    assert base.with_overrides({"seed": "1"}).identity_key() != base.identity_key()

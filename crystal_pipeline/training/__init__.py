@@ -18,8 +18,10 @@ run would.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import dataclasses
 import datetime as _dt
+import json
 import logging
 import math
 import os
@@ -132,6 +134,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity_key(self) -> str:
+        """12 hex digits naming what this config computes: every field but
+        :data:`RUNTIME_FIELDS`. A resume is keyed by this, so changing how a run is
+        watched (``log_every``, ``max_updates_this_session``, ...) never restarts it."""
+        identity = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
     def augment_params(self) -> augment.AugmentParams | None:
         if not self.augment:
