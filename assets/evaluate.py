@@ -45,7 +45,7 @@ def crystalnet_evaluation(context: dg.AssetExecutionContext, storage: StorageRes
     model, val, probs, seconds = _model_val_probs(row, storage, wh, preprocessing, compute.device)
     out_dir = storage.layout.evaluation_report_dir(row["model_version"])
     report = evaluation_report(
-        probs, val.labels + 1, model_name=f"CrystalNet {row['model_version']} ({row['preset']}, {model.resolution} px)",
+        probs, val.class_ids, model_name=f"CrystalNet {row['model_version']} ({row['preset']}, {model.resolution} px)",
         archive_description=_archive_description(storage, wh),
         first_layer_weights=model.conv1.weight.detach().cpu().numpy(), out_dir=out_dir)
     context.log.info(f"report written to {out_dir}")

@@ -4,7 +4,6 @@
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from assets.ingest import consensus_labels
 from assets.metadata import md, png_md, progress_logger, table_md
@@ -43,15 +42,14 @@ def image_tensors(context: dg.AssetExecutionContext, storage: StorageResource, w
 
 def _preview(split_dir, resolution: int, per_class: int = 4) -> bytes | None:
     """Up to four tensors of each class from the first part file, as the network sees them."""
-    parts = sorted(split_dir.glob("*.parquet"))
-    if not parts:
+    if not tensors.part_files(split_dir):
         return None
-    table = pq.read_table(parts[0], columns=["class_id", "pixels"]).to_pydict()
+    first_part = tensors.read_split(split_dir, resolution, max_parts=1)
     images, labels, taken = [], [], {}
-    for class_id, pixels in zip(table["class_id"], table["pixels"]):
+    for class_id, pixels in zip(first_part.class_ids.tolist(), first_part.pixels):
         if taken.get(class_id, 0) < per_class:
             taken[class_id] = taken.get(class_id, 0) + 1
-            images.append(np.frombuffer(pixels, np.uint8).reshape(resolution, resolution))
+            images.append(pixels)
             labels.append(CLASS_NAMES[class_id - 1])
     order = np.argsort([CLASS_NAMES.index(l) for l in labels], kind="stable")
     return figures.image_grid([images[i] for i in order], [labels[i] for i in order], columns=per_class * 2)

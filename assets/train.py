@@ -73,7 +73,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final)
 
-    class_ids = result.val_labels + 1
+    class_ids = result.val_class_ids
     scores = registry.score(class_ids, result.val_probs)
     current = registry.production_model(wh)
     current_scores = None
@@ -81,7 +81,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         # Re-score the production model on today's validation split, at its own resolution.
         old = load(current["path"], compute.device)
         val = preparation.current_val_split(wh, layout, old.resolution, workers=preprocessing.workers)
-        current_scores = registry.score(val.labels + 1, predict_proba(old, val.pixels))
+        current_scores = registry.score(val.class_ids, predict_proba(old, val.pixels))
     promote, reason = registry.not_worse(scores, current_scores)
     registry.register(wh, model_version=version, preset=config.preset, resolution=res, path=final,
                       trained_on=trained_on, scores=scores, promote=promote)

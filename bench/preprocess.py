@@ -41,7 +41,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crystal_pipeline import imaging  # noqa: E402
+from crystal_pipeline.ingest import imaging  # noqa: E402
 from machine import describe  # noqa: E402  (bench/machine.py)
 from crystal_pipeline.tensors import read_split, write_tensors  # noqa: E402
 
@@ -172,8 +172,8 @@ def run_one(figure: str, rows_file: Path, out_dir: Path, workers: int, resolutio
     with TreeMemorySampler() as mem:
         summary = write_tensors(rows, out_dir, resolution, workers=workers)
     assert not summary.failures, summary.failures[:3]
-    ids, _, px = read_split(out_dir / "train")
-    assert px.shape[1:] == (resolution, resolution) and len(ids) == summary.rows_per_split["train"]
+    train = read_split(out_dir / "train", resolution)
+    assert len(train) == summary.rows_per_split["train"]
     return {
         "figure": figure,
         "images": summary.rows_written,

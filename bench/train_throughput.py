@@ -19,8 +19,7 @@ import time
 
 import torch
 
-from crystal_pipeline.model import augment
-from crystal_pipeline.model import resolve_device
+from crystal_pipeline.model import augment, feature_size, resolve_device
 from crystal_pipeline.training import (
     BatchPlan,
     TrainConfig,
@@ -33,8 +32,6 @@ from crystal_pipeline.training import (
 
 def forward_flops(resolution: int) -> float:
     """FLOPs (2 x multiply-adds) of one image's forward pass, from the layer shapes."""
-    from crystal_pipeline.model import feature_size
-
     side = augment.crop_size(resolution)
     macs = side * side * 64 * 1 * 25  # conv1
     macs += (side // 2) ** 2 * 64 * 64 * 25  # conv2
@@ -79,7 +76,8 @@ def measure(config: TrainConfig, device: torch.device, warmup: int, updates: int
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n_images, config.resolution, config.resolution), dtype=torch.uint8,
                            generator=gen).to(device)
-    labels = torch.randint(0, config.num_classes, (n_images,), generator=gen).to(device)
+    # 0-based targets, as the loss takes them (the tensors hold class ids 1..10)
+    targets = torch.randint(0, config.num_classes, (n_images,), generator=gen).to(device)
     plan = BatchPlan(n_images, config, device)
     autocast = autocast_context(device, config.amp)
     model.train()
@@ -87,7 +85,7 @@ def measure(config: TrainConfig, device: torch.device, warmup: int, updates: int
     def steps(first: int, count: int) -> None:
         for u in range(first, first + count):
             idx = plan.indices(u)
-            train_step(net, optimizer, images[idx], labels[idx], plan.theta(u), autocast)
+            train_step(net, optimizer, images[idx], targets[idx], plan.theta(u), autocast)
 
     steps(0, warmup)
     if device.type == "cuda":

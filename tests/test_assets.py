@@ -62,13 +62,14 @@ def test_ingest_and_prepare_end_to_end(data_dir):
 
     # Tensors hold exactly the labelled images, decoded as load_grey would.
     for split in ("train", "val"):
-        ids, class_ids, pixels = tensors.read_split(layout.tensors_split_dir(128, split))
+        read = tensors.read_split(layout.tensors_split_dir(128, split))
+        ids, class_ids, pixels = read.image_ids, read.class_ids, read.pixels
         expected = labels[labels["split"] == split].sort_values("image_id")
         assert ids == list(expected["image_id"])
         assert list(class_ids) == list(expected["class_id"])
         assert pixels.shape == (len(ids), 128, 128) and pixels.dtype == np.uint8
     mean, std = tensors.load_stats(layout.stats_path(128))
-    _, _, train = tensors.read_split(layout.tensors_split_dir(128, "train"))
+    train = tensors.read_split(layout.tensors_split_dir(128, "train")).pixels
     np.testing.assert_allclose(mean, train.mean(axis=0), atol=1e-3)
 
     checks = check_results(result)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from crystal_pipeline.baselines import (
@@ -24,7 +22,8 @@ from crystal_pipeline.baselines import (
     table5_markdown,
 )
 from crystal_pipeline.baselines import feature_cache
-from crystal_pipeline.tensors import fingerprint, tensor_schema
+from crystal_pipeline import tensors
+from crystal_pipeline.tensors import fingerprint
 
 
 def pattern_images(n: int, side: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -55,14 +54,8 @@ def pattern_images(n: int, side: int = 64, seed: int = 0) -> tuple[np.ndarray, n
 
 
 def write_split(split_dir, images: np.ndarray, y: np.ndarray) -> None:
-    side = images.shape[1]
-    split_dir.mkdir(parents=True)
-    pixels = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(side * side), len(images), [None, pa.py_buffer(images.tobytes())])
-    table = pa.Table.from_arrays(
-        [pa.array([f"p/{i:04d}" for i in range(len(images))]), pa.array(y, pa.int16()), pixels],
-        schema=tensor_schema(side))
-    pq.write_table(table, split_dir / "part-00000.parquet")
+    """The split through the pipeline's tensor writer."""
+    tensors.write_split(split_dir.parent, split_dir.name, [f"p/{i:04d}" for i in range(len(images))], y, images)
 
 
 def test_features_are_deterministic_with_fixed_shape_at_any_resolution():

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from crystal_pipeline.tensors import training_data as tdata
+from crystal_pipeline import tensors as tensor_files
 from crystal_pipeline.training import TrainConfig, train
 
 RES = 32
@@ -41,9 +41,9 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     rng = np.random.default_rng(0)
     tensors = tmp_path / "tensors" / f"r{RES}"
     pixels = rng.integers(0, 256, (40, RES, RES), dtype=np.uint8)
-    tdata.write_split(tensors, "train", [f"i{k}" for k in range(40)], rng.integers(1, 11, 40), pixels)
-    tdata.write_split(tensors, "val", [f"v{k}" for k in range(8)], rng.integers(1, 11, 8), pixels[:8])
-    tdata.write_stats(tensors, pixels)
+    tensor_files.write_split(tensors, "train", [f"i{k}" for k in range(40)], rng.integers(1, 11, 40), pixels)
+    tensor_files.write_split(tensors, "val", [f"v{k}" for k in range(8)], rng.integers(1, 11, 8), pixels[:8])
+    tensor_files.save_stats(tensors / "stats.npz", *tensor_files.compute_stats(tensors / "train"))
 
     mp.spawn(_rank_main, args=(2, _free_port(), str(tmp_path), str(tmp_path)), nprocs=2, join=True)
 

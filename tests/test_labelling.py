@@ -15,8 +15,8 @@ import torch
 from crystal_pipeline.ingest.archive import scan_plate
 from crystal_pipeline.classes import CLASS_NAMES
 from crystal_pipeline.plates.labelling import PlateLabels, label_plate, missing_wells
-from crystal_pipeline.model import ARTIFACT_FORMAT, CrystalNet, crystal_probability, predict_proba
-from crystal_pipeline.training import atomic_save
+from crystal_pipeline.evaluation.metrics import crystal_probability
+from crystal_pipeline.model import CrystalNet, predict_proba, save_artifact
 
 from conftest import REAL_SAMPLES
 
@@ -47,17 +47,9 @@ def model() -> CrystalNet:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory, model) -> Path:
-    """An artifact in DESIGN's model.pt format, written by training's own atomic_save."""
+    """An artifact in DESIGN's model.pt format, written by the writer training uses."""
     path = tmp_path_factory.mktemp("models") / "v1" / "model.pt"
-    atomic_save({
-        "format": ARTIFACT_FORMAT,
-        "created_at": "2026-11-24T00:00:00+00:00",
-        "model_config": model.config(),
-        "preset": "smoke",
-        "state_dict": {k: v.clone() for k, v in model.state_dict().items()},
-        "trained_on": "synthetic",
-    }, path)
-    return path
+    return save_artifact(path, model, created_at="2026-11-24T00:00:00+00:00", preset="smoke", trained_on="synthetic")
 
 
 def test_label_plate_accounts_for_every_file_and_well(plate_96, model):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from crystal_pipeline.evaluation.metrics import crystal_probability
 from crystal_pipeline.model import augment
 from crystal_pipeline.model import (
     ArtifactError,
     CrystalNet,
     contrast_normalize,
-    crystal_probability,
     feature_size,
     load,
     predict_proba,

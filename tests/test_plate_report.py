@@ -13,7 +13,7 @@ from PIL import Image
 from crystal_pipeline import wells
 from crystal_pipeline.classes import CLASS_NAMES
 from crystal_pipeline.plates.labelling import LabelledImage, LabelTimings, PlateLabels, QuarantinedImage
-from crystal_pipeline.model import crystal_probability
+from crystal_pipeline.evaluation.metrics import crystal_probability
 from crystal_pipeline.plates.report import write_plate_report
 
 

@@ -36,6 +36,6 @@ def test_real_photographs_ingest_and_preprocess(tmp_path):
     out = tmp_path / "tensors" / "r128"
     result = tensors.write_tensors(labelled, out, 128, workers=2, splits=("train", "val"))
     assert result.failures == [] and sum(result.rows_per_split.values()) == 17
-    ids, _, pixels = tensors.read_split(out / "train")
+    pixels = tensors.read_split(out / "train").pixels
     assert pixels.shape == (8, 128, 128) and pixels.dtype == np.uint8
     assert all(p.std() > 2 for p in pixels)  # real content survived the crop and resize, not a flat image

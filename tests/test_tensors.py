@@ -14,15 +14,19 @@ from crystal_pipeline.ingest.imaging import load_grey
 from crystal_pipeline.tensors import (
     STD_FLOOR,
     DecodeFailure,
+    Split,
     compute_stats,
+    TensorDataError,
     count_rows,
     fingerprint,
+    fingerprint_splits,
     iter_batches,
     load_stats,
     pixel_width,
     read_split,
     save_stats,
     tensor_schema,
+    write_split,
     write_tensors,
 )
 
@@ -77,7 +81,8 @@ def test_round_trip_per_split_matches_load_grey(archive, tmp_path):
 
     for split in ("train", "val"):
         expected = [r for r in rows if r[2] == split]
-        ids, classes, pixels = read_split(out / split)
+        read = read_split(out / split, RES)
+        ids, classes, pixels = read.image_ids, read.class_ids, read.pixels
         assert ids == [r[0] for r in expected]
         assert classes.dtype == np.int64 and classes.tolist() == [r[1] for r in expected]
         assert pixels.dtype == np.uint8 and pixels.shape == (len(expected), RES, RES)
@@ -97,6 +102,49 @@ def test_round_trip_per_split_matches_load_grey(archive, tmp_path):
     changed = write_tensors(relabelled, out, RES, workers=1)
     assert changed.fingerprint != summary.fingerprint
     assert changed.split_fingerprints["val"] == summary.split_fingerprints["val"]
+    # Splits already in memory give the same fingerprint as their files (what training records).
+    in_memory = {split: read_split(out / split) for split in ("train", "val")}
+    assert fingerprint_splits(in_memory) == changed.fingerprint
+
+
+def test_fingerprint_bytes_are_stable():
+    """Feature caches are keyed by the fingerprint, so its definition must not drift: this
+    value was computed by the tensors module before the package was split into modules."""
+    pixels = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
+    split = Split(["P1/A01", "P1/B02"], np.array([3, 10]), pixels)
+    assert fingerprint_splits({"train": split}) == (
+        "ad448a1b8eea84d2d77929ab5508d598b28f689dd93215035dafebf0184db134")
+
+
+def test_write_split_writes_arrays_the_same_way(tmp_path):
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (7, RES, RES), dtype=np.uint8)
+    ids, classes = [f"P/{i}" for i in range(7)], rng.integers(1, 11, 7)
+    digest = write_split(tmp_path / "r24", "train", ids, classes, pixels, rows_per_part=3)
+    assert [p.name for p in sorted((tmp_path / "r24" / "train").iterdir())] == [
+        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert _summary_dirs(tmp_path / "r24") == ["train"]
+    assert digest == fingerprint(tmp_path / "r24" / "train")
+    read = read_split(tmp_path / "r24" / "train")
+    assert read.image_ids == ids and len(read) == 7 and read.resolution == RES
+    np.testing.assert_array_equal(read.class_ids, classes)
+    np.testing.assert_array_equal(read.pixels, pixels)
+    first = read_split(tmp_path / "r24" / "train", max_parts=1)
+    assert first.image_ids == ids[:3]
+    np.testing.assert_array_equal(first.pixels, pixels[:3])
+
+
+def test_reader_names_the_file_it_cannot_use(tmp_path):
+    with pytest.raises(TensorDataError, match="no part-"):
+        read_split(tmp_path / "absent")
+    bad = tmp_path / "r24" / "train"
+    bad.mkdir(parents=True)
+    pq.write_table(pa.table({"image_id": ["a"], "class_id": pa.array([1], pa.int16()), "pixels": [b"xyz"]}),
+                   bad / "part-00000.parquet")
+    with pytest.raises(TensorDataError, match="part-00000.parquet: pixels are binary"):
+        read_split(bad)
+    with pytest.raises(TensorDataError, match="stats.npz"):
+        load_stats(tmp_path / "stats.npz")
 
 
 def test_unreadable_image_is_skipped_and_reported(archive, tmp_path):
@@ -111,7 +159,7 @@ def test_unreadable_image_is_skipped_and_reported(archive, tmp_path):
     assert summary.failures == [DecodeFailure("P1/X01", "empty file"),
                                 DecodeFailure("P1/X02", "truncated image")]
     assert summary.rows_per_split == {"train": 8, "val": 3}
-    ids, _, _ = read_split(tmp_path / "r24" / "train")
+    ids = read_split(tmp_path / "r24" / "train").image_ids
     assert "P1/X01" not in ids and len(ids) == 8
 
 
@@ -144,8 +192,8 @@ def test_named_empty_split_is_written_with_its_schema(archive, tmp_path):
     out = tmp_path / "r24"
     summary = write_tensors(rows[:3], out, RES, workers=1, splits=("train", "val", "test"))
     assert summary.rows_per_split["test"] == 0
-    ids, classes, pixels = read_split(out / "test")
-    assert ids == [] and classes.shape == (0,) and pixels.shape == (0, RES, RES)
+    empty = read_split(out / "test")
+    assert empty.image_ids == [] and empty.class_ids.shape == (0,) and empty.pixels.shape == (0, RES, RES)
 
 
 def test_unlabelled_rows_are_refused(archive, tmp_path):
@@ -161,7 +209,7 @@ def test_iter_batches_streams_every_row(archive, tmp_path):
     write_tensors(rows, out, RES, workers=1, rows_per_part=5)
     batches = list(iter_batches(out / "train", batch_rows=3))
     assert [len(b[0]) for b in batches] == [3, 2, 3]
-    _, _, whole = read_split(out / "train")
+    whole = read_split(out / "train").pixels
     np.testing.assert_array_equal(np.concatenate([b[2] for b in batches]), whole)
 
 
@@ -169,7 +217,7 @@ def test_compute_stats_equals_numpy_and_round_trips(archive, tmp_path):
     _, rows = archive
     out = tmp_path / "r24"
     write_tensors(rows, out, RES, workers=1, rows_per_part=4)
-    _, _, pixels = read_split(out / "train")
+    pixels = read_split(out / "train").pixels
     mean, std = compute_stats(out / "train", batch_rows=3)
     assert mean.dtype == np.float32 and std.dtype == np.float32 and mean.shape == (RES, RES)
     x = pixels.astype(np.float64)
@@ -178,9 +226,11 @@ def test_compute_stats_equals_numpy_and_round_trips(archive, tmp_path):
 
     stats = out / "stats.npz"
     save_stats(stats, mean, std)
-    loaded_mean, loaded_std = load_stats(stats)
+    loaded_mean, loaded_std = load_stats(stats, RES)
     np.testing.assert_array_equal(loaded_mean, mean)
     np.testing.assert_array_equal(loaded_std, std)
+    with pytest.raises(TensorDataError, match="expected \\(32, 32\\)"):
+        load_stats(stats, 32)
     assert sorted(p.name for p in out.iterdir()) == ["stats.npz", "train", "val"]
 
 

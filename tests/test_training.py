@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crystal_pipeline import tensors as tensor_files
 from crystal_pipeline.cli import train as training_cli
-from crystal_pipeline.tensors import training_data as tdata
 from crystal_pipeline.model import load, predict_proba
 from crystal_pipeline.training import (
     TrainConfig,
@@ -37,12 +40,13 @@ def toy_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_toy_tensors(data_dir, n_train=96, n_val=40, seed=0):
+    """Both splits and the stats, written by the pipeline's own tensor writer."""
     tensors = data_dir / "tensors" / f"r{RES}"
     x, y = toy_images(n_train, seed)
-    tdata.write_split(tensors, "train", [f"p/A{i:02d}" for i in range(n_train)], y, x, rows_per_file=50)
-    tdata.write_stats(tensors, x)
+    tensor_files.write_split(tensors, "train", [f"p/A{i:02d}" for i in range(n_train)], y, x, rows_per_part=50)
+    tensor_files.save_stats(tensors / "stats.npz", *tensor_files.compute_stats(tensors / "train"))
     xv, yv = toy_images(n_val, seed + 1)
-    tdata.write_split(tensors, "val", [f"q/B{i:02d}" for i in range(n_val)], yv, xv)
+    tensor_files.write_split(tensors, "val", [f"q/B{i:02d}" for i in range(n_val)], yv, xv)
     return tensors
 
 
@@ -97,35 +101,43 @@ def test_learning_rate_schedule():
 def test_tensors_round_trip_and_forgiving_paths(tmp_path):
     tensors = write_toy_tensors(tmp_path, n_train=30, n_val=5)
     for given in (tmp_path, tmp_path / "tensors", tensors):
-        assert tdata.resolve_tensors_dir(given, RES) == tensors
-    split = tdata.read_split(tensors, "train", RES)
+        assert tensor_files.resolve_tensors_dir(given, RES) == tensors
+    split = tensor_files.read_split(tensors / "train", RES)
     images, class_ids = toy_images(30, 0)
     np.testing.assert_array_equal(split.pixels, images)
-    np.testing.assert_array_equal(split.labels, class_ids - 1)
-    assert split.image_ids[:2] == ["p/A00", "p/A01"]
-    with pytest.raises(tdata.TensorDataError, match="r64"):
-        tdata.resolve_tensors_dir(tmp_path, 64)
+    np.testing.assert_array_equal(split.class_ids, class_ids)  # the paper's ids, as stored
+    assert split.image_ids[:2] == ["p/A00", "p/A01"] and len(split) == 30
+    with pytest.raises(tensor_files.TensorDataError, match="r64"):
+        tensor_files.resolve_tensors_dir(tmp_path, 64)
+    with pytest.raises(tensor_files.TensorDataError, match="expected 64"):
+        tensor_files.read_split(tensors / "train", 64)
 
 
-def test_bad_class_id_is_reported_with_the_file(tmp_path):
-    tensors = tmp_path / "r32"
-    tdata.write_split(tensors, "train", ["a"], [11], np.zeros((1, RES, RES), np.uint8))
-    with pytest.raises(tdata.TensorDataError, match="part-00000.parquet"):
-        tdata.read_split(tensors, "train", RES)
+def test_bad_class_id_is_refused_by_the_writer_and_reported_by_the_reader(tmp_path):
+    with pytest.raises(ValueError, match="class_id 11 outside 1..10"):
+        tensor_files.write_split(tmp_path / "r32", "train", ["a"], [11], np.zeros((1, RES, RES), np.uint8))
+    assert not (tmp_path / "r32" / "train").exists()
+    split_dir = tmp_path / "r32" / "train"
+    split_dir.mkdir(parents=True)
+    pixels = pa.FixedSizeBinaryArray.from_buffers(pa.binary(RES * RES), 1, [None, pa.py_buffer(bytes(RES * RES))])
+    pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array([0], pa.int16()), pixels],
+                                        schema=tensor_files.tensor_schema(RES)), split_dir / "part-00000.parquet")
+    with pytest.raises(tensor_files.TensorDataError, match="part-00000.parquet: class_id outside 1..10"):
+        tensor_files.read_split(split_dir, RES)
 
 
 def test_crystal_auc_matches_sklearn_and_handles_one_sided_sets():
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 10, 200)
+    class_ids = rng.integers(1, 11, 200)
     probs = rng.dirichlet(np.ones(10), 200).astype(np.float32)
     probs[:20] = probs[:20].round(1)  # ties
-    positive = np.isin(labels, [2, 4, 6])
+    positive = np.isin(class_ids, [3, 5, 7])  # crystal, precipitate_crystal, phase_crystal
     score = probs.astype(np.float64)[:, [2, 4, 6]].sum(1)  # crystal_prob is summed in float64
-    assert crystal_auc(labels, probs) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)
-    assert crystal_auc(np.zeros(5, int), probs[:5]) is None
-    assert crystal_auc(np.full(5, 2), probs[:5]) is None
+    assert crystal_auc(class_ids, probs) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)
+    assert crystal_auc(np.ones(5, int), probs[:5]) is None
+    assert crystal_auc(np.full(5, 3), probs[:5]) is None
 
 
 # -- training runs ----------------------------------------------------------------------
@@ -135,23 +147,26 @@ def test_artifact_round_trip(reference, data_dir):
     artifact = torch.load(result.path, map_location="cpu", weights_only=True)
     assert artifact["trained_on"] == "synthetic"
     assert artifact["config"]["preset"] == "smoke" and artifact["model_config"]["resolution"] == RES
-    assert artifact["tensor_files"] == tdata.file_digests(data_dir / "tensors" / f"r{RES}")
-    assert len(artifact["tensors_sha256"]) == 64
+    res_dir = data_dir / "tensors" / f"r{RES}"
+    # The one content fingerprint: the same value the tensor writer and the feature cache use.
+    assert artifact["tensors_fingerprint"] == tensor_files.fingerprint([res_dir / "train", res_dir / "val"])
     assert [h["update"] for h in artifact["history"]] == [6, 12]
     assert {"loss", "train_acc", "val_acc", "images_per_s"} <= set(artifact["history"][-1])
     assert artifact["val_accuracy"] == result.val_accuracy
     np.testing.assert_array_equal(artifact["normalization"]["mean"].numpy(),
-                                  tdata.read_stats(data_dir / "tensors" / f"r{RES}", RES)[0])
+                                  tensor_files.load_stats(res_dir / "stats.npz", RES)[0])
     assert [s["update"] for s in seen] == [3, 6, 9, 12]
     assert {"eta_s", "images_per_s", "loss"} <= set(seen[-1])
     assert not checkpoint_path_for(result.path).exists()  # its job ends with the artifact
 
     model = load(result.path, device="cpu")
     assert not model.training
-    val = tdata.read_split(data_dir / "tensors" / f"r{RES}", "val", RES)
+    val = tensor_files.read_split(res_dir / "val", RES)
+    np.testing.assert_array_equal(result.val_class_ids, val.class_ids)  # ids 1..10, not loss indices
+    assert result.val_image_ids == val.image_ids
     probs = predict_proba(model, val.pixels)
     np.testing.assert_allclose(probs, result.val_probs, atol=1e-5)
-    assert result.val_accuracy == pytest.approx(float((probs.argmax(1) == val.labels).mean()))
+    assert result.val_accuracy == pytest.approx(float((probs.argmax(1) + 1 == val.class_ids).mean()))
 
 
 def test_same_seed_same_weights_and_a_different_seed_differs(reference, data_dir, tmp_path):
@@ -178,6 +193,47 @@ def test_interrupted_run_resumes_to_the_same_weights(reference, data_dir, tmp_pa
     expected = reference[0].model.state_dict()
     for key, value in load(out, device="cpu").state_dict().items():
         torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
+
+
+def test_stopped_sessions_resume_with_other_runtime_settings_to_the_same_numbers(reference, data_dir, tmp_path):
+    """A session limit stops with a checkpoint and no model; later sessions that watch the run
+    differently (log_every, eval_every, their own limit) continue from the checkpoint, not
+    from update 0, and end bit-identical to the uninterrupted run."""
+    out = tmp_path / "model.pt"
+    ckpt = checkpoint_path_for(out)
+    first = train(SMOKE.with_overrides({"max_updates_this_session": 5, "log_every": 1, "eval_every": 2}),
+                  data_dir, out, resume=True)
+    assert (first.finished, first.path, first.updates, first.checkpoint_path) == (False, None, 5, ckpt)
+    assert first.val_probs is None and first.val_class_ids is None and not out.exists()
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert saved["update"] == 5 and [h["update"] for h in saved["history"]] == [2, 4]
+    res_dir = data_dir / "tensors" / f"r{RES}"
+    assert saved["tensors_fingerprint"] == tensor_files.fingerprint([res_dir / "train", res_dir / "val"])
+
+    seen = []
+    second = train(SMOKE.with_overrides({"max_updates_this_session": 4, "log_every": 2, "eval_every": 5}),
+                   data_dir, out, resume=True, progress=seen.append)
+    assert not second.finished and second.path is None and second.updates == 9 and not out.exists()
+    assert [s["update"] for s in seen] == [6, 8, 9]  # continued from update 5
+    assert [h["update"] for h in second.history] == [2, 4]  # eval_every 5: none in 6..9
+
+    third = train(SMOKE.with_overrides({"log_every": 5, "eval_every": 7}), data_dir, out, resume=True)
+    assert third.finished and third.updates == SMOKE.updates and third.path == out and not ckpt.exists()
+    assert [h["update"] for h in third.history] == [2, 4, 12]  # eval_every 7: only the last
+    expected = reference[0].model.state_dict()
+    for key, value in load(out, device="cpu").state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
+    np.testing.assert_array_equal(third.val_probs, reference[0].val_probs)
+    assert third.val_accuracy == reference[0].val_accuracy
+
+
+def test_resume_refuses_a_checkpoint_of_other_tensors(data_dir, tmp_path):
+    out = tmp_path / "model.pt"
+    train(SMOKE.with_overrides({"max_updates_this_session": 2}), data_dir, out, resume=True)
+    other = tmp_path / "other"
+    write_toy_tensors(other, seed=5)
+    with pytest.raises(ValueError, match="tensors changed"):
+        train(SMOKE, other, out, resume=True)
 
 
 def test_cli_trains_and_prints_a_summary(data_dir, tmp_path, capsys):

@@ -7,9 +7,9 @@ changed extractor miss the cache and anything else hits it, whatever the path or
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crystal_pipeline.baselines.features import FEATURE_NAMES, FEATURE_VERSION, extract_features
+from crystal_pipeline.files import atomic_write
 from crystal_pipeline.tensors import fingerprint as tensors_fingerprint
 from crystal_pipeline.tensors import read_split
 
@@ -28,8 +29,9 @@ class FeatureTable:
 
     ``seconds`` is the time the extraction took (when read from the cache, the time
     recorded by the run that extracted it) and ``ms_per_image`` the cost per image, both
-    reported apart from prediction time as in the paper's footnote; ``pixels`` are the split's images, kept because the kNN baseline
-    reads pixels and reading the split twice would cost more than holding it.
+    reported apart from prediction time as in the paper's footnote; ``pixels`` are the
+    split's images, kept because the kNN baseline reads pixels and reading the split twice
+    would cost more than holding it. ``class_ids`` are the paper's ids 1..10.
     """
 
     image_ids: list[str]
@@ -57,14 +59,7 @@ def _write(path: Path, image_ids, class_ids, features: np.ndarray, seconds: floa
         columns[name] = pa.array(features[:, j], pa.float32())
     table = pa.table(columns).replace_schema_metadata(
         {b"feature_version": FEATURE_VERSION.encode(), b"extract_seconds": f"{seconds:.6f}".encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, functools.partial(pq.write_table, table, compression="zstd"))
 
 
 def _read(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, float]:
@@ -89,7 +84,8 @@ def extract_features_cached(split_dir: str | os.PathLike, cache_dir: str | os.Pa
     if fingerprint is None:
         fingerprint = tensors_fingerprint(split_dir)
     path = cache_path(cache_dir, fingerprint, split_dir.name)
-    image_ids, class_ids, pixels = read_split(split_dir)
+    split = read_split(split_dir)
+    image_ids, class_ids, pixels = split.image_ids, split.class_ids, split.pixels
     if path.exists():
         try:
             cached_ids, _, features, seconds = _read(path)

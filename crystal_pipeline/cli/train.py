@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from crystal_pipeline.training import TrainConfig, train
-    from crystal_pipeline.tensors.training_data import TensorDataError
+    from crystal_pipeline.tensors import TensorDataError
 
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(

@@ -18,7 +18,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from crystal_pipeline import tensors
-from crystal_pipeline.tensors.training_data import write_split
 
 
 @dataclass(frozen=True)
@@ -38,12 +37,13 @@ def nested_subset(n: int, fraction: float, seed: int = 0) -> np.ndarray:
 
 def write_subset(source_res_dir: Path, target_res_dir: Path, fraction: float, seed: int = 0) -> int:
     """A tensors folder whose train split is a nested subset and whose val split is the full one."""
-    ids, class_ids, pixels = tensors.read_split(source_res_dir / "train")
-    keep = nested_subset(len(ids), fraction, seed)
+    train = tensors.read_split(source_res_dir / "train")
+    keep = nested_subset(len(train), fraction, seed)
     if target_res_dir.exists():
         shutil.rmtree(target_res_dir)
     target_res_dir.mkdir(parents=True)
-    write_split(target_res_dir, "train", [ids[i] for i in keep], class_ids[keep], pixels[keep])
+    tensors.write_split(target_res_dir, "train", [train.image_ids[i] for i in keep], train.class_ids[keep],
+                        train.pixels[keep])
     shutil.copytree(source_res_dir / "val", target_res_dir / "val")
     shutil.copy(source_res_dir / "stats.npz", target_res_dir / "stats.npz")
     return len(keep)

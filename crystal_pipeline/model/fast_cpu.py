@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from crystal_pipeline.ingest.imaging import default_workers
-from crystal_pipeline.model import CN_WINDOW, CrystalNet, contrast_normalize
+from crystal_pipeline.model.inference import as_image_batch, batched_softmax
+from crystal_pipeline.model.network import CN_WINDOW, CrystalNet, contrast_normalize
 
 #: Interpolation points for F(m, 5): the usual well-conditioned small set.
 _POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
@@ -302,13 +303,7 @@ class FastCrystalNet:
 
     def predict_proba(self, images: torch.Tensor | np.ndarray, batch_size: int = 128) -> np.ndarray:
         """Class probabilities (N, num_classes) float32, like :func:`model.predict_proba`."""
-        data = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
-        if data.dim() == 2:
-            data = data.unsqueeze(0)
-        out = [torch.softmax(self.logits(data[i : i + batch_size]), dim=1) for i in range(0, data.shape[0], batch_size)]
-        if not out:
-            return np.zeros((0, self.num_classes), dtype=np.float32)
-        return torch.cat(out).numpy().astype(np.float32, copy=False)
+        return batched_softmax(self.logits, as_image_batch(images), batch_size, num_classes=self.num_classes)
 
 
 def _box_mean_valid(x: torch.Tensor) -> torch.Tensor:

@@ -252,6 +252,7 @@ def _predictor(model: Any, cpu_path: str = "fast") -> Predictor:
     import torch
 
     from crystal_pipeline.model.fast_cpu import FastCrystalNet
+    from crystal_pipeline.model.inference import batched_softmax, predict_proba
 
     if isinstance(model, FastCrystalNet):
         return model.predict_proba, model.resolution, "cpu-fast", lambda: None
@@ -264,15 +265,13 @@ def _predictor(model: Any, cpu_path: str = "fast") -> Predictor:
         model.channels_last = True
 
         def predict_cuda(pixels: np.ndarray) -> np.ndarray:
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                batch = torch.from_numpy(pixels).to(device, non_blocking=True)
-                return torch.softmax(model(batch).float(), dim=1).cpu().numpy()
+            return batched_softmax(model, torch.from_numpy(pixels), max(1, len(pixels)), num_classes=model.num_classes,
+                                   device=device, autocast=torch.autocast("cuda", dtype=torch.bfloat16))
 
         return predict_cuda, model.resolution, "cuda-bf16", lambda: None
-    from crystal_pipeline.model import predict_proba
 
     if device.type == "cpu":
         model.eval().to(memory_format=torch.channels_last)
         model.channels_last = True
-    return ((lambda pixels: predict_proba(model, pixels, batch_size=len(pixels))), model.resolution,
+    return ((lambda pixels: predict_proba(model, pixels, batch_size=max(1, len(pixels)))), model.resolution,
             f"{device.type}-eager", lambda: None)

@@ -12,9 +12,8 @@ from typing import Callable
 
 from crystal_pipeline import tensors
 from crystal_pipeline.layout import DataLayout
+from crystal_pipeline.tensors.schema import SPLITS
 from crystal_pipeline.warehouse import Warehouse
-
-SPLITS = ("train", "val")
 
 LABELLED_IMAGES_SQL = (
     "SELECT l.image_id, l.class_id, l.split, i.path FROM consensus_labels l "
@@ -50,19 +49,19 @@ def prepare_resolution(warehouse: Warehouse, layout: DataLayout, resolution: int
     return summary
 
 
-def current_val_split(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None):
-    """Today's validation split at ``resolution`` (a ``training_data.Split``, 0-based labels).
+def current_val_split(warehouse: Warehouse, layout: DataLayout, resolution: int, *,
+                      workers: int | None = None) -> tensors.Split:
+    """Today's validation split at ``resolution`` (a :class:`~crystal_pipeline.tensors.Split`:
+    ``image_ids``, ``class_ids`` 1..10, ``pixels``).
 
     Tensors at a resolution other than the prepare group's are written on demand and may
     date from an earlier consensus; they are rewritten when their validation ids differ
     from the warehouse's, so every model compared or evaluated is scored on the same images.
     """
-    from crystal_pipeline.tensors.training_data import read_split
-
     expected = [row[0] for row in labelled_rows(warehouse) if row[2] == "val"]
     if layout.stats_path(resolution).exists():
-        val = read_split(layout.tensors_dir(resolution), "val", resolution)
+        val = tensors.read_split(layout.tensors_split_dir(resolution, "val"), resolution)
         if list(val.image_ids) == expected:
             return val
     prepare_resolution(warehouse, layout, resolution, workers=workers)
-    return read_split(layout.tensors_dir(resolution), "val", resolution)
+    return tensors.read_split(layout.tensors_split_dir(resolution, "val"), resolution)

@@ -1,0 +1,52 @@
+"""The Parquet tensor format itself: file layout, column schema and split names.
+
+Layout (DESIGN.md, "Tensors (Parquet)"): ``<data_dir>/tensors/r<res>/<split>/part-NNNNN.parquet``
+with columns ``image_id`` (string), ``class_id`` (int16, the paper's class ids 1..10,
+non-null: labelled images only) and ``pixels`` (``fixed_size_binary(res*res)``, row-major
+uint8), plus ``r<res>/stats.npz`` with the training split's per-pixel float32 ``mean`` and
+``std``. Every other module of this package (writer, reader, stats, fingerprint) takes
+these names from here, so the format is defined once.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+
+from crystal_pipeline.classes import NUM_CLASSES
+
+#: Part files of one split, in the order they are read (sorted by name).
+PART_GLOB = "part-*.parquet"
+#: The per-pixel statistics beside the splits of one resolution.
+STATS_FILE = "stats.npz"
+#: The splits the pipeline writes and training reads.
+SPLITS: tuple[str, ...] = ("train", "val")
+#: Rows per Parquet row group: bounds the writer's buffer (4 MiB per split at 128 px; 1024
+#: rows measured ~80 MB more peak RSS) and is the unit a streaming reader holds at once.
+ROW_GROUP_ROWS = 256
+#: Valid ``class_id`` values (the paper's ids; a model's output index is ``class_id - 1``).
+MIN_CLASS_ID, MAX_CLASS_ID = 1, NUM_CLASSES
+
+
+class TensorDataError(ValueError):
+    """The tensors on disk are missing or do not follow the format; the message names the file."""
+
+
+def tensor_schema(resolution: int) -> pa.Schema:
+    """The fixed Parquet schema; the resolution also travels as schema metadata."""
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string(), nullable=False),
+            pa.field("class_id", pa.int16(), nullable=False),
+            pa.field("pixels", pa.binary(resolution * resolution), nullable=False),
+        ],
+        metadata={b"resolution": str(resolution).encode()},
+    )
+
+
+def check_split_name(split: str) -> str:
+    """``split`` if it can name a folder beside the others (no path, not hidden), else ValueError."""
+    if not split or split.startswith(".") or "/" in split or os.sep in split:
+        raise ValueError(f"invalid split name {split!r}")
+    return split

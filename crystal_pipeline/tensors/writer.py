@@ -1,0 +1,370 @@
+"""Writing the Parquet tensors: decoded archive images (:func:`write_tensors`) or arrays (:func:`write_split`).
+
+Guarantees, so the assets around it stay thin:
+
+- Streaming: rows are decoded in parallel and written a row group at a time; memory is
+  bounded by the decode window and one row group per split, whatever the archive size.
+- Atomic per split: each split is written into a hidden temp directory beside its target
+  and renamed into place only when every split of the write is complete. A crash leaves
+  the previous tensors (or nothing) under the split's name, never half a split, and
+  readers never see old and new part files mixed.
+- Bad files never crash a write: an image that fails to decode here is skipped and listed
+  in the summary (ingest should already have quarantined it).
+- Only valid rows: a row without a class id, or with one outside 1..10, fails the write.
+- The content fingerprint (:mod:`crystal_pipeline.tensors.fingerprint`) is computed while
+  writing and equals what :func:`~crystal_pipeline.tensors.fingerprint.fingerprint`
+  recomputes from the files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import tee
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crystal_pipeline.ingest.imaging import UnreadableImage, decode_many
+from crystal_pipeline.tensors.fingerprint import SplitHasher, combine
+from crystal_pipeline.tensors.schema import (
+    MAX_CLASS_ID,
+    MIN_CLASS_ID,
+    PART_GLOB,
+    ROW_GROUP_ROWS,
+    check_split_name,
+    tensor_schema,
+)
+
+_TEMP_RE = re.compile(r"^\.(?P<split>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
+
+Progress = Callable[[int, "int | None"], None]
+
+
+class DecodeFailure(NamedTuple):
+    """An image skipped by :func:`write_tensors`, and why."""
+
+    image_id: str
+    reason: str
+
+
+@dataclass
+class TensorWriteSummary:
+    """What a write produced; ``fingerprint`` is the one to record beside a trained model."""
+
+    out_dir: Path
+    resolution: int
+    rows_per_split: dict[str, int]
+    failures: list[DecodeFailure]
+    seconds: float
+    images_per_s: float
+    bytes_written: int
+    fingerprint: str
+    split_fingerprints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(self.rows_per_split.values())
+
+    def as_dict(self) -> dict:
+        """JSON-ready form, e.g. for asset metadata or a benchmark line."""
+        return {
+            "out_dir": str(self.out_dir),
+            "resolution": self.resolution,
+            "rows_per_split": dict(self.rows_per_split),
+            "rows_written": self.rows_written,
+            "failures": [f._asdict() for f in self.failures],
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 1),
+            "bytes_written": self.bytes_written,
+            "fingerprint": self.fingerprint,
+            "split_fingerprints": dict(self.split_fingerprints),
+        }
+
+
+class _SplitWriter:
+    """Streams one split into a hidden temp dir: a row group at a time, parts of a fixed size."""
+
+    def __init__(self, out_dir: Path, split: str, resolution: int, rows_per_part: int, compression: str):
+        self.split = check_split_name(split)
+        self.target = out_dir / split
+        self.tmp = out_dir / f".{split}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.tmp.mkdir(parents=True)
+        self.schema = tensor_schema(resolution)
+        self.width = resolution * resolution
+        self.rows_per_part = rows_per_part
+        self.row_group_rows = min(ROW_GROUP_ROWS, rows_per_part)
+        self.compression = compression
+        self.hasher = SplitHasher(resolution)
+        self.rows = 0
+        self._part_rows = 0
+        self._part_index = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._ids: list[str] = []
+        self._classes: list[int] = []
+        self._pixels: list[bytes] = []
+
+    def append(self, image_id: str, class_id: int, pixels: bytes) -> None:
+        if not MIN_CLASS_ID <= class_id <= MAX_CLASS_ID:
+            raise ValueError(f"{image_id}: class_id {class_id} outside {MIN_CLASS_ID}..{MAX_CLASS_ID}")
+        self._ids.append(image_id)
+        self._classes.append(class_id)
+        self._pixels.append(pixels)
+        room = min(self.row_group_rows, self.rows_per_part - self._part_rows)
+        if len(self._ids) >= room:
+            self._flush()
+
+    def _open_part(self) -> pq.ParquetWriter:
+        path = self.tmp / f"part-{self._part_index:05d}.parquet"
+        self._part_index += 1
+        self._part_rows = 0
+        return pq.ParquetWriter(
+            path, self.schema, compression=self.compression,
+            use_dictionary=["class_id"], write_statistics=["image_id", "class_id"],
+        )
+
+    def _flush(self) -> None:
+        if not self._ids:
+            return
+        n = len(self._ids)
+        pixels = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(self.width), n, [None, pa.py_buffer(b"".join(self._pixels))])
+        table = pa.Table.from_arrays(
+            [pa.array(self._ids, pa.string()), pa.array(self._classes, pa.int16()), pixels],
+            schema=self.schema)
+        self.hasher.update(self._ids, self._classes, self._pixels)
+        if self._writer is None:
+            self._writer = self._open_part()
+        self._writer.write_table(table, row_group_size=n)
+        self.rows += n
+        self._part_rows += n
+        self._ids, self._classes, self._pixels = [], [], []
+        if self._part_rows >= self.rows_per_part:
+            self._writer.close()
+            self._writer = None
+
+    def finish(self) -> None:
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.rows == 0:  # an empty split still exists, with its schema, for readers
+            self._open_part().close()
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def commit(self) -> None:
+        """Two renames on one filesystem; the old split is deleted only once the new is in."""
+        old = None
+        if self.target.exists():
+            old = self.target.parent / f".{self.split}.old-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            os.rename(self.target, old)
+        try:
+            os.rename(self.tmp, self.target)
+        except BaseException:
+            if old is not None:
+                os.rename(old, self.target)  # put the previous split back
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class _SplitWriters:
+    """The splits of one write, opened on first use; finished, aborted or committed together."""
+
+    def __init__(self, out: Path, resolution: int, rows_per_part: int, compression: str):
+        self.out, self.resolution = out, resolution
+        self.rows_per_part, self.compression = rows_per_part, compression
+        self.by_split: dict[str, _SplitWriter] = {}
+
+    def __getitem__(self, split: str) -> _SplitWriter:
+        if split not in self.by_split:
+            self.by_split[split] = _SplitWriter(self.out, split, self.resolution, self.rows_per_part,
+                                                self.compression)
+        return self.by_split[split]
+
+    def finish(self) -> None:
+        for writer in self.by_split.values():
+            writer.finish()
+
+    def abort(self) -> None:
+        for writer in self.by_split.values():
+            writer.abort()
+
+    def commit(self) -> None:
+        # Sequential renames: a crash between two splits' commits (microseconds) would pair a
+        # new split with an old one; the content fingerprint tells the two states apart.
+        for writer in self.by_split.values():
+            writer.commit()
+
+
+class _ProgressReporter:
+    """Calls ``progress(done, total)`` about every 1% of the rows, and once at the end."""
+
+    def __init__(self, progress: Progress | None, total: int | None):
+        self.progress, self.total = progress, total
+        self.every = max(1, (total or 25_600) // 100)
+        self.done = 0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.progress is not None and self.done % self.every == 0:
+            self.progress(self.done, self.total)
+
+    def final(self) -> None:
+        if self.progress is not None and self.done % self.every != 0:
+            self.progress(self.done, self.total)
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    """Temp/old dirs left by a writer that was killed (its pid is gone) are garbage."""
+    if not out_dir.is_dir():
+        return
+    for entry in out_dir.iterdir():
+        m = _TEMP_RE.match(entry.name)
+        if not (m and entry.is_dir()):
+            continue
+        pid = int(m["pid"])
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _open_out_dir(out_dir: str | os.PathLike, resolution: int, rows_per_part: int) -> Path:
+    """Check the arguments, create ``out_dir`` and clear what dead writers left in it."""
+    if resolution < 1:
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    if rows_per_part < 1:
+        raise ValueError(f"rows_per_part must be positive, got {rows_per_part}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
+    return out
+
+
+def _decode_into(rows: Iterable[tuple], writers: _SplitWriters, resolution: int, *, workers: int | None,
+                 chunksize: int, reporter: _ProgressReporter) -> list[DecodeFailure]:
+    """Decode every row's image in parallel (order kept) and append it to its split's writer."""
+    failures: list[DecodeFailure] = []
+    meta_rows, path_rows = tee(iter(rows))
+    decoded = decode_many((row[3] for row in path_rows), resolution, workers=workers, chunksize=chunksize,
+                          as_bytes=True)
+    try:
+        for (image_id, class_id, split, _path), (_, result) in zip(meta_rows, decoded):
+            if class_id is None:
+                raise ValueError(f"{image_id}: tensors hold labelled images only (class_id is None)")
+            writer = writers[split]
+            if isinstance(result, UnreadableImage):
+                failures.append(DecodeFailure(str(image_id), result.reason))
+            else:
+                writer.append(str(image_id), int(class_id), result)
+            reporter.step()
+    finally:
+        decoded.close()  # stops the worker pool now, not whenever the GC gets to it
+    return failures
+
+
+def _summary(out: Path, resolution: int, writers: _SplitWriters, failures: list[DecodeFailure], done: int,
+             seconds: float) -> TensorWriteSummary:
+    split_digests = {name: w.hasher.digest() for name, w in writers.by_split.items()}
+    by_split = writers.by_split
+    return TensorWriteSummary(
+        out_dir=out,
+        resolution=resolution,
+        rows_per_split={name: w.rows for name, w in sorted(by_split.items())},
+        failures=failures,
+        seconds=seconds,
+        images_per_s=done / seconds if seconds > 0 else 0.0,
+        bytes_written=sum(p.stat().st_size for w in by_split.values() for p in w.target.glob(PART_GLOB)),
+        fingerprint=combine(split_digests.items()),
+        split_fingerprints={name: d.hex() for name, d in sorted(split_digests.items())},
+    )
+
+
+def write_tensors(
+    rows: Iterable[tuple[str, int, str, str | os.PathLike]],
+    out_dir: str | os.PathLike,
+    resolution: int = 128,
+    *,
+    workers: int | None = None,
+    rows_per_part: int = 4096,
+    progress: Progress | None = None,
+    splits: Iterable[str] = (),
+    chunksize: int = 16,
+    compression: str = "zstd",
+) -> TensorWriteSummary:
+    """Decode ``rows`` and write them as Parquet under ``out_dir/<split>/``.
+
+    ``out_dir`` is the resolution's directory (``DataLayout.tensors_dir(resolution)``).
+    ``rows`` are ``(image_id, class_id, split, path)``, ideally sorted by image_id: row
+    order is kept and is part of the fingerprint. Every split named in ``rows`` or in
+    ``splits`` is replaced (an empty split gets one empty part); other splits on disk are
+    left alone. ``progress(done, total)`` is called about every 1% (``total`` is None
+    when ``rows`` has no length).
+    """
+    out = _open_out_dir(out_dir, resolution, rows_per_part)
+    reporter = _ProgressReporter(progress, len(rows) if hasattr(rows, "__len__") else None)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    writers = _SplitWriters(out, resolution, rows_per_part, compression)
+    try:
+        for split in splits:
+            writers[split]
+        failures = _decode_into(rows, writers, resolution, workers=workers, chunksize=chunksize,
+                                reporter=reporter)
+        writers.finish()
+    except BaseException:
+        writers.abort()
+        raise
+    writers.commit()
+    reporter.final()
+    return _summary(out, resolution, writers, failures, reporter.done, time.perf_counter() - started)
+
+
+def write_split(out_dir: str | os.PathLike, split: str, image_ids: Sequence[str], class_ids: Sequence[int],
+                pixels: np.ndarray, *, rows_per_part: int = 4096, compression: str = "zstd") -> str:
+    """Write images already in memory (uint8 ``(N, res, res)``) as split ``split`` of ``out_dir``.
+
+    The same writer as :func:`write_tensors` (schema, row groups, atomic replace), for
+    data derived from written tensors (the training-size study's subsets) and for tests.
+    Returns the split's content fingerprint, as :func:`fingerprint` gives it.
+    """
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if pixels.ndim != 3 or pixels.shape[1] != pixels.shape[2] or not len(pixels) == len(image_ids) == len(class_ids):
+        raise ValueError(f"need N square images with N ids and class ids, got pixels {pixels.shape}, "
+                         f"{len(image_ids)} ids, {len(class_ids)} class ids")
+    out = _open_out_dir(out_dir, pixels.shape[1], rows_per_part)
+    writers = _SplitWriters(out, pixels.shape[1], rows_per_part, compression)
+    try:
+        writer = writers[split]
+        for image_id, class_id, image in zip(image_ids, class_ids, pixels):
+            writer.append(str(image_id), int(class_id), image.tobytes())
+        writers.finish()
+    except BaseException:
+        writers.abort()
+        raise
+    writers.commit()
+    return combine([(split, writer.hasher.digest())])

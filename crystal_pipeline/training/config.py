@@ -1,0 +1,211 @@
+"""What a training run computes: :class:`TrainConfig`, its presets, and which fields are runtime-only.
+
+The whole config is one frozen dataclass saved in every checkpoint and artifact
+(nanoGPT's habit), so a resumed run and a loaded model know exactly how they were made.
+:data:`RUNTIME_FIELDS` change how a run is watched or executed, never its numbers: they
+may differ between a run and its resumption, and :meth:`TrainConfig.identity_key`
+leaves them out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from crystal_pipeline.classes import NUM_CLASSES
+from crystal_pipeline.model import augment
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the ``paper`` preset.
+
+    The paper's momentum update (mu = 0.9 mu - lr * grad; theta += mu) is
+    PyTorch's SGD with a constant learning rate. Weight decay (the paper's L2
+    constant) applies to weights, not biases. ``init='kaiming'`` is the default
+    because the paper's N(0, 0.01) does not train this network (see
+    docs/model_and_training.md); ``init='paper'`` keeps it available.
+    """
+
+    preset: str = "paper"
+    resolution: int = 128
+    num_classes: int = NUM_CLASSES
+    batch_size: int = 128
+    updates: int = 150_000
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: str = "constant"  # 'constant' (paper) or 'cosine' (to zero)
+    warmup_updates: int = 0
+    init: str = "kaiming"  # 'kaiming' or 'paper' (N(0, 0.01))
+    augment: bool = True
+    mirror_p: float = 0.5
+    max_shift_px: float | None = None  # None: 8 px at 128, scaled with resolution
+    max_rotation_deg: float = 60.0
+    scale_min: float = 0.8
+    scale_max: float = 1.2
+    cn_eps: float = 0.1
+    seed: int = 0
+    eval_every: int = 2000
+    checkpoint_every: int = 2000
+    log_every: int = 100
+    eval_batch_size: int = 512
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = True  # CUDA only
+    compile: bool = False
+    deterministic: bool = False
+    num_threads: int = 0  # CPU threads; 0 = all cores (divided among local ranks)
+    max_updates_this_session: int = 0  # stop (with a checkpoint) after this many; 0 = no limit
+    keep_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.resolution < 32 or self.resolution % 16:
+            problems.append(f"resolution must be a multiple of 16 and >= 32, got {self.resolution}")
+        for name in ("batch_size", "updates", "eval_every", "checkpoint_every", "log_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if self.lr_schedule not in ("constant", "cosine"):
+            problems.append(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.init not in ("kaiming", "paper"):
+            problems.append(f"init must be 'kaiming' or 'paper', got {self.init!r}")
+        if not 0 < self.scale_min <= self.scale_max:
+            problems.append("need 0 < scale_min <= scale_max")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    @classmethod
+    def from_preset(cls, name: str = "paper", overrides: Mapping[str, Any] | None = None) -> "TrainConfig":
+        """A preset with overrides applied (values may be strings, as from ``--set``)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], "preset": name}).with_overrides(overrides or {})
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        """``{'preset': 'demo', 'lr': 0.02, ...}``: the preset, then the other keys."""
+        values = dict(values)
+        return cls.from_preset(values.pop("preset", "paper"), values)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
+        hints = typing.get_type_hints(TrainConfig)
+        unknown = sorted(set(overrides) - set(hints))
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; valid: {sorted(hints)}")
+        changes = {k: _coerce(k, v, hints[k]) for k, v in overrides.items()}
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity_key(self) -> str:
+        """12 hex digits naming what this config computes: every field but
+        :data:`RUNTIME_FIELDS`. A resume is keyed by this, so changing how a run is
+        watched (``log_every``, ``max_updates_this_session``, ...) never restarts it."""
+        identity = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+    def augment_params(self) -> augment.AugmentParams | None:
+        if not self.augment:
+            return None
+        return augment.AugmentParams(
+            mirror_p=self.mirror_p,
+            max_shift_px=self.max_shift_px,
+            max_rotation_deg=self.max_rotation_deg,
+            scale_min=self.scale_min,
+            scale_max=self.scale_max,
+        )
+
+    def model_config(self) -> dict[str, Any]:
+        params = self.augment_params()
+        return {
+            "num_classes": self.num_classes,
+            "resolution": self.resolution,
+            "cn_eps": self.cn_eps,
+            "augment": None if params is None else dataclasses.asdict(params),
+        }
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper: 128 px, SGD 0.01 / 0.9 / 1e-4, batch 128, 150,000 updates.
+    "paper": {},
+    # A few minutes on a 2-core CPU over the ~2,700-image demo archive at 64 px:
+    # 900 x 32 = 28,800 images, about 11 epochs, at ~120 images/s on idle cores.
+    # On the 4-plate synthetic archive 300 updates at lr 0.01 predicted only clear
+    # and precipitate (val 0.741, crystal AUC 0.78); 900 at lr 0.02 reached 0.798 and
+    # crystal AUC 0.889 (docs/model_and_training.md).
+    "demo": {
+        "resolution": 64,
+        "batch_size": 32,
+        "updates": 900,
+        "lr": 0.02,
+        "lr_schedule": "cosine",
+        "warmup_updates": 20,
+        "eval_every": 300,
+        "checkpoint_every": 300,
+        "log_every": 20,
+        "eval_batch_size": 256,
+    },
+    # Seconds, for tests: the smallest resolution, a handful of updates.
+    "smoke": {
+        "resolution": 32,
+        "batch_size": 16,
+        "updates": 12,
+        "lr": 0.01,
+        "eval_every": 6,
+        "checkpoint_every": 6,
+        "log_every": 3,
+        "eval_batch_size": 128,
+    },
+}
+
+# Settings that may change between a run and its resumption: they change how a
+# run is watched or executed, not what it computes.
+RUNTIME_FIELDS = frozenset({
+    "eval_every", "checkpoint_every", "log_every", "eval_batch_size", "amp", "channels_last",
+    "compile", "deterministic", "num_threads", "max_updates_this_session", "keep_checkpoint",
+})
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Turn ``--set`` strings (and loosely typed dict values) into the field's type."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if isinstance(value, str):
+        text = value.strip()
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        try:
+            if base is bool:
+                lowered = text.lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(text)
+            if base is int:
+                number = float(text)
+                if not number.is_integer():
+                    raise ValueError(text)
+                return int(number)
+            if base is float:
+                return float(text)
+            return text
+        except ValueError:
+            raise ValueError(f"setting {name}: cannot read {value!r} as {base.__name__}") from None
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"setting {name} cannot be None")
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        raise ValueError(f"setting {name}: expected {base.__name__}, got {value!r}")
+    return value
