@@ -96,6 +96,13 @@ class PlateLabels:
             return np.zeros((0, len(CLASS_NAMES)), dtype=np.float32)
         return np.asarray([r.probs for r in self.rows], dtype=np.float32)
 
+    def missing_wells(self, plate_format: int | None) -> list[str]:
+        """Wells of ``plate_format`` with neither a label nor a quarantine entry, row-major
+        (none for loose images, ``plate_format`` None)."""
+        if plate_format is None:
+            return []
+        return wells.missing_wells([r.well for r in self.rows] + [q.well for q in self.quarantined], plate_format)
+
     def hits(self, threshold: float) -> list[LabelledImage]:
         """Crystal hits (``crystal_prob >= threshold``), most likely first."""
         return sorted((r for r in self.rows if r.crystal_prob >= threshold),
