@@ -1,32 +1,26 @@
-"""Turning library results into Dagster metadata people want to read."""
+"""Turning library results into Dagster metadata people want to read.
+
+The text itself (tables, embedded figures) comes from
+:mod:`crystal_pipeline.reporting.markdown`, the renderer the plate and evaluation reports
+use, so the UI and the report files escape and lay out values the same way; this module
+only wraps that text in Dagster's ``MetadataValue``.
+"""
 
 from __future__ import annotations
 
-import base64
-
-import pandas as pd
 from dagster import MetadataValue
 
+from crystal_pipeline.reporting import markdown
 
-def png_md(png: bytes, alt: str = "figure") -> str:
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
-
-
-def table_md(frame: pd.DataFrame, max_rows: int = 20) -> str:
-    """A Markdown table of at most ``max_rows`` rows, saying how many were left out."""
-    if frame.empty:
-        return "_none_"
-    shown = frame.head(max_rows)
-    lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + "---|" * len(shown.columns)]
-    for row in shown.itertuples(index=False):
-        lines.append("| " + " | ".join("" if pd.isna(v) else str(v).replace("|", "\\|") for v in row) + " |")
-    if len(frame) > max_rows:
-        lines.append(f"\n_{len(frame) - max_rows} more rows not shown_")
-    return "\n".join(lines)
+#: A PNG as a Markdown image (base64), for ``md(...)``.
+png_md = markdown.image
+#: A pandas frame as a Markdown table of at most ``max_rows`` rows.
+table_md = markdown.frame_table
 
 
 def md(*parts: str) -> MetadataValue:
-    return MetadataValue.md("\n\n".join(p for p in parts if p))
+    """Non-empty ``parts`` as one Markdown metadata value, a blank line between them."""
+    return MetadataValue.md(markdown.blocks(*parts))
 
 
 def progress_logger(context, what: str, every_fraction: float = 0.1):

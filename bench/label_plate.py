@@ -108,9 +108,6 @@ def main() -> None:
     import torch
 
     from crystal_pipeline.ingest import imaging
-    from crystal_pipeline.ingest.archive import scan_plate
-    from crystal_pipeline.model.fast_cpu import FastCrystalNet
-    from crystal_pipeline.plates.labelling import label_plate
     from crystal_pipeline.model import CrystalNet, load
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -126,24 +123,39 @@ def main() -> None:
     emit(figure="machine", **machine)
 
     model = load(args.model, "cpu") if args.model else CrystalNet(resolution=128).eval()
+    fast = bench_model_only(model, args.threads, args.repeats)
+    try:
+        bench_plates(model, args.wells, args.repeats, args.skip_eager_e2e)
+    finally:
+        fast.close()
+
+
+def bench_model_only(model, threads: int, repeats: int):
+    """Batch-of-128 throughput of the eager (channels_last) and fast CPU paths, interleaved.
+
+    Returns the FastCrystalNet it built (the caller closes it).
+    """
+    import torch
+
+    from crystal_pipeline.model import CrystalNet
+    from crystal_pipeline.model.fast_cpu import FastCrystalNet
+
     res = model.resolution
     gflop = GFLOP_PER_IMAGE_128 * (res / 128) ** 2
-    sgemm = sgemm_gflops(args.repeats)
+    sgemm = sgemm_gflops(repeats)
     emit(figure="sgemm", gflops=round(sgemm, 1), size=2048)
-
-    # -- model only ------------------------------------------------------------------
     batch = torch.randint(0, 256, (128, res, res), dtype=torch.uint8)
     eager = CrystalNet(resolution=res, augment_params=None).eval()
     eager.load_state_dict(model.state_dict())
     eager.to(memory_format=torch.channels_last)
     eager.channels_last = True
-    fast = FastCrystalNet.from_model(model, threads=args.threads)
+    fast = FastCrystalNet.from_model(model, threads=threads)
     with torch.inference_mode():
         paths = {"eager_channels_last": lambda: eager(batch), "fast": lambda: fast.logits(batch)}
         for fn in paths.values():
             fn()
         seconds = {name: float("inf") for name in paths}
-        for _ in range(args.repeats):  # interleaved, so both see the same neighbours
+        for _ in range(repeats):  # interleaved, so both see the same neighbours
             for name, fn in paths.items():
                 t0 = time.perf_counter()
                 fn()
@@ -156,40 +168,52 @@ def main() -> None:
              s_per_1536_plate=round(1536 / rate, 2), model_gflops=round(rate * gflop, 1),
              ratio_to_sgemm=round(rate * gflop / sgemm, 3))
     emit(figure="model_only_speedup", fast_over_eager=round(rates["fast"] / rates["eager_channels_last"], 2))
+    return fast
 
-    # -- plates ------------------------------------------------------------------------
+
+def bench_plates(model, wells: int, repeats: int, skip_eager: bool) -> None:
+    """Decode alone, then label_plate + the DuckDB write end to end, on each kind of plate."""
+    from crystal_pipeline.ingest import imaging
+    from crystal_pipeline.ingest.archive import scan_plate
+
+    res = model.resolution
     root = Path(tempfile.mkdtemp(prefix="crystal_bench_"))
     try:
         t0 = time.perf_counter()
-        plate_dirs = make_plates(root, args.wells)
+        plate_dirs = make_plates(root, wells)
         emit(figure="setup", seconds=round(time.perf_counter() - t0, 1), root=str(root))
         for kind, plate_dir in plate_dirs.items():
             files = scan_plate(plate_dir)
             paths_only = [f.path for f in files]
-            decode_s = best_of(lambda: sum(1 for _ in imaging.decode_many(paths_only, res)), args.repeats)
+            decode_s = best_of(lambda: sum(1 for _ in imaging.decode_many(paths_only, res)), repeats)
             emit(figure="decode", plate=kind, images=len(files), seconds=round(decode_s, 2),
                  images_per_s=round(len(files) / decode_s, 1))
-            for cpu_path in ("fast",) if args.skip_eager_e2e else ("fast", "eager"):
-                best = None
-                for i in range(args.repeats):
-                    t0 = time.perf_counter()
-                    labels = label_plate(files, model, cpu_path=cpu_path)
-                    t_label = time.perf_counter() - t0
-                    t1 = time.perf_counter()
-                    write_duckdb(root / f"warehouse_{kind}_{cpu_path}_{i}.duckdb", labels.prediction_rows("bench"))
-                    t_db = time.perf_counter() - t1
-                    total = t_label + t_db
-                    if best is None or total < best[0]:
-                        best = (total, t_label, t_db, labels)
-                total, t_label, t_db, labels = best
-                emit(figure="end_to_end", plate=kind, path=labels.timings.path, images=len(labels.rows),
-                     quarantined=len(labels.quarantined), s_per_plate=round(total, 2),
-                     images_per_s=round(len(labels.rows) / total, 1), label_s=round(t_label, 2),
-                     duckdb_write_s=round(t_db, 3), model_s=round(labels.timings.model_s, 2),
-                     decode_wait_s=round(labels.timings.decode_wait_s, 2), repeats=args.repeats)
+            for cpu_path in ("fast",) if skip_eager else ("fast", "eager"):
+                _bench_end_to_end(root, kind, files, model, cpu_path, repeats)
     finally:
-        fast.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _bench_end_to_end(root: Path, kind: str, files, model, cpu_path: str, repeats: int) -> None:
+    from crystal_pipeline.plates.labelling import label_plate
+
+    best = None
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        labels = label_plate(files, model, cpu_path=cpu_path)
+        t_label = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        write_duckdb(root / f"warehouse_{kind}_{cpu_path}_{i}.duckdb", labels.prediction_rows("bench"))
+        t_db = time.perf_counter() - t1
+        total = t_label + t_db
+        if best is None or total < best[0]:
+            best = (total, t_label, t_db, labels)
+    total, t_label, t_db, labels = best
+    emit(figure="end_to_end", plate=kind, path=labels.timings.path, images=len(labels.rows),
+         quarantined=len(labels.quarantined), s_per_plate=round(total, 2),
+         images_per_s=round(len(labels.rows) / total, 1), label_s=round(t_label, 2),
+         duckdb_write_s=round(t_db, 3), model_s=round(labels.timings.model_s, 2),
+         decode_wait_s=round(labels.timings.decode_wait_s, 2), repeats=repeats)
 
 
 if __name__ == "__main__":

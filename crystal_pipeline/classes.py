@@ -50,6 +50,8 @@ CLASS_TITLES: tuple[str, ...] = (
     "Junk",
 )
 CRYSTAL_CLASS_IDS: frozenset[int] = frozenset({3, 5, 7})
+#: The crystal classes as 0-based probability columns (ascending): crystal_prob sums these.
+CRYSTAL_COLUMNS: tuple[int, ...] = tuple(sorted(c - 1 for c in CRYSTAL_CLASS_IDS))
 
 _BY_SET = {attrs: class_id for class_id, (_, attrs) in CLASSES.items()}
 _BY_NAME = {name: class_id for class_id, (name, _) in CLASSES.items()}

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from crystal_pipeline.classes import CLASS_TITLES
+from crystal_pipeline.classes import CLASS_IDS, CLASS_TITLES, has_crystal
 from crystal_pipeline.evaluation import (
+    CRYSTAL_COLUMNS,
     PAPER_TABLE2,
     PAPER_TABLE3,
     PAPER_TABLE4,
@@ -33,6 +34,15 @@ def _one_hot_probs(predicted_ids, k=10):
     probs = np.full((len(predicted_ids), k), 0.01)
     probs[np.arange(len(predicted_ids)), np.asarray(predicted_ids) - 1] = 0.91
     return probs
+
+
+def test_crystal_columns_are_the_crystal_classes_zero_based():
+    # The one 0-based crystal set (classes.CRYSTAL_COLUMNS, re-exported by evaluation) that
+    # crystal_prob, the plate labels and the metrics all sum over.
+    assert CRYSTAL_COLUMNS == (2, 4, 6)
+    assert [c + 1 for c in CRYSTAL_COLUMNS] == [c for c in CLASS_IDS if has_crystal(c)]
+    probs = np.eye(10)
+    assert list(crystal_probability(probs)) == [float(has_crystal(c)) for c in CLASS_IDS]
 
 
 def test_confusion_metrics_hand_computed():

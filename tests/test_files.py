@@ -32,6 +32,20 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
     assert os.listdir(tmp_path) == ["model.pt"]
 
 
+def test_durable_false_skips_only_the_fsync(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    target = tmp_path / "A01.png"
+    atomic_write_bytes(target, b"first", durable=False)
+    atomic_write_bytes(target, b"second", durable=False)
+    assert synced == []
+    assert target.read_bytes() == b"second" and target.stat().st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == ["A01.png"]
+    atomic_write_bytes(target, b"third")
+    assert len(synced) == 1 and target.read_bytes() == b"third"
+
+
 def test_file_sha256_matches_hashlib_over_several_chunks(tmp_path):
     data = os.urandom((1 << 20) * 2 + 123)
     path = tmp_path / "big.bin"

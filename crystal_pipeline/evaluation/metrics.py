@@ -20,10 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crystal_pipeline.classes import CRYSTAL_CLASS_IDS, NUM_CLASSES
-
-#: 0-based probability columns of the crystal classes.
-CRYSTAL_COLUMNS: tuple[int, ...] = tuple(sorted(c - 1 for c in CRYSTAL_CLASS_IDS))
+# CRYSTAL_COLUMNS (0-based crystal columns) is defined beside the class ids and re-exported here.
+from crystal_pipeline.classes import CRYSTAL_CLASS_IDS, CRYSTAL_COLUMNS, NUM_CLASSES
 
 
 def _check_probs(probs: np.ndarray, n: int | None = None) -> np.ndarray:

@@ -6,18 +6,16 @@ asset shows, what lands in the report folder and what the tests check are the sa
 
 from __future__ import annotations
 
-import base64
-import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from crystal_pipeline.classes import CLASS_TITLES, NUM_CLASSES
+from crystal_pipeline.classes import CLASS_TITLES, CRYSTAL_CLASS_IDS, NUM_CLASSES
 from crystal_pipeline.evaluation.metrics import (
+    ReviewShare,
     binary_auc,
     binary_metrics,
     confusion_matrix,
@@ -44,7 +42,11 @@ from crystal_pipeline.evaluation.tables import (
     markdown_table,
     review_share_grid,
 )
+from crystal_pipeline.files import atomic_write_bytes, atomic_write_text
+from crystal_pipeline.reporting.embed import data_uri
 from crystal_pipeline.reporting.evaluation_figures import confusion_heatmap, filter_grid, roc_figure
+from crystal_pipeline.reporting.html import escape
+from crystal_pipeline.reporting.numbers import finite_or_none
 
 REVIEW_RECALLS = (0.95, 0.99)
 
@@ -68,7 +70,7 @@ class Report:
     def markdown_embedded(self) -> str:
         text = self.markdown
         for name, png in self.figures.items():
-            text = text.replace(f"]({name})", f"](data:image/png;base64,{_b64(png)})")
+            text = text.replace(f"]({name})", f"]({data_uri(png)})")
         return text
 
     def write(self, out_dir: str | os.PathLike) -> Path:
@@ -76,26 +78,10 @@ class Report:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, png in self.figures.items():
-            _atomic_write(out / name, png)
-        _atomic_write(out / "report.html", self.html.encode("utf-8"))
-        _atomic_write(out / "report.md", self.markdown.encode("utf-8"))
+            atomic_write_bytes(out / name, png)
+        atomic_write_text(out / "report.html", self.html)
+        atomic_write_text(out / "report.md", self.markdown)
         return out
-
-
-def _b64(png: bytes) -> str:
-    return base64.b64encode(png).decode("ascii")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report from a web server
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check(probs, class_ids) -> tuple[np.ndarray, np.ndarray]:
@@ -125,68 +111,11 @@ def evaluation_report(
     """
     probs, class_ids = _check(probs, class_ids)
     extra = {name: _check(p, class_ids)[0] for name, p in (extra_models or {}).items()}
-    n = class_ids.size
-
-    confusion = confusion_matrix(class_ids, predicted_classes(probs))
-    metrics10 = confusion_metrics(confusion)
-    auc10 = one_vs_rest_auc(probs, class_ids)
-    truth = crystal_truth(class_ids)
-    crystal_prob = crystal_probability(probs)
-    confusion2 = crystal_confusion(class_ids, probs)
-    metrics2 = binary_metrics(confusion2)
-    shares = review_shares(truth, crystal_prob, REVIEW_RECALLS)
-
-    curves = {}
-    crystal_aucs = {}
-    for name, p in {model_name: probs, **extra}.items():
-        score = crystal_probability(p)
-        fpr, tpr, _ = roc_curve(truth, score)
-        crystal_aucs[name] = binary_auc(truth, score)
-        curves[name] = (fpr, tpr, crystal_aucs[name])
-
-    figures = {
-        "crystal_roc.png": roc_figure(curves),
-        "confusion.png": confusion_heatmap(confusion, CLASS_TITLES, title=f"{model_name}: confusion"),
-    }
-    if first_layer_weights is not None:
-        figures["first_layer_filters.png"] = filter_grid(first_layer_weights)
-
-    metrics: dict[str, float] = {
-        "images": float(n),
-        "accuracy": metrics10["accuracy"],
-        "crystal_auc": crystal_aucs[model_name],
-        "crystal_recall": metrics2["recall"],
-        "crystal_precision": metrics2["precision"],
-        "crystal_accuracy": metrics2["accuracy"],
-    }
-    for s in shares:
-        key = f"{round(s.target_recall * 100)}"
-        metrics[f"crystal_threshold_at_recall_{key}"] = s.threshold
-        metrics[f"review_share_at_recall_{key}"] = s.review_share
-    for name, auc in crystal_aucs.items():
-        if name != model_name:
-            metrics[f"crystal_auc[{name}]"] = auc
-
-    tables = {
-        "table2_ours": confusion_grid(confusion, auc=auc10),
-        "table2_paper": confusion_grid(PAPER_TABLE2["counts"], auc=PAPER_TABLE2["auc"]),
-        "table4_ours": crystal_grid(confusion2),
-        "table4_paper": crystal_grid(PAPER_TABLE4["counts"]),
-        "review_share": review_share_grid(shares),
-        "crystal_auc": [["Model", "Crystal AUC"]]
-        + [[name, fmt(auc)] for name, auc in crystal_aucs.items()]
-        + [["CrystalNet (paper, HWI data)", fmt(PAPER_CRYSTAL_AUC)]],
-    }
-    ours = f"ours ({model_name} on {archive_description}, {n} validation images)"
-    sections = [
-        ("Headline", None, _headline(metrics, model_name)),
-        ("Table 2: 10-way confusion matrix", ours, "table2_ours"),
-        ("Table 2: 10-way confusion matrix", PAPER_DATA_LABEL, "table2_paper"),
-        ("Table 4: crystal vs no-crystal", ours, "table4_ours"),
-        ("Table 4: crystal vs no-crystal", PAPER_DATA_LABEL, "table4_paper"),
-        ("Figure 5: crystal ROC", None, "crystal_auc"),
-        ("Screening: images left to review", ours, "review_share"),
-    ]
+    scores = _score(probs, class_ids, {model_name: probs, **extra})
+    figures = _figures(scores, model_name, first_layer_weights)
+    metrics = _metrics(scores, model_name)
+    tables = _tables(scores)
+    sections = _sections(metrics, model_name, archive_description, scores.images)
     report = Report(
         markdown=_markdown(model_name, archive_description, sections, tables, figures),
         html=_html(model_name, archive_description, sections, tables, figures),
@@ -199,9 +128,103 @@ def evaluation_report(
     return report
 
 
+@dataclass(frozen=True)
+class _Scores:
+    """Every number the report shows, computed once from the probabilities."""
+
+    images: int
+    confusion: np.ndarray  # 10 x 10
+    auc10: np.ndarray  # one-vs-rest AUC per class
+    confusion2: np.ndarray  # 2 x 2 crystal vs no-crystal (Table 4)
+    metrics10: dict
+    metrics2: dict
+    shares: list[ReviewShare]
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]]  # model -> (fpr, tpr, crystal AUC)
+
+
+def _score(probs: np.ndarray, class_ids: np.ndarray, models: Mapping[str, np.ndarray]) -> _Scores:
+    """The 10-way and crystal scores of ``probs``, and a crystal ROC curve for each of ``models``."""
+    confusion = confusion_matrix(class_ids, predicted_classes(probs))
+    truth = crystal_truth(class_ids)
+    confusion2 = crystal_confusion(class_ids, probs)
+    curves = {}
+    for name, p in models.items():
+        score = crystal_probability(p)
+        fpr, tpr, _ = roc_curve(truth, score)
+        curves[name] = (fpr, tpr, binary_auc(truth, score))
+    return _Scores(
+        images=int(class_ids.size),
+        confusion=confusion,
+        auc10=one_vs_rest_auc(probs, class_ids),
+        confusion2=confusion2,
+        metrics10=confusion_metrics(confusion),
+        metrics2=binary_metrics(confusion2),
+        shares=review_shares(truth, crystal_probability(probs), REVIEW_RECALLS),
+        curves=curves,
+    )
+
+
+def _figures(scores: _Scores, model_name: str, first_layer_weights) -> dict[str, bytes]:
+    figures = {
+        "crystal_roc.png": roc_figure(scores.curves),
+        "confusion.png": confusion_heatmap(scores.confusion, CLASS_TITLES, title=f"{model_name}: confusion"),
+    }
+    if first_layer_weights is not None:
+        figures["first_layer_filters.png"] = filter_grid(first_layer_weights)
+    return figures
+
+
+def _metrics(scores: _Scores, model_name: str) -> dict[str, float]:
+    """The headline numbers: the model's first, then one crystal AUC per extra model."""
+    crystal_aucs = {name: auc for name, (_, _, auc) in scores.curves.items()}
+    metrics: dict[str, float] = {
+        "images": float(scores.images),
+        "accuracy": scores.metrics10["accuracy"],
+        "crystal_auc": crystal_aucs[model_name],
+        "crystal_recall": scores.metrics2["recall"],
+        "crystal_precision": scores.metrics2["precision"],
+        "crystal_accuracy": scores.metrics2["accuracy"],
+    }
+    for s in scores.shares:
+        key = f"{round(s.target_recall * 100)}"
+        metrics[f"crystal_threshold_at_recall_{key}"] = s.threshold
+        metrics[f"review_share_at_recall_{key}"] = s.review_share
+    for name, auc in crystal_aucs.items():
+        if name != model_name:
+            metrics[f"crystal_auc[{name}]"] = auc
+    return metrics
+
+
+def _tables(scores: _Scores) -> dict[str, list[list[str]]]:
+    return {
+        "table2_ours": confusion_grid(scores.confusion, auc=scores.auc10),
+        "table2_paper": confusion_grid(PAPER_TABLE2["counts"], auc=PAPER_TABLE2["auc"]),
+        "table4_ours": crystal_grid(scores.confusion2),
+        "table4_paper": crystal_grid(PAPER_TABLE4["counts"]),
+        "review_share": review_share_grid(scores.shares),
+        "crystal_auc": [["Model", "Crystal AUC"]]
+        + [[name, fmt(auc)] for name, (_, _, auc) in scores.curves.items()]
+        + [["CrystalNet (paper, HWI data)", fmt(PAPER_CRYSTAL_AUC)]],
+    }
+
+
+def _sections(metrics: Mapping[str, float], model_name: str, archive_description: str, images: int) -> list:
+    """(title, data label or None, table key or headline text), in report order."""
+    ours = f"ours ({model_name} on {archive_description}, {images} validation images)"
+    return [
+        ("Headline", None, _headline(metrics, model_name)),
+        ("Table 2: 10-way confusion matrix", ours, "table2_ours"),
+        ("Table 2: 10-way confusion matrix", PAPER_DATA_LABEL, "table2_paper"),
+        ("Table 4: crystal vs no-crystal", ours, "table4_ours"),
+        ("Table 4: crystal vs no-crystal", PAPER_DATA_LABEL, "table4_paper"),
+        ("Figure 5: crystal ROC", None, "crystal_auc"),
+        ("Screening: images left to review", ours, "review_share"),
+    ]
+
+
 def _headline(metrics: Mapping[str, float], model_name: str) -> str:
-    share95 = metrics.get("review_share_at_recall_95", math.nan)
-    share = "–" if math.isnan(share95) else f"{100 * share95:.1f}%"
+    share95 = finite_or_none(metrics.get("review_share_at_recall_95"), digits=None)
+    share = "–" if share95 is None else f"{100 * share95:.1f}%"
     return (f"{model_name}: 10-way accuracy {fmt(metrics['accuracy'])} (paper 0.9080), "
             f"crystal AUC {fmt(metrics['crystal_auc'])} (paper {PAPER_CRYSTAL_AUC:.4f}), "
             f"crystal recall {fmt(metrics['crystal_recall'])} and precision "
@@ -209,19 +232,20 @@ def _headline(metrics: Mapping[str, float], model_name: str) -> str:
             f"Keeping 95% of crystals leaves {share} of images to review.")
 
 
+_CRYSTAL_IDS = sorted(CRYSTAL_CLASS_IDS)
 _FIGURE_AFTER = {
     "Figure 5: crystal ROC": ["crystal_roc.png"],
     "Table 2: 10-way confusion matrix": ["confusion.png"],
 }
 _CAPTIONS = {
-    "crystal_roc.png": "Crystal vs no-crystal ROC (crystal_prob = p3 + p5 + p7)",
+    "crystal_roc.png": f"Crystal vs no-crystal ROC (crystal_prob = {' + '.join(f'p{c}' for c in _CRYSTAL_IDS)})",
     "confusion.png": "Confusion matrix, colour = share of the true class",
     "first_layer_filters.png": "Figure 3: first-layer filters",
 }
 _NOTES = {
     "Table 2: 10-way confusion matrix": "Rows are true classes, columns predicted. "
     "Undefined recall, precision or AUC (no image of the class, or none predicted) shows as –.",
-    "Table 4: crystal vs no-crystal": "has-crystal = classes 3, 5, 7; an image counts as "
+    "Table 4: crystal vs no-crystal": f"has-crystal = classes {', '.join(map(str, _CRYSTAL_IDS))}; an image counts as "
     "predicted crystal when its predicted class is one of them.",
     "Screening: images left to review": "Every image with crystal_prob at or above the "
     "threshold goes to a person; the threshold is the highest one that keeps the required "
@@ -271,28 +295,26 @@ def _markdown(model_name, archive, sections, tables, figures) -> str:
 
 
 def _html(model_name, archive, sections, tables, figures) -> str:
-    import html as h
-
     out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">',
-           f"<title>Evaluation of {h.escape(model_name)}</title>",
+           f"<title>Evaluation of {escape(model_name)}</title>",
            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
            "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
            "th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}"
            "th:first-child{text-align:left}img{max-width:100%}</style></head><body>",
-           f"<h1>Evaluation of {h.escape(model_name)}</h1>",
-           f"<p>Ours: {h.escape(archive)}. Paper: {h.escape(PAPER_DATA_LABEL)}. Numbers from "
+           f"<h1>Evaluation of {escape(model_name)}</h1>",
+           f"<p>Ours: {escape(archive)}. Paper: {escape(PAPER_DATA_LABEL)}. Numbers from "
            "different data are not directly comparable; the paper's are shown for scale.</p>"]
     for kind, payload in _walk(sections, figures):
         if kind == "heading":
-            out.append(f"<h2>{h.escape(payload)}</h2>")
+            out.append(f"<h2>{escape(payload)}</h2>")
         elif kind in ("note", "text"):
-            out.append(f"<p>{h.escape(payload)}</p>")
+            out.append(f"<p>{escape(payload)}</p>")
         elif kind == "label":
-            out.append(f"<h3>{h.escape(payload[0].upper() + payload[1:])}</h3>")
+            out.append(f"<h3>{escape(payload[0].upper() + payload[1:])}</h3>")
         elif kind == "table":
             out.append(html_table(tables[payload]))
         elif kind == "figure":
-            out.append(f'<figure><img src="{payload}" alt="{h.escape(_CAPTIONS.get(payload, payload))}">'
-                       f"<figcaption>{h.escape(_CAPTIONS.get(payload, payload))}</figcaption></figure>")
+            out.append(f'<figure><img src="{payload}" alt="{escape(_CAPTIONS.get(payload, payload))}">'
+                       f"<figcaption>{escape(_CAPTIONS.get(payload, payload))}</figcaption></figure>")
     out.append("</body></html>")
     return "\n".join(out)

@@ -1,14 +1,13 @@
 """The paper's tables, laid out as the paper prints them, for our numbers and for theirs.
 
 A table is first built as a grid of strings (header row first); :func:`markdown_table` and
-:func:`html_table` only render that grid, so the Markdown and HTML reports can never show
-different numbers. Undefined values (NaN, None) render as an en dash.
+:func:`html_table` only render that grid (with :mod:`crystal_pipeline.reporting.markdown` and
+:mod:`~crystal_pipeline.reporting.html`, which the plate report uses too), so the Markdown and
+HTML reports can never show different numbers. Undefined values (NaN, None) render as an en dash.
 """
 
 from __future__ import annotations
 
-import html
-import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -16,19 +15,17 @@ import numpy as np
 from crystal_pipeline.classes import CLASS_TITLES
 from crystal_pipeline.evaluation.metrics import ReviewShare, confusion_metrics
 from crystal_pipeline.evaluation.paper import PAPER_TABLE3, PAPER_TABLE5
+from crystal_pipeline.reporting import html, markdown
+from crystal_pipeline.reporting.numbers import finite_or_none
 
 UNDEFINED = "–"
 Grid = list[list[str]]
 
 
 def fmt(value, digits: int = 4) -> str:
-    """A number for a table cell; NaN and None become an en dash."""
-    if value is None:
-        return UNDEFINED
-    value = float(value)
-    if math.isnan(value):
-        return UNDEFINED
-    return f"{value:.{digits}f}"
+    """A number for a table cell; NaN, infinity and None become an en dash."""
+    number = finite_or_none(value, digits=None)
+    return UNDEFINED if number is None else f"{number:.{digits}f}"
 
 
 def confusion_grid(confusion, titles: Sequence[str] = CLASS_TITLES, *, auc=None,
@@ -65,9 +62,14 @@ def review_share_grid(shares: Sequence[ReviewShare]) -> Grid:
                    "Images to review", "Recall achieved"]]
     for s in shares:
         grid.append([f"{s.target_recall:.2f}", fmt(s.threshold, 4),
-                     f"{s.review_share * 100:.1f}%" if not math.isnan(s.review_share) else UNDEFINED,
+                     _percent(s.review_share),
                      fmt(s.achieved_recall, 4)])
     return grid
+
+
+def _percent(share) -> str:
+    number = finite_or_none(share, digits=None)
+    return UNDEFINED if number is None else f"{number * 100:.1f}%"
 
 
 def resolution_grid(ours: Mapping[int, tuple[float, float]] | None = None) -> Grid:
@@ -107,11 +109,7 @@ def model_comparison_grid(scores: Sequence[Mapping]) -> Grid:
 
 def markdown_table(grid: Grid) -> str:
     """GitHub-flavoured Markdown; the first column is left-aligned, numbers right-aligned."""
-    def row(cells):
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    align = ["---"] + ["---:"] * (len(grid[0]) - 1)
-    return "\n".join([row(grid[0]), "| " + " | ".join(align) + " |", *(row(r) for r in grid[1:])])
+    return markdown.table(grid[0], grid[1:], align="l" + "r" * (len(grid[0]) - 1))
 
 
 def html_table(grid: Grid, caption: str = "") -> str:
@@ -119,10 +117,8 @@ def html_table(grid: Grid, caption: str = "") -> str:
     out = ['<table class="confusion">']
     if caption:
         out.append(f"<caption>{html.escape(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in grid[0]) + "</tr></thead>")
+    out.append("<thead>" + html.row(grid[0], "th") + "</thead>")
     out.append("<tbody>")
-    for r in grid[1:]:
-        out.append("<tr><th>" + html.escape(r[0]) + "</th>"
-                   + "".join(f"<td>{html.escape(c)}</td>" for c in r[1:]) + "</tr>")
+    out += [html.row(r, row_header=True) for r in grid[1:]]
     out.append("</tbody></table>")
     return "\n".join(out)

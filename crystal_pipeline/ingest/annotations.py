@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from crystal_pipeline import wells
 from crystal_pipeline.ingest.archive import plate_key
@@ -60,6 +60,7 @@ def read_annotations(
 
 
 def _read_one(path, plate_formats, known_image_ids, seen, table: AnnotationTable) -> None:
+    """Append one file's annotations and error rows to ``table``; ``seen`` spans all files."""
     name = path.name
 
     def error(line: int | None, reason: str, raw: str = "") -> None:
@@ -72,58 +73,19 @@ def _read_one(path, plate_formats, known_image_ids, seen, table: AnnotationTable
         return
     with handle:
         reader = csv.reader(handle)
-        try:
-            header = [h.strip().lower() for h in next(reader)]
-        except StopIteration:
-            error(None, "empty file: no header row")
-            return
-        except (csv.Error, UnicodeDecodeError) as exc:
-            error(1, f"unreadable header: {exc}")
-            return
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            error(1, f"header lacks column(s) {', '.join(missing)}", ",".join(header))
+        header = _header(reader, error)
+        if header is None:
             return
         col = {c: header.index(c) for c in header}
-        line = 1
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                break
-            except (csv.Error, UnicodeDecodeError) as exc:
-                line += 1
-                error(line, f"unparseable row: {exc}")
-                continue
-            line = reader.line_num
-            if not any(v.strip() for v in values):
-                continue
+        for line, values in _records(reader, error):
             raw = ",".join(values)
             if len(values) != len(header):
                 error(line, f"expected {len(header)} fields, found {len(values)}", raw)
                 continue
             row = {c: values[i].strip() for c, i in col.items()}
-            empty = [c for c in REQUIRED_COLUMNS if not row[c]]
-            if empty:
-                error(line, f"missing field(s) {', '.join(empty)}", raw)
-                continue
-            inspection = row.get("inspection") or None
-            key = plate_key(row["plate_id"], inspection)
-            if key not in plate_formats:
-                error(line, f"unknown plate {key!r}", raw)
-                continue
             try:
-                well = wells.parse_well(row["well"], plate_formats[key])
-            except wells.InvalidWell as exc:
-                error(line, f"unknown well: {exc}", raw)
-                continue
-            image = wells.image_id(row["plate_id"], well.name, inspection)
-            if image not in known_image_ids:
-                error(line, f"unknown image {image!r}: no file for this well", raw)
-                continue
-            try:
-                attributes = tuple(sorted(parse_attributes(row["attributes"])))
-            except UnknownAttribute as exc:
+                image, attributes = _parse_row(row, plate_formats, known_image_ids)
+            except _RowError as exc:
                 error(line, str(exc), raw)
                 continue
             annotator = row["annotator"]
@@ -133,3 +95,66 @@ def _read_one(path, plate_formats, known_image_ids, seen, table: AnnotationTable
                 continue
             seen[(image, annotator)] = (name, line)
             table.annotations.append(Annotation(image, annotator, attributes, name, line))
+
+
+def _header(reader, error) -> list[str] | None:
+    """The lower-cased header, or None (and an error row) when it is missing or lacks a column."""
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        error(None, "empty file: no header row")
+        return None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        error(1, f"unreadable header: {exc}")
+        return None
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        error(1, f"header lacks column(s) {', '.join(missing)}", ",".join(header))
+        return None
+    return header
+
+
+def _records(reader, error) -> Iterator[tuple[int, list[str]]]:
+    """``(line, values)`` of every non-blank row; a row the csv module cannot parse becomes
+    an error row and reading goes on."""
+    line = 1
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except (csv.Error, UnicodeDecodeError) as exc:
+            line += 1
+            error(line, f"unparseable row: {exc}")
+            continue
+        line = reader.line_num
+        if any(v.strip() for v in values):
+            yield line, values
+
+
+class _RowError(ValueError):
+    """Why one row is not an annotation (becomes its error row's reason)."""
+
+
+def _parse_row(row: dict[str, str], plate_formats, known_image_ids) -> tuple[str, tuple[str, ...]]:
+    """``(image id, sorted attributes)`` of a row, checked in the order a reader fixes them:
+    empty fields, plate, well, image, attributes."""
+    empty = [c for c in REQUIRED_COLUMNS if not row[c]]
+    if empty:
+        raise _RowError(f"missing field(s) {', '.join(empty)}")
+    inspection = row.get("inspection") or None
+    key = plate_key(row["plate_id"], inspection)
+    if key not in plate_formats:
+        raise _RowError(f"unknown plate {key!r}")
+    try:
+        well = wells.parse_well(row["well"], plate_formats[key])
+    except wells.InvalidWell as exc:
+        raise _RowError(f"unknown well: {exc}") from None
+    image = wells.image_id(row["plate_id"], well.name, inspection)
+    if image not in known_image_ids:
+        raise _RowError(f"unknown image {image!r}: no file for this well")
+    try:
+        attributes = tuple(sorted(parse_attributes(row["attributes"])))
+    except UnknownAttribute as exc:
+        raise _RowError(str(exc)) from None
+    return image, attributes

@@ -31,7 +31,7 @@ import numpy as np
 
 from crystal_pipeline import wells
 from crystal_pipeline.ingest.archive import WellFile
-from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_CLASS_IDS
+from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_COLUMNS
 
 Progress = Callable[[int, int], None]
 
@@ -95,6 +95,13 @@ class PlateLabels:
         if not self.rows:
             return np.zeros((0, len(CLASS_NAMES)), dtype=np.float32)
         return np.asarray([r.probs for r in self.rows], dtype=np.float32)
+
+    def missing_wells(self, plate_format: int | None) -> list[str]:
+        """Wells of ``plate_format`` with neither a label nor a quarantine entry, row-major
+        (none for loose images, ``plate_format`` None)."""
+        if plate_format is None:
+            return []
+        return wells.missing_wells([r.well for r in self.rows] + [q.well for q in self.quarantined], plate_format)
 
     def hits(self, threshold: float) -> list[LabelledImage]:
         """Crystal hits (``crystal_prob >= threshold``), most likely first."""
@@ -161,87 +168,111 @@ def label_plate(
     if cpu_path not in ("fast", "eager"):
         raise ValueError(f"cpu_path must be 'fast' or 'eager', got {cpu_path!r}")
     predict, resolution, path_name, cleanup = _predictor(model, cpu_path)
-    total = len(files)
-    quarantined: dict[int, QuarantinedImage] = {}
-    labelled: dict[int, LabelledImage] = {}
-    to_decode = [i for i, f in enumerate(files) if f.error is None]
-    for i, f in enumerate(files):
-        if f.error is not None:
-            quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, f.error)
-
+    run = _LabelRun(files, predict, progress)
     workers = imaging.default_workers() if workers is None else workers
     # Keep at least a batch decoding ahead: decode_many holds 4 * workers chunks in flight.
     chunksize = max(4, math.ceil(batch_size / (4 * max(1, workers))))
-    model_s = 0.0
-    decode_wait = 0.0
-    done = len(quarantined)
+    try:
+        run.feed(lambda paths: imaging.decode_many(paths, resolution, workers, chunksize), batch_size, resolution)
+    finally:
+        cleanup()
+    return run.result(resolution, path_name, time.perf_counter() - started)
 
-    def run_batch(indices: list[int], pixels: np.ndarray) -> tuple[list[int], np.ndarray, float]:
+
+class _LabelRun:
+    """One plate's labelling in progress: what is labelled, quarantined and timed so far.
+
+    Files the archive scan already flagged are quarantined at once and never decoded;
+    :meth:`feed` decodes the rest and runs the model; :meth:`result` puts rows back in
+    the order of ``files``.
+    """
+
+    def __init__(self, files: list[WellFile], predict: Callable[[np.ndarray], np.ndarray],
+                 progress: Progress | None) -> None:
+        self.files, self.predict, self.progress = files, predict, progress
+        self.quarantined: dict[int, QuarantinedImage] = {}
+        self.labelled: dict[int, LabelledImage] = {}
+        self.to_decode = [i for i, f in enumerate(files) if f.error is None]
+        for i, f in enumerate(files):
+            if f.error is not None:
+                self.quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, f.error)
+        self.model_s = 0.0
+        self.decode_wait = 0.0
+        self.done = len(self.quarantined)
+
+    def _run_batch(self, indices: list[int], pixels: np.ndarray) -> tuple[list[int], np.ndarray, float]:
         t0 = time.perf_counter()
-        probs = predict(pixels)
+        probs = self.predict(pixels)
         return indices, probs, time.perf_counter() - t0
 
-    def collect(future: Future) -> None:
-        nonlocal model_s, done
+    def _collect(self, future: Future) -> None:
+        """Turn a finished batch's probabilities into labelled rows, then report progress."""
         indices, probs, seconds = future.result()
-        model_s += seconds
-        crystal = probs[:, [c - 1 for c in sorted(CRYSTAL_CLASS_IDS)]].sum(axis=1)
+        self.model_s += seconds
+        crystal = probs[:, list(CRYSTAL_COLUMNS)].sum(axis=1)
         best = probs.argmax(axis=1)
         for row, i in enumerate(indices):
-            f = files[i]
-            labelled[i] = LabelledImage(
+            f = self.files[i]
+            self.labelled[i] = LabelledImage(
                 image_id=f.image_id, well=f.well, path=f.path, class_id=int(best[row]) + 1,
                 class_name=CLASS_NAMES[int(best[row])], crystal_prob=float(crystal[row]),
                 probs=tuple(float(p) for p in probs[row]),
             )
-        done += len(indices)
-        if progress is not None:
-            progress(done, total)
+        self.done += len(indices)
+        if self.progress is not None:
+            self.progress(self.done, len(self.files))
 
-    # One model thread: batch k runs there while this thread gathers batch k+1
-    # from the decode processes.
-    runner = ThreadPoolExecutor(1, thread_name_prefix="label-model")
-    pending: Future | None = None
-    try:
-        batch_idx: list[int] = []
-        batch = np.empty((batch_size, resolution, resolution), dtype=np.uint8)
-        decoded = imaging.decode_many([files[i].path for i in to_decode], resolution, workers, chunksize)
-        t_wait = time.perf_counter()
-        for k, result in decoded:
-            decode_wait += time.perf_counter() - t_wait
-            i = to_decode[k]
-            if isinstance(result, imaging.UnreadableImage):
-                f = files[i]
-                quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, result.reason)
-                done += 1
-            else:
-                batch[len(batch_idx)] = result
-                batch_idx.append(i)
-                if len(batch_idx) == batch_size:
-                    if pending is not None:
-                        collect(pending)
-                    pending = runner.submit(run_batch, batch_idx, batch)
-                    batch_idx, batch = [], np.empty_like(batch)
+    def feed(self, decode: Callable[[list[Path]], Any], batch_size: int, resolution: int) -> None:
+        """Decode the files (``decode(paths)`` yields ``(k, pixels or UnreadableImage)``)
+        and label them in batches.
+
+        One model thread: batch k runs there while this thread gathers batch k+1 from
+        the decode processes.
+        """
+        from crystal_pipeline.ingest import imaging
+
+        runner = ThreadPoolExecutor(1, thread_name_prefix="label-model")
+        pending: Future | None = None
+        try:
+            batch_idx: list[int] = []
+            batch = np.empty((batch_size, resolution, resolution), dtype=np.uint8)
+            decoded = decode([self.files[i].path for i in self.to_decode])
             t_wait = time.perf_counter()
-        if pending is not None:
-            collect(pending)
-            pending = None
-        if batch_idx:
-            collect(runner.submit(run_batch, batch_idx, batch[: len(batch_idx)]))
-    finally:
-        runner.shutdown(wait=True)
-        cleanup()
-    total_s = time.perf_counter() - started
-    rows = [labelled[i] for i in sorted(labelled)]
-    timings = LabelTimings(
-        decode_wait_s=decode_wait, model_s=model_s, total_s=total_s,
-        images_per_s=len(rows) / total_s if total_s > 0 else 0.0, images=len(rows), path=path_name,
-    )
-    return PlateLabels(
-        rows=rows, quarantined=[quarantined[i] for i in sorted(quarantined)], timings=timings,
-        files=total, resolution=resolution,
-        plate_ids={f.image_id: (f.plate_id, f.inspection) for f in files},
-    )
+            for k, result in decoded:
+                self.decode_wait += time.perf_counter() - t_wait
+                i = self.to_decode[k]
+                if isinstance(result, imaging.UnreadableImage):
+                    f = self.files[i]
+                    self.quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, result.reason)
+                    self.done += 1
+                else:
+                    batch[len(batch_idx)] = result
+                    batch_idx.append(i)
+                    if len(batch_idx) == batch_size:
+                        if pending is not None:
+                            self._collect(pending)
+                        pending = runner.submit(self._run_batch, batch_idx, batch)
+                        batch_idx, batch = [], np.empty_like(batch)
+                t_wait = time.perf_counter()
+            if pending is not None:
+                self._collect(pending)
+                pending = None
+            if batch_idx:
+                self._collect(runner.submit(self._run_batch, batch_idx, batch[: len(batch_idx)]))
+        finally:
+            runner.shutdown(wait=True)
+
+    def result(self, resolution: int, path_name: str, total_s: float) -> PlateLabels:
+        rows = [self.labelled[i] for i in sorted(self.labelled)]
+        timings = LabelTimings(
+            decode_wait_s=self.decode_wait, model_s=self.model_s, total_s=total_s,
+            images_per_s=len(rows) / total_s if total_s > 0 else 0.0, images=len(rows), path=path_name,
+        )
+        return PlateLabels(
+            rows=rows, quarantined=[self.quarantined[i] for i in sorted(self.quarantined)], timings=timings,
+            files=len(self.files), resolution=resolution,
+            plate_ids={f.image_id: (f.plate_id, f.inspection) for f in self.files},
+        )
 
 
 Predictor = tuple[Callable[[np.ndarray], np.ndarray], int, str, Callable[[], None]]

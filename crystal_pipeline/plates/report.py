@@ -1,12 +1,12 @@
 """A labelled plate as a crystallographer reads it: map, ranked hit list, thumbnails.
 
-Files written into ``out_dir`` (each atomically: temp file + ``os.replace``, so a
-reader, e.g. the Dagster UI or a browser refreshing, never sees half a file):
+Files written into ``out_dir`` (each with :func:`crystal_pipeline.files.atomic_write`,
+so a reader, e.g. the Dagster UI or a browser refreshing, never sees half a file):
 
-- ``plate_map.png``: the plate's grid, each well coloured by predicted class, a
-  black dot sized by crystal probability, a star on hits, quarantined wells hatched
-  with a ``Q``, missing wells left pale grey (no map for loose images whose names
-  are not wells);
+- ``plate_map.png``: the plate's grid (:mod:`crystal_pipeline.reporting.plate_map`), each
+  well coloured by predicted class, a black dot sized by crystal probability, a star on
+  hits, quarantined wells hatched with a ``Q``, missing wells left pale grey (no map for
+  loose images whose names are not wells);
 - ``hits.csv``: every labelled image ranked by crystal probability (highest first)
   with a ``hit`` column, all 10 probabilities, the image path and, when known, the
   protein and the well's cocktail (a hit without its condition is not actionable);
@@ -14,13 +14,14 @@ reader, e.g. the Dagster UI or a browser refreshing, never sees half a file):
 - ``report.html``: self-contained (images embedded as base64): banner, summary,
   map, thumbnails of the top hits, hit table, quarantine list;
 - ``report.md``: the same summary for the Dagster UI, the map embedded.
+
+Tables, escaping and embedded images come from :mod:`crystal_pipeline.reporting.markdown`
+and :mod:`~crystal_pipeline.reporting.html`, which the evaluation report uses too.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import os
 from collections import Counter
@@ -28,22 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from crystal_pipeline import wells
 from crystal_pipeline.classes import CLASS_NAMES, CLASS_TITLES
+from crystal_pipeline.files import atomic_write_bytes, atomic_write_text
 from crystal_pipeline.plates.labelling import LabelledImage, PlateLabels
+from crystal_pipeline.reporting import html
+from crystal_pipeline.reporting import markdown as md
+from crystal_pipeline.reporting.html import escape
+from crystal_pipeline.reporting.plate_map import plate_map_png
 
 #: Thumbnails in the HTML page; more hits are in the CSV.
 TOP_THUMBNAILS = 24
 #: Hit rows in the Markdown (the Dagster UI truncates long metadata anyway).
 TOP_MARKDOWN_ROWS = 10
 THUMBNAIL_PX = 160
-# tab10, in class order: distinct for 10 classes and readable for most colour vision.
-CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-MISSING_COLOUR = "#f0f0f0"
-QUARANTINE_COLOUR = "#555555"
 SYNTHETIC_BANNER = ("This plate was labelled by a model trained on synthetic images. Its labels show that the "
                     "pipeline runs; they are not evidence about real crystals.")
 
@@ -84,107 +83,23 @@ def write_plate_report(
     conditions = {k: dict(v) for k, v in (conditions or {}).items()}
     ranked = sorted(labels.rows, key=lambda r: (-r.crystal_prob, r.image_id))
     hits = [r for r in ranked if r.crystal_prob >= crystal_threshold]
-    missing = _missing(labels, plate_format)
+    missing = labels.missing_wells(plate_format)
     paths: dict[str, Path] = {}
 
     map_png = None
     if plate_format is not None:
         map_png = plate_map_png(plate_key, plate_format, labels, crystal_threshold)
-        paths["map_png"] = _write(out / "plate_map.png", map_png)
-    paths["csv"] = _write(out / "hits.csv", _hits_csv(ranked, crystal_threshold, plate_meta, conditions))
-    paths["quarantined_csv"] = _write(out / "quarantined.csv", _quarantine_csv(labels))
+        paths["map_png"] = atomic_write_bytes(out / "plate_map.png", map_png)
+    paths["csv"] = atomic_write_bytes(out / "hits.csv", _hits_csv(ranked, crystal_threshold, plate_meta, conditions))
+    paths["quarantined_csv"] = atomic_write_bytes(out / "quarantined.csv", _quarantine_csv(labels))
     summary = _summary(plate_key, plate_format, labels, missing, hits, model_version, crystal_threshold, plate_meta)
     markdown = _markdown(plate_key, summary, map_png, ranked, hits, labels, synthetic_model, crystal_threshold,
                          plate_meta, conditions)
-    paths["markdown"] = _write(out / "report.md", markdown.encode())
+    paths["markdown"] = atomic_write_text(out / "report.md", markdown)
     page = _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_model, crystal_threshold,
                  plate_meta, conditions)
-    paths["html"] = _write(out / "report.html", page.encode())
+    paths["html"] = atomic_write_text(out / "report.html", page)
     return PlateReport(paths=paths, markdown=markdown, map_png=map_png, hits=hits)
-
-
-# -- the map -----------------------------------------------------------------------
-def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crystal_threshold: float) -> bytes:
-    """The plate grid as PNG bytes (see the module docstring for the encoding)."""
-    from crystal_pipeline.reporting.figures import _plt
-
-    plt = _plt()
-    from matplotlib.colors import to_rgb
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch, Rectangle
-
-    n_rows, n_cols = wells.PLATE_FORMATS[plate_format]
-    grid = np.empty((n_rows, n_cols, 3))
-    grid[:] = to_rgb(MISSING_COLOUR)
-    dots: list[tuple[int, int, float]] = []
-    stars: list[tuple[int, int]] = []
-    counts: Counter[int] = Counter()
-    for r in labels.rows:
-        pos = _grid_pos(r.well, plate_format)
-        if pos is None:
-            continue
-        row, col = pos
-        grid[row, col] = to_rgb(CLASS_COLOURS[r.class_id - 1])
-        counts[r.class_id] += 1
-        dots.append((row, col, r.crystal_prob))
-        if r.crystal_prob >= crystal_threshold:
-            stars.append((row, col))
-    q_cells = {pos for q in labels.quarantined if (pos := _grid_pos(q.well, plate_format)) is not None}
-    for row, col in q_cells:
-        grid[row, col] = to_rgb(QUARANTINE_COLOUR)
-
-    cell = {96: 0.55, 384: 0.36, 1536: 0.26}[plate_format]
-    fig, ax = plt.subplots(figsize=(n_cols * cell + 3.2, n_rows * cell + 1.2))
-    ax.imshow(grid, interpolation="nearest", aspect="equal")
-    scale = (cell * 72 * 0.8) ** 2  # marker area (points^2) of a dot filling ~80% of a cell
-    if dots:
-        d = np.array(dots)
-        ax.scatter(d[:, 1], d[:, 0], s=np.clip(d[:, 2], 0, 1) * scale * 0.6, c="black", linewidths=0)
-    if stars:
-        s = np.array(stars)
-        ax.scatter(s[:, 1], s[:, 0], s=scale * 0.9, marker="*", c="white", edgecolors="black", linewidths=0.6)
-    font = {96: 9, 384: 7, 1536: 5}[plate_format]
-    for row, col in q_cells:
-        ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, hatch="////", edgecolor="white",
-                               linewidth=0))
-        ax.text(col, row, "Q", ha="center", va="center", color="white", fontsize=font, fontweight="bold")
-    ax.set_xticks(range(n_cols), [str(c) for c in range(1, n_cols + 1)], fontsize=font)
-    ax.set_yticks(range(n_rows), [wells.row_letters(r) for r in range(1, n_rows + 1)], fontsize=font)
-    ax.xaxis.tick_top()
-    ax.tick_params(length=0)
-    ax.set_xticks(np.arange(-0.5, n_cols), minor=True)
-    ax.set_yticks(np.arange(-0.5, n_rows), minor=True)
-    ax.grid(which="minor", color="white", linewidth=0.4)
-    ax.tick_params(which="minor", length=0)
-    n_missing = len(_missing(labels, plate_format))
-    ax.set_title(f"{plate_key}: {len(labels.rows)} labelled, {len(labels.quarantined)} quarantined, "
-                 f"{n_missing} missing, {len(stars)} hits (crystal p >= {crystal_threshold:.2f})", fontsize=10)
-    handles = [Patch(color=CLASS_COLOURS[i], label=f"{CLASS_TITLES[i]} ({counts.get(i + 1, 0)})") for i in range(10)]
-    handles += [
-        Patch(facecolor=QUARANTINE_COLOUR, hatch="////", edgecolor="white", label=f"quarantined ({len(q_cells)})"),
-        Patch(facecolor=MISSING_COLOUR, edgecolor="#999999", label=f"missing ({n_missing})"),
-        Line2D([], [], marker="o", color="black", linestyle="", markersize=5, label="dot size = crystal p"),
-        Line2D([], [], marker="*", color="white", markeredgecolor="black", linestyle="", markersize=10,
-               label=f"hit: crystal p >= {crystal_threshold:.2f}"),
-    ]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    from crystal_pipeline.reporting.figures import _png
-
-    return _png(fig)
-
-
-def _grid_pos(well: str, plate_format: int) -> tuple[int, int] | None:
-    try:
-        w = wells.parse_well(well, plate_format)
-    except wells.InvalidWell:
-        return None
-    return w.row - 1, w.col - 1
-
-
-def _missing(labels: PlateLabels, plate_format: int | None) -> list[str]:
-    if plate_format is None:
-        return []
-    return wells.missing_wells([r.well for r in labels.rows] + [q.well for q in labels.quarantined], plate_format)
 
 
 # -- tables ------------------------------------------------------------------------
@@ -267,88 +182,96 @@ def _markdown(plate_key, summary, map_png, ranked, hits, labels, synthetic_model
     lines = [f"# Plate {plate_key}", ""]
     if synthetic_model:
         lines += [f"> **Warning:** {SYNTHETIC_BANNER}", ""]
-    lines += ["| | |", "| --- | --- |"]
-    lines += [f"| {k} | {_md(v)} |" for k, v in summary.items()]
-    lines.append("")
+    lines += [md.key_value_table(summary.items()), ""]
     if map_png is not None:
-        lines += [f"![plate map](data:image/png;base64,{base64.b64encode(map_png).decode()})", ""]
+        lines += [md.image(map_png, "plate map"), ""]
     top = hits[:TOP_MARKDOWN_ROWS] if hits else ranked[:TOP_MARKDOWN_ROWS]
     title = (f"Top {len(top)} of {len(hits)} hits" if hits
              else f"No well reaches crystal p >= {threshold:.3f}; highest crystal probabilities")
     lines += [f"## {title}", ""]
-    header, body = _hit_table_rows(top, plate_meta, conditions)
-    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in body]
+    lines.append(md.table(*_hit_table_rows(top, plate_meta, conditions)))
     if labels.quarantined:
         lines += ["", f"## Quarantined ({len(labels.quarantined)})", ""]
-        lines += [f"- `{q.image_id}`: {_md(q.reason)}" for q in labels.quarantined[:20]]
+        lines += [f"- `{q.image_id}`: {md.cell(q.reason)}" for q in labels.quarantined[:20]]
         if len(labels.quarantined) > 20:
             lines.append(f"- ... and {len(labels.quarantined) - 20} more (quarantined.csv)")
     return "\n".join(lines) + "\n"
 
 
-def _md(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+_CSS = (
+    "body{font-family:sans-serif;margin:1.5em;color:#222} table{border-collapse:collapse;margin:.5em 0}"
+    "td,th{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:left}"
+    ".banner{background:#fff3cd;border:1px solid #e0b000;padding:.6em 1em;margin:.5em 0;font-weight:bold}"
+    ".thumbs{display:flex;flex-wrap:wrap;gap:8px}.thumbs figure{margin:0;width:"
+    f"{THUMBNAIL_PX}px;font-size:12px}}.thumbs img{{width:{THUMBNAIL_PX}px;height:{THUMBNAIL_PX}px;"
+    "object-fit:contain;background:#000}"
+)
 
 
 def _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_model, threshold, plate_meta,
           conditions) -> str:
-    esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Plate {esc(plate_key)}</title><style>",
-        "body{font-family:sans-serif;margin:1.5em;color:#222} table{border-collapse:collapse;margin:.5em 0}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:left}"
-        ".banner{background:#fff3cd;border:1px solid #e0b000;padding:.6em 1em;margin:.5em 0;font-weight:bold}"
-        ".thumbs{display:flex;flex-wrap:wrap;gap:8px}.thumbs figure{margin:0;width:"
-        f"{THUMBNAIL_PX}px;font-size:12px}}.thumbs img{{width:{THUMBNAIL_PX}px;height:{THUMBNAIL_PX}px;"
-        "object-fit:contain;background:#000}",
+        f"<title>Plate {escape(plate_key)}</title><style>",
+        _CSS,
         "</style></head><body>",
-        f"<h1>Plate {esc(plate_key)}</h1>",
+        f"<h1>Plate {escape(plate_key)}</h1>",
     ]
     if synthetic_model:
-        parts.append(f"<div class='banner'>{esc(SYNTHETIC_BANNER)}</div>")
-    parts.append("<table>" + "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
-                                     for k, v in summary.items()) + "</table>")
+        parts.append(f"<div class='banner'>{escape(SYNTHETIC_BANNER)}</div>")
+    parts.append("<table>" + "".join(html.row(item, row_header=True) for item in summary.items()) + "</table>")
     if map_png is not None:
-        parts.append(f"<h2>Plate map</h2><img alt='plate map' src='data:image/png;base64,"
-                     f"{base64.b64encode(map_png).decode()}'>")
-    top = hits[:TOP_THUMBNAILS] if hits else ranked[:TOP_THUMBNAILS]
-    heading = (f"Top {len(top)} of {len(hits)} hits" if hits
-               else f"No well reaches crystal p &ge; {threshold:.3f}: the {len(top)} highest crystal probabilities")
-    parts.append(f"<h2>{heading}</h2><div class='thumbs'>")
-    for r in top:
-        thumb = _thumbnail(r.path)
-        img = (f"<img alt='{esc(r.image_id)}' src='data:image/jpeg;base64,{thumb}'>" if thumb
-               else "<div style='height:160px;background:#eee'>no preview</div>")
-        cocktail = conditions.get(r.well, {}).get("cocktail")
-        caption = f"<b>{esc(r.well)}</b> p={r.crystal_prob:.3f}<br>{esc(CLASS_TITLES[r.class_id - 1])}"
-        if cocktail:
-            caption += f"<br>{esc(str(cocktail))}"
-        parts.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
-    parts.append("</div>")
-    header, body = _hit_table_rows(ranked[: max(len(hits), 50)], plate_meta, conditions)
-    parts.append(f"<h2>Ranked by crystal probability (first {len(body)}; all in hits.csv)</h2><table><tr>"
-                 + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
-    for row in body:
-        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
-    parts.append("</table>")
-    parts.append(f"<h2>Quarantined ({len(labels.quarantined)})</h2>")
-    if labels.quarantined:
-        parts.append("<table><tr><th>image</th><th>well</th><th>reason</th><th>path</th></tr>")
-        parts += [f"<tr><td>{esc(q.image_id)}</td><td>{esc(q.well)}</td><td>{esc(q.reason)}</td>"
-                  f"<td>{esc(str(q.path))}</td></tr>" for q in labels.quarantined]
-        parts.append("</table>")
-    else:
-        parts.append("<p>None.</p>")
+        parts.append("<h2>Plate map</h2>" + html.embedded_image(map_png, "plate map"))
+    parts += _html_thumbnails(ranked, hits, threshold, conditions)
+    parts += _html_ranking(ranked, hits, plate_meta, conditions)
+    parts += _html_quarantine(labels)
     if missing:
-        parts.append(f"<h2>Missing wells ({len(missing)})</h2><p>{esc(', '.join(missing))}</p>")
+        parts.append(f"<h2>Missing wells ({len(missing)})</h2><p>{escape(', '.join(missing))}</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _thumbnail(path: Path) -> str | None:
-    """A base64 JPEG of the photograph as taken (colour kept), or None if unreadable."""
+def _html_thumbnails(ranked, hits, threshold, conditions) -> list[str]:
+    """The top hits (or, with none, the highest crystal probabilities) as captioned photographs."""
+    top = hits[:TOP_THUMBNAILS] if hits else ranked[:TOP_THUMBNAILS]
+    heading = (f"Top {len(top)} of {len(hits)} hits" if hits
+               else f"No well reaches crystal p &ge; {threshold:.3f}: the {len(top)} highest crystal probabilities")
+    parts = [f"<h2>{heading}</h2><div class='thumbs'>"]
+    for r in top:
+        thumb = _thumbnail(r.path)
+        img = (html.embedded_image(thumb, r.image_id, "image/jpeg") if thumb
+               else "<div style='height:160px;background:#eee'>no preview</div>")
+        cocktail = conditions.get(r.well, {}).get("cocktail")
+        caption = f"<b>{escape(r.well)}</b> p={r.crystal_prob:.3f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
+        if cocktail:
+            caption += f"<br>{escape(cocktail)}"
+        parts.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
+    parts.append("</div>")
+    return parts
+
+
+def _html_ranking(ranked, hits, plate_meta, conditions) -> list[str]:
+    """Every hit, and at least the first 50 wells, by crystal probability (the CSV has all)."""
+    header, body = _hit_table_rows(ranked[: max(len(hits), 50)], plate_meta, conditions)
+    parts = [f"<h2>Ranked by crystal probability (first {len(body)}; all in hits.csv)</h2><table>"
+             + html.row(header, "th")]
+    parts += [html.row(row) for row in body]
+    parts.append("</table>")
+    return parts
+
+
+def _html_quarantine(labels: PlateLabels) -> list[str]:
+    parts = [f"<h2>Quarantined ({len(labels.quarantined)})</h2>"]
+    if not labels.quarantined:
+        return parts + ["<p>None.</p>"]
+    parts.append("<table>" + html.row(["image", "well", "reason", "path"], "th"))
+    parts += [html.row([q.image_id, q.well, q.reason, q.path]) for q in labels.quarantined]
+    parts.append("</table>")
+    return parts
+
+
+def _thumbnail(path: Path) -> bytes | None:
+    """A JPEG of the photograph as taken (colour kept), or None if unreadable."""
     from PIL import Image
 
     try:
@@ -361,16 +284,4 @@ def _thumbnail(path: Path) -> str | None:
             im.save(buffer, format="JPEG", quality=85)
     except Exception:  # a preview must never cost the report
         return None
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _write(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return buffer.getvalue()

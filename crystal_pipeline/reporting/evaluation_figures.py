@@ -1,18 +1,19 @@
 """The evaluation report's figures: crystal ROC (paper Figure 5), confusion heatmap, first-layer
 filters (Figure 3) and the training-size curve (Figure 4).
 
-Like :mod:`crystal_pipeline.reporting.figures` (whose Agg setup this module reuses), every
+Drawn with :func:`~crystal_pipeline.reporting.figures.pyplot` and encoded by
+:func:`~crystal_pipeline.reporting.figures.figure_png`, like every figure of the reports: each
 function returns PNG bytes, so one figure serves the report folder, the Dagster UI and tests.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from crystal_pipeline.reporting.figures import _plt, _png
+from crystal_pipeline.reporting.figures import figure_png, pyplot
+from crystal_pipeline.reporting.numbers import finite_or_none
 
 
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], *,
@@ -22,11 +23,11 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], *,
     A model whose curve is undefined (no crystal or no non-crystal image) is listed in the
     legend as such rather than dropped, so the reader knows it was evaluated.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.plot([0, 1], [0, 1], color="0.75", lw=1, ls="--")
     for name, (fpr, tpr, auc) in curves.items():
-        if len(fpr) == 0 or auc is None or math.isnan(auc):
+        if len(fpr) == 0 or finite_or_none(auc) is None:
             ax.plot([], [], label=f"{name} (AUC undefined)")
         else:
             ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUC {auc:.4f})")
@@ -37,7 +38,7 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], *,
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def confusion_heatmap(confusion, titles: Sequence[str], *, title: str = "Confusion matrix") -> bytes:
@@ -45,7 +46,7 @@ def confusion_heatmap(confusion, titles: Sequence[str], *, title: str = "Confusi
 
     Normalising by row keeps rare classes visible; the counts keep the picture honest.
     """
-    plt = _plt()
+    plt = pyplot()
     confusion = np.asarray(confusion, dtype=np.int64)
     k = confusion.shape[0]
     rows = confusion.sum(axis=1, keepdims=True)
@@ -61,7 +62,7 @@ def confusion_heatmap(confusion, titles: Sequence[str], *, title: str = "Confusi
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
     ax.set_title(title)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def filter_grid(weights, *, columns: int = 8, title: str = "First-layer filters") -> bytes:
@@ -85,18 +86,18 @@ def filter_grid(weights, *, columns: int = 8, title: str = "First-layer filters"
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
         mosaic[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = tile
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(0.45 * columns + 0.5, 0.45 * rows + 0.8))
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     ax.set_title(f"{title} ({len(tiles)} of {h}x{w})", fontsize=9)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def training_size_curve(sizes: Sequence[int], accuracies: Mapping[str, Sequence[float]], *,
                         title: str = "Validation accuracy vs training images") -> bytes:
     """Accuracy (fraction) against number of unique training images, one line per series."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, values in accuracies.items():
         ax.plot(sizes, [100 * v for v in values], marker="o", label=name)
@@ -106,4 +107,4 @@ def training_size_curve(sizes: Sequence[int], accuracies: Mapping[str, Sequence[
     ax.grid(alpha=0.3)
     if len(accuracies) > 1:
         ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_png(fig)

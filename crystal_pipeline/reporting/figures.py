@@ -2,7 +2,9 @@
 
 Every function returns PNG bytes, so the same figure can go into a Dagster
 materialization (as a base64 image in Markdown), into a report folder, or into a
-test that decodes it.
+test that decodes it. :func:`pyplot` and :func:`figure_png` are the two steps every
+figure module here shares (the evaluation figures, the plate map): draw on Agg,
+encode to PNG.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed), imported on first use.
+
+    Imported lazily so that importing a report module costs nothing until a figure is
+    drawn; ``force=False`` leaves a backend a caller already chose (a notebook's) alone.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -22,16 +29,21 @@ def _plt():
     return plt
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """``fig`` as PNG bytes (100 dpi, tight bounding box), and the figure closed.
+
+    Every figure of every report goes through here, so they share one resolution and a
+    long-running process (the Dagster daemon) never accumulates open figures.
+    """
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
 
 
 def bar_chart(counts: Mapping[str, Mapping[str, int]], title: str, *, xlabel: str = "", log: bool = False) -> bytes:
     """Grouped bars: ``counts[series][category]`` (e.g. split -> class -> images)."""
-    plt = _plt()
+    plt = pyplot()
     categories = list(dict.fromkeys(c for series in counts.values() for c in series))
     fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(categories) + 2), 3.2))
     width = 0.8 / max(1, len(counts))
@@ -46,13 +58,13 @@ def bar_chart(counts: Mapping[str, Mapping[str, int]], title: str, *, xlabel: st
         ax.set_yscale("log")
     if len(counts) > 1:
         ax.legend()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def image_grid(images: Sequence[np.ndarray], labels: Sequence[str], *, columns: int = 8, title: str = "",
                cmap: str = "gray", vmin=None, vmax=None) -> bytes:
     """A grid of grey images with a caption under each."""
-    plt = _plt()
+    plt = pyplot()
     n = max(1, len(images))
     rows = (n + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.7 * rows), squeeze=False)
@@ -63,12 +75,12 @@ def image_grid(images: Sequence[np.ndarray], labels: Sequence[str], *, columns: 
         ax.set_title(label, fontsize=7)
     if title:
         fig.suptitle(title)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def training_curves(history: Sequence[Mapping[str, float]], title: str = "training") -> bytes:
     """Loss and accuracy against updates: what a person checks first about a run."""
-    plt = _plt()
+    plt = pyplot()
     updates = [h["update"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     left.plot(updates, [h["loss"] for h in history], label="train loss")
@@ -89,4 +101,4 @@ def training_curves(history: Sequence[Mapping[str, float]], title: str = "traini
     right.set_title("accuracy")
     right.legend()
     fig.suptitle(title)
-    return _png(fig)
+    return figure_png(fig)

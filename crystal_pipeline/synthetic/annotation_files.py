@@ -9,11 +9,13 @@ tests can assert the error count.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
 from crystal_pipeline.classes import ATTRIBUTES
+from crystal_pipeline.files import atomic_write_text
 
 COLUMNS = ("plate_id", "well", "annotator", "attributes")
 # The numeric-well plate's file also shuffles its columns: DESIGN allows any order.
@@ -83,10 +85,10 @@ def insert_malformed(
 
 
 def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
-    """Write atomically: a watcher never reads half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    """Write UTF-8 CSV atomically (:func:`crystal_pipeline.files.atomic_write_text`): a watcher
+    never reads half a file."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())

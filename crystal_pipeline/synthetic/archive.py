@@ -2,44 +2,38 @@
 
 Every image comes from a generator seeded by (seed, plate id, well), so the bytes do
 not depend on how the work was split across processes, and ``write_plate`` with the
-archive's seed reproduces that archive's plate exactly. Files are written to a
-hidden temporary name and renamed, and ``plate.json`` comes last, so a folder
-watcher never sees half an image or a plate that looks complete before it is.
+archive's seed reproduces that archive's plate exactly. Wells are rendered by
+:mod:`crystal_pipeline.synthetic.render_pool`. Every file is written atomically
+(:mod:`crystal_pipeline.files`), and ``plate.json`` comes last, so a folder watcher
+never sees half an image or a plate that looks complete before it is.
 """
 
 from __future__ import annotations
 
-import ctypes
-import io
 import json
 import logging
-import multiprocessing
 import os
 import shutil
-import sys
 import time
-import zlib
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-from PIL import Image
 
+from crystal_pipeline.files import atomic_write_text
 from crystal_pipeline.ingest.archive import SYNTHETIC_MARKER
 from crystal_pipeline.classes import CLASS_NAMES, CLASSES, class_for_attributes, class_name
 from crystal_pipeline.wells import PLATE_FORMATS, all_wells
 from crystal_pipeline.synthetic import annotation_files, metadata
-from crystal_pipeline.synthetic.annotators import Annotator, annotate, annotator_pool
+from crystal_pipeline.synthetic.annotators import annotator_pool
 from crystal_pipeline.synthetic.class_mix import assign_classes, normalize_mix
-from crystal_pipeline.synthetic.render import DEFAULT_DIFFICULTY, render_well
+from crystal_pipeline.synthetic.render import DEFAULT_DIFFICULTY
+from crystal_pipeline.synthetic.render_pool import chunks_for_plate, plate_key, run_chunks
 
 log = logging.getLogger(__name__)
 
-PNG_COMPRESS_LEVEL = 1  # 3x faster than the default for ~15% larger files
-CHUNK_WELLS = 128
 MALFORMED_SHARE = 0.005
 GENERATED = ("plates", "annotations", "screens", "plates.csv", "synthetic_truth.csv", SYNTHETIC_MARKER)
 
@@ -101,108 +95,16 @@ def plate_ids(count: int, prefix: str = "SYN") -> list[str]:
     return [f"{prefix}{i:04d}" for i in range(1, count + 1)]
 
 
-def _plate_key(plate_id: str) -> int:
-    return zlib.crc32(plate_id.encode("utf-8"))
-
-
 def plate_classes(plate_id: str, seed: int, plate_format: int, mix: Mapping[int, float]) -> np.ndarray:
     """Latent class per well (row-major), fixed by seed and plate id."""
-    rng = np.random.default_rng([seed, _plate_key(plate_id), 0xC1A55])
+    rng = np.random.default_rng([seed, plate_key(plate_id), 0xC1A55])
     return assign_classes(rng, plate_format, mix)
-
-
-# --- the work of one process ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    plate_dir: str
-    plate_id: str
-    seed: int
-    plate_format: int
-    size: int
-    difficulty: float
-    well_indices: tuple[int, ...]  # 0-based row-major
-    class_ids: tuple[int, ...]
-    pool: tuple[Annotator, ...] | None  # None: images only
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    buf = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
-
-
-def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]]]:
-    wells = all_wells(chunk.plate_format)
-    key = _plate_key(chunk.plate_id)
-    plate_dir = Path(chunk.plate_dir)
-    out = []
-    for index, class_id in zip(chunk.well_indices, chunk.class_ids):
-        rng = np.random.default_rng([chunk.seed, key, index, 0])
-        pixels, truth = render_well(rng, class_id, chunk.size, chunk.difficulty)
-        _write_png(plate_dir / f"{wells[index].name}.png", pixels)
-        labels = []
-        if chunk.pool is not None:
-            labels = annotate(np.random.default_rng([chunk.seed, key, index, 1]), truth, list(chunk.pool))
-        out.append((index, class_id, truth.difficulty, labels))
-    return chunk.plate_id, out
-
-
-def _tune_allocator() -> None:
-    """Keep freed image buffers in the heap instead of returning them to the kernel.
-
-    glibc hands every freed 256 KiB float image back with munmap and page-faults it
-    in again on the next allocation, which doubled the render time per image here.
-    Only the generator's own worker processes are changed.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
-def _run_chunks(chunks: list[_Chunk], workers: int | None, on_done) -> None:
-    """Render chunks inline (one worker) or in spawned processes.
-
-    ``spawn`` rather than ``fork``: the caller may be a threaded Dagster or torch
-    process, and forking those is unsafe.
-    """
-    workers = min(workers or os.cpu_count() or 1, len(chunks)) if chunks else 1
-    if workers <= 1:
-        for chunk in chunks:
-            on_done(*_render_chunk(chunk))
-        return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_tune_allocator) as pool:
-        futures = [pool.submit(_render_chunk, chunk) for chunk in chunks]
-        for future in as_completed(futures):
-            on_done(*future.result())
-
-
-def _chunks_for_plate(plate_dir: Path, plate_id: str, seed: int, plate_format: int, size: int,
-                      difficulty: float, classes: np.ndarray, pool) -> list[_Chunk]:
-    return [
-        _Chunk(str(plate_dir), plate_id, seed, plate_format, size, difficulty,
-               tuple(range(start, min(start + CHUNK_WELLS, plate_format))),
-               tuple(int(c) for c in classes[start:start + CHUNK_WELLS]),
-               None if pool is None else tuple(pool))
-        for start in range(0, plate_format, CHUNK_WELLS)
-    ]
 
 
 def _write_plate_json(plate_dir: Path, plate_id: str, plate_format: int, seed: int, size: int, difficulty: float) -> None:
     info = {"format": plate_format, "plate_id": plate_id, "source": "synthetic",
             "generator": "crystal_pipeline.synthetic", "seed": seed, "image_size": size, "difficulty": difficulty}
-    tmp = plate_dir / ".plate.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(plate_dir / "plate.json")
+    atomic_write_text(plate_dir / "plate.json", json.dumps(info, indent=2) + "\n")
 
 
 def _check_args(plate_format: int, size: int, seed: int, difficulty: float) -> None:
@@ -239,14 +141,14 @@ def write_plate(
     plate_dir = Path(plate_dir)
     plate_dir.mkdir(parents=True, exist_ok=True)
     classes = plate_classes(plate_id, seed, wells, normalize_mix(class_mix))
-    chunks = _chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, None)
+    chunks = chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, None)
     results: dict[int, tuple[int, float]] = {}
 
     def done(_plate_id, rows):
         for index, class_id, hardness, _ in rows:
             results[index] = (class_id, hardness)
 
-    _run_chunks(chunks, workers, done)
+    run_chunks(chunks, workers, done)
     _write_plate_json(plate_dir, plate_id, wells, seed, size, difficulty)
     names = [w.name for w in all_wells(wells)]
     truth = tuple((names[i], results[i][0], round(results[i][1], 4)) for i in range(wells))
@@ -282,6 +184,40 @@ def write_archive(
         raise ValueError("plates must be at least 1")
     started = time.perf_counter()
     out = Path(out_dir)
+    _clear(out, overwrite)
+    mix = normalize_mix(class_mix)
+    ids = plate_ids(plates, plate_prefix)
+    numeric_plate = ids[1] if len(ids) > 1 else ids[0]
+    results = _render_plates(out, ids, seed, wells, size, difficulty, mix, workers, started)
+    tables = _annotation_tables(results, ids, wells, numeric_plate)
+    malformed = _write_tables(out, tables, ids, seed, wells, numeric_plate, plate_prefix, malformed_share)
+    summary = ArchiveSummary(
+        out_dir=out,
+        plate_ids=tuple(ids),
+        plate_format=wells,
+        size=size,
+        seed=seed,
+        difficulty=difficulty,
+        images=len(ids) * wells,
+        class_counts={class_name(c): tables.class_counts.get(c, 0) for c in CLASSES},
+        annotation_rows=tables.valid_rows,
+        annotated_images=len(ids) * wells,
+        unanimous_images=sum(tables.unanimous.values()),
+        unanimous_class_counts={class_name(c): tables.unanimous.get(c, 0) for c in CLASSES},
+        unanimous_correct=tables.unanimous_correct,
+        malformed_rows=malformed,
+        numeric_well_plate=numeric_plate,
+        seconds=time.perf_counter() - started,
+    )
+    atomic_write_text(out / SYNTHETIC_MARKER, json.dumps(summary.to_json(with_timing=False), indent=2) + "\n")
+    log.info("archive %s: %d images, %d annotation rows (+%d malformed), %.0f%% unanimous, %.1f s",
+             out, summary.images, tables.valid_rows, summary.malformed_total, 100 * summary.unanimous_share,
+             summary.seconds)
+    return summary
+
+
+def _clear(out: Path, overwrite: bool) -> None:
+    """Remove an earlier archive's paths (only with ``overwrite``) and create the folders."""
     existing = [out / name for name in GENERATED if (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out} already holds an archive ({existing[0].name}); pass overwrite=True")
@@ -290,16 +226,20 @@ def write_archive(
     for sub in ("plates", "annotations", "screens"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
-    mix = normalize_mix(class_mix)
-    ids = plate_ids(plates, plate_prefix)
-    numeric_plate = ids[1] if len(ids) > 1 else ids[0]
+
+def _render_plates(out: Path, ids: list[str], seed: int, wells: int, size: int, difficulty: float,
+                   mix, workers: int | None, started: float) -> dict[str, dict[int, tuple]]:
+    """Every plate's images and annotations; ``plate.json`` written as each plate completes.
+
+    Returns plate id -> well index -> (class id, difficulty, annotator labels).
+    """
     pool = annotator_pool(seed)
     chunks, pending = [], {}
     for plate_id in ids:
         plate_dir = out / "plates" / plate_id
         plate_dir.mkdir()
         classes = plate_classes(plate_id, seed, wells, mix)
-        chunks += _chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, pool)
+        chunks += chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, pool)
         pending[plate_id] = wells
     results: dict[str, dict[int, tuple]] = {plate_id: {} for plate_id in ids}
 
@@ -312,12 +252,27 @@ def write_archive(
             finished = sum(1 for n in pending.values() if n == 0)
             log.info("plate %s written (%d/%d plates, %.1f s)", plate_id, finished, len(ids), time.perf_counter() - started)
 
-    _run_chunks(chunks, workers, done)
+    run_chunks(chunks, workers, done)
+    return results
 
+
+@dataclass
+class _Tables:
+    """The archive's annotation rows (per file), truth rows and the counts the summary reports."""
+
+    files: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    truth_rows: list[dict] = field(default_factory=list)
+    class_counts: Counter = field(default_factory=Counter)
+    unanimous: Counter = field(default_factory=Counter)  # class id -> images all annotators agreed on
+    valid_rows: int = 0
+    unanimous_correct: int = 0
+
+
+def _annotation_tables(results: dict[str, dict[int, tuple]], ids: list[str], wells: int,
+                       numeric_plate: str) -> _Tables:
+    """Annotation and truth rows in plate and well order; ``numeric_plate`` names wells by index."""
     names = [w.name for w in all_wells(wells)]
-    files: dict[str, list[dict[str, str]]] = {}
-    truth_rows, class_counts, unanimous = [], Counter(), Counter()
-    valid_rows = unanimous_correct = 0
+    tables = _Tables()
     for plate_id in ids:
         rows = []
         for index in range(wells):
@@ -326,20 +281,28 @@ def write_archive(
             for annotator, attributes in labels:
                 rows.append({"plate_id": plate_id, "well": well_text, "annotator": annotator,
                              "attributes": annotation_files.attribute_field(attributes)})
-            valid_rows += len(labels)
-            class_counts[class_id] += 1
+            tables.valid_rows += len(labels)
+            tables.class_counts[class_id] += 1
             agreed = {attributes for _, attributes in labels}
             agreed_class = class_for_attributes(next(iter(agreed))) if len(agreed) == 1 else None
             if agreed_class is not None:
-                unanimous[agreed_class] += 1
-                unanimous_correct += agreed_class == class_id
-            truth_rows.append({"plate_id": plate_id, "well": names[index], "class_id": class_id,
-                               "class_name": class_name(class_id), "difficulty": f"{hardness:.4f}"})
-        files[f"{plate_id}.csv"] = rows
+                tables.unanimous[agreed_class] += 1
+                tables.unanimous_correct += agreed_class == class_id
+            tables.truth_rows.append({"plate_id": plate_id, "well": names[index], "class_id": class_id,
+                                      "class_name": class_name(class_id), "difficulty": f"{hardness:.4f}"})
+        tables.files[f"{plate_id}.csv"] = rows
+    return tables
 
+
+def _write_tables(out: Path, tables: _Tables, ids: list[str], seed: int, wells: int, numeric_plate: str,
+                  plate_prefix: str, malformed_share: float) -> dict[str, int]:
+    """Write the annotation CSVs (broken rows mixed in), ``plates.csv``, the screen and the truth.
+
+    Returns the broken rows written, by kind.
+    """
     rng = np.random.default_rng([seed, 0xBAD])
-    malformed = annotation_files.malformed_counts(rng, valid_rows, malformed_share)
-    files = annotation_files.insert_malformed(rng, files, malformed, unknown_plate=f"{plate_prefix}0000")
+    malformed = annotation_files.malformed_counts(rng, tables.valid_rows, malformed_share)
+    files = annotation_files.insert_malformed(rng, tables.files, malformed, unknown_plate=f"{plate_prefix}0000")
     for name, rows in files.items():
         columns = annotation_files.SHUFFLED_COLUMNS if name == f"{numeric_plate}.csv" else annotation_files.COLUMNS
         annotation_files.write_csv(out / "annotations" / name, columns, rows)
@@ -347,27 +310,5 @@ def write_archive(
     annotation_files.write_csv(out / "screens" / f"{metadata.screen_name(wells)}.csv", metadata.SCREEN_COLUMNS,
                                metadata.screen_rows(wells))
     annotation_files.write_csv(out / "synthetic_truth.csv", ("plate_id", "well", "class_id", "class_name", "difficulty"),
-                               truth_rows)
-
-    summary = ArchiveSummary(
-        out_dir=out,
-        plate_ids=tuple(ids),
-        plate_format=wells,
-        size=size,
-        seed=seed,
-        difficulty=difficulty,
-        images=len(ids) * wells,
-        class_counts={class_name(c): class_counts.get(c, 0) for c in CLASSES},
-        annotation_rows=valid_rows,
-        annotated_images=len(ids) * wells,
-        unanimous_images=sum(unanimous.values()),
-        unanimous_class_counts={class_name(c): unanimous.get(c, 0) for c in CLASSES},
-        unanimous_correct=unanimous_correct,
-        malformed_rows=malformed,
-        numeric_well_plate=numeric_plate,
-        seconds=time.perf_counter() - started,
-    )
-    (out / SYNTHETIC_MARKER).write_text(json.dumps(summary.to_json(with_timing=False), indent=2) + "\n")
-    log.info("archive %s: %d images, %d annotation rows (+%d malformed), %.0f%% unanimous, %.1f s",
-             out, summary.images, valid_rows, summary.malformed_total, 100 * summary.unanimous_share, summary.seconds)
-    return summary
+                               tables.truth_rows)
+    return malformed

@@ -1,0 +1,101 @@
+"""The plate map: a plate's grid as a crystallographer reads it, one PNG.
+
+Each well is coloured by its predicted class (tab10, in class order), carries a black
+dot sized by its crystal probability and a star when it is a hit; quarantined wells
+are hatched with a ``Q``, wells with no file stay pale grey. Drawn with
+:func:`~crystal_pipeline.reporting.figures.pyplot` and encoded by
+:func:`~crystal_pipeline.reporting.figures.figure_png`, like every report figure.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from crystal_pipeline import wells
+from crystal_pipeline.classes import CLASS_TITLES
+from crystal_pipeline.reporting.figures import figure_png, pyplot
+
+if TYPE_CHECKING:  # the map reads labels; it does not need the labelling code loaded
+    from crystal_pipeline.plates.labelling import PlateLabels
+
+# tab10, in class order: distinct for 10 classes and readable for most colour vision.
+CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+MISSING_COLOUR = "#f0f0f0"
+QUARANTINE_COLOUR = "#555555"
+
+
+def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crystal_threshold: float) -> bytes:
+    """The plate grid as PNG bytes (see the module docstring for the encoding)."""
+    plt = pyplot()
+    from matplotlib.colors import to_rgb
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
+
+    n_rows, n_cols = wells.PLATE_FORMATS[plate_format]
+    grid = np.empty((n_rows, n_cols, 3))
+    grid[:] = to_rgb(MISSING_COLOUR)
+    dots: list[tuple[int, int, float]] = []
+    stars: list[tuple[int, int]] = []
+    counts: Counter[int] = Counter()
+    for r in labels.rows:
+        pos = _grid_pos(r.well, plate_format)
+        if pos is None:
+            continue
+        row, col = pos
+        grid[row, col] = to_rgb(CLASS_COLOURS[r.class_id - 1])
+        counts[r.class_id] += 1
+        dots.append((row, col, r.crystal_prob))
+        if r.crystal_prob >= crystal_threshold:
+            stars.append((row, col))
+    q_cells = {pos for q in labels.quarantined if (pos := _grid_pos(q.well, plate_format)) is not None}
+    for row, col in q_cells:
+        grid[row, col] = to_rgb(QUARANTINE_COLOUR)
+
+    cell = {96: 0.55, 384: 0.36, 1536: 0.26}[plate_format]
+    fig, ax = plt.subplots(figsize=(n_cols * cell + 3.2, n_rows * cell + 1.2))
+    ax.imshow(grid, interpolation="nearest", aspect="equal")
+    scale = (cell * 72 * 0.8) ** 2  # marker area (points^2) of a dot filling ~80% of a cell
+    if dots:
+        d = np.array(dots)
+        ax.scatter(d[:, 1], d[:, 0], s=np.clip(d[:, 2], 0, 1) * scale * 0.6, c="black", linewidths=0)
+    if stars:
+        s = np.array(stars)
+        ax.scatter(s[:, 1], s[:, 0], s=scale * 0.9, marker="*", c="white", edgecolors="black", linewidths=0.6)
+    font = {96: 9, 384: 7, 1536: 5}[plate_format]
+    for row, col in q_cells:
+        ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, hatch="////", edgecolor="white",
+                               linewidth=0))
+        ax.text(col, row, "Q", ha="center", va="center", color="white", fontsize=font, fontweight="bold")
+    ax.set_xticks(range(n_cols), [str(c) for c in range(1, n_cols + 1)], fontsize=font)
+    ax.set_yticks(range(n_rows), [wells.row_letters(r) for r in range(1, n_rows + 1)], fontsize=font)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.set_xticks(np.arange(-0.5, n_cols), minor=True)
+    ax.set_yticks(np.arange(-0.5, n_rows), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.4)
+    ax.tick_params(which="minor", length=0)
+    n_missing = len(labels.missing_wells(plate_format))
+    ax.set_title(f"{plate_key}: {len(labels.rows)} labelled, {len(labels.quarantined)} quarantined, "
+                 f"{n_missing} missing, {len(stars)} hits (crystal p >= {crystal_threshold:.2f})", fontsize=10)
+    handles = [Patch(color=CLASS_COLOURS[i], label=f"{CLASS_TITLES[i]} ({counts.get(i + 1, 0)})") for i in range(10)]
+    handles += [
+        Patch(facecolor=QUARANTINE_COLOUR, hatch="////", edgecolor="white", label=f"quarantined ({len(q_cells)})"),
+        Patch(facecolor=MISSING_COLOUR, edgecolor="#999999", label=f"missing ({n_missing})"),
+        Line2D([], [], marker="o", color="black", linestyle="", markersize=5, label="dot size = crystal p"),
+        Line2D([], [], marker="*", color="white", markeredgecolor="black", linestyle="", markersize=10,
+               label=f"hit: crystal p >= {crystal_threshold:.2f}"),
+    ]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return figure_png(fig)
+
+
+def _grid_pos(well: str, plate_format: int) -> tuple[int, int] | None:
+    try:
+        w = wells.parse_well(well, plate_format)
+    except wells.InvalidWell:
+        return None
+    return w.row - 1, w.col - 1

@@ -1,0 +1,121 @@
+"""The pool that renders a synthetic archive: chunks of wells, each rendered and written by a worker.
+
+A chunk is a run of up to :data:`CHUNK_WELLS` wells of one plate. Its images come from
+generators seeded by (seed, plate, well) alone, so the bytes do not depend on how wells
+were split into chunks or on which process rendered them; each PNG is written with
+:func:`crystal_pipeline.files.atomic_write_bytes` (rename, no fsync), so a folder watcher
+never reads half an image.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import multiprocessing
+import os
+import sys
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from crystal_pipeline.files import atomic_write_bytes
+from crystal_pipeline.synthetic.annotators import Annotator, annotate
+from crystal_pipeline.synthetic.render import render_well
+from crystal_pipeline.wells import all_wells
+
+PNG_COMPRESS_LEVEL = 1  # 3x faster than the default for ~15% larger files
+CHUNK_WELLS = 128
+
+
+def plate_key(plate_id: str) -> int:
+    """The plate's part of every seed: a stable hash of its id (not Python's salted ``hash``)."""
+    return zlib.crc32(plate_id.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    plate_dir: str
+    plate_id: str
+    seed: int
+    plate_format: int
+    size: int
+    difficulty: float
+    well_indices: tuple[int, ...]  # 0-based row-major
+    class_ids: tuple[int, ...]
+    pool: tuple[Annotator, ...] | None  # None: images only
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    # Not fsynced: the archive is regenerated from its seed, and one fsync per image
+    # tripled the time to write it. The rename still hides half-written files.
+    atomic_write_bytes(path, buf.getvalue(), durable=False)
+
+
+def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]]]:
+    wells = all_wells(chunk.plate_format)
+    key = plate_key(chunk.plate_id)
+    plate_dir = Path(chunk.plate_dir)
+    out = []
+    for index, class_id in zip(chunk.well_indices, chunk.class_ids):
+        rng = np.random.default_rng([chunk.seed, key, index, 0])
+        pixels, truth = render_well(rng, class_id, chunk.size, chunk.difficulty)
+        _write_png(plate_dir / f"{wells[index].name}.png", pixels)
+        labels = []
+        if chunk.pool is not None:
+            labels = annotate(np.random.default_rng([chunk.seed, key, index, 1]), truth, list(chunk.pool))
+        out.append((index, class_id, truth.difficulty, labels))
+    return chunk.plate_id, out
+
+
+def _tune_allocator() -> None:
+    """Keep freed image buffers in the heap instead of returning them to the kernel.
+
+    glibc hands every freed 256 KiB float image back with munmap and page-faults it
+    in again on the next allocation, which doubled the render time per image here.
+    Only the generator's own worker processes are changed.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def run_chunks(chunks: list[_Chunk], workers: int | None, on_done) -> None:
+    """Render chunks inline (one worker) or in spawned processes; ``on_done(plate_id, rows)``
+    gets each chunk's ``(well index, class id, difficulty, annotator labels)`` as it finishes.
+
+    ``spawn`` rather than ``fork``: the caller may be a threaded Dagster or torch
+    process, and forking those is unsafe.
+    """
+    workers = min(workers or os.cpu_count() or 1, len(chunks)) if chunks else 1
+    if workers <= 1:
+        for chunk in chunks:
+            on_done(*_render_chunk(chunk))
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_tune_allocator) as pool:
+        futures = [pool.submit(_render_chunk, chunk) for chunk in chunks]
+        for future in as_completed(futures):
+            on_done(*future.result())
+
+
+def chunks_for_plate(plate_dir: Path, plate_id: str, seed: int, plate_format: int, size: int,
+                     difficulty: float, classes: np.ndarray, pool) -> list[_Chunk]:
+    """A plate's wells in chunks of :data:`CHUNK_WELLS`; ``pool`` None renders images without annotations."""
+    return [
+        _Chunk(str(plate_dir), plate_id, seed, plate_format, size, difficulty,
+               tuple(range(start, min(start + CHUNK_WELLS, plate_format))),
+               tuple(int(c) for c in classes[start:start + CHUNK_WELLS]),
+               None if pool is None else tuple(pool))
+        for start in range(0, plate_format, CHUNK_WELLS)
+    ]
