@@ -13,19 +13,13 @@ from typing import Callable
 from crystal_pipeline import tensors
 from crystal_pipeline.layout import DataLayout
 from crystal_pipeline.warehouse import Warehouse
+from crystal_pipeline.warehouse.labels import labelled_images
 
 SPLITS = ("train", "val")
 
-LABELLED_IMAGES_SQL = (
-    "SELECT l.image_id, l.class_id, l.split, i.path FROM consensus_labels l "
-    "JOIN images i USING (image_id) WHERE i.status = 'ok' ORDER BY l.image_id"
-)
-
-
 def labelled_rows(warehouse: Warehouse) -> list[tuple[str, int, str, str]]:
     """``(image_id, class_id, split, path)`` of every labelled, decodable image, by id."""
-    frame = warehouse.query_df(LABELLED_IMAGES_SQL)
-    return list(frame.itertuples(index=False, name=None))
+    return labelled_images(warehouse)
 
 
 def write_split_tensors(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None,
