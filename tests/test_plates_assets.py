@@ -145,29 +145,33 @@ def test_label_a_plate_rerun_and_bad_wells(trained, tmp_path):
         assert wh.scalar("SELECT count(*) FROM predictions WHERE inspection = 'day2'") == 94
 
 
-def test_sensor_never_relabels_a_plate_the_instance_labelled_even_with_a_fresh_cursor(trained):
+def test_sensor_never_relabels_a_plate_the_instance_labelled_even_with_a_fresh_cursor(trained, tmp_path):
     """`make demo` then `make ui`: the demo's run labelled SYN0101; the daemon starts with no
     cursor. The instance's own records must stop it, and a changed file must not."""
-    layout = DataLayout.under(trained)
-    write_plate(layout.incoming_dir / "IDEM", "IDEM", seed=4, wells=96, size=64)
-    storage = StorageResource(data_dir=str(trained))
+    import definitions
+
+    storage = StorageResource(data_dir=str(trained), incoming_dir=str(tmp_path / "incoming"))
+    write_plate(storage.layout.incoming_dir / "IDEM", "IDEM", seed=4, wells=96, size=64)
     with dg.instance_for_test() as instance:
         first = tick(instance, storage)
         second = tick(instance, storage, first.cursor)
         assert [r.partition_key for r in second.run_requests] == ["IDEM"]
-        assert label(trained, instance, "IDEM").success  # the run, launched outside any daemon
+        apply(instance, second)
+        # The run, launched outside any daemon (as scripts/label_new_plate.py does).
+        assert dg.materialize([*definitions.all_assets, *definitions.all_checks], resources=build_resources(storage),
+                              instance=instance, selection=dg.AssetSelection.groups("plates"),
+                              partition_key="IDEM").success
         # A restarted daemon: fresh cursor, same instance. Two ticks (the plate settles), no run.
         fresh = tick(instance, storage)
         settled = tick(instance, storage, fresh.cursor)
         assert settled.run_requests == []
         assert "already labelled and unchanged" in settled.skip_reason.skip_message
         # A corrected image: after it settles, the plate is requested again.
-        Image.new("L", (64, 64), 7).save(layout.incoming_dir / "IDEM" / "A01.png")
+        Image.new("L", (64, 64), 7).save(storage.layout.incoming_dir / "IDEM" / "A01.png")
         changed = tick(instance, storage, settled.cursor)
         again = tick(instance, storage, changed.cursor)
         assert [r.partition_key for r in again.run_requests] == ["IDEM"]
         # Ingesting the new files without a plate_report after them does not count as labelled.
-        import definitions
         from assets.plate_sensor import labelled_signature
 
         assert labelled_signature(instance, "IDEM") == second.run_requests[0].tags["plate_signature"]
