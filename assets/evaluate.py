@@ -11,14 +11,17 @@ from assets.metadata import md, png_md
 from assets.prepare import image_tensors
 from assets.train import crystalnet_model, registered_model
 from crystal_pipeline.ingest import archive
+from crystal_pipeline.reporting.numbers import finite_or_none
+from crystal_pipeline.files import atomic_write_bytes, atomic_write_text
 from crystal_pipeline.tensors import preparation
+from crystal_pipeline.warehouse import labels as label_table
 from resources import ComputeResource, PreprocessingResource, StorageResource, WarehouseResource
 
 
 def _archive_description(storage: StorageResource, wh) -> str:
     source = archive.provenance(storage.layout.raw_dir)
     kind = "synthetic archive" if source == "synthetic" else f"archive {source}"
-    images = wh.scalar("SELECT count(*) FROM consensus_labels")
+    images = label_table.labelled_count(wh)
     return f"{kind}, {images} consensus-labelled images"
 
 
@@ -51,10 +54,10 @@ def crystalnet_evaluation(context: dg.AssetExecutionContext, storage: StorageRes
     context.log.info(f"report written to {out_dir}")
     return dg.MaterializeResult(metadata={
         "model_version": row["model_version"],
-        "report": dg.MetadataValue.path(str(out_dir / "report.html")),
+        "report": dg.MetadataValue.path(str(storage.layout.evaluation_report_html(row["model_version"]))),
         "val_images": len(val),
         "predict_seconds": round(seconds, 2),
-        **{k: (None if v != v else round(float(v), 4)) for k, v in report.metrics.items()},
+        **{k: finite_or_none(v) for k, v in report.metrics.items()},
         "evaluation": dg.MetadataValue.md(report.markdown_embedded()),
     })
 
@@ -71,18 +74,13 @@ def baseline_models(context: dg.AssetExecutionContext, config: BaselineConfig, s
     from crystal_pipeline.baselines import extract_features_cached, fit_baselines
 
     layout = storage.layout
-    res_dir = layout.tensors_dir(preprocessing.resolution)
     workers = preprocessing.workers or 2
-    train = extract_features_cached(res_dir / "train", layout.data_dir / "cache" / "features", workers=workers)
+    train = extract_features_cached(layout.tensors_split_dir(preprocessing.resolution, "train"), layout.feature_cache_dir, workers=workers)
     context.log.info(f"features: {len(train.image_ids)} training images, {train.ms_per_image:.1f} ms/image"
                      + (" (cache)" if train.from_cache else ""))
     models = fit_baselines(train.features, train.pixels, train.class_ids, seed=config.seed, workers=workers,
                            knn_neighbors=config.knn_neighbors)
-    path = _baselines_path(layout, res_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(models))
-    tmp.replace(path)
+    path = atomic_write_bytes(layout.baselines_path(preprocessing.resolution), pickle.dumps(models))
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(path)),
         "train_images": len(train.image_ids),
@@ -90,10 +88,6 @@ def baseline_models(context: dg.AssetExecutionContext, config: BaselineConfig, s
         "features_from_cache": train.from_cache,
         **{f"fit_seconds[{name}]": round(m.fit_seconds, 2) for name, m in models.items()},
     })
-
-
-def _baselines_path(layout, res_dir: Path) -> Path:
-    return layout.models_dir / "baselines" / f"baselines_r{res_dir.name[1:]}.pkl"
 
 
 @dg.asset(group_name="evaluate", kinds={"sklearn", "pytorch"}, deps=[baseline_models, crystalnet_evaluation])
@@ -107,9 +101,8 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
     from crystal_pipeline.reporting.evaluation_figures import roc_figure
 
     layout, wh = storage.layout, warehouse.get()
-    res_dir = layout.tensors_dir(preprocessing.resolution)
-    models = pickle.loads(_baselines_path(layout, res_dir).read_bytes())
-    val = extract_features_cached(res_dir / "val", layout.data_dir / "cache" / "features",
+    models = pickle.loads(layout.baselines_path(preprocessing.resolution).read_bytes())
+    val = extract_features_cached(layout.tensors_split_dir(preprocessing.resolution, "val"), layout.feature_cache_dir,
                                   workers=preprocessing.workers or 2)
     predictions = predict_proba_baselines(models, val.features, val.pixels)
     row = registered_model(wh)
@@ -129,17 +122,16 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
         fpr, tpr, _ = roc_curve(truth, crystal_probability(p))
         curves[name] = (fpr, tpr, binary_auc(truth, crystal_probability(p)))
     roc = roc_figure(curves, title="Crystal vs no-crystal ROC (Figure 5)")
-    out_dir = layout.evaluation_report_dir(row["model_version"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model_comparison_roc.png").write_bytes(roc)
-    (out_dir / "model_comparison.md").write_text(table + "\n\n![ROC](model_comparison_roc.png)\n")
+    table_path, roc_path = layout.model_comparison_paths(row["model_version"])
+    atomic_write_bytes(roc_path, roc)
+    atomic_write_text(table_path, table + f"\n\n![ROC]({roc_path.name})\n")
     accuracies = {s["name"]: s["accuracy"] for s in scores}
     order = sorted(accuracies, key=accuracies.get)
     context.log.info("accuracy order: " + " < ".join(f"{n} {accuracies[n]:.3f}" for n in order))
     return dg.MaterializeResult(metadata={
         **{f"accuracy[{n}]": round(float(a), 4) for n, a in accuracies.items()},
         "val_images": int(len(val.image_ids)),
-        "report": dg.MetadataValue.path(str(out_dir / "model_comparison.md")),
+        "report": dg.MetadataValue.path(str(table_path)),
         "table5": md(table, png_md(roc, "ROC")),
         "majority_rate": round(float(np.bincount(val.class_ids).max() / max(1, len(val.class_ids))), 4),
     })
@@ -167,7 +159,7 @@ def training_size_study(context: dg.AssetExecutionContext, config: StudyConfig, 
     cfg = TrainConfig.from_preset(config.preset, {k: str(v) for k, v in config.overrides.items()})
     if not layout.stats_path(cfg.resolution).exists() or cfg.resolution != preprocessing.resolution:
         preparation.prepare_resolution(warehouse.get(), layout, cfg.resolution, workers=preprocessing.workers)
-    points = run_study(layout.tensors_dir(cfg.resolution), layout.data_dir / "studies" / "training_size", cfg,
+    points = run_study(layout.tensors_dir(cfg.resolution), layout.study_dir("training_size"), cfg,
                        config.fractions, device=compute.device, progress=context.log.info)
     curve = training_size_curve([p.train_images for p in points], {"CrystalNet (ours)": [p.val_accuracy for p in points]})
     table = "\n".join(["| training images | fraction | val accuracy | seconds |", "|---:|---:|---:|---:|"]
@@ -197,7 +189,7 @@ def resolution_study(context: dg.AssetExecutionContext, config: StudyConfig, sto
             preparation.prepare_resolution(wh, layout, res, workers=preprocessing.workers)
         return layout.tensors_dir(res)
 
-    points = run_study(prepare, layout.data_dir / "studies" / "resolution", cfg, config.resolutions,
+    points = run_study(prepare, layout.study_dir("resolution"), cfg, config.resolutions,
                        device=compute.device, progress=context.log.info)
     grid = resolution_grid({int(p.setting): (100 * p.val_accuracy, p.seconds) for p in points})
     return dg.MaterializeResult(metadata={

@@ -14,6 +14,10 @@ from crystal_pipeline.ingest.annotations import read_annotations
 from crystal_pipeline.classes import CLASS_NAMES
 from crystal_pipeline.ingest.consensus import ConsensusConfig, agree, agreement_histogram
 from crystal_pipeline.ingest.image_files import ingest_files
+from crystal_pipeline.warehouse import ImageScope
+from crystal_pipeline.warehouse import annotations as annotation_table
+from crystal_pipeline.warehouse import images as image_table
+from crystal_pipeline.warehouse import labels as label_table
 from resources import StorageResource, WarehouseResource
 
 
@@ -25,17 +29,11 @@ def raw_images(context: dg.AssetExecutionContext, storage: StorageResource,
     files = archive.scan_archive(raw_dir)
     context.log.info(f"{len(files)} image files under {raw_dir}")
     wh = warehouse.get()
+    scope = ImageScope.of_source("archive")
     summary = ingest_files(wh, files, source="archive", progress=progress_logger(context, "hashed and decoded"),
-                           scope_sql="source = 'archive'")
-    per_plate = wh.query_df(
-        "SELECT plate_id, inspection, any_value(plate_format) AS format, count(*) AS images, "
-        "count(*) FILTER (status = 'quarantined') AS quarantined FROM images WHERE source = 'archive' "
-        "GROUP BY ALL ORDER BY plate_id, inspection"
-    )
-    quarantined = wh.query_df(
-        "SELECT image_id, error, path FROM images WHERE source = 'archive' AND status = 'quarantined' "
-        "ORDER BY image_id"
-    )
+                           scope=scope)
+    per_plate = image_table.plates_summary(wh, scope)
+    quarantined = image_table.quarantined(wh, scope, with_path=True)
     return dg.MaterializeResult(metadata={
         "raw_dir": dg.MetadataValue.path(str(raw_dir)),
         "files_found": summary.found,
@@ -52,8 +50,7 @@ def raw_images(context: dg.AssetExecutionContext, storage: StorageResource,
 
 @dg.asset_check(asset=raw_images, description="Every image decodes; quarantined files are listed with the reason.")
 def no_quarantined_images(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    bad = warehouse.get().query_df(
-        "SELECT image_id, error FROM images WHERE status = 'quarantined' ORDER BY image_id")
+    bad = image_table.quarantined(warehouse.get())
     return dg.AssetCheckResult(passed=bad.empty, metadata={
         "quarantined": len(bad), "list": dg.MetadataValue.md(table_md(bad, 50))})
 
@@ -64,10 +61,10 @@ def annotations(context: dg.AssetExecutionContext, storage: StorageResource,
     """Every expert annotation row; unusable rows go to ``annotation_errors`` with file, line and reason."""
     wh = warehouse.get()
     raw_dir = storage.layout.raw_dir
-    plates = wh.query_df("SELECT DISTINCT plate_id, inspection, plate_format FROM images")
+    plates = image_table.plate_formats(wh)
     formats = {archive.plate_key(r.plate_id, None if pd.isna(r.inspection) else r.inspection):
                (None if pd.isna(r.plate_format) else int(r.plate_format)) for r in plates.itertuples()}
-    known = set(wh.query_df("SELECT image_id FROM images")["image_id"])
+    known = image_table.image_ids(wh)
     files = archive.annotation_files(raw_dir)
     table = read_annotations(files, formats, known)
     rows = pd.DataFrame([(a.image_id, list(a.attributes), a.annotator, a.source_file, a.source_line)
@@ -75,16 +72,7 @@ def annotations(context: dg.AssetExecutionContext, storage: StorageResource,
                         columns=["image_id", "attributes", "annotator", "source_file", "source_line"])
     errors = pd.DataFrame([(e.source_file, e.source_line, e.reason, e.raw) for e in table.errors],
                           columns=["source_file", "source_line", "reason", "raw"])
-    with wh.transaction() as con:
-        con.execute("DELETE FROM annotations")
-        con.execute("DELETE FROM annotation_errors")
-        if len(rows):
-            con.register("new_annotations", rows)
-            con.execute("INSERT INTO annotations (image_id, annotator, attributes, source_file, source_line) "
-                        "SELECT image_id, annotator, attributes, source_file, source_line FROM new_annotations")
-        if len(errors):
-            con.register("new_errors", errors)
-            con.execute("INSERT INTO annotation_errors SELECT source_file, source_line, reason, raw FROM new_errors")
+    annotation_table.replace_annotations(wh, rows, errors)
     per_image = rows.groupby("image_id").size() if len(rows) else pd.Series(dtype=int)
     reasons = Counter(e.reason.split(":")[0] for e in table.errors)
     context.log.info(f"{len(rows)} annotations from {len(files)} files, {len(errors)} error rows")
@@ -105,7 +93,7 @@ def annotations(context: dg.AssetExecutionContext, storage: StorageResource,
 @dg.asset_check(asset=annotations,
                 description="No annotation row was unusable (errors are listed with file and line).")
 def no_annotation_errors(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    errors = warehouse.get().query_df("SELECT * FROM annotation_errors ORDER BY source_file, source_line")
+    errors = annotation_table.annotation_errors(warehouse.get())
     # A warning, not an error: the good rows are usable; the bad ones need a person.
     return dg.AssetCheckResult(passed=errors.empty, severity=dg.AssetCheckSeverity.WARN, metadata={
         "error_rows": len(errors), "list": dg.MetadataValue.md(table_md(errors, 50))})
@@ -124,10 +112,10 @@ class ConsensusRunConfig(dg.Config):
 
 
 CONSENSUS_CHECKS = [
-    dg.AssetCheckSpec("unique_image_ids", asset="consensus_labels"),
-    dg.AssetCheckSpec("class_ids_in_range", asset="consensus_labels"),
-    dg.AssetCheckSpec("validation_share", asset="consensus_labels"),
-    dg.AssetCheckSpec("no_plate_on_both_sides", asset="consensus_labels"),
+    dg.AssetCheckSpec("validation_share", asset="consensus_labels",
+                      description="The stored validation share is within the run's tolerance of val_fraction."),
+    dg.AssetCheckSpec("no_plate_on_both_sides", asset="consensus_labels",
+                      description="With split_by=plate, no stored plate has images on both sides."),
 ]
 
 
@@ -136,14 +124,14 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
                      warehouse: WarehouseResource):
     """One agreed class per image (unanimous by default) and its stable train/val split.
 
-    Its checks run in the asset body because two of them depend on this run's config
-    (the split mode and tolerance).
+    The split checks run in the asset body because they depend on this run's config
+    (the split mode and tolerance); they read the table back as stored.
     """
     from crystal_pipeline.ingest.quality import split_checks  # library: pure functions over the labels
 
     wh = warehouse.get()
-    votes = wh.query_df("SELECT image_id, attributes FROM annotations")
-    status = dict(wh.query_df("SELECT image_id, status FROM images").itertuples(index=False))
+    votes = annotation_table.votes(wh)
+    status = image_table.image_statuses(wh)
     cfg = ConsensusConfig(rule=config.rule, min_agreement=config.min_agreement,
                           min_annotators=config.min_annotators, val_fraction=config.val_fraction,
                           split_by=config.split_by, seed=config.seed)
@@ -151,12 +139,7 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
     labels = pd.DataFrame([vars(l) for l in result.labels],
                           columns=["image_id", "class_id", "class_name", "has_crystal", "n_annotators",
                                    "agreement", "split"])
-    with wh.transaction() as con:
-        con.execute("DELETE FROM consensus_labels")
-        if len(labels):
-            con.register("new_labels", labels)
-            con.execute("INSERT INTO consensus_labels SELECT image_id, class_id, class_name, has_crystal, "
-                        "n_annotators, agreement, split FROM new_labels")
+    label_table.replace_consensus_labels(wh, labels)
     distribution = _class_distribution(labels)
     chart = figures.bar_chart(
         {split: dict(zip(distribution["class"], distribution[split])) for split in ("train", "val")},
@@ -182,9 +165,25 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
             [(n, a, c) for (n, a), c in sorted(agreement.items())],
             columns=["annotators", "agreeing", "images"])), png_md(agreement_chart, "agreement histogram")),
     })
-    for outcome in split_checks(labels, split_by=config.split_by, val_fraction=config.val_fraction,
+    for outcome in split_checks(label_table.consensus_labels(wh), split_by=config.split_by, val_fraction=config.val_fraction,
                                 tolerance=config.val_share_tolerance):
         yield dg.AssetCheckResult(check_name=outcome.name, passed=outcome.passed,
+                                  metadata={k: _meta(v) for k, v in outcome.metadata.items()})
+
+
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec("unique_image_ids", asset="consensus_labels",
+                             description="In the stored table, every label's image id is unique and names exactly "
+                                         "one decodable images row."),
+           dg.AssetCheckSpec("class_ids_in_range", asset="consensus_labels",
+                             description="In the stored table, every class id is 1..10 and its class_name and "
+                                         "has_crystal are that class's.")])
+def stored_label_checks(warehouse: WarehouseResource):
+    """The label table's own rules, re-read from the warehouse (re-runnable alone)."""
+    from crystal_pipeline.ingest.quality import label_table_checks
+
+    for outcome in label_table_checks(label_table.stored_labels_with_images(warehouse.get())):
+        yield dg.AssetCheckResult(asset_key="consensus_labels", check_name=outcome.name, passed=outcome.passed,
                                   metadata={k: _meta(v) for k, v in outcome.metadata.items()})
 
 

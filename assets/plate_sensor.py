@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from assets.plates import plate_images, plate_predictions, plate_report, plates_partitions
+from assets.plates import FOLDER_SIGNATURE, plate_images, plate_predictions, plate_report, plates_partitions
 from crystal_pipeline.ingest.incoming import decide, find_plates
 from resources import StorageResource
 
@@ -15,13 +15,32 @@ label_plate_job = dg.define_asset_job(
 )
 
 
-def evaluate_incoming(incoming_dir, cursor: str | None, has_partition) -> dg.SensorResult:
+def labelled_signature(instance: dg.DagsterInstance, key: str) -> str | None:
+    """The folder signature the plate's latest complete labelling ingested, from the instance's
+    own records: ``plate_images``' latest materialization of ``key`` records it, and it counts
+    only when a ``plate_report`` materialization of ``key`` came after it. Any run counts: the
+    daemon's, ``scripts/label_new_plate.py``'s in-process one, or a launch from the UI."""
+    def latest(asset) -> dg.EventLogRecord | None:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=[key]), limit=1).records
+        return records[0] if records else None
+
+    images, report = latest(plate_images), latest(plate_report)
+    if images is None or report is None or report.storage_id < images.storage_id:
+        return None
+    value = images.asset_materialization.metadata.get(FOLDER_SIGNATURE)
+    return None if value is None else value.value
+
+
+def evaluate_incoming(incoming_dir, cursor: str | None, has_partition, labelled=lambda key: None) -> dg.SensorResult:
     """One tick: which plates to register and run, and why others wait.
 
     The cursor remembers, per plate key, the folder signature seen on the last tick
     (a plate must be unchanged for one tick before it runs) and the signature last
-    requested (so an unchanged plate is never requested again). The run key carries
-    the signature too, so Dagster itself also refuses a duplicate.
+    requested. ``labelled(key)`` gives the signature the plate was last labelled with
+    (:func:`labelled_signature`), so a plate labelled by any run, before a restart or a
+    fresh cursor, is not requested again while its files are unchanged. The run key
+    carries the signature too, so Dagster itself also refuses a duplicate of its own runs.
     """
     state = json.loads(cursor) if cursor else {}
     seen, requested = state.get("seen", {}), state.get("requested", {})
@@ -30,12 +49,17 @@ def evaluate_incoming(incoming_dir, cursor: str | None, has_partition) -> dg.Sen
     for plate in decision.ready:
         if requested.get(plate.key) == plate.signature:
             continue
+        if labelled(plate.key) == plate.signature:
+            requested[plate.key] = plate.signature  # remembered: the records are read once per signature
+            continue
         if not has_partition(plate.key) and plate.key not in new_keys:
             new_keys.append(plate.key)
         runs.append(dg.RunRequest(run_key=f"{plate.key}:{plate.signature}", partition_key=plate.key,
                                   tags={"plate": plate.key, "plate_signature": plate.signature}))
         requested[plate.key] = plate.signature
     waiting = "; ".join(f"{k}: {why}" for k, why in sorted(decision.skipped.items()))
+    if decision.ready and not runs:
+        waiting = "; ".join(filter(None, [f"{len(decision.ready)} plate(s) already labelled and unchanged", waiting]))
     new_cursor = json.dumps({"seen": decision.seen, "requested": requested}, sort_keys=True)
     return dg.SensorResult(
         run_requests=runs,
@@ -49,7 +73,8 @@ def evaluate_incoming(incoming_dir, cursor: str | None, has_partition) -> dg.Sen
            description="Registers each complete, settled plate folder in the incoming folder and labels it.")
 def incoming_plates_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     result = evaluate_incoming(storage.layout.incoming_dir, context.cursor,
-                               lambda key: context.instance.has_dynamic_partition(plates_partitions.name, key))
+                               lambda key: context.instance.has_dynamic_partition(plates_partitions.name, key),
+                               lambda key: labelled_signature(context.instance, key))
     if result.run_requests:
         context.log.info("requesting " + ", ".join(r.partition_key for r in result.run_requests))
     return result

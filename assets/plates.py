@@ -12,15 +12,21 @@ import pandas as pd
 
 from assets.metadata import md, progress_logger, table_md
 from assets.train import registered_model
+from crystal_pipeline.evaluation import registry
 from crystal_pipeline.ingest import archive
 from crystal_pipeline.ingest import incoming
 from crystal_pipeline.ingest.image_files import ingest_files
+from crystal_pipeline.warehouse import ImageScope
+from crystal_pipeline.warehouse import images as image_table
+from crystal_pipeline.warehouse import predictions as prediction_table
 from crystal_pipeline.wells import missing_wells
 from resources import ComputeResource, StorageResource, WarehouseResource
 
 plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
 
-_PLATE_SCOPE = "plate_id = ? AND inspection IS NOT DISTINCT FROM ?"
+# plate_images records the incoming folder's signature (incoming.folder_signature) it
+# ingested; the sensor reads it back to never label an unchanged plate twice.
+FOLDER_SIGNATURE = "folder_signature"
 
 
 def _plate(context) -> tuple[str, str, Optional[str]]:
@@ -39,13 +45,14 @@ def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
     folder = incoming.plate_folder_path(storage.layout.incoming_dir, key)
     if not folder.is_dir():
         raise dg.Failure(f"plate folder {folder} does not exist (partition {key})")
+    signature = incoming.folder_signature(folder)  # before reading: a later change gets a new run
     files = archive.scan_plate(folder, plate_id, inspection) if inspection else [
         f for f in archive.scan_plate(folder, plate_id) if f.inspection is None]
     wh = warehouse.get()
-    summary = ingest_files(wh, files, source="incoming", scope_sql=_PLATE_SCOPE, scope_params=[plate_id, inspection],
+    scope = ImageScope.of_plate(plate_id, inspection)
+    summary = ingest_files(wh, files, source="incoming", scope=scope,
                            progress=progress_logger(context, "hashed and decoded"))
-    rows = wh.query_df(f"SELECT image_id, well, status, error, plate_format FROM images WHERE {_PLATE_SCOPE}",
-                       [plate_id, inspection])
+    rows = image_table.images_in(wh, scope, ("image_id", "well", "status", "error", "plate_format"))
     fmt = _plate_format(rows)
     quarantined = rows[rows["status"] == "quarantined"]
     missing = _missing_wells(rows, fmt)
@@ -53,6 +60,7 @@ def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
         "quarantined": len(quarantined), "list": md(table_md(quarantined[["image_id", "error"]], 100))})
     yield dg.MaterializeResult(metadata={
         "folder": dg.MetadataValue.path(str(folder)),
+        FOLDER_SIGNATURE: signature,
         "plate_format": fmt,
         "files_found": summary.found,
         "new_or_changed": summary.new + summary.changed,
@@ -84,7 +92,9 @@ PREDICTION_CHECKS = [
     dg.AssetCheckSpec("every_well_accounted_for", asset="plate_predictions",
                       description="labelled + quarantined = files found, and + missing = the plate's format; "
                                   "fails with the list when any well is quarantined or missing"),
-    dg.AssetCheckSpec("model_version_exists", asset="plate_predictions"),
+    dg.AssetCheckSpec("model_version_exists", asset="plate_predictions",
+                      description="The model file that labelled the plate exists and its sha256 equals its "
+                                  "models row's (not replaced or damaged since registration)."),
     dg.AssetCheckSpec("probabilities_sum_to_one", asset="plate_predictions"),
 ]
 
@@ -104,20 +114,13 @@ def plate_predictions(context: dg.AssetExecutionContext, config: PlatePrediction
     wh = warehouse.get()
     model_row = registered_model(wh, config.model_version)
     model = load(model_row["path"], compute.device)  # a missing or unreadable file fails here, before any work
-    rows = wh.query_df(f"SELECT * FROM images WHERE {_PLATE_SCOPE} ORDER BY image_id", [plate_id, inspection])
+    rows = image_table.images_in(wh, ImageScope.of_plate(plate_id, inspection))
     labels = label_plate(well_files_from_images(rows), model, batch_size=config.batch_size,
                          progress=progress_logger(context, "labelled"))
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     frame = pd.DataFrame(labels.prediction_rows(model_row["model_version"], now),
-                         columns=["image_id", "plate_id", "inspection", "well", "model_version", "class_id",
-                                  "class_name", "crystal_prob", "probs", "predicted_at"])
-    with wh.transaction() as con:
-        con.execute(f"DELETE FROM predictions WHERE {_PLATE_SCOPE} AND model_version = ?",
-                    [plate_id, inspection, model_row["model_version"]])
-        if len(frame):
-            con.register("new_predictions", frame)
-            con.execute("INSERT INTO predictions SELECT image_id, plate_id, inspection, well, model_version, class_id, "
-                        "class_name, crystal_prob, probs, predicted_at FROM new_predictions")
+                         columns=list(prediction_table.PREDICTION_COLUMNS))
+    prediction_table.replace_plate_predictions(wh, plate_id, inspection, model_row["model_version"], frame)
     checks = list(_prediction_checks(wh, rows, labels, model_row, plate_id, inspection))
     threshold = _threshold(model_row)
     hits = int((frame["crystal_prob"] >= threshold).sum()) if len(frame) else 0
@@ -140,8 +143,8 @@ def _prediction_checks(wh, rows: pd.DataFrame, labels, model_row: dict, plate_id
     """The three checks, computed from what was just written to the warehouse."""
     import numpy as np
 
-    stored = wh.query_df(f"SELECT image_id, probs FROM predictions WHERE {_PLATE_SCOPE} AND model_version = ?",
-                         [plate_id, inspection, model_row["model_version"]])
+    stored = prediction_table.plate_predictions(wh, plate_id, inspection, model_row["model_version"],
+                                                columns=("image_id", "probs"))
     fmt = _plate_format(rows)
     missing = _missing_wells(rows, fmt)
     quarantined = [(q.image_id, q.reason) for q in labels.quarantined]
@@ -152,9 +155,10 @@ def _prediction_checks(wh, rows: pd.DataFrame, labels, model_row: dict, plate_id
                   "missing_wells": len(missing), "plate_format": fmt, "accounted": accounted,
                   "quarantined_list": md(table_md(pd.DataFrame(quarantined, columns=["image_id", "reason"]), 100)),
                   "missing_list": ", ".join(missing[:200])})
-    exists = wh.scalar("SELECT count(*) FROM models WHERE model_version = ?", [model_row["model_version"]]) == 1
-    yield dg.AssetCheckResult(check_name="model_version_exists", passed=bool(exists),
-                              metadata={"model_version": model_row["model_version"]})
+    problem = registry.artifact_problem(model_row)
+    yield dg.AssetCheckResult(check_name="model_version_exists", passed=problem is None,
+                              metadata={"model_version": model_row["model_version"], "path": str(model_row["path"]),
+                                        "problem": problem or "none"})
     sums = np.array([np.sum(p) for p in stored["probs"]]) if len(stored) else np.ones(0)
     worst = float(np.abs(sums - 1).max()) if sums.size else 0.0
     yield dg.AssetCheckResult(check_name="probabilities_sum_to_one", passed=worst < 1e-3,
@@ -177,7 +181,7 @@ def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfi
     layout = storage.layout
     wh = warehouse.get()
     model_row = registered_model(wh, config.model_version)
-    fmt = wh.scalar(f"SELECT any_value(plate_format) FROM images WHERE {_PLATE_SCOPE}", [plate_id, inspection])
+    fmt = image_table.plate_format(wh, plate_id, inspection)
     meta, conditions = archive.plate_metadata(layout.raw_dir, plate_id, incoming.plate_folder_path(layout.incoming_dir, key))
     threshold = _threshold(model_row)
     report = write_plate_report(layout.plate_report_dir(key), key, int(fmt) if fmt else None, plate_predictions,

@@ -12,6 +12,8 @@ from crystal_pipeline.tensors import preparation
 from crystal_pipeline import tensors
 from crystal_pipeline.classes import CLASS_NAMES
 from crystal_pipeline.tensors.preparation import SPLITS
+from crystal_pipeline.tensors.verify import check_stats, read_back_split
+from crystal_pipeline.warehouse import labels as label_table
 from resources import PreprocessingResource, StorageResource, WarehouseResource
 
 
@@ -59,23 +61,25 @@ def _preview(split_dir, resolution: int, per_class: int = 4) -> bytes | None:
 def tensor_rows_match_labels(storage: StorageResource, warehouse: WarehouseResource,
                              preprocessing: PreprocessingResource) -> dg.AssetCheckResult:
     layout = storage.layout
-    expected = warehouse.get().query_df(
-        "SELECT split, count(*) AS n FROM consensus_labels l JOIN images i USING (image_id) "
-        "WHERE i.status = 'ok' GROUP BY split")
-    expected = dict(zip(expected["split"], expected["n"]))
+    expected = label_table.labelled_images_per_split(warehouse.get())
     found = {s: tensors.count_rows(layout.tensors_split_dir(preprocessing.resolution, s)) for s in SPLITS}
     passed = all(found.get(s, 0) == int(expected.get(s, 0)) for s in SPLITS)
     return dg.AssetCheckResult(passed=passed, metadata={
         **{f"{s}_expected": int(expected.get(s, 0)) for s in SPLITS}, **{f"{s}_found": found[s] for s in SPLITS}})
 
 
-@dg.asset_check(asset=image_tensors, description="Every pixels value holds resolution^2 bytes.")
+@dg.asset_check(asset=image_tensors,
+                description="Every part file reads back whole: its rows equal its footer's count and every "
+                            "pixels value holds resolution^2 bytes.")
 def pixel_length_is_resolution_squared(storage: StorageResource,
                                        preprocessing: PreprocessingResource) -> dg.AssetCheckResult:
     res = preprocessing.resolution
-    widths = {s: tensors.pixel_width(storage.layout.tensors_split_dir(res, s)) for s in SPLITS}
-    return dg.AssetCheckResult(passed=all(w == res * res for w in widths.values()),
-                               metadata={"expected": res * res, **{f"{s}_bytes": w or 0 for s, w in widths.items()}})
+    splits = {s: read_back_split(storage.layout.tensors_split_dir(res, s), res) for s in SPLITS}
+    return dg.AssetCheckResult(passed=all(f.ok and f.files for f in splits.values()), metadata={
+        "expected_bytes": res * res,
+        **{f"{s}_rows_read": f.rows for s, f in splits.items()},
+        **{f"{s}_bad_lengths": f.bad_lengths for s, f in splits.items()},
+        "problems": "; ".join(p for f in splits.values() for p in f.problems) or "none"})
 
 
 @dg.asset(group_name="prepare", kinds={"numpy"}, deps=[image_tensors])
@@ -95,8 +99,13 @@ def normalization_stats(context: dg.AssetExecutionContext, storage: StorageResou
     })
 
 
-@dg.asset_check(asset=normalization_stats, description="Stats are finite and no pixel has zero spread.")
+@dg.asset_check(asset=normalization_stats,
+                description="stats.npz is resolution x resolution and finite, std is at or above its floor, and "
+                            "at most half the pixels sit at the floor (raw spread below one grey level).")
 def stats_are_usable(storage: StorageResource, preprocessing: PreprocessingResource) -> dg.AssetCheckResult:
-    mean, std = tensors.load_stats(storage.layout.stats_path(preprocessing.resolution))
-    ok = bool(np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all())
-    return dg.AssetCheckResult(passed=ok, metadata={"shape": str(mean.shape), "min_std": float(std.min())})
+    res = preprocessing.resolution
+    mean, std = tensors.load_stats(storage.layout.stats_path(res))
+    report = check_stats(mean, std, res, tensors.STD_FLOOR)
+    return dg.AssetCheckResult(passed=report.ok, metadata={
+        "shape": str(report.shape), "min_std": report.min_std, "floored_share": round(report.floored_share, 4),
+        "problems": "; ".join(report.problems) or "none"})

@@ -1,8 +1,5 @@
 """Group ``train``: CrystalNet trained on the prepared tensors, registered and maybe promoted."""
 
-import hashlib
-import json
-import os
 import time
 from typing import Dict, Optional
 
@@ -10,25 +7,35 @@ import dagster as dg
 
 from assets.metadata import md, png_md
 from assets.prepare import normalization_stats
+from crystal_pipeline.evaluation import registry
 from crystal_pipeline.ingest import archive
 from crystal_pipeline.reporting import figures
+from crystal_pipeline.reporting.numbers import finite_or_none
 from crystal_pipeline.tensors import preparation
-from crystal_pipeline.evaluation import registry
 from resources import ComputeResource, PreprocessingResource, StorageResource, WarehouseResource
 
 
 class TrainRunConfig(dg.Config):
-    """Which preset to train, with per-field overrides (values as strings, like the CLI's --set)."""
+    """Which preset to train, with per-field overrides (values as strings, like the CLI's --set).
+
+    ``resume`` continues the newest checkpoint of the same config (runtime fields such as
+    ``log_every`` or ``max_updates_this_session`` may differ) that no running run holds.
+    The accuracy floor is relative to the majority-class rate unless ``accuracy_floor`` is set.
+    """
 
     preset: str = "demo"
     overrides: Dict[str, str] = {}
     resume: bool = False
-    accuracy_floor: float = 0.3
+    accuracy_floor: Optional[float] = None
+    error_reduction_floor: float = registry.DEFAULT_ERROR_REDUCTION
 
 
 MODEL_CHECKS = [
     dg.AssetCheckSpec("val_accuracy_above_floor", asset="crystalnet_model",
-                      description="Validation accuracy is above the configured floor."),
+                      description="Validation accuracy removes at least error_reduction_floor (default 25%) of the "
+                                  "errors of always answering the majority class: floor = majority + 0.25 x "
+                                  "(1 - majority), 0.59 at a majority rate of 0.45. accuracy_floor in the run "
+                                  "config sets an absolute floor instead."),
     dg.AssetCheckSpec("val_accuracy_above_majority_rate", asset="crystalnet_model",
                       description="The model beats always answering the most common class."),
 ]
@@ -38,10 +45,12 @@ MODEL_CHECKS = [
 def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, storage: StorageResource,
                      warehouse: WarehouseResource, preprocessing: PreprocessingResource,
                      compute: ComputeResource):
-    """CrystalNet (the paper's Table 1) trained with a preset; registered in ``models``, promoted if not worse."""
-    import numpy as np
+    """CrystalNet (the paper's Table 1) trained with a preset; registered in ``models``, promoted if not worse.
 
-    from crystal_pipeline.model import load, predict_proba
+    Each run trains in its own staging folder (``DataLayout.training_run_dir``); a run
+    stopped by ``max_updates_this_session`` fails with where its checkpoint is.
+    """
+    from crystal_pipeline.evaluation import promotion, staging
     from crystal_pipeline.training import TrainConfig, train
 
     layout, wh = storage.layout, warehouse.get()
@@ -51,10 +60,6 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         context.log.info(f"preset {config.preset} trains at {res} px: writing tensors at that resolution")
         preparation.prepare_resolution(wh, layout, res, workers=preprocessing.workers)
     trained_on = archive.provenance(layout.raw_dir)
-
-    # One working folder per config, so `resume: true` continues a killed run of the same config.
-    config_key = hashlib.sha256(json.dumps(train_config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-    staging = layout.models_dir / "_training" / config_key / "model.pt"
     log_lines: list[dict] = []
 
     def progress(stats: dict) -> None:
@@ -66,55 +71,67 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
             + f" {stats['images_per_s']:.0f} img/s, ETA {stats.get('eta_s', 0):.0f}s")
 
     started = time.perf_counter()
-    result = train(train_config, layout.tensors_dir(res), staging, device=compute.device, trained_on=trained_on,
-                   resume=config.resume, progress=progress)
-    version = registry.new_model_version(staging)
-    final = layout.model_path(version)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, final)
+    with staging.claim(layout, train_config.identity_key(), context.run.run_id, resume=config.resume) as run:
+        resumed_from = staging.checkpoint_update(run.checkpoint_path) if run.resumed else 0
+        context.log.info(f"staging folder {run.folder}" + (f", resuming at update {resumed_from}" if run.resumed else ""))
+        result = train(train_config, layout.tensors_dir(res), run.model_path, device=compute.device,
+                       trained_on=trained_on, resume=run.resumed, progress=progress)
+        if not result.finished:
+            raise _stopped(result, train_config, run)
+        class_ids = result.val_class_ids
+        scores = registry.score(class_ids, result.val_probs)
+        decision = promotion.promote(wh, layout, run.model_path, scores, preset=config.preset, resolution=res,
+                                     trained_on=trained_on, device=compute.device, workers=preprocessing.workers)
+        run.release(finished=True)
+    context.log.info(decision.reason)
 
-    class_ids = result.val_class_ids
-    scores = registry.score(class_ids, result.val_probs)
-    current = registry.production_model(wh)
-    current_scores = None
-    if current is not None:
-        # Re-score the production model on today's validation split, at its own resolution.
-        old = load(current["path"], compute.device)
-        val = preparation.current_val_split(wh, layout, old.resolution, workers=preprocessing.workers)
-        current_scores = registry.score(val.class_ids, predict_proba(old, val.pixels))
-    promote, reason = registry.not_worse(scores, current_scores)
-    registry.register(wh, model_version=version, preset=config.preset, resolution=res, path=final,
-                      trained_on=trained_on, scores=scores, promote=promote)
-    context.log.info(reason)
-
-    majority = float(np.bincount(class_ids, minlength=11).max() / max(1, len(class_ids)))
+    majority = registry.majority_rate(class_ids)
+    floor = (config.accuracy_floor if config.accuracy_floor is not None
+             else registry.accuracy_floor(majority, config.error_reduction_floor))
     curve = figures.training_curves(log_lines or result.history, f"CrystalNet {config.preset} ({res} px)")
     yield dg.MaterializeResult(metadata={
-        "model_version": version,
-        "path": dg.MetadataValue.path(str(final)),
+        "model_version": decision.model_version,
+        "path": dg.MetadataValue.path(str(decision.path)),
         "preset": config.preset,
         "resolution": res,
         "updates": result.updates,
+        "resumed_from_update": resumed_from,
         "device": result.device,
         "val_images": len(class_ids),
-        "val_accuracy": _num(scores.val_accuracy),
-        "crystal_recall": _num(scores.crystal_recall),
-        "crystal_auc": _num(scores.crystal_auc),
-        "crystal_threshold": _num(scores.crystal_threshold),
+        **{name: finite_or_none(getattr(scores, name))
+           for name in ("val_accuracy", "crystal_recall", "crystal_auc", "crystal_threshold")},
         "images_per_s": round(result.images_per_s, 1),
         "train_seconds": round(result.seconds, 1),
         "asset_seconds": round(time.perf_counter() - started, 1),
         "trained_on": trained_on,
-        "promoted": promote,
-        "promotion": reason,
+        "promoted": decision.promoted,
+        "promotion": decision.reason,
+        "production_val_accuracy": (None if decision.production_scores is None
+                                    else finite_or_none(decision.production_scores.val_accuracy)),
         "curves": md(png_md(curve, "training curves")),
     })
     yield dg.AssetCheckResult(check_name="val_accuracy_above_floor",
-                              passed=bool(scores.val_accuracy >= config.accuracy_floor),
-                              metadata={"val_accuracy": _num(scores.val_accuracy), "floor": config.accuracy_floor})
+                              passed=bool(scores.val_accuracy >= floor),
+                              metadata={"val_accuracy": finite_or_none(scores.val_accuracy),
+                                        "floor": round(floor, 4), "majority_rate": round(majority, 4),
+                                        "floor_rule": ("absolute (accuracy_floor)" if config.accuracy_floor is not None
+                                                       else f"majority + {config.error_reduction_floor} x (1 - majority)")})
     yield dg.AssetCheckResult(check_name="val_accuracy_above_majority_rate",
                               passed=bool(scores.val_accuracy > majority),
-                              metadata={"val_accuracy": _num(scores.val_accuracy), "majority_rate": round(majority, 4)})
+                              metadata={"val_accuracy": finite_or_none(scores.val_accuracy),
+                                        "majority_rate": round(majority, 4)})
+
+
+def _stopped(result, train_config, run) -> dg.Failure:
+    """The failure of a run that stopped at ``max_updates_this_session``: where, and what to do."""
+    return dg.Failure(
+        description=(f"training stopped at update {result.updates} of {train_config.updates} "
+                     f"(max_updates_this_session={train_config.max_updates_this_session}); no model was registered. "
+                     f"Its checkpoint is {result.checkpoint_path}. Re-run with resume: true to continue from it."),
+        metadata={"stopped_at_update": result.updates, "updates": train_config.updates,
+                  "checkpoint": dg.MetadataValue.path(str(result.checkpoint_path)),
+                  "staging_folder": dg.MetadataValue.path(str(run.folder)),
+                  "identity_key": train_config.identity_key()})
 
 
 def registered_model(wh, model_version: Optional[str] = None) -> dict:
@@ -124,7 +141,3 @@ def registered_model(wh, model_version: Optional[str] = None) -> dict:
         return registry.model_row(wh, model_version)
     except LookupError as error:
         raise dg.Failure(str(error)) from error
-
-
-def _num(x: float):
-    return None if x != x else round(float(x), 4)

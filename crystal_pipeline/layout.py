@@ -24,12 +24,12 @@ def default_data_dir() -> Path:
 
 def default_raw_dir() -> Path:
     raw = os.environ.get(ENV_RAW_DIR)
-    return Path(raw).resolve() if raw else default_data_dir() / "raw"
+    return Path(raw).resolve() if raw else DataLayout.raw_dir_under(default_data_dir())
 
 
 def default_incoming_dir() -> Path:
     incoming = os.environ.get(ENV_INCOMING_DIR)
-    return Path(incoming).resolve() if incoming else default_data_dir() / "incoming"
+    return Path(incoming).resolve() if incoming else DataLayout.incoming_dir_under(default_data_dir())
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,15 @@ class DataLayout:
     def under(cls, data_dir: str | os.PathLike) -> "DataLayout":
         """A self-contained layout (raw and incoming inside the data dir)."""
         root = Path(data_dir).resolve()
-        return cls(root, root / "raw", root / "incoming")
+        return cls(root, cls.raw_dir_under(root), cls.incoming_dir_under(root))
+
+    @staticmethod
+    def raw_dir_under(data_dir: Path) -> Path:
+        return Path(data_dir) / "raw"
+
+    @staticmethod
+    def incoming_dir_under(data_dir: Path) -> Path:
+        return Path(data_dir) / "incoming"
 
     @property
     def warehouse(self) -> Path:
@@ -71,14 +79,55 @@ class DataLayout:
         return self.models_dir / model_version / "model.pt"
 
     @property
+    def training_dir(self) -> Path:
+        """Staging folders of training runs, before a model gets its version."""
+        return self.models_dir / "_training"
+
+    def training_identity_dir(self, identity_key: str) -> Path:
+        """The runs of one training config (``TrainConfig.identity_key()``): a resume looks here."""
+        return self.training_dir / identity_key
+
+    def training_run_dir(self, identity_key: str, run_id: str) -> Path:
+        """One run's own staging folder: its ``model.pt``, checkpoint and lock."""
+        return self.training_identity_dir(identity_key) / run_id
+
+    def baselines_path(self, resolution: int) -> Path:
+        """The fitted RF, MLP and kNN baselines at one resolution (a pickle)."""
+        return self.models_dir / "baselines" / f"baselines_r{resolution}.pkl"
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        """Hand-crafted baseline features per tensor file (recomputable)."""
+        return self.data_dir / "cache" / "features"
+
+    def study_dir(self, study: str) -> Path:
+        """Working folder of one paper study (``training_size``, ``resolution``)."""
+        return self.data_dir / "studies" / study
+
+    @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
 
     def evaluation_report_dir(self, model_version: str) -> Path:
         return self.reports_dir / "evaluation" / model_version
 
+    def evaluation_report_html(self, model_version: str) -> Path:
+        return self.evaluation_report_dir(model_version) / "report.html"
+
     def plate_report_dir(self, partition_key: str) -> Path:
         return self.reports_dir / "plates" / partition_key
+
+    def plate_report_html(self, partition_key: str) -> Path:
+        return self.plate_report_dir(partition_key) / "report.html"
+
+    def plate_hits_csv(self, partition_key: str) -> Path:
+        """The plate's ranked hit list (a public output: crystallographers open it)."""
+        return self.plate_report_dir(partition_key) / "hits.csv"
+
+    def model_comparison_paths(self, model_version: str) -> tuple[Path, Path]:
+        """Table 5's Markdown and its ROC figure, beside the model's evaluation report."""
+        folder = self.evaluation_report_dir(model_version)
+        return folder / "model_comparison.md", folder / "model_comparison_roc.png"
 
     @property
     def dagster_home(self) -> Path:

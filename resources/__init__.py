@@ -29,9 +29,9 @@ class StorageResource(ConfigurableResource):
     def layout(self) -> DataLayout:
         data_dir = Path(self.data_dir).resolve() if self.data_dir else default_data_dir()
         raw_dir = Path(self.raw_dir).resolve() if self.raw_dir else (
-            data_dir / "raw" if self.data_dir else default_raw_dir())
+            DataLayout.raw_dir_under(data_dir) if self.data_dir else default_raw_dir())
         incoming = Path(self.incoming_dir).resolve() if self.incoming_dir else (
-            data_dir / "incoming" if self.data_dir else default_incoming_dir())
+            DataLayout.incoming_dir_under(data_dir) if self.data_dir else default_incoming_dir())
         return DataLayout(data_dir, raw_dir, incoming)
 
 

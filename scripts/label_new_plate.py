@@ -68,9 +68,8 @@ def main() -> int:
                 return 1
             keys.append(request.partition_key)
     for key in keys:
-        report = layout.plate_report_dir(key) / "report.html"
-        print(f"== plate {key} labelled. Plate report: {report}")
-        print(f"   hit list: {layout.plate_report_dir(key) / 'hits.csv'}")
+        print(f"== plate {key} labelled. Plate report: {layout.plate_report_html(key)}")
+        print(f"   hit list: {layout.plate_hits_csv(key)}")
     return 0 if keys else 1
 
 

@@ -113,3 +113,73 @@ def test_majority_rule_and_plate_split_are_run_config(data_dir):
     unanimous = wh.scalar("SELECT count(*) FROM consensus_labels WHERE agreement = 1.0")
     assert wh.scalar("SELECT count(*) FROM consensus_labels") > unanimous  # majority adds split votes
     assert check_results(result)["no_plate_on_both_sides"]
+
+
+def run_checks(data_dir, *names):
+    """Run the named standalone checks alone, against whatever is stored now."""
+    import definitions
+
+    keys = [k for k in definitions.defs.resolve_asset_graph().asset_check_keys if k.name in names]
+    assert len(keys) == len(names)
+    result = dg.materialize([*definitions.all_assets, *definitions.all_checks],
+                            resources=build_resources(StorageResource(data_dir=str(data_dir))),
+                            instance=dg.DagsterInstance.ephemeral(), selection=dg.AssetSelection.checks(*keys))
+    return check_results(result)
+
+
+def test_each_stored_data_check_fails_on_bad_stored_data(data_dir):
+    materialize_all(data_dir)
+    layout = DataLayout.under(data_dir)
+    wh = Warehouse(layout.warehouse)
+    names = ("unique_image_ids", "class_ids_in_range", "pixel_length_is_resolution_squared", "stats_are_usable")
+    assert run_checks(data_dir, *names) == dict.fromkeys(names, True)
+
+    # A label whose picture was quarantined since: it names no decodable image.
+    first, second = wh.query_df("SELECT image_id FROM consensus_labels ORDER BY image_id LIMIT 2")["image_id"]
+    with wh.transaction() as con:
+        con.execute("UPDATE images SET status = 'quarantined' WHERE image_id = ?", [first])
+    assert run_checks(data_dir, "unique_image_ids", "class_ids_in_range") == {
+        "unique_image_ids": False, "class_ids_in_range": True}
+    # A stored class id out of 1..10.
+    with wh.transaction() as con:
+        con.execute("UPDATE images SET status = 'ok' WHERE image_id = ?", [first])
+        con.execute("UPDATE consensus_labels SET class_id = 11 WHERE image_id = ?", [second])
+    assert run_checks(data_dir, "unique_image_ids", "class_ids_in_range") == {
+        "unique_image_ids": True, "class_ids_in_range": False}
+
+    # Stats of a training split whose pixels never vary (all at the floor), then non-finite stats.
+    mean, std = tensors.load_stats(layout.stats_path(128))
+    tensors.save_stats(layout.stats_path(128), mean, np.full_like(std, tensors.STD_FLOOR))
+    assert run_checks(data_dir, "stats_are_usable") == {"stats_are_usable": False}
+    std[3, 4] = np.nan
+    tensors.save_stats(layout.stats_path(128), mean, std)
+    assert run_checks(data_dir, "stats_are_usable") == {"stats_are_usable": False}
+    tensors.save_stats(layout.stats_path(128), mean[:64, :64], np.maximum(std[:64, :64], 2))
+    assert run_checks(data_dir, "stats_are_usable") == {"stats_are_usable": False}
+
+    # A truncated part file on disk.
+    part = sorted(layout.tensors_split_dir(128, "val").glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    assert run_checks(data_dir, "pixel_length_is_resolution_squared") == {"pixel_length_is_resolution_squared": False}
+
+
+def test_pixel_length_check_reads_the_files_not_the_schema(tmp_path):
+    """A part file of another resolution, and a whole good split."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from crystal_pipeline.tensors.verify import check_stats, read_back_split
+
+    split = tmp_path / "val"
+    split.mkdir()
+    table = pa.table({"image_id": ["a", "b"], "class_id": pa.array([1, 2], pa.int8()),
+                      "pixels": pa.array([bytes(32 * 32)] * 2, pa.binary(32 * 32))})
+    pq.write_table(table, split / "part-00000.parquet")
+    assert read_back_split(split, 32).ok and read_back_split(split, 32).rows == 2
+    wrong = read_back_split(split, 64)
+    assert not wrong.ok and wrong.bad_lengths == 2
+    ok = check_stats(np.zeros((32, 32)), np.full((32, 32), 5.0), 32, 1.0)
+    assert ok.ok and ok.floored_share == 0
+    half = np.full((32, 32), 5.0)
+    half[:17] = 1.0  # 53% of the pixels never varied
+    assert not check_stats(np.zeros((32, 32)), half, 32, 1.0).ok

@@ -149,7 +149,7 @@ def test_each_baseline_beats_chance_on_three_easy_patterns():
         assert prediction.probs.shape == (30, 10)
         np.testing.assert_allclose(prediction.probs.sum(axis=1), 1.0, atol=1e-6)
         assert (prediction.probs[:, 3:] == 0).all()  # classes never trained on get 0
-        assert prediction.seconds >= 0
+        assert 0 < prediction.seconds < 60, (name, prediction.seconds)  # measured, not a default 0
         accuracy[name] = float((prediction.probs.argmax(axis=1) + 1 == y_val).mean())
     assert accuracy[RF] >= 0.8, accuracy  # chance is 1/3
     assert accuracy[NEURAL_NET] >= 0.8, accuracy
@@ -161,14 +161,17 @@ def test_each_baseline_beats_chance_on_three_easy_patterns():
     np.testing.assert_array_equal(again[RF].probs, predictions[RF].probs)
 
     probs = {name: p.probs for name, p in predictions.items()}
-    probs["CrystalNet"] = np.eye(10)[y_val - 1]
+    # A CrystalNet that is wrong on exactly the first three images (answers the next pattern).
+    predicted = y_val.copy()
+    predicted[:3] = y_val[:3] % 3 + 1
+    probs["CrystalNet"] = np.eye(10)[predicted - 1]
     seconds = {name: p.seconds for name, p in predictions.items()} | {"CrystalNet": 0.5}
     scores = model_scores(y_val, probs, seconds, feature_seconds={RF: 1.0, NEURAL_NET: 1.0})
     by_name = {s["name"]: s for s in scores}
-    assert by_name["CrystalNet"]["accuracy"] == 1.0
+    assert by_name["CrystalNet"]["accuracy"] == pytest.approx(27 / 30)
     assert by_name[RF]["accuracy"] == pytest.approx(accuracy[RF])
     table = table5_markdown(scores, "three toy patterns")
-    for needle in ("| CrystalNet | 90.8 | 300 | 100.0 |", "| RF | 82.8 | 209 |",
+    for needle in ("| CrystalNet | 90.8 | 300 | 90.0 |", "| RF | 82.8 | 209 |",
                    "| Neural Net | 86.9 | 1 |", "| Nearest Neighbor | 70.7 | 286 |",
                    "three toy patterns", "HWI"):
         assert needle in table, needle

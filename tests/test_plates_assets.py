@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -142,6 +143,65 @@ def test_label_a_plate_rerun_and_bad_wells(trained, tmp_path):
         assert not evaluations["plate_files_decodable"].passed
         assert evaluations["probabilities_sum_to_one"].passed and evaluations["model_version_exists"].passed
         assert wh.scalar("SELECT count(*) FROM predictions WHERE inspection = 'day2'") == 94
+
+
+def test_sensor_never_relabels_a_plate_the_instance_labelled_even_with_a_fresh_cursor(trained, tmp_path):
+    """`make demo` then `make ui`: the demo's run labelled SYN0101; the daemon starts with no
+    cursor. The instance's own records must stop it, and a changed file must not."""
+    import definitions
+
+    storage = StorageResource(data_dir=str(trained), incoming_dir=str(tmp_path / "incoming"))
+    write_plate(storage.layout.incoming_dir / "IDEM", "IDEM", seed=4, wells=96, size=64)
+    with dg.instance_for_test() as instance:
+        first = tick(instance, storage)
+        second = tick(instance, storage, first.cursor)
+        assert [r.partition_key for r in second.run_requests] == ["IDEM"]
+        apply(instance, second)
+        # The run, launched outside any daemon (as scripts/label_new_plate.py does).
+        assert dg.materialize([*definitions.all_assets, *definitions.all_checks], resources=build_resources(storage),
+                              instance=instance, selection=dg.AssetSelection.groups("plates"),
+                              partition_key="IDEM").success
+        # A restarted daemon: fresh cursor, same instance. Two ticks (the plate settles), no run.
+        fresh = tick(instance, storage)
+        settled = tick(instance, storage, fresh.cursor)
+        assert settled.run_requests == []
+        assert "already labelled and unchanged" in settled.skip_reason.skip_message
+        # A corrected image: after it settles, the plate is requested again.
+        Image.new("L", (64, 64), 7).save(storage.layout.incoming_dir / "IDEM" / "A01.png")
+        changed = tick(instance, storage, settled.cursor)
+        again = tick(instance, storage, changed.cursor)
+        assert [r.partition_key for r in again.run_requests] == ["IDEM"]
+        # Ingesting the new files without a plate_report after them does not count as labelled.
+        from assets.plate_sensor import labelled_signature
+
+        assert labelled_signature(instance, "IDEM") == second.run_requests[0].tags["plate_signature"]
+        assert dg.materialize([*definitions.all_assets], resources=build_resources(storage), instance=instance,
+                              selection=dg.AssetSelection.assets("plate_images"), partition_key="IDEM").success
+        assert labelled_signature(instance, "IDEM") is None
+
+
+def test_model_version_exists_fails_when_the_model_file_is_not_the_registered_one(trained):
+    from crystal_pipeline.evaluation import registry
+
+    layout = DataLayout.under(trained)
+    write_plate(layout.incoming_dir / "SWAP", "SWAP", seed=5, wells=96, size=64)
+    path = Path(registry.model_row(Warehouse(layout.warehouse))["path"])
+    original = path.read_bytes()
+    try:
+        # The same weights saved again with one more key: loadable, but not the registered file.
+        import torch
+
+        artifact = torch.load(path, weights_only=True)
+        artifact["note"] = "replaced after registration"
+        torch.save(artifact, path)
+        with dg.instance_for_test() as instance:
+            result = label(trained, instance, "SWAP")
+        check = checks(result)["model_version_exists"]
+        assert not check.passed and "the registry says" in check.metadata["problem"].value
+    finally:
+        path.write_bytes(original)
+    with dg.instance_for_test() as instance:
+        assert checks(label(trained, instance, "SWAP"))["model_version_exists"].passed
 
 
 @pytest.mark.slow

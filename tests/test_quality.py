@@ -1,7 +1,8 @@
 import pandas as pd
 
 from crystal_pipeline.ingest.consensus import split_for
-from crystal_pipeline.ingest.quality import split_checks, val_share_tolerance
+from crystal_pipeline.classes import class_name, has_crystal
+from crystal_pipeline.ingest.quality import label_table_checks, split_checks, val_share_tolerance
 
 
 def labels(ids, splits=None, class_id=1):
@@ -19,14 +20,36 @@ def test_hash_split_passes_every_check():
     assert all(c.passed for c in checks.values())
 
 
-def test_duplicates_bad_classes_and_skewed_split_fail():
+def stored(n=20):
+    """The frame labels.stored_labels_with_images returns, every row consistent."""
+    class_ids = [1 + i % 10 for i in range(n)]
+    return pd.DataFrame({"image_id": [f"P/W{i}" for i in range(n)], "class_id": class_ids,
+                         "class_name": [class_name(c) for c in class_ids],
+                         "has_crystal": [has_crystal(c) for c in class_ids],
+                         "split": "train", "image_rows": 1, "ok_rows": 1})
+
+
+def test_label_table_checks_pass_on_consistent_rows_and_name_each_fault():
+    assert all(c.passed for c in label_table_checks(stored()))
+    dupes = stored()
+    dupes.loc[3, "image_id"] = dupes.loc[4, "image_id"]
+    assert by_name(label_table_checks(dupes))["unique_image_ids"].metadata["duplicates"] == 1
+    orphan = stored()
+    orphan.loc[2, "ok_rows"] = 0  # the labelled picture is quarantined
+    check = by_name(label_table_checks(orphan))["unique_image_ids"]
+    assert not check.passed and check.metadata["examples"] == "P/W2"
+    for column, value in (("class_id", 11), ("class_id", 0), ("class_name", "clear"), ("has_crystal", True)):
+        bad = stored()
+        bad.loc[1, column] = value  # row 1 is class 2 (not a crystal, not "clear")
+        outcome = by_name(label_table_checks(bad))["class_ids_in_range"]
+        assert not outcome.passed and outcome.metadata["examples"] == "P/W1", column
+        assert by_name(label_table_checks(bad))["unique_image_ids"].passed
+
+
+def test_skewed_split_fails():
     ids = [f"P/W{w}" for w in range(1200)]
     frame = labels(ids, ["train"] * 1100 + ["val"] * 100)
-    frame.loc[3, "image_id"] = frame.loc[4, "image_id"]
-    frame.loc[5, "class_id"] = 11
     checks = by_name(split_checks(frame, split_by="image", val_fraction=0.2, tolerance=0.02))
-    assert not checks["unique_image_ids"].passed and checks["unique_image_ids"].metadata["duplicates"] == 1
-    assert not checks["class_ids_in_range"].passed
     assert not checks["validation_share"].passed and checks["validation_share"].metadata["val_share"] < 0.1
 
 

@@ -1,6 +1,9 @@
 """crystalnet_model materializes with the smoke preset, registers and promotes."""
 
+from pathlib import Path
+
 import dagster as dg
+import pytest
 
 from crystal_pipeline.layout import DataLayout
 from crystal_pipeline.model import load
@@ -32,13 +35,120 @@ def test_crystalnet_model_smoke_trains_registers_and_promotes(data_dir):
     [event] = results[1].asset_materializations_for_node("crystalnet_model")
     meta = {k: v.value for k, v in event.metadata.items()}
     assert meta["preset"] == "smoke" and meta["updates"] == 12
-    assert "promot" in meta["promotion"] or "kept" in meta["promotion"]
+    [first] = results[0].asset_materializations_for_node("crystalnet_model")
+    first_meta = {k: v.value for k, v in first.metadata.items()}
+    assert first_meta["promoted"] and first_meta["promotion"].startswith("first model")
+    assert first_meta["production_val_accuracy"] is None
+    # The second run re-scored the first model on the same split: the number it was registered with.
+    assert meta["production_val_accuracy"] == first_meta["val_accuracy"]
+    assert meta["promoted"] == bool(models["is_production"].iloc[-1])
+    assert meta["resumed_from_update"] == 0
+    assert not any(DataLayout.under(data_dir).training_dir.glob("*/*"))  # finished runs leave no staging
     model = load(models["path"].iloc[-1], "cpu")
     assert model.resolution == 32
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
               for e in results[1].all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks["val_accuracy_above_floor"]  # floor 0 in this test
     assert "val_accuracy_above_majority_rate" in checks
+
+
+def materialize_model(resources, instance, **config):
+    import definitions
+
+    return dg.materialize([*definitions.all_assets, *definitions.all_checks], resources=resources, instance=instance,
+                          selection=dg.AssetSelection.assets("crystalnet_model"), raise_on_error=False,
+                          run_config={"ops": {"crystalnet_model": {"config": {"preset": "smoke", **config}}}})
+
+
+def failure_of(result):
+    [event] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return event.step_failure_data
+
+
+def model_meta(result):
+    [event] = result.asset_materializations_for_node("crystalnet_model")
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+@pytest.fixture
+def prepared(data_dir):
+    import definitions
+
+    resources = build_resources(StorageResource(data_dir=str(data_dir)))
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([*definitions.all_assets], resources=resources, instance=instance,
+                          selection=dg.AssetSelection.groups("ingest", "prepare")).success
+    return resources, instance, DataLayout.under(data_dir)
+
+
+def test_stopped_run_fails_clearly_and_resumes_with_other_runtime_fields(prepared):
+    from crystal_pipeline.training import TrainConfig
+
+    resources, instance, layout = prepared
+    stopped = materialize_model(resources, instance, overrides={"max_updates_this_session": "6"})
+    assert not stopped.success
+    failure = failure_of(stopped)
+    assert failure.error.cls_name == "Failure"  # not FileNotFoundError
+    text = failure.user_failure_data.description
+    assert "stopped at update 6 of 12" in text and "resume: true" in text
+    checkpoint = Path(failure.user_failure_data.metadata["checkpoint"].value)
+    key = TrainConfig.from_preset("smoke").identity_key()
+    assert checkpoint == layout.training_run_dir(key, stopped.run_id) / "model.pt.ckpt" and checkpoint.is_file()
+    assert not (checkpoint.parent / "run.lock").exists()  # released: the next run may resume it
+    assert Warehouse(layout.warehouse).scalar("SELECT count(*) FROM models") == 0
+
+    # Runtime fields changed (log_every, no session limit): the same identity, so it resumes at 6.
+    resumed = materialize_model(resources, instance, resume=True, overrides={"log_every": "2"})
+    assert resumed.success
+    meta = model_meta(resumed)
+    assert meta["resumed_from_update"] == 6 and meta["updates"] == 12
+    assert not checkpoint.parent.exists()
+    assert Warehouse(layout.warehouse).scalar("SELECT count(*) FROM models") == 1
+
+
+def test_a_run_never_resumes_a_checkpoint_another_running_run_holds(prepared):
+    from crystal_pipeline.evaluation import staging
+    from crystal_pipeline.files import file_sha256
+
+    resources, instance, layout = prepared
+    stopped = materialize_model(resources, instance, overrides={"max_updates_this_session": "6"})
+    checkpoint = Path(failure_of(stopped).user_failure_data.metadata["checkpoint"].value)
+    assert staging._try_lock(checkpoint.parent, "still-running")  # that run is back at work (this pid lives)
+    before = (file_sha256(checkpoint), checkpoint.stat().st_mtime_ns)
+    other = materialize_model(resources, instance, resume=True)
+    assert other.success and model_meta(other)["resumed_from_update"] == 0
+    assert (file_sha256(checkpoint), checkpoint.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["model.pt.ckpt", "run.lock"]
+
+
+def test_claim_gives_each_run_its_own_folder_and_takes_over_stale_locks(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from crystal_pipeline.evaluation import staging
+
+    layout = DataLayout.under(tmp_path)
+    old = layout.training_run_dir("k", "old")
+    old.mkdir(parents=True)
+    (old / "model.pt.ckpt").write_bytes(b"ckpt")
+    first = staging.claim(layout, "k", "a", resume=True)
+    second = staging.claim(layout, "k", "b", resume=True)  # concurrent: the checkpoint is held
+    assert (first.folder, first.resumed) == (old, True)
+    assert (second.folder, second.resumed) == (layout.training_run_dir("k", "b"), False)
+    assert staging.claim(layout, "other", "a", resume=True).folder == layout.training_run_dir("other", "a")
+    first.release(finished=False)
+    assert staging.claim(layout, "k", "c", resume=True).folder == old
+    # A lock whose process died on this host is stale.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = json.loads((old / "run.lock").read_text())
+    (old / "run.lock").write_text(json.dumps({**lock, "pid": int(dead.stdout)}))
+    assert staging.claim(layout, "k", "d", resume=True).folder == old
+    # A finished run's kept checkpoint is never resumed.
+    done = staging.claim(layout, "k", "d2", resume=False)
+    (done.folder / "model.pt.ckpt").write_bytes(b"kept")
+    done.release(finished=True)
+    assert done.folder not in [p.parent for p in staging.resumable_checkpoints(layout, "k")]
 
 
 def test_current_val_split_rewrites_tensors_from_an_older_consensus(data_dir):

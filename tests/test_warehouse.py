@@ -70,3 +70,33 @@ def test_exception_rolls_back_and_releases_the_file(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
+
+
+def test_replace_rows_by_scope_by_key_and_all_or_nothing(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from crystal_pipeline.warehouse import replace_rows
+
+    wh = Warehouse(tmp_path / "w.duckdb")
+    wh.ensure_schema()
+    errors = pd.DataFrame({"raw": ["x", "y", "z"], "reason": ["r"] * 3, "source_line": [1, 2, 3],
+                           "source_file": ["a.csv", "a.csv", "b.csv"]})  # column order is not the table's
+    with wh.transaction() as con:
+        replace_rows(con, "annotation_errors", errors)
+    # Scope: only b.csv's rows are replaced.
+    with wh.transaction() as con:
+        replace_rows(con, "annotation_errors", errors.iloc[:0], where="source_file = ?", params=["b.csv"])
+    assert sorted(wh.query_df("SELECT raw FROM annotation_errors")["raw"]) == ["x", "y"]
+    # Key: rows whose key appears in the frame are replaced, the others kept.
+    with wh.transaction() as con:
+        replace_rows(con, "annotation_errors", pd.DataFrame({"source_file": ["a.csv"], "source_line": [9],
+                                                             "reason": ["new"], "raw": ["x"]}), key="raw")
+    rows = wh.query_df("SELECT raw, reason, source_line FROM annotation_errors ORDER BY raw")
+    assert rows.values.tolist() == [["x", "new", 9], ["y", "r", 2]]
+    # A failing insert (NULL into a NOT NULL column) rolls the delete back too.
+    bad = pd.DataFrame({"source_file": [None], "source_line": [1], "reason": ["r"], "raw": ["q"]})
+    with pytest.raises(Exception):
+        with wh.transaction() as con:
+            replace_rows(con, "annotation_errors", bad)
+    assert wh.scalar("SELECT count(*) FROM annotation_errors") == 2

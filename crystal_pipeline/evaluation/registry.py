@@ -13,7 +13,6 @@ crystal recall at 0.95 on validation, which plate reports use to call hits.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,7 +29,10 @@ from crystal_pipeline.evaluation.metrics import (
     predicted_classes,
     threshold_for_recall,
 )
+from crystal_pipeline.files import file_sha256
+from crystal_pipeline.reporting.numbers import finite_or_none
 from crystal_pipeline.warehouse import Warehouse
+from crystal_pipeline.warehouse import models as model_table
 
 THRESHOLD_RECALL = 0.95
 
@@ -61,14 +63,6 @@ def new_model_version(artifact: Path, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{file_sha256(artifact)[:8]}"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def not_worse(candidate: Scores, production: Scores | None) -> tuple[bool, str]:
     """Whether ``candidate`` may replace ``production``, and why, in words."""
     if production is None:
@@ -85,17 +79,17 @@ def not_worse(candidate: Scores, production: Scores | None) -> tuple[bool, str]:
 
 
 def production_model(warehouse: Warehouse) -> dict | None:
-    frame = warehouse.query_df("SELECT * FROM models WHERE is_production ORDER BY created_at DESC LIMIT 1")
-    return None if frame.empty else frame.iloc[0].to_dict()
+    """The production model's ``models`` row, or None before the first model."""
+    return model_table.production_model(warehouse)
 
 
 def model_row(warehouse: Warehouse, model_version: str | None = None) -> dict:
     """The named model's row, or the production model's; LookupError saying what to do."""
     if model_version:
-        frame = warehouse.query_df("SELECT * FROM models WHERE model_version = ?", [model_version])
-        if frame.empty:
+        row = model_table.model_by_version(warehouse, model_version)
+        if row is None:
             raise LookupError(f"model version {model_version!r} is not in the models table")
-        return frame.iloc[0].to_dict()
+        return row
     row = production_model(warehouse)
     if row is None:
         raise LookupError("no production model: materialize crystalnet_model first (make demo does)")
@@ -104,18 +98,39 @@ def model_row(warehouse: Warehouse, model_version: str | None = None) -> dict:
 
 def register(warehouse: Warehouse, *, model_version: str, preset: str, resolution: int, path: Path,
              trained_on: str, scores: Scores, promote: bool) -> None:
-    """Insert the model's row and, when promoted, make it the only production model (one transaction)."""
-    def number(x: float):
-        return None if x is None or math.isnan(x) else float(x)
+    """Insert the model's row (with its file's sha256) and, when promoted, make it the only
+    production model (one transaction). NaN scores are stored as NULL."""
+    model_table.insert_model(
+        warehouse, model_version=model_version, created_at=datetime.now(timezone.utc).replace(tzinfo=None),
+        preset=preset, resolution=resolution, path=str(path), sha256=file_sha256(path), trained_on=trained_on,
+        val_accuracy=finite_or_none(scores.val_accuracy, None), crystal_recall=finite_or_none(scores.crystal_recall, None),
+        crystal_auc=finite_or_none(scores.crystal_auc, None),
+        crystal_threshold=finite_or_none(scores.crystal_threshold, None), make_production=promote)
 
-    with warehouse.transaction() as con:
-        con.execute(
-            "INSERT INTO models (model_version, created_at, preset, resolution, path, sha256, trained_on, "
-            "val_accuracy, crystal_recall, crystal_auc, crystal_threshold, is_production) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE)",
-            [model_version, datetime.now(timezone.utc).replace(tzinfo=None), preset, resolution, str(path),
-             file_sha256(path), trained_on, number(scores.val_accuracy), number(scores.crystal_recall),
-             number(scores.crystal_auc), number(scores.crystal_threshold)],
-        )
-        if promote:
-            con.execute("UPDATE models SET is_production = (model_version = ?)", [model_version])
+
+def artifact_problem(row: dict) -> str | None:
+    """Why the registered model file cannot be trusted (missing, or its sha256 differs from
+    the row's: replaced or damaged since registration), or None when it is the one registered."""
+    path = Path(row["path"])
+    if not path.is_file():
+        return f"model file {path} is missing"
+    actual = file_sha256(path)
+    if actual != row.get("sha256"):
+        return f"model file {path} has sha256 {actual[:12]}..., the registry says {str(row.get('sha256'))[:12]}..."
+    return None
+
+
+# Share of the majority answer's errors a model must remove to pass the accuracy floor.
+DEFAULT_ERROR_REDUCTION = 0.25
+
+
+def majority_rate(class_ids: np.ndarray) -> float:
+    """Accuracy of always answering the most common class (0.0 without images)."""
+    class_ids = np.asarray(class_ids, dtype=np.int64)
+    return float(np.bincount(class_ids, minlength=11).max() / max(1, len(class_ids)))
+
+
+def accuracy_floor(majority: float, error_reduction: float = DEFAULT_ERROR_REDUCTION) -> float:
+    """The validation accuracy a useful model reaches: the majority rate plus
+    ``error_reduction`` of the errors that answer makes (0.45 -> 0.59 at 0.25)."""
+    return majority + error_reduction * (1.0 - majority)

@@ -24,15 +24,11 @@ import pandas as pd
 
 from crystal_pipeline.ingest.archive import WellFile
 from crystal_pipeline.ingest.imaging import UnreadableImage, probe
-from crystal_pipeline.warehouse import Warehouse
+from crystal_pipeline.warehouse import ImageScope, Warehouse
+from crystal_pipeline.warehouse import images as image_table
+from crystal_pipeline.warehouse.images import IMAGE_COLUMNS
 
 log = logging.getLogger(__name__)
-
-IMAGE_COLUMNS = (
-    "image_id", "plate_id", "inspection", "plate_format", "well", "well_index", "row", "col", "path",
-    "sha256", "width", "height", "mode", "status", "error", "source", "file_size", "file_mtime_ns", "ingested_at",
-)
-
 
 def _inspect_file(path: str) -> tuple[str | None, int | None, int | None, str | None, str | None]:
     """(sha256, width, height, mode, error) of one file; runs in a worker process."""
@@ -96,24 +92,20 @@ def ingest_files(
     source: str = "archive",
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    scope_sql: str | None = None,
-    scope_params: Sequence | None = None,
+    scope: ImageScope | None = None,
 ) -> IngestSummary:
     """Upsert ``images`` rows for these files, reading only new or changed ones.
 
-    ``scope_sql``/``scope_params`` select the stored rows this scan is responsible
-    for (e.g. one plate), so rows that vanished from disk can be reported.
-    The whole batch is written in one transaction.
+    ``scope`` names the stored rows this scan is responsible for (every row of the
+    ``source``, e.g. the archive, or one plate imaging), so rows that vanished from
+    disk can be reported; default: the rows of ``source``. The whole batch is written
+    in one transaction.
     """
     started = time.perf_counter()
     files = list(files)
     summary = IngestSummary(found=len(files))
     warehouse.ensure_schema()
-    where = f"WHERE {scope_sql}" if scope_sql else ""
-    stored = warehouse.query_df(
-        f"SELECT image_id, path, file_size, file_mtime_ns FROM images {where}", list(scope_params or [])
-    )
-    known = {r.image_id: (r.path, r.file_size, r.file_mtime_ns) for r in stored.itertuples(index=False)}
+    known = image_table.file_states(warehouse, scope or ImageScope.of_source(source))
 
     todo: list[tuple[WellFile, int | None, int | None]] = []
     for wf in files:
@@ -149,18 +141,9 @@ def ingest_files(
         ))
     if rows:
         frame = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
-        with warehouse.transaction() as con:
-            con.register("incoming_rows", frame)
-            con.execute("DELETE FROM images WHERE image_id IN (SELECT image_id FROM incoming_rows)")
-            con.execute(f"INSERT INTO images ({', '.join(_quoted(IMAGE_COLUMNS))}) "
-                        f"SELECT {', '.join(_quoted(IMAGE_COLUMNS))} FROM incoming_rows")
-            con.unregister("incoming_rows")
+        image_table.upsert_images(warehouse, frame)
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _quoted(columns: Iterable[str]) -> list[str]:
-    return [f'"{c}"' for c in columns]
 
 
 def well_files_from_images(frame: pd.DataFrame) -> list[WellFile]:

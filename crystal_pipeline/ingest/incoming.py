@@ -53,6 +53,11 @@ def _signature(files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def folder_signature(path: Path) -> str:
+    """The signature of one plate folder as :func:`find_plates` computes it (its files only)."""
+    return _signature(sorted(p for p in Path(path).iterdir() if p.is_file()))
+
+
 def _folder(key: str, plate_id: str, inspection: str | None, path: Path, plate_dir: Path) -> PlateFolder | None:
     entries = sorted(p for p in path.iterdir() if p.is_file())
     images = [p for p in entries if archive.is_image_file(p)]

@@ -14,17 +14,12 @@ from crystal_pipeline import tensors
 from crystal_pipeline.layout import DataLayout
 from crystal_pipeline.tensors.schema import SPLITS
 from crystal_pipeline.warehouse import Warehouse
-
-LABELLED_IMAGES_SQL = (
-    "SELECT l.image_id, l.class_id, l.split, i.path FROM consensus_labels l "
-    "JOIN images i USING (image_id) WHERE i.status = 'ok' ORDER BY l.image_id"
-)
+from crystal_pipeline.warehouse.labels import labelled_images
 
 
 def labelled_rows(warehouse: Warehouse) -> list[tuple[str, int, str, str]]:
     """``(image_id, class_id, split, path)`` of every labelled, decodable image, by id."""
-    frame = warehouse.query_df(LABELLED_IMAGES_SQL)
-    return list(frame.itertuples(index=False, name=None))
+    return labelled_images(warehouse)
 
 
 def write_split_tensors(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None,

@@ -1,0 +1,26 @@
+"""The ``annotations`` and ``annotation_errors`` tables: expert votes and unusable CSV rows.
+
+Both are rebuilt from the CSVs on every run, together, in one transaction.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from crystal_pipeline.warehouse.connection import Warehouse, replace_rows
+
+
+def replace_annotations(warehouse: Warehouse, rows: pd.DataFrame, errors: pd.DataFrame) -> None:
+    """Make the two tables hold exactly ``rows`` and ``errors`` (one transaction)."""
+    with warehouse.transaction() as con:
+        replace_rows(con, "annotations", rows)
+        replace_rows(con, "annotation_errors", errors)
+
+
+def annotation_errors(warehouse: Warehouse) -> pd.DataFrame:
+    return warehouse.query_df("SELECT * FROM annotation_errors ORDER BY source_file, source_line")
+
+
+def votes(warehouse: Warehouse) -> pd.DataFrame:
+    """``image_id, attributes`` of every annotation row (the consensus input)."""
+    return warehouse.query_df("SELECT image_id, attributes FROM annotations")

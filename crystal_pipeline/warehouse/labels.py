@@ -1,0 +1,52 @@
+"""The ``consensus_labels`` table: one agreed class per image and its split."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from crystal_pipeline.warehouse.connection import Warehouse, replace_rows
+
+LABEL_COLUMNS = ("image_id", "class_id", "class_name", "has_crystal", "n_annotators", "agreement", "split")
+
+
+def replace_consensus_labels(warehouse: Warehouse, labels: pd.DataFrame) -> None:
+    """Make the table hold exactly ``labels`` (one transaction)."""
+    with warehouse.transaction() as con:
+        replace_rows(con, "consensus_labels", labels)
+
+
+def consensus_labels(warehouse: Warehouse) -> pd.DataFrame:
+    """The table as stored, by image id."""
+    return warehouse.query_df("SELECT * FROM consensus_labels ORDER BY image_id")
+
+
+def stored_labels_with_images(warehouse: Warehouse) -> pd.DataFrame:
+    """Every stored label with how many ``images`` rows its id names and how many of those decode.
+
+    Columns: the label's columns plus ``image_rows`` and ``ok_rows``; a label whose
+    picture is missing or quarantined has ``ok_rows`` 0.
+    """
+    return warehouse.query_df(
+        "SELECT l.*, count(i.image_id) AS image_rows, count(i.image_id) FILTER (i.status = 'ok') AS ok_rows "
+        "FROM consensus_labels l LEFT JOIN images i USING (image_id) GROUP BY ALL ORDER BY l.image_id")
+
+
+def labelled_count(warehouse: Warehouse) -> int:
+    return int(warehouse.scalar("SELECT count(*) FROM consensus_labels"))
+
+
+def labelled_images(warehouse: Warehouse) -> list[tuple[str, int, str, str]]:
+    """``(image_id, class_id, split, path)`` of every labelled, decodable image, by id
+    (what the tensors are written from)."""
+    frame = warehouse.query_df(
+        "SELECT l.image_id, l.class_id, l.split, i.path FROM consensus_labels l "
+        "JOIN images i USING (image_id) WHERE i.status = 'ok' ORDER BY l.image_id")
+    return list(frame.itertuples(index=False, name=None))
+
+
+def labelled_images_per_split(warehouse: Warehouse) -> dict[str, int]:
+    """``split -> count`` of labelled, decodable images (the tensor rows to expect)."""
+    frame = warehouse.query_df(
+        "SELECT split, count(*) AS n FROM consensus_labels l JOIN images i USING (image_id) "
+        "WHERE i.status = 'ok' GROUP BY split")
+    return {str(s): int(n) for s, n in zip(frame["split"], frame["n"])}

@@ -1,0 +1,38 @@
+"""The ``models`` table: every registered model, exactly one of them flagged production."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from crystal_pipeline.warehouse.connection import Warehouse
+
+
+def production_model(warehouse: Warehouse) -> Optional[dict]:
+    """The production model's row as a dict, or None before the first model."""
+    frame = warehouse.query_df("SELECT * FROM models WHERE is_production ORDER BY created_at DESC LIMIT 1")
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def model_by_version(warehouse: Warehouse, model_version: str) -> Optional[dict]:
+    """The named model's row as a dict, or None when no such version is registered."""
+    frame = warehouse.query_df("SELECT * FROM models WHERE model_version = ?", [model_version])
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def insert_model(warehouse: Warehouse, *, model_version: str, created_at: datetime, preset: str, resolution: int,
+                 path: str, sha256: str, trained_on: str, val_accuracy: Optional[float],
+                 crystal_recall: Optional[float], crystal_auc: Optional[float],
+                 crystal_threshold: Optional[float], make_production: bool) -> None:
+    """Add a model's row and, with ``make_production``, make it the only production model
+    (one transaction: there is never a moment with zero or two production models)."""
+    with warehouse.transaction() as con:
+        con.execute(
+            "INSERT INTO models (model_version, created_at, preset, resolution, path, sha256, trained_on, "
+            "val_accuracy, crystal_recall, crystal_auc, crystal_threshold, is_production) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE)",
+            [model_version, created_at, preset, resolution, path, sha256, trained_on, val_accuracy,
+             crystal_recall, crystal_auc, crystal_threshold],
+        )
+        if make_production:
+            con.execute("UPDATE models SET is_production = (model_version = ?)", [model_version])

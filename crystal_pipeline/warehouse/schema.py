@@ -1,0 +1,94 @@
+"""The warehouse's tables: one DDL statement each, created if missing.
+
+These are public interfaces (DESIGN.md names every column); a change here is a
+schema migration, not a refactor. Every statement that reads or writes them lives in
+this package (``images``, ``annotations``, ``labels``, ``models``, ``predictions``).
+"""
+
+from __future__ import annotations
+
+SCHEMA: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS images (
+        image_id VARCHAR PRIMARY KEY,
+        plate_id VARCHAR NOT NULL,
+        inspection VARCHAR,
+        plate_format INTEGER,
+        well VARCHAR,
+        well_index INTEGER,
+        "row" INTEGER,
+        col INTEGER,
+        path VARCHAR NOT NULL,
+        sha256 VARCHAR,
+        width INTEGER,
+        height INTEGER,
+        mode VARCHAR,
+        status VARCHAR NOT NULL,
+        error VARCHAR,
+        source VARCHAR NOT NULL,
+        file_size BIGINT,
+        file_mtime_ns BIGINT,
+        ingested_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS annotations (
+        image_id VARCHAR NOT NULL,
+        annotator VARCHAR NOT NULL,
+        attributes VARCHAR[] NOT NULL,
+        source_file VARCHAR NOT NULL,
+        source_line INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS annotation_errors (
+        source_file VARCHAR NOT NULL,
+        source_line INTEGER,
+        reason VARCHAR NOT NULL,
+        raw VARCHAR
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS consensus_labels (
+        image_id VARCHAR PRIMARY KEY,
+        class_id INTEGER NOT NULL,
+        class_name VARCHAR NOT NULL,
+        has_crystal BOOLEAN NOT NULL,
+        n_annotators INTEGER NOT NULL,
+        agreement DOUBLE NOT NULL,
+        split VARCHAR NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS models (
+        model_version VARCHAR PRIMARY KEY,
+        created_at TIMESTAMP NOT NULL,
+        preset VARCHAR,
+        resolution INTEGER,
+        path VARCHAR NOT NULL,
+        sha256 VARCHAR,
+        trained_on VARCHAR,
+        val_accuracy DOUBLE,
+        crystal_recall DOUBLE,
+        crystal_auc DOUBLE,
+        crystal_threshold DOUBLE,
+        is_production BOOLEAN NOT NULL DEFAULT FALSE
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS predictions (
+        image_id VARCHAR NOT NULL,
+        plate_id VARCHAR NOT NULL,
+        inspection VARCHAR,
+        well VARCHAR,
+        model_version VARCHAR NOT NULL,
+        class_id INTEGER NOT NULL,
+        class_name VARCHAR NOT NULL,
+        crystal_prob DOUBLE NOT NULL,
+        probs FLOAT[10] NOT NULL,
+        predicted_at TIMESTAMP NOT NULL
+    )
+    """,
+)
+
+TABLES: tuple[str, ...] = ("images", "annotations", "annotation_errors", "consensus_labels", "models", "predictions")
