@@ -21,7 +21,7 @@ from crystal_pipeline.ingest.imaging import (
     probe,
 )
 
-REAL_SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "real_samples"
+from conftest import REAL_SAMPLES  # noqa: E402
 
 
 def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
