@@ -44,14 +44,17 @@ MODEL_CHECKS = [
 @dg.asset(group_name="train", kinds={"pytorch"}, deps=[normalization_stats], check_specs=MODEL_CHECKS)
 def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, storage: StorageResource,
                      warehouse: WarehouseResource, preprocessing: PreprocessingResource,
-                     compute: ComputeResource):
+                     compute: ComputeResource, pipes_subprocess_client: dg.PipesSubprocessClient):
     """CrystalNet (the paper's Table 1) trained with a preset; registered in ``models``, promoted if not worse.
 
-    Each run trains in its own staging folder (``DataLayout.training_run_dir``); a run
-    stopped by ``max_updates_this_session`` fails with where its checkpoint is.
+    Training runs as its own process, ``torchrun --nproc_per_node N -m crystal_pipeline
+    train``, launched through Dagster Pipes (``compute.launcher``), which streams its
+    progress into this step's log and sends its summary back. Each run trains in its own
+    staging folder (``DataLayout.training_run_dir``); a run stopped by
+    ``max_updates_this_session`` fails with where its checkpoint is.
     """
     from crystal_pipeline.evaluation import promotion, staging
-    from crystal_pipeline.training import TrainConfig, train
+    from crystal_pipeline.training import TrainConfig
 
     layout, wh = storage.layout, warehouse.get()
     train_config = TrainConfig.from_preset(config.preset, dict(config.overrides))
@@ -62,7 +65,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
     trained_on = archive.provenance(layout.raw_dir)
     log_lines: list[dict] = []
 
-    def progress(stats: dict) -> None:
+    def progress(stats: dict) -> None:  # in process; through Pipes the trainer logs itself
         log_lines.append(stats)
         val = stats.get("val_acc")
         context.log.info(
@@ -74,8 +77,8 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
     with staging.claim(layout, train_config.identity_key(), context.run.run_id, resume=config.resume) as run:
         resumed_from = staging.checkpoint_update(run.checkpoint_path) if run.resumed else 0
         context.log.info(f"staging folder {run.folder}" + (f", resuming at update {resumed_from}" if run.resumed else ""))
-        result = train(train_config, layout.tensors_dir(res), run.model_path, device=compute.device,
-                       trained_on=trained_on, resume=run.resumed, progress=progress)
+        result, launch = _run_training(context, compute, pipes_subprocess_client, config, train_config,
+                                       layout.tensors_dir(res), run, trained_on, progress, log_lines)
         if not result.finished:
             raise _stopped(result, train_config, run)
         class_ids = result.val_class_ids
@@ -97,6 +100,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         "updates": result.updates,
         "resumed_from_update": resumed_from,
         "device": result.device,
+        **launch,
         "val_images": len(class_ids),
         **{name: finite_or_none(getattr(scores, name))
            for name in ("val_accuracy", "crystal_recall", "crystal_auc", "crystal_threshold")},
@@ -120,6 +124,40 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
                               passed=bool(scores.val_accuracy > majority),
                               metadata={"val_accuracy": finite_or_none(scores.val_accuracy),
                                         "majority_rate": round(majority, 4)})
+
+
+def _run_training(context, compute: ComputeResource, client: dg.PipesSubprocessClient, config: TrainRunConfig,
+                  train_config, tensors_dir, run, trained_on: str, progress, log_lines: list):
+    """Train in process or through Pipes + torchrun: the same TrainResult either way (the
+    trainer hands it back in ``--result``), the progress lines in ``log_lines``, and
+    metadata saying how it ran."""
+    if compute.launcher == "in_process":
+        from crystal_pipeline.training import train
+
+        result = train(train_config, tensors_dir, run.model_path, device=compute.device, trained_on=trained_on,
+                       resume=run.resumed, progress=progress)
+        return result, {"launcher": "in_process", "world_size": 1}
+    if compute.launcher != "pipes":
+        raise dg.Failure(f"compute.launcher must be 'pipes' or 'in_process', got {compute.launcher!r}")
+    from crystal_pipeline.training.launch import torchrun_command
+    from crystal_pipeline.training.result_file import read_result
+
+    command = torchrun_command(tensors_dir=tensors_dir, out_path=run.model_path, result_path=run.result_path,
+                               preset=config.preset, overrides=dict(config.overrides),
+                               nproc_per_node=compute.nproc_per_node, device=compute.device,
+                               trained_on=trained_on, resume=run.resumed)
+    context.log.info("launching " + " ".join(command))
+    run.result_path.unlink(missing_ok=True)
+    # Exactly what the trainer's rank 0 reported through Pipes, besides its log lines.
+    messages = client.run(context=context, command=list(command)).get_custom_messages()
+    if not run.result_path.is_file():
+        raise dg.Failure(f"training process ended without writing its result {run.result_path}")
+    result, lines = read_result(run.result_path)
+    run.result_path.unlink()
+    log_lines.extend(lines)  # already in the log through Pipes; kept for the training curves
+    summary = messages[-1] if messages else {}
+    return result, {"launcher": "pipes (torchrun)", "world_size": int(summary.get("world_size", 0)),
+                    "command": " ".join(command)}
 
 
 def _stopped(result, train_config, run) -> dg.Failure:

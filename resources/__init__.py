@@ -9,7 +9,7 @@ agree without extra config; any field can still be set per deployment or per run
 from pathlib import Path
 from typing import Optional
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, PipesSubprocessClient
 from pydantic import Field
 
 from crystal_pipeline.layout import DataLayout, default_data_dir, default_incoming_dir, default_raw_dir
@@ -62,10 +62,22 @@ def build_resources(storage: Optional[StorageResource] = None) -> dict:
         "warehouse": WarehouseResource(storage=storage),
         "preprocessing": PreprocessingResource(),
         "compute": ComputeResource(),
+        "pipes_subprocess_client": PipesSubprocessClient(),
     }
 
 
 class ComputeResource(ConfigurableResource):
-    """Where torch runs: ``auto`` picks CUDA, then MPS, then the CPU."""
+    """Where and how training runs.
+
+    ``device``: ``auto`` picks CUDA, then MPS, then the CPU. ``launcher``: ``pipes`` (the
+    default) runs ``torchrun --nproc_per_node N -m crystal_pipeline train`` as its own
+    process through Dagster Pipes, so a crash or an out-of-memory kill of training never
+    takes the run worker with it and N processes can share the GPUs of one node;
+    ``in_process`` calls the same training function inside the step (debugging, notebooks).
+    On a cluster the same command runs in a pod through Pipes' Kubernetes client
+    (docs/deployment.md).
+    """
 
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps")
+    launcher: str = Field(default="pipes", description="pipes (torchrun in a subprocess) or in_process")
+    nproc_per_node: int = Field(default=1, description="training processes (torchrun ranks) on this machine")

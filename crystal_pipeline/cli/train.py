@@ -6,6 +6,9 @@ Examples::
     crystal-pipeline train --tensors data --out model.pt --preset paper --set lr=0.02 --resume
     torchrun --nproc_per_node 8 -m crystal_pipeline train --tensors data --out model.pt --preset paper
 
+Launched by Dagster Pipes (the crystalnet_model asset), rank 0 streams its progress and
+sends its summary back (training/pipes_reporting.py) and writes ``--result`` for the asset.
+
 torch is imported inside :func:`run` so that listing the commands stays fast.
 """
 
@@ -28,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trained-on", default="unknown",
                         help="provenance stored in the artifact: 'synthetic' or the raw archive's path")
     parser.add_argument("--quiet", action="store_true", help="only warnings and the final JSON summary")
+    parser.add_argument("--result", default=None,
+                        help="also write the run's result (scores, history, validation probabilities) to this .npz, "
+                             "for the process that launched this one (the crystalnet_model asset)")
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -56,13 +62,27 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig.from_preset(args.preset, parse_overrides(args.overrides))
     except ValueError as exc:
         raise SystemExit(f"crystal-pipeline train: {exc}") from None
-    try:
-        result = train(config, args.tensors, args.out, device=args.device, trained_on=args.trained_on,
-                       resume=args.resume)
-    except TensorDataError as exc:
-        raise SystemExit(f"crystal-pipeline train: {exc}") from None
-    if rank == 0:
-        print(json.dumps({
+    from crystal_pipeline.training.pipes_reporting import pipes_reporter
+
+    lines: list[dict] = []
+
+    def progress(stats: dict) -> None:
+        lines.append(stats)
+        reporter.progress(stats)
+
+    with pipes_reporter() as reporter:
+        try:
+            result = train(config, args.tensors, args.out, device=args.device, trained_on=args.trained_on,
+                           resume=args.resume, progress=progress)
+        except TensorDataError as exc:
+            raise SystemExit(f"crystal-pipeline train: {exc}") from None
+        if rank != 0:
+            return 0
+        if args.result:
+            from crystal_pipeline.training.result_file import write_result
+
+            write_result(result, args.result, progress=lines)
+        summary = {
             "path": str(result.path) if result.path else None,
             "finished": result.finished,
             "updates": result.updates,
@@ -70,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
             "crystal_auc": result.crystal_auc,
             "images_per_s": round(result.images_per_s, 2),
             "device": result.device,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "seconds": round(result.seconds, 2),
             "checkpoint": None if result.finished else str(result.checkpoint_path),
-        }))
+        }
+        reporter.summary(summary)
+        print(json.dumps(summary))
     return 0

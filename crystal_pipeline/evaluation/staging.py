@@ -29,6 +29,7 @@ from crystal_pipeline.layout import DataLayout
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = MODEL_FILE + ".ckpt"  # training.checkpoint_path_for(model.pt)
 LOCK_FILE = "run.lock"
+RESULT_FILE = "train_result.npz"  # what an out-of-process trainer hands back (training.result_file)
 FINISHED_FILE = "FINISHED"
 
 
@@ -47,6 +48,10 @@ class StagingRun:
     @property
     def checkpoint_path(self) -> Path:
         return self.folder / CHECKPOINT_FILE
+
+    @property
+    def result_path(self) -> Path:
+        return self.folder / RESULT_FILE
 
     def release(self, *, finished: bool) -> None:
         """Give the folder up. A finished run's folder is removed when nothing but its lock

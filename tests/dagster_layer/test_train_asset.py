@@ -167,3 +167,38 @@ def test_current_val_split_rewrites_tensors_from_an_older_consensus(data_dir):
         con.execute("DELETE FROM consensus_labels WHERE image_id = ?", [expected[0]])
     again = preparation.current_val_split(wh, layout, 32)
     assert list(again.image_ids) == expected[1:]
+
+
+def _model_meta(result) -> dict:
+    [event] = result.asset_materializations_for_node("crystalnet_model")
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def test_training_through_pipes_on_two_torchrun_ranks_matches_the_in_process_run(data_dir):
+    """The default launcher runs torchrun through Dagster Pipes; two CPU ranks (gloo) train
+    the same model a single process trains (the DDP contract), and the result that comes
+    back through --result is what the in-process call returns."""
+    import definitions
+    from resources import ComputeResource
+
+    instance = dg.DagsterInstance.ephemeral()
+    storage = StorageResource(data_dir=str(data_dir))
+    upstream = dg.materialize([*definitions.all_assets], resources=build_resources(storage), instance=instance,
+                              selection=dg.AssetSelection.groups("ingest", "prepare"))
+    assert upstream.success
+    metas = {}
+    for name, compute in {"in_process": ComputeResource(device="cpu", launcher="in_process"),
+                          "two_ranks": ComputeResource(device="cpu", launcher="pipes", nproc_per_node=2)}.items():
+        resources = {**build_resources(storage), "compute": compute}
+        result = materialize_model(resources, instance, accuracy_floor=0.0)
+        assert result.success, name
+        metas[name] = _model_meta(result)
+    assert metas["in_process"]["launcher"] == "in_process" and metas["in_process"]["world_size"] == 1
+    assert metas["two_ranks"]["launcher"] == "pipes (torchrun)"
+    assert metas["two_ranks"]["world_size"] == 2  # reported by rank 0 through Pipes
+    assert "--nproc_per_node 2" in metas["two_ranks"]["command"]
+    assert metas["two_ranks"]["updates"] == metas["in_process"]["updates"] == 12
+    assert metas["two_ranks"]["val_accuracy"] == metas["in_process"]["val_accuracy"]
+    # The trainer's progress reached the step's log through Pipes.
+    logs = [e.user_message for e in instance.all_logs(instance.get_runs()[0].run_id)]
+    assert any("update 12/12" in m for m in logs), logs[-20:]
