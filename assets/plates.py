@@ -166,9 +166,16 @@ def _prediction_checks(wh, rows: pd.DataFrame, labels, model_row: dict, plate_id
 
 
 def _threshold(model_row: dict) -> float:
-    """The model's crystal threshold (recall 0.95 on its validation split); 0.5 when it had no crystals to set one."""
-    value = model_row.get("crystal_threshold")
-    return 0.5 if value is None or value != value else float(value)
+    """The hit threshold stored in the model's artifact (calibrated crystal_prob keeping 95% crystal
+    recall on validation), as ``crystal-pipeline label`` reads it; for an artifact from before
+    calibration, the registry's threshold, else 0.5."""
+    from crystal_pipeline.model import ArtifactError, calibration_of, load_artifact
+
+    try:
+        meta = load_artifact(model_row["path"])
+    except ArtifactError:  # the model_version_exists check reports the file; keep the registry's number
+        meta = {}
+    return calibration_of(meta, model_row.get("crystal_threshold"))[1]
 
 
 @dg.asset(group_name="plates", kinds={"html"}, partitions_def=plates_partitions)
