@@ -138,8 +138,9 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
     atomic_write_bytes(roc_path, roc)
     atomic_write_text(table_path, table + f"\n\n![ROC]({roc_path.name})\n")
     # Baselines go into the evaluation's metrics.json (docs/decisions.md): one file per model and split.
-    result = read_metrics_json(table_path.parent) or {"model_version": row["model_version"], "split": EVALUATION_SPLIT,
-                                                      "n_images": int(len(val.image_ids))}
+    here = {"model_version": row["model_version"], "split": EVALUATION_SPLIT, "n_images": int(len(val.image_ids))}
+    result = read_metrics_json(table_path.parent) or {}
+    result = result if all(result.get(k) == v for k, v in here.items()) else here  # never beside another split's
     write_metrics_json(table_path.parent, {**result, "baselines": baselines_for_metrics(scores)})
     accuracies = {s["name"]: s["accuracy"] for s in scores}
     order = sorted(accuracies, key=accuracies.get)

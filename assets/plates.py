@@ -86,6 +86,10 @@ class PlatePredictionConfig(dg.Config):
 
     model_version: Optional[str] = None
     batch_size: int = 128
+    # Review budget in the plate report: the top N wells, or the fewest wells holding this share of the
+    # plate's expected crystals (sum of calibrated crystal_prob). Unset: no budget line.
+    review_top_n: Optional[int] = None
+    review_recall: Optional[float] = None
 
 
 PREDICTION_CHECKS = [
@@ -194,7 +198,8 @@ def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfi
     report = write_plate_report(layout.plate_report_dir(key), key, int(fmt) if fmt else None, plate_predictions,
                                 model_version=model_row["model_version"],
                                 synthetic_model=model_row.get("trained_on") == "synthetic",
-                                crystal_threshold=threshold, plate_meta=meta, conditions=conditions)
+                                crystal_threshold=threshold, plate_meta=meta, conditions=conditions,
+                                review_top_n=config.review_top_n, review_recall=config.review_recall)
     context.log.info(f"plate report: {report.paths['html']}")
     top = pd.DataFrame([(h.well, h.class_name, round(h.crystal_prob, 3)) for h in report.hits[:10]],
                        columns=["well", "class", "crystal_prob"])

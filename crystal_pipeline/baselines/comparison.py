@@ -45,7 +45,7 @@ def model_scores(class_ids, probs_by_model: Mapping[str, np.ndarray],
     return rows
 
 
-BASELINE_KEYS = ("accuracy", "accuracy_ci95", "balanced_accuracy", "balanced_accuracy_ci95", "macro_f1",
+BASELINE_KEYS = ("accuracy", "accuracy_ci95", "balanced_accuracy", "balanced_accuracy_ci95", "macro_f1", "macro_f1_ci95",
                  "crystal_auc", "crystal_auc_ci95", "mcnemar_p_vs_crystalnet", "only_crystalnet_right",
                  "only_baseline_right")
 

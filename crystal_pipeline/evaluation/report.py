@@ -225,6 +225,7 @@ def _metrics(scores: _Scores, model_name: str, result: Mapping) -> dict[str, flo
         metrics[f"{key}_ci95_low"], metrics[f"{key}_ci95_high"] = result[f"{key}_ci95"]
         if key == "balanced_accuracy":
             metrics["macro_f1"] = result["macro_f1"]
+            metrics["macro_f1_ci95_low"], metrics["macro_f1_ci95_high"] = result["macro_f1_ci95"]
     metrics.update({
         "crystal_recall": scores.metrics2["recall"],
         "crystal_precision": scores.metrics2["precision"],
@@ -283,7 +284,7 @@ def _headline(result: Mapping, metrics: Mapping[str, float], model_name: str) ->
     return (f"{model_name} on the {result['split']} split ({result['n_images']} images): 10-way accuracy "
             f"{fmt_ci(result['accuracy'], result['accuracy_ci95'])} (paper 0.9080), balanced accuracy "
             f"{fmt_ci(result['balanced_accuracy'], result['balanced_accuracy_ci95'])}, macro F1 "
-            f"{fmt(result['macro_f1'])}, crystal AUC {fmt_ci(result['crystal_auc'], result['crystal_auc_ci95'])} "
+            f"{fmt_ci(result['macro_f1'], result['macro_f1_ci95'])}, crystal AUC {fmt_ci(result['crystal_auc'], result['crystal_auc_ci95'])} "
             f"(paper {PAPER_CRYSTAL_AUC:.4f}); brackets are 95% bootstrap intervals. Crystal recall "
             f"{fmt(metrics['crystal_recall'])} and precision {fmt(metrics['crystal_precision'])} "
             f"(paper 0.8380 / 0.9703). Keeping {100 * result['crystal_recall_target']:.0f}% of crystals "

@@ -2,8 +2,8 @@
 the Markdown report, the HTML report and the Dagster UI render.
 
 Every number a reader sees about a model is computed here once, from the probabilities:
-overall accuracy, balanced accuracy (mean per-class recall) and macro F1, each accuracy and
-the crystal AUC with a seeded 95% bootstrap interval, the per-class table, the review share
+overall accuracy, balanced accuracy (mean per-class recall), macro F1 and the crystal AUC,
+each with a seeded 95% bootstrap interval, the per-class table, the review share
 at the crystal-recall target, and the expected calibration error before and after the
 model's temperature. :func:`comparison_entry` adds one baseline against CrystalNet on the
 same images (with the exact McNemar p-value). :func:`write_metrics_json` writes the dict
@@ -49,10 +49,14 @@ def _balanced_of(true_ids: np.ndarray, predicted: np.ndarray) -> float:
     return balanced_accuracy(confusion_matrix(true_ids, predicted))
 
 
+def _macro_f1_of(true_ids: np.ndarray, predicted: np.ndarray) -> float:
+    return macro_f1(confusion_matrix(true_ids, predicted))
+
+
 def classifier_scores(probs, class_ids, *, seed: int = BOOTSTRAP_SEED,
                       n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro F1 and crystal AUC of ``probs`` (N x 10) against
-    ``class_ids`` (1..10), the first three and the AUC with seeded 95% bootstrap intervals
+    ``class_ids`` (1..10), each with a seeded 95% bootstrap interval
     (images resampled with replacement; a re-run gives the same interval)."""
     probs = np.asarray(probs, dtype=np.float64)
     class_ids = np.asarray(class_ids, dtype=np.int64).ravel()
@@ -71,6 +75,8 @@ def classifier_scores(probs, class_ids, *, seed: int = BOOTSTRAP_SEED,
         "balanced_accuracy_ci95": nan_ci if empty else list(bootstrap_ci(
             _balanced_of, class_ids, predicted, confidence=CONFIDENCE, n_resamples=n_resamples, seed=seed)),
         "macro_f1": macro_f1(confusion),
+        "macro_f1_ci95": nan_ci if empty else list(bootstrap_ci(
+            _macro_f1_of, class_ids, predicted, confidence=CONFIDENCE, n_resamples=n_resamples, seed=seed)),
         "crystal_auc": binary_auc(truth, p_crystal),
         "crystal_auc_ci95": nan_ci if empty else list(bootstrap_ci(
             binary_auc, truth, p_crystal, confidence=CONFIDENCE, n_resamples=n_resamples, seed=seed)),

@@ -44,7 +44,7 @@ def scores_grid(result: Mapping) -> Grid:
             ["Accuracy (10-way)", fmt_ci(result["accuracy"], result["accuracy_ci95"])],
             ["Balanced accuracy (mean per-class recall)",
              fmt_ci(result["balanced_accuracy"], result["balanced_accuracy_ci95"])],
-            ["Macro F1", fmt(result["macro_f1"])],
+            ["Macro F1", fmt_ci(result["macro_f1"], result.get("macro_f1_ci95"))],
             ["Crystal AUC", fmt_ci(result["crystal_auc"], result["crystal_auc_ci95"])],
             [f"Images to review at crystal recall {result['crystal_recall_target']:.2f}",
              _percent(result["review_share_at_recall_target"])]]
@@ -134,7 +134,7 @@ def model_comparison_grid(scores: Sequence[Mapping]) -> Grid:
     as in the paper's footnote). Paper rows are matched by name (:data:`PAPER_TABLE5`).
     """
     grid: Grid = [["Model", "Paper accuracy (%)", "Paper time (s)", "Ours accuracy (%) [95%]",
-                   "Ours balanced accuracy (%) [95%]", "Ours macro F1", "Ours crystal AUC [95%]",
+                   "Ours balanced accuracy (%) [95%]", "Ours macro F1 [95%]", "Ours crystal AUC [95%]",
                    "McNemar p vs CrystalNet", "Ours prediction time (s)", "Ours feature extraction (s)"]]
     names = [s["name"] for s in scores] + [n for n in PAPER_TABLE5 if n not in {s["name"] for s in scores}]
     by_name = {s["name"]: s for s in scores}
@@ -144,7 +144,7 @@ def model_comparison_grid(scores: Sequence[Mapping]) -> Grid:
         grid.append([name, fmt(paper[0], 1), fmt(paper[1], 0),
                      _percent_ci(mine.get("accuracy"), mine.get("accuracy_ci95")),
                      _percent_ci(mine.get("balanced_accuracy"), mine.get("balanced_accuracy_ci95")),
-                     fmt(mine.get("macro_f1"), 4), fmt_ci(mine.get("crystal_auc"), mine.get("crystal_auc_ci95")),
+                     fmt_ci(mine.get("macro_f1"), mine.get("macro_f1_ci95"), 4), fmt_ci(mine.get("crystal_auc"), mine.get("crystal_auc_ci95")),
                      _p_value(mine.get("mcnemar_p_vs_crystalnet")), fmt(mine.get("predict_seconds"), 3),
                      fmt(mine.get("feature_seconds"), 1)])
     return grid

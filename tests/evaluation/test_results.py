@@ -65,7 +65,7 @@ def test_intervals_are_seeded_and_bracket_the_estimates():
     ids, probs = _sample(seed=5)
     a = classifier_scores(probs, ids, n_resamples=300)
     assert a == classifier_scores(probs, ids, n_resamples=300)
-    for key in ("accuracy", "balanced_accuracy", "crystal_auc"):
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "crystal_auc"):
         low, high = a[f"{key}_ci95"]
         assert low <= a[key] <= high and high - low < 0.2, key
     assert classifier_scores(probs, ids, n_resamples=300, seed=1)["accuracy_ci95"] != a["accuracy_ci95"]
