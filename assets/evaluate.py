@@ -17,6 +17,9 @@ from crystal_pipeline.tensors import preparation
 from crystal_pipeline.warehouse import labels as label_table
 from resources import ComputeResource, PreprocessingResource, StorageResource, WarehouseResource
 
+# The split the evaluation report and Table 5 score and name (metrics.json "split").
+EVALUATION_SPLIT = "val"
+
 
 def _archive_description(storage: StorageResource, wh) -> str:
     source = archive.provenance(storage.layout.raw_dir)
@@ -47,14 +50,19 @@ def crystalnet_evaluation(context: dg.AssetExecutionContext, storage: StorageRes
     row = registered_model(wh)
     model, val, probs, seconds = _model_val_probs(row, storage, wh, preprocessing, compute.device)
     out_dir = storage.layout.evaluation_report_dir(row["model_version"])
+    from crystal_pipeline.model import calibration_of
+
     report = evaluation_report(
         probs, val.class_ids, model_name=f"CrystalNet {row['model_version']} ({row['preset']}, {model.resolution} px)",
+        model_version=row["model_version"], split=EVALUATION_SPLIT, temperature=calibration_of(model.artifact_meta)[0],
         archive_description=_archive_description(storage, wh),
         first_layer_weights=model.conv1.weight.detach().cpu().numpy(), out_dir=out_dir)
     context.log.info(f"report written to {out_dir}")
     return dg.MaterializeResult(metadata={
         "model_version": row["model_version"],
         "report": dg.MetadataValue.path(str(storage.layout.evaluation_report_html(row["model_version"]))),
+        "metrics_json": dg.MetadataValue.path(str(out_dir / "metrics.json")),
+        "split": EVALUATION_SPLIT,
         "val_images": len(val),
         "predict_seconds": round(seconds, 2),
         **{k: finite_or_none(v) for k, v in report.metrics.items()},
@@ -96,7 +104,10 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
     """Table 5 and Figure 5: CrystalNet against RF, Neural Net and kNN on the same validation images."""
     import numpy as np
 
-    from crystal_pipeline.baselines import CRYSTALNET, extract_features_cached, model_scores, predict_proba_baselines
+    from crystal_pipeline.baselines import (CRYSTALNET, baselines_for_metrics, extract_features_cached, model_scores,
+                                            predict_proba_baselines)
+    from crystal_pipeline.evaluation.results import read_metrics_json, write_metrics_json
+    from crystal_pipeline.model import apply_temperature, calibration_of
     from crystal_pipeline.evaluation import crystal_probability, crystal_truth, roc_curve, binary_auc
     from crystal_pipeline.reporting.evaluation_figures import roc_figure
 
@@ -106,7 +117,8 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
                                   workers=preprocessing.workers or 2)
     predictions = predict_proba_baselines(models, val.features, val.pixels)
     row = registered_model(wh)
-    _, cn_val, cn_probs, cn_seconds = _model_val_probs(row, storage, wh, preprocessing, compute.device)
+    cn_model, cn_val, cn_probs, cn_seconds = _model_val_probs(row, storage, wh, preprocessing, compute.device)
+    cn_probs = apply_temperature(cn_probs, calibration_of(cn_model.artifact_meta)[0])  # as its report scores it
     if list(cn_val.image_ids) != list(val.image_ids):
         raise dg.Failure("CrystalNet's and the baselines' validation images differ; re-materialize the tensors")
     probs = {CRYSTALNET: cn_probs, **{name: p.probs for name, p in predictions.items()}}
@@ -115,7 +127,7 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
     scores = model_scores(val.class_ids, probs, seconds, feature_seconds)
     from crystal_pipeline.baselines import table5_markdown
 
-    table = table5_markdown(scores, _archive_description(storage, wh))
+    table = table5_markdown(scores, _archive_description(storage, wh), split=EVALUATION_SPLIT)
     truth = crystal_truth(val.class_ids)
     curves = {}
     for name, p in probs.items():
@@ -125,11 +137,20 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
     table_path, roc_path = layout.model_comparison_paths(row["model_version"])
     atomic_write_bytes(roc_path, roc)
     atomic_write_text(table_path, table + f"\n\n![ROC]({roc_path.name})\n")
+    # Baselines go into the evaluation's metrics.json (docs/decisions.md): one file per model and split.
+    here = {"model_version": row["model_version"], "split": EVALUATION_SPLIT, "n_images": int(len(val.image_ids))}
+    result = read_metrics_json(table_path.parent) or {}
+    result = result if all(result.get(k) == v for k, v in here.items()) else here  # never beside another split's
+    write_metrics_json(table_path.parent, {**result, "baselines": baselines_for_metrics(scores)})
     accuracies = {s["name"]: s["accuracy"] for s in scores}
     order = sorted(accuracies, key=accuracies.get)
     context.log.info("accuracy order: " + " < ".join(f"{n} {accuracies[n]:.3f}" for n in order))
     return dg.MaterializeResult(metadata={
         **{f"accuracy[{n}]": round(float(a), 4) for n, a in accuracies.items()},
+        **{f"balanced_accuracy[{s['name']}]": finite_or_none(s["balanced_accuracy"]) for s in scores},
+        **{f"mcnemar_p_vs_crystalnet[{s['name']}]": finite_or_none(s["mcnemar_p_vs_crystalnet"], 6)
+           for s in scores if s["name"] != CRYSTALNET},
+        "split": EVALUATION_SPLIT,
         "val_images": int(len(val.image_ids)),
         "report": dg.MetadataValue.path(str(table_path)),
         "table5": md(table, png_md(roc, "ROC")),

@@ -86,6 +86,10 @@ class PlatePredictionConfig(dg.Config):
 
     model_version: Optional[str] = None
     batch_size: int = 128
+    # Review budget in the plate report: the top N wells, or the fewest wells holding this share of the
+    # plate's expected crystals (sum of calibrated crystal_prob). Unset: no budget line.
+    review_top_n: Optional[int] = None
+    review_recall: Optional[float] = None
 
 
 PREDICTION_CHECKS = [
@@ -166,9 +170,16 @@ def _prediction_checks(wh, rows: pd.DataFrame, labels, model_row: dict, plate_id
 
 
 def _threshold(model_row: dict) -> float:
-    """The model's crystal threshold (recall 0.95 on its validation split); 0.5 when it had no crystals to set one."""
-    value = model_row.get("crystal_threshold")
-    return 0.5 if value is None or value != value else float(value)
+    """The hit threshold stored in the model's artifact (calibrated crystal_prob keeping 95% crystal
+    recall on validation), as ``crystal-pipeline label`` reads it; for an artifact from before
+    calibration, the registry's threshold, else 0.5."""
+    from crystal_pipeline.model import ArtifactError, calibration_of, load_artifact
+
+    try:
+        meta = load_artifact(model_row["path"])
+    except ArtifactError:  # the model_version_exists check reports the file; keep the registry's number
+        meta = {}
+    return calibration_of(meta, model_row.get("crystal_threshold"))[1]
 
 
 @dg.asset(group_name="plates", kinds={"html"}, partitions_def=plates_partitions)
@@ -187,7 +198,8 @@ def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfi
     report = write_plate_report(layout.plate_report_dir(key), key, int(fmt) if fmt else None, plate_predictions,
                                 model_version=model_row["model_version"],
                                 synthetic_model=model_row.get("trained_on") == "synthetic",
-                                crystal_threshold=threshold, plate_meta=meta, conditions=conditions)
+                                crystal_threshold=threshold, plate_meta=meta, conditions=conditions,
+                                review_top_n=config.review_top_n, review_recall=config.review_recall)
     context.log.info(f"plate report: {report.paths['html']}")
     top = pd.DataFrame([(h.well, h.class_name, round(h.crystal_prob, 3)) for h in report.hits[:10]],
                        columns=["well", "class", "crystal_prob"])

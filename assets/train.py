@@ -82,7 +82,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         if not result.finished:
             raise _stopped(result, train_config, run)
         class_ids = result.val_class_ids
-        scores = registry.score(class_ids, result.val_probs)
+        scores = registry.calibrate(class_ids, result.val_probs)  # T and the hit threshold, on val
         decision = promotion.promote(wh, layout, run.model_path, scores, preset=config.preset, resolution=res,
                                      trained_on=trained_on, device=compute.device, workers=preprocessing.workers)
         run.release(finished=True)
@@ -103,7 +103,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         **launch,
         "val_images": len(class_ids),
         **{name: finite_or_none(getattr(scores, name))
-           for name in ("val_accuracy", "crystal_recall", "crystal_auc", "crystal_threshold")},
+           for name in ("val_accuracy", "crystal_recall", "crystal_auc", "crystal_threshold", "temperature")},
         "images_per_s": round(result.images_per_s, 1),
         "train_seconds": round(result.seconds, 1),
         "asset_seconds": round(time.perf_counter() - started, 1),

@@ -2,7 +2,7 @@
 net, and nearest neighbour on pixels; plus the Table 5 comparison with CrystalNet.
 """
 
-from crystal_pipeline.baselines.comparison import CRYSTALNET, model_scores, table5_markdown
+from crystal_pipeline.baselines.comparison import CRYSTALNET, baselines_for_metrics, model_scores, table5_markdown
 from crystal_pipeline.baselines.feature_cache import FeatureTable, cache_path, extract_features_cached
 from crystal_pipeline.baselines.features import (
     FEATURE_NAMES,

@@ -55,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     except model_lib.ArtifactError as error:
         return _fail(str(error))
     meta = getattr(net, "artifact_meta", {}) or {}
-    threshold = args.threshold if args.threshold is not None else float(meta.get("crystal_threshold")
-                                                                        or DEFAULT_THRESHOLD)
+    threshold = args.threshold if args.threshold is not None else model_lib.calibration_of(meta)[1]
     model_version = str(meta.get("model_version") or Path(args.model).resolve().parent.name)
 
     files, plate_format = find_images(plate_dir)

@@ -13,18 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# One implementation, in the model package so labelling (torch/numpy only) applies the same one.
+from crystal_pipeline.model.inference import apply_temperature
+
+__all__ = ["ECE_BINS", "ReliabilityBin", "apply_temperature", "expected_calibration_error", "fit_temperature",
+           "negative_log_likelihood", "reliability_bins"]
+
 ECE_BINS = 15
 _EPS = 1e-12
-
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log(probs) / T): T > 1 softens, T < 1 sharpens, T = 1 changes nothing."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    out = np.exp(logits)
-    return out / out.sum(axis=1, keepdims=True)
 
 
 def negative_log_likelihood(probs: np.ndarray, true_index: np.ndarray) -> float:

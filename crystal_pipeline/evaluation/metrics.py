@@ -79,6 +79,35 @@ def confusion_metrics(confusion) -> dict:
     }
 
 
+def balanced_accuracy(confusion) -> float:
+    """Mean per-class recall over the classes present in the truth (scikit-learn's
+    ``balanced_accuracy_score``); NaN for an empty matrix. A model that never predicts a
+    rare class loses that class's whole share here, which overall accuracy hides."""
+    confusion = np.asarray(confusion)
+    support = confusion.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return math.nan
+    return float((np.diag(confusion)[present] / support[present]).mean())
+
+
+def f1_scores(confusion) -> np.ndarray:
+    """Per-class F1 = 2 TP / (2 TP + FP + FN); NaN for a class neither true nor predicted,
+    0 for a class present but never right (scikit-learn's ``zero_division=0``)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(confusion)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)
+    return _divide(2 * tp, denominator)
+
+
+def macro_f1(confusion) -> float:
+    """Unweighted mean F1 over the classes that are true or predicted at least once
+    (scikit-learn's ``f1_score(average="macro")``); NaN for an empty matrix."""
+    scores = f1_scores(confusion)
+    scores = scores[np.isfinite(scores)]
+    return float(scores.mean()) if scores.size else math.nan
+
+
 def binary_auc(positive, scores) -> float:
     """ROC AUC of ``scores`` for the boolean ``positive``; NaN when either side is empty.
 

@@ -42,9 +42,12 @@ def rescore(warehouse: Warehouse, layout: DataLayout, model_row: dict, *, device
     from crystal_pipeline.model import load, predict_proba
     from crystal_pipeline.tensors import preparation
 
+    from crystal_pipeline.model import calibration_of
+
     model = load(model_row["path"], device)
     val = preparation.current_val_split(warehouse, layout, model.resolution, workers=workers)
-    return registry.score(val.class_ids, predict_proba(model, val.pixels))
+    temperature, _ = calibration_of(model.artifact_meta)
+    return registry.score(val.class_ids, predict_proba(model, val.pixels), temperature)
 
 
 def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, scores: Scores, *, preset: str,
@@ -52,10 +55,16 @@ def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, sco
             now: datetime | None = None) -> PromotionDecision:
     """Version, compare and register the staged model; see the module docstring.
 
-    ``scores`` are the new model's on today's validation split. Afterwards the staged
-    file is gone, ``layout.model_path(version)`` holds it, its ``models`` row exists, and
+    ``scores`` are the new model's on today's validation split (:func:`registry.calibrate`:
+    its temperature and calibrated threshold), and are written into the artifact first, so
+    the model file carries them wherever it goes. Afterwards the staged file is gone, ``layout.model_path(version)`` holds it, its ``models`` row exists, and
     exactly one model is production.
     """
+    from crystal_pipeline.model import add_calibration
+    from crystal_pipeline.reporting.numbers import finite_or_none
+
+    add_calibration(staged_artifact, temperature=scores.temperature,
+                    crystal_threshold=finite_or_none(scores.crystal_threshold, None))
     version = registry.new_model_version(staged_artifact, now)
     final = layout.model_path(version)
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ re-scored on today's split rather than trusted with the number it got when it wa
 trained on an older one.
 
 ``crystal_recall`` is the recall of the has-crystal view of the 10-way prediction
-(the paper's Table 4); ``crystal_threshold`` is the crystal probability that keeps
-crystal recall at 0.95 on validation, which plate reports use to call hits.
+(the paper's Table 4); ``temperature`` is the temperature fitted on validation
+(:func:`calibrate`), and ``crystal_threshold`` is the *calibrated* crystal probability
+that keeps crystal recall at 0.95 on validation, which plate reports use to call hits.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crystal_pipeline.evaluation.calibration import apply_temperature, fit_temperature
 from crystal_pipeline.evaluation.metrics import (
     binary_auc,
     binary_metrics,
@@ -44,17 +46,30 @@ class Scores:
     crystal_auc: float
     crystal_threshold: float
     images: int
+    temperature: float = 1.0
 
 
-def score(class_ids: np.ndarray, probs: np.ndarray) -> Scores:
-    """Headline scores of a model's validation probabilities (NaN where undefined)."""
+def score(class_ids: np.ndarray, probs: np.ndarray, temperature: float = 1.0) -> Scores:
+    """Headline scores of a model's validation probabilities (NaN where undefined).
+
+    ``probs`` are the network's softmax outputs; ``temperature`` is applied first, so the
+    AUC and the threshold are those of the calibrated crystal_prob a user sees (accuracy
+    and recall do not change: temperature keeps the arg-max)."""
     class_ids = np.asarray(class_ids)
+    if temperature != 1.0 and len(class_ids):
+        probs = apply_temperature(probs, temperature)
     accuracy = float((predicted_classes(probs) == class_ids).mean()) if len(class_ids) else math.nan
     crystal = binary_metrics(crystal_confusion(class_ids, probs))
     truth = crystal_truth(class_ids)
     p_crystal = crystal_probability(probs)
     return Scores(accuracy, crystal["recall"], binary_auc(truth, p_crystal),
-                  threshold_for_recall(truth, p_crystal, THRESHOLD_RECALL), len(class_ids))
+                  threshold_for_recall(truth, p_crystal, THRESHOLD_RECALL), len(class_ids), float(temperature))
+
+
+def calibrate(class_ids: np.ndarray, probs: np.ndarray) -> Scores:
+    """Fit the temperature on these (validation) probabilities and score the calibrated ones."""
+    class_ids = np.asarray(class_ids, dtype=np.int64)
+    return score(class_ids, probs, fit_temperature(np.asarray(probs, dtype=np.float64), class_ids - 1))
 
 
 def new_model_version(artifact: Path, now: datetime | None = None) -> str:
@@ -105,7 +120,8 @@ def register(warehouse: Warehouse, *, model_version: str, preset: str, resolutio
         preset=preset, resolution=resolution, path=str(path), sha256=file_sha256(path), trained_on=trained_on,
         val_accuracy=finite_or_none(scores.val_accuracy, None), crystal_recall=finite_or_none(scores.crystal_recall, None),
         crystal_auc=finite_or_none(scores.crystal_auc, None),
-        crystal_threshold=finite_or_none(scores.crystal_threshold, None), make_production=promote)
+        crystal_threshold=finite_or_none(scores.crystal_threshold, None), make_production=promote,
+        temperature=finite_or_none(scores.temperature, None))
 
 
 def artifact_problem(row: dict) -> str | None:

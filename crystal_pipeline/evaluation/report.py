@@ -34,17 +34,28 @@ from crystal_pipeline.evaluation.paper import (
     PAPER_TABLE2,
     PAPER_TABLE4,
 )
+from crystal_pipeline.evaluation.calibration import apply_temperature, reliability_bins
+from crystal_pipeline.evaluation.results import model_metrics, read_metrics_json, write_metrics_json
 from crystal_pipeline.evaluation.tables import (
+    calibration_grid,
     confusion_grid,
     crystal_grid,
     fmt,
+    fmt_ci,
     html_table,
     markdown_table,
+    per_class_grid,
     review_share_grid,
+    scores_grid,
 )
 from crystal_pipeline.files import atomic_write_bytes, atomic_write_text
 from crystal_pipeline.reporting.embed import data_uri
-from crystal_pipeline.reporting.evaluation_figures import confusion_heatmap, filter_grid, roc_figure
+from crystal_pipeline.reporting.evaluation_figures import (
+    confusion_heatmap,
+    filter_grid,
+    reliability_figure,
+    roc_figure,
+)
 from crystal_pipeline.reporting.html import escape
 from crystal_pipeline.reporting.numbers import finite_or_none
 
@@ -57,8 +68,9 @@ class Report:
 
     ``markdown`` links figures by relative file name (``crystal_roc.png``), for the report
     folder; :meth:`markdown_embedded` inlines them as base64 for places with no folder
-    (the Dagster UI). ``metrics`` holds the headline numbers as plain floats (NaN where
-    undefined) for asset metadata and the ``models`` table.
+    (the Dagster UI). ``result`` is the whole computation (``metrics.json``,
+    :func:`~crystal_pipeline.evaluation.results.model_metrics`); ``metrics`` flattens its
+    headline numbers to plain floats (NaN where undefined) for asset metadata.
     """
 
     markdown: str
@@ -66,6 +78,7 @@ class Report:
     figures: dict[str, bytes]
     metrics: dict[str, float]
     tables: dict[str, list[list[str]]] = field(default_factory=dict)
+    result: dict = field(default_factory=dict)
 
     def markdown_embedded(self) -> str:
         text = self.markdown
@@ -74,9 +87,14 @@ class Report:
         return text
 
     def write(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``report.md``, ``report.html`` and the PNGs; each file replaced atomically."""
+        """Write ``report.md``, ``report.html``, the PNGs and ``metrics.json``; each file
+        replaced atomically. ``metrics.json`` keeps the ``baselines`` the model comparison
+        wrote there for the same model, split and images (docs/decisions.md)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        previous = read_metrics_json(out) or {}
+        same = all(previous.get(k) == self.result.get(k) for k in ("model_version", "split", "n_images"))
+        write_metrics_json(out, {**self.result, "baselines": previous.get("baselines", {}) if same else {}})
         for name, png in self.figures.items():
             atomic_write_bytes(out / name, png)
         atomic_write_text(out / "report.html", self.html)
@@ -99,33 +117,56 @@ def evaluation_report(
     *,
     model_name: str,
     archive_description: str,
+    model_version: str | None = None,
+    split: str = "val",
+    temperature: float = 1.0,
     first_layer_weights=None,
     extra_models: Mapping[str, np.ndarray] | None = None,
     out_dir: str | os.PathLike | None = None,
 ) -> Report:
-    """Evaluate ``probs`` (N x 10) against ``class_ids`` (1..10) and render the report.
+    """Evaluate ``probs`` (N x 10 softmax outputs) against ``class_ids`` (1..10) on ``split``
+    and render the report.
 
+    ``temperature`` (the model's, fitted on val) calibrates the probabilities first; every
+    score is of the calibrated ones, and the calibration section shows the ECE of both.
     ``extra_models`` (name -> N x 10 probabilities on the same images, e.g. the baselines)
     add curves to the crystal ROC figure and rows to the AUC list, as the paper's Figure 5
     does. ``first_layer_weights`` (out, in, h, w) adds the Figure 3 filter grid.
     """
-    probs, class_ids = _check(probs, class_ids)
+    raw, class_ids = _check(probs, class_ids)
+    result = model_metrics(raw, class_ids, model_version=model_version or model_name, split=split,
+                           temperature=temperature)
+    probs = apply_temperature(raw, temperature) if temperature != 1.0 and raw.size else raw
     extra = {name: _check(p, class_ids)[0] for name, p in (extra_models or {}).items()}
     scores = _score(probs, class_ids, {model_name: probs, **extra})
     figures = _figures(scores, model_name, first_layer_weights)
-    metrics = _metrics(scores, model_name)
-    tables = _tables(scores)
-    sections = _sections(metrics, model_name, archive_description, scores.images)
+    if class_ids.size:
+        figures["reliability.png"] = _reliability(raw, probs, class_ids, temperature)
+    metrics = _metrics(scores, model_name, result)
+    tables = _tables(scores, result)
+    sections = _sections(metrics, model_name, archive_description, scores.images, result)
     report = Report(
         markdown=_markdown(model_name, archive_description, sections, tables, figures),
         html=_html(model_name, archive_description, sections, tables, figures),
         figures=figures,
         metrics=metrics,
         tables=tables,
+        result=result,
     )
     if out_dir is not None:
         report.write(out_dir)
     return report
+
+
+def _reliability(raw: np.ndarray, calibrated: np.ndarray, class_ids: np.ndarray, temperature: float) -> bytes:
+    from crystal_pipeline.evaluation.calibration import expected_calibration_error
+
+    curves = {}
+    for name, p in (("softmax as trained", raw), (f"calibrated (T = {temperature:.3f})", calibrated)):
+        bins = reliability_bins(p, class_ids - 1)
+        curves[name] = ([b.confidence for b in bins], [b.accuracy for b in bins], [b.count for b in bins],
+                        expected_calibration_error(p, class_ids - 1))
+    return reliability_figure(curves)
 
 
 @dataclass(frozen=True)
@@ -174,17 +215,25 @@ def _figures(scores: _Scores, model_name: str, first_layer_weights) -> dict[str,
     return figures
 
 
-def _metrics(scores: _Scores, model_name: str) -> dict[str, float]:
-    """The headline numbers: the model's first, then one crystal AUC per extra model."""
+def _metrics(scores: _Scores, model_name: str, result: Mapping) -> dict[str, float]:
+    """The headline numbers (from ``result``, the one computation): the model's first, then
+    one crystal AUC per extra model."""
     crystal_aucs = {name: auc for name, (_, _, auc) in scores.curves.items()}
-    metrics: dict[str, float] = {
-        "images": float(scores.images),
-        "accuracy": scores.metrics10["accuracy"],
-        "crystal_auc": crystal_aucs[model_name],
+    metrics: dict[str, float] = {"images": float(result["n_images"])}
+    for key in ("accuracy", "balanced_accuracy", "crystal_auc"):
+        metrics[key] = result[key]
+        metrics[f"{key}_ci95_low"], metrics[f"{key}_ci95_high"] = result[f"{key}_ci95"]
+        if key == "balanced_accuracy":
+            metrics["macro_f1"] = result["macro_f1"]
+            metrics["macro_f1_ci95_low"], metrics["macro_f1_ci95_high"] = result["macro_f1_ci95"]
+    metrics.update({
         "crystal_recall": scores.metrics2["recall"],
         "crystal_precision": scores.metrics2["precision"],
         "crystal_accuracy": scores.metrics2["accuracy"],
-    }
+        "temperature": result["temperature"],
+        "ece_before": result["ece_before"],
+        "ece_after": result["ece_after"],
+    })
     for s in scores.shares:
         key = f"{round(s.target_recall * 100)}"
         metrics[f"crystal_threshold_at_recall_{key}"] = s.threshold
@@ -195,8 +244,11 @@ def _metrics(scores: _Scores, model_name: str) -> dict[str, float]:
     return metrics
 
 
-def _tables(scores: _Scores) -> dict[str, list[list[str]]]:
+def _tables(scores: _Scores, result: Mapping) -> dict[str, list[list[str]]]:
     return {
+        "scores": scores_grid(result),
+        "per_class": per_class_grid(result["per_class"]),
+        "calibration": calibration_grid(result),
         "table2_ours": confusion_grid(scores.confusion, auc=scores.auc10),
         "table2_paper": confusion_grid(PAPER_TABLE2["counts"], auc=PAPER_TABLE2["auc"]),
         "table4_ours": crystal_grid(scores.confusion2),
@@ -208,45 +260,60 @@ def _tables(scores: _Scores) -> dict[str, list[list[str]]]:
     }
 
 
-def _sections(metrics: Mapping[str, float], model_name: str, archive_description: str, images: int) -> list:
+def _sections(metrics: Mapping[str, float], model_name: str, archive_description: str, images: int,
+              result: Mapping) -> list:
     """(title, data label or None, table key or headline text), in report order."""
-    ours = f"ours ({model_name} on {archive_description}, {images} validation images)"
+    ours = f"ours ({model_name} on {archive_description}, {images} {result['split']} images)"
     return [
-        ("Headline", None, _headline(metrics, model_name)),
+        ("Headline", None, _headline(result, metrics, model_name)),
+        ("Scores with 95% intervals", ours, "scores"),
+        ("Per class", ours, "per_class"),
         ("Table 2: 10-way confusion matrix", ours, "table2_ours"),
         ("Table 2: 10-way confusion matrix", PAPER_DATA_LABEL, "table2_paper"),
         ("Table 4: crystal vs no-crystal", ours, "table4_ours"),
         ("Table 4: crystal vs no-crystal", PAPER_DATA_LABEL, "table4_paper"),
         ("Figure 5: crystal ROC", None, "crystal_auc"),
         ("Screening: images left to review", ours, "review_share"),
+        ("Calibration", ours, "calibration"),
     ]
 
 
-def _headline(metrics: Mapping[str, float], model_name: str) -> str:
-    share95 = finite_or_none(metrics.get("review_share_at_recall_95"), digits=None)
+def _headline(result: Mapping, metrics: Mapping[str, float], model_name: str) -> str:
+    share95 = finite_or_none(result["review_share_at_recall_target"], digits=None)
     share = "–" if share95 is None else f"{100 * share95:.1f}%"
-    return (f"{model_name}: 10-way accuracy {fmt(metrics['accuracy'])} (paper 0.9080), "
-            f"crystal AUC {fmt(metrics['crystal_auc'])} (paper {PAPER_CRYSTAL_AUC:.4f}), "
-            f"crystal recall {fmt(metrics['crystal_recall'])} and precision "
-            f"{fmt(metrics['crystal_precision'])} (paper 0.8380 / 0.9703). "
-            f"Keeping 95% of crystals leaves {share} of images to review.")
+    return (f"{model_name} on the {result['split']} split ({result['n_images']} images): 10-way accuracy "
+            f"{fmt_ci(result['accuracy'], result['accuracy_ci95'])} (paper 0.9080), balanced accuracy "
+            f"{fmt_ci(result['balanced_accuracy'], result['balanced_accuracy_ci95'])}, macro F1 "
+            f"{fmt_ci(result['macro_f1'], result['macro_f1_ci95'])}, crystal AUC {fmt_ci(result['crystal_auc'], result['crystal_auc_ci95'])} "
+            f"(paper {PAPER_CRYSTAL_AUC:.4f}); brackets are 95% bootstrap intervals. Crystal recall "
+            f"{fmt(metrics['crystal_recall'])} and precision {fmt(metrics['crystal_precision'])} "
+            f"(paper 0.8380 / 0.9703). Keeping {100 * result['crystal_recall_target']:.0f}% of crystals "
+            f"leaves {share} of images to review. Probabilities are calibrated (temperature "
+            f"{fmt(result['temperature'], 3)}): ECE {fmt(result['ece_before'])} before, {fmt(result['ece_after'])} after.")
 
 
 _CRYSTAL_IDS = sorted(CRYSTAL_CLASS_IDS)
 _FIGURE_AFTER = {
     "Figure 5: crystal ROC": ["crystal_roc.png"],
     "Table 2: 10-way confusion matrix": ["confusion.png"],
+    "Calibration": ["reliability.png"],
 }
 _CAPTIONS = {
     "crystal_roc.png": f"Crystal vs no-crystal ROC (crystal_prob = {' + '.join(f'p{c}' for c in _CRYSTAL_IDS)})",
     "confusion.png": "Confusion matrix, colour = share of the true class",
     "first_layer_filters.png": "Figure 3: first-layer filters",
+    "reliability.png": "Reliability diagram: accuracy against confidence per bin, before and after temperature scaling",
 }
 _NOTES = {
     "Table 2: 10-way confusion matrix": "Rows are true classes, columns predicted. "
     "Undefined recall, precision or AUC (no image of the class, or none predicted) shows as –.",
     "Table 4: crystal vs no-crystal": f"has-crystal = classes {', '.join(map(str, _CRYSTAL_IDS))}; an image counts as "
     "predicted crystal when its predicted class is one of them.",
+    "Per class": "Support is the number of true images of the class; recall, precision and F1 of a class "
+    "with none show as –. Balanced accuracy is the mean of the recall column over the classes present.",
+    "Calibration": "Temperature scaling (one T fitted on the val split, never on the split reported here) "
+    "divides the log-probabilities by T; the ranking and the predicted class do not change. ECE: "
+    "expected calibration error over 15 equal-width confidence bins.",
     "Screening: images left to review": "Every image with crystal_prob at or above the "
     "threshold goes to a person; the threshold is the highest one that keeps the required "
     "share of crystal images.",

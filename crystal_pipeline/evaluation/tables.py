@@ -28,6 +28,45 @@ def fmt(value, digits: int = 4) -> str:
     return UNDEFINED if number is None else f"{number:.{digits}f}"
 
 
+def fmt_ci(value, interval, digits: int = 4) -> str:
+    """``0.7770 [0.7512, 0.8023]``: a number with its 95% interval (en dashes where undefined)."""
+    if value is None or finite_or_none(value, digits=None) is None:
+        return UNDEFINED
+    if not interval:
+        return fmt(value, digits)
+    return f"{fmt(value, digits)} [{fmt(interval[0], digits)}, {fmt(interval[1], digits)}]"
+
+
+def scores_grid(result: Mapping) -> Grid:
+    """The headline scores of a result (:func:`~crystal_pipeline.evaluation.results.model_metrics`)
+    with their 95% bootstrap intervals."""
+    return [["Score", "Value [95% interval]"],
+            ["Accuracy (10-way)", fmt_ci(result["accuracy"], result["accuracy_ci95"])],
+            ["Balanced accuracy (mean per-class recall)",
+             fmt_ci(result["balanced_accuracy"], result["balanced_accuracy_ci95"])],
+            ["Macro F1", fmt_ci(result["macro_f1"], result.get("macro_f1_ci95"))],
+            ["Crystal AUC", fmt_ci(result["crystal_auc"], result["crystal_auc_ci95"])],
+            [f"Images to review at crystal recall {result['crystal_recall_target']:.2f}",
+             _percent(result["review_share_at_recall_target"])]]
+
+
+def per_class_grid(per_class: Mapping[str, Mapping], titles: Sequence[str] = CLASS_TITLES) -> Grid:
+    """One row per class: support, recall, precision, F1, one-vs-rest AUC."""
+    grid: Grid = [["Class", "Support", "Recall", "Precision", "F1", "AUC"]]
+    for title, row in zip(titles, per_class.values()):
+        grid.append([title, str(int(row["support"])), fmt(row["recall"]), fmt(row["precision"]),
+                     fmt(row["f1"]), fmt(row["auc"])])
+    return grid
+
+
+def calibration_grid(result: Mapping) -> Grid:
+    """Expected calibration error before and after the model's temperature."""
+    bins = result.get("ece_bins", 15)
+    return [["Probabilities", "Temperature", f"ECE ({bins} bins)"],
+            ["Softmax as trained", fmt(1.0, 3), fmt(result["ece_before"])],
+            ["Calibrated (temperature fitted on val)", fmt(result["temperature"], 3), fmt(result["ece_after"])]]
+
+
 def confusion_grid(confusion, titles: Sequence[str] = CLASS_TITLES, *, auc=None,
                    digits: int = 4) -> Grid:
     """Paper's Table 2/4 layout: counts, Total column, Recall column; Total, Precision, AUC rows."""
@@ -86,25 +125,41 @@ def resolution_grid(ours: Mapping[int, tuple[float, float]] | None = None) -> Gr
 
 
 def model_comparison_grid(scores: Sequence[Mapping]) -> Grid:
-    """Table 5: each model's accuracy, crystal AUC and prediction time, the paper's beside.
+    """Table 5: each model's accuracy, balanced accuracy, macro F1, crystal AUC (with 95%
+    intervals), McNemar p against CrystalNet and prediction time, the paper's beside.
 
-    ``scores`` are mappings with ``name``, ``accuracy`` (fraction), ``crystal_auc``,
-    ``predict_seconds`` and optionally ``feature_seconds`` (extraction, reported apart as in
-    the paper's footnote). Paper rows are matched by name (:data:`PAPER_TABLE5`).
+    ``scores`` are :func:`~crystal_pipeline.baselines.comparison.model_scores` rows:
+    ``name``, ``accuracy`` (fraction) and the other keys above (missing ones show as a
+    dash), ``predict_seconds`` and optionally ``feature_seconds`` (extraction, reported apart
+    as in the paper's footnote). Paper rows are matched by name (:data:`PAPER_TABLE5`).
     """
-    grid: Grid = [["Model", "Paper accuracy (%)", "Paper time (s)", "Ours accuracy (%)",
-                   "Ours crystal AUC", "Ours prediction time (s)", "Ours feature extraction (s)"]]
+    grid: Grid = [["Model", "Paper accuracy (%)", "Paper time (s)", "Ours accuracy (%) [95%]",
+                   "Ours balanced accuracy (%) [95%]", "Ours macro F1 [95%]", "Ours crystal AUC [95%]",
+                   "McNemar p vs CrystalNet", "Ours prediction time (s)", "Ours feature extraction (s)"]]
     names = [s["name"] for s in scores] + [n for n in PAPER_TABLE5 if n not in {s["name"] for s in scores}]
     by_name = {s["name"]: s for s in scores}
     for name in names:
         paper = PAPER_TABLE5.get(name, (None, None))
         mine = by_name.get(name, {})
-        accuracy = mine.get("accuracy")
         grid.append([name, fmt(paper[0], 1), fmt(paper[1], 0),
-                     fmt(None if accuracy is None else 100 * accuracy, 1),
-                     fmt(mine.get("crystal_auc"), 4), fmt(mine.get("predict_seconds"), 3),
+                     _percent_ci(mine.get("accuracy"), mine.get("accuracy_ci95")),
+                     _percent_ci(mine.get("balanced_accuracy"), mine.get("balanced_accuracy_ci95")),
+                     fmt_ci(mine.get("macro_f1"), mine.get("macro_f1_ci95"), 4), fmt_ci(mine.get("crystal_auc"), mine.get("crystal_auc_ci95")),
+                     _p_value(mine.get("mcnemar_p_vs_crystalnet")), fmt(mine.get("predict_seconds"), 3),
                      fmt(mine.get("feature_seconds"), 1)])
     return grid
+
+
+def _percent_ci(value, interval) -> str:
+    scaled = None if finite_or_none(value, digits=None) is None else 100 * value
+    return fmt_ci(scaled, None if not interval else [100 * v if v is not None else None for v in interval], 1)
+
+
+def _p_value(p) -> str:
+    number = finite_or_none(p, digits=None)
+    if number is None:
+        return UNDEFINED
+    return "<0.0001" if number < 1e-4 else f"{number:.4f}"
 
 
 def markdown_table(grid: Grid) -> str:

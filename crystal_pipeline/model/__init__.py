@@ -13,14 +13,17 @@ bare GPU box and in the labelling command.
 
 from crystal_pipeline.model.artifact import (
     ARTIFACT_FORMAT,
+    DEFAULT_THRESHOLD,
     ArtifactError,
+    add_calibration,
+    calibration_of,
     cpu_state,
     load,
     load_artifact,
     save_artifact,
 )
 from crystal_pipeline.model.device import resolve_device
-from crystal_pipeline.model.inference import batched_softmax, predict_proba, softmax_probs
+from crystal_pipeline.model.inference import apply_temperature, batched_softmax, calibrated, predict_proba, softmax_probs
 from crystal_pipeline.model.network import (
     CN_EPS,
     CN_WINDOW,
@@ -35,5 +38,6 @@ from crystal_pipeline.model.network import (
 __all__ = [
     "ARTIFACT_FORMAT", "CN_EPS", "CN_WINDOW", "ArtifactError", "CrystalNet", "batched_softmax", "build_model",
     "contrast_normalize", "cpu_state", "feature_size", "init_weights", "load", "load_artifact", "predict_proba",
-    "resolve_device", "save_artifact", "softmax_probs", "weight_counts",
+    "resolve_device", "save_artifact", "softmax_probs", "weight_counts", "DEFAULT_THRESHOLD", "add_calibration",
+    "apply_temperature", "calibrated", "calibration_of",
 ]

@@ -7,7 +7,11 @@ for a training run is ``preset``, ``config`` (the whole TrainConfig), ``normaliz
 (the stats' mean and std images), ``history``, ``tensors_fingerprint`` (the tensors'
 content fingerprint), ``trained_on``, ``val_accuracy``, ``crystal_auc``,
 ``val_predictions``, ``updates``, ``train_seconds``, ``images_per_s``, ``device``,
-``world_size`` and ``torch_version``. It is written atomically, so a reader never loads
+``world_size`` and ``torch_version``. Promotion adds the calibration
+(:func:`add_calibration`): ``temperature`` (fitted on validation) and ``crystal_threshold``
+(the calibrated crystal_prob keeping 95% crystal recall on validation), so a bare box
+labels a plate exactly as the pipeline does; :func:`calibration_of` reads them, with the
+defaults of artifacts written before (T = 1, the registry's threshold, else 0.5). It is written atomically, so a reader never loads
 half a model; :func:`load` returns the module with everything but the weights attached
 as ``model.artifact_meta``.
 """
@@ -27,6 +31,7 @@ from crystal_pipeline.model.device import resolve_device
 from crystal_pipeline.model.network import CrystalNet, build_model
 
 ARTIFACT_FORMAT = "crystalnet-artifact/1"
+DEFAULT_THRESHOLD = 0.5
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -89,3 +94,35 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto") -> Crysta
         model.to(memory_format=torch.channels_last)
         model.channels_last = True
     return model.eval()
+
+
+def add_calibration(path: str | os.PathLike, *, temperature: float, crystal_threshold: float | None) -> Path:
+    """Store ``temperature`` and ``crystal_threshold`` (None: the split had no crystals) in
+    the artifact at ``path``, rewriting it atomically; returns ``path``."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    artifact = load_artifact(path)
+    artifact["temperature"] = float(temperature)
+    artifact["crystal_threshold"] = None if crystal_threshold is None else float(crystal_threshold)
+    return atomic_write(path, functools.partial(torch.save, artifact))
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def calibration_of(meta: dict[str, Any] | None, registry_threshold: float | None = None) -> tuple[float, float]:
+    """``(temperature, crystal threshold)`` a model labels plates with, from its artifact
+    metadata: an artifact without calibration has T = 1, and its threshold is the
+    registry's (``registry_threshold``) or else :data:`DEFAULT_THRESHOLD`."""
+    meta = meta or {}
+    temperature = _finite(meta.get("temperature"))
+    threshold = _finite(meta.get("crystal_threshold"))
+    if threshold is None:
+        threshold = _finite(registry_threshold)
+    return (temperature if temperature and temperature > 0 else 1.0,
+            DEFAULT_THRESHOLD if threshold is None else threshold)

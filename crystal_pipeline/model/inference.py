@@ -72,6 +72,34 @@ def batched_softmax(logits_of: Logits, images: torch.Tensor, batch_size: int, *,
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
+_EPS = 1e-12
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log(probs) / T): T > 1 softens, T < 1 sharpens, T = 1 changes nothing.
+
+    The one place a temperature is applied: evaluation (:mod:`crystal_pipeline.evaluation.calibration`
+    re-exports it), plate labelling and ``crystal-pipeline label`` all call this. Same dtype out as in
+    for float32 input, so a plate's rows keep their precision; the ranking and arg-max never change.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    out = np.exp(logits)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def calibrated(predict: Callable[[np.ndarray], np.ndarray], temperature: float) -> Callable[[np.ndarray], np.ndarray]:
+    """``predict`` (pixels -> softmax probabilities) with ``temperature`` applied to its output
+    (float32, like the uncalibrated path); ``predict`` itself when T = 1."""
+    if temperature == 1.0:
+        return predict
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return lambda pixels: apply_temperature(predict(pixels), temperature).astype(np.float32)
+
+
 def predict_proba(model: torch.nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Class probabilities (N, num_classes) float32 for 8-bit grey images (N, H, W).
 

@@ -153,6 +153,9 @@ def label_plate(
     """Classify every file of a plate with ``model`` (a CrystalNet, or a prepared
     :class:`~crystal_pipeline.model.fast_cpu.FastCrystalNet`).
 
+    Probabilities (and so ``crystal_prob``) are calibrated with the temperature stored in
+    the model's artifact (``model.artifact_meta``; T = 1 for artifacts without one).
+
     ``workers``: decode processes (default: the CPUs this process may use; 0 or 1
     decodes in this process). ``progress(done, total)`` is called after each batch.
     ``cpu_path="eager"`` runs the plain module on CPU instead of the fast path (for
@@ -167,8 +170,12 @@ def label_plate(
     started = time.perf_counter()
     if cpu_path not in ("fast", "eager"):
         raise ValueError(f"cpu_path must be 'fast' or 'eager', got {cpu_path!r}")
+    from crystal_pipeline.model.artifact import calibration_of
+    from crystal_pipeline.model.inference import calibrated
+
     predict, resolution, path_name, cleanup = _predictor(model, cpu_path)
-    run = _LabelRun(files, predict, progress)
+    temperature, _ = calibration_of(getattr(model, "artifact_meta", None))
+    run = _LabelRun(files, calibrated(predict, temperature), progress)
     workers = imaging.default_workers() if workers is None else workers
     # Keep at least a batch decoding ahead: decode_many holds 4 * workers chunks in flight.
     chunksize = max(4, math.ceil(batch_size / (4 * max(1, workers))))

@@ -55,6 +55,43 @@ class PlateReport:
     hits: list[LabelledImage]
 
 
+@dataclass(frozen=True)
+class ReviewBudget:
+    """The wells to review first: the ``wells`` highest calibrated crystal probabilities, and
+    the share of the plate's expected crystals (sum of crystal_prob) they hold."""
+
+    wells: int
+    expected_recall: float
+    expected_crystals: float
+
+    def describe(self) -> str:
+        return (f"top {self.wells} wells by crystal_prob hold an expected {100 * self.expected_recall:.0f}% of "
+                f"the plate's {self.expected_crystals:.1f} expected crystals")
+
+
+def review_budget(rows: list[LabelledImage], *, top_n: int | None = None,
+                  recall: float | None = None) -> ReviewBudget | None:
+    """The review budget of a plate: the top ``top_n`` wells, or the fewest wells whose summed
+    calibrated crystal_prob reaches ``recall`` of the plate's total (calibrated probabilities
+    make that sum the expected number of crystals). None when neither is set."""
+    if top_n is None and recall is None:
+        return None
+    if top_n is not None and top_n < 0 or recall is not None and not 0.0 < recall <= 1.0:
+        raise ValueError(f"review budget needs top_n >= 0 or recall in (0, 1], got {top_n}, {recall}")
+    probs = sorted((r.crystal_prob for r in rows), reverse=True)
+    total = sum(probs)
+    if recall is not None:
+        running, top_n = 0.0, len(probs)
+        for i, p in enumerate(probs, 1):
+            running += p
+            if running >= recall * total - 1e-12:
+                top_n = i
+                break
+    top_n = min(top_n, len(probs))
+    share = sum(probs[:top_n]) / total if total > 0 else float("nan")
+    return ReviewBudget(top_n, share, total)
+
+
 def write_plate_report(
     out_dir: str | os.PathLike,
     plate_key: str,
@@ -66,12 +103,15 @@ def write_plate_report(
     crystal_threshold: float,
     plate_meta: Mapping[str, Any] | None = None,
     conditions: Mapping[str, Mapping[str, Any]] | None = None,
+    review_top_n: int | None = None,
+    review_recall: float | None = None,
 ) -> PlateReport:
     """Write the report files and return them with the Markdown for the UI.
 
     ``plate_format`` None means the images are not wells of a plate (loose files):
     everything but the map is written. ``conditions`` maps canonical well names to
     condition columns (at least ``cocktail``); ``plate_meta`` may carry ``protein``.
+    ``review_top_n`` or ``review_recall`` add a review budget (:func:`review_budget`) to the summary.
     """
     if plate_format is not None and plate_format not in wells.PLATE_FORMATS:
         raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(wells.PLATE_FORMATS)}")
@@ -93,6 +133,9 @@ def write_plate_report(
     paths["csv"] = atomic_write_bytes(out / "hits.csv", _hits_csv(ranked, crystal_threshold, plate_meta, conditions))
     paths["quarantined_csv"] = atomic_write_bytes(out / "quarantined.csv", _quarantine_csv(labels))
     summary = _summary(plate_key, plate_format, labels, missing, hits, model_version, crystal_threshold, plate_meta)
+    budget = review_budget(labels.rows, top_n=review_top_n, recall=review_recall)
+    if budget is not None:
+        summary["review budget"] = budget.describe()
     markdown = _markdown(plate_key, summary, map_png, ranked, hits, labels, synthetic_model, crystal_threshold,
                          plate_meta, conditions)
     paths["markdown"] = atomic_write_text(out / "report.md", markdown)

@@ -108,3 +108,28 @@ def training_size_curve(sizes: Sequence[int], accuracies: Mapping[str, Sequence[
     if len(accuracies) > 1:
         ax.legend(fontsize=8)
     return figure_png(fig)
+
+
+def reliability_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[int], float]], *,
+                       title: str = "Reliability diagram") -> bytes:
+    """Accuracy against mean confidence per confidence bin, one line per probability set.
+
+    ``curves[name] = (bin confidences, bin accuracies, bin counts, ECE)``; empty bins (count 0)
+    are skipped. A calibrated model lies on the diagonal.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot([0, 1], [0, 1], color="0.75", lw=1, ls="--", label="perfect calibration")
+    for name, (confidence, accuracy, counts, ece) in curves.items():
+        keep = np.asarray(counts) > 0
+        ece_text = "undefined" if finite_or_none(ece) is None else f"{ece:.4f}"
+        ax.plot(np.asarray(confidence)[keep], np.asarray(accuracy)[keep], marker="o", ms=3, lw=1.4,
+                label=f"{name} (ECE {ece_text})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("Mean top-class probability in bin")
+    ax.set_ylabel("Share of the bin predicted right")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return figure_png(fig)

@@ -23,16 +23,17 @@ def model_by_version(warehouse: Warehouse, model_version: str) -> Optional[dict]
 def insert_model(warehouse: Warehouse, *, model_version: str, created_at: datetime, preset: str, resolution: int,
                  path: str, sha256: str, trained_on: str, val_accuracy: Optional[float],
                  crystal_recall: Optional[float], crystal_auc: Optional[float],
-                 crystal_threshold: Optional[float], make_production: bool) -> None:
+                 crystal_threshold: Optional[float], make_production: bool,
+                 temperature: Optional[float] = None) -> None:
     """Add a model's row and, with ``make_production``, make it the only production model
     (one transaction: there is never a moment with zero or two production models)."""
     with warehouse.transaction() as con:
         con.execute(
             "INSERT INTO models (model_version, created_at, preset, resolution, path, sha256, trained_on, "
-            "val_accuracy, crystal_recall, crystal_auc, crystal_threshold, is_production) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE)",
+            "val_accuracy, crystal_recall, crystal_auc, crystal_threshold, temperature, is_production) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE)",
             [model_version, created_at, preset, resolution, path, sha256, trained_on, val_accuracy,
-             crystal_recall, crystal_auc, crystal_threshold],
+             crystal_recall, crystal_auc, crystal_threshold, temperature],
         )
         if make_production:
             con.execute("UPDATE models SET is_production = (model_version = ?)", [model_version])

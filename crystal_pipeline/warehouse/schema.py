@@ -1,7 +1,8 @@
 """The warehouse's tables: one DDL statement each, created if missing.
 
 These are public interfaces (DESIGN.md names every column); a change here is a
-schema migration, not a refactor. Every statement that reads or writes them lives in
+schema migration, not a refactor: a column added later comes with an
+``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` after its table, so existing warehouses keep working. Every statement that reads or writes them lives in
 this package (``images``, ``annotations``, ``labels``, ``models``, ``predictions``).
 """
 
@@ -72,9 +73,13 @@ SCHEMA: tuple[str, ...] = (
         crystal_recall DOUBLE,
         crystal_auc DOUBLE,
         crystal_threshold DOUBLE,
-        is_production BOOLEAN NOT NULL DEFAULT FALSE
+        is_production BOOLEAN NOT NULL DEFAULT FALSE,
+        temperature DOUBLE
     )
     """,
+    # Migration (issue 9): warehouses created before calibration gain the column; NULL
+    # there means T = 1. Runs on every start and does nothing once the column exists.
+    "ALTER TABLE models ADD COLUMN IF NOT EXISTS temperature DOUBLE",
     """
     CREATE TABLE IF NOT EXISTS predictions (
         image_id VARCHAR NOT NULL,

@@ -20,10 +20,13 @@ from crystal_pipeline.baselines import (
     pixels_for_knn,
     predict_proba_baselines,
     table5_markdown,
+    baselines_for_metrics,
 )
 from crystal_pipeline.baselines import feature_cache
 from crystal_pipeline import tensors
 from crystal_pipeline.tensors import fingerprint
+from crystal_pipeline.evaluation.uncertainty import mcnemar
+from sklearn import metrics as skm
 
 
 def pattern_images(n: int, side: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +173,20 @@ def test_each_baseline_beats_chance_on_three_easy_patterns():
     by_name = {s["name"]: s for s in scores}
     assert by_name["CrystalNet"]["accuracy"] == pytest.approx(27 / 30)
     assert by_name[RF]["accuracy"] == pytest.approx(accuracy[RF])
-    table = table5_markdown(scores, "three toy patterns")
-    for needle in ("| CrystalNet | 90.8 | 300 | 90.0 |", "| RF | 82.8 | 209 |",
+    assert by_name["CrystalNet"]["balanced_accuracy"] == pytest.approx(
+        skm.balanced_accuracy_score(y_val, predicted))
+    assert by_name["CrystalNet"]["mcnemar_p_vs_crystalnet"] is None
+    for name in (RF, NEURAL_NET, NEAREST_NEIGHBOR):
+        right = probs[name].argmax(axis=1) + 1 == y_val
+        expected = mcnemar(predicted == y_val, right)
+        assert by_name[name]["mcnemar_p_vs_crystalnet"] == pytest.approx(expected.p_value)
+        assert by_name[name]["only_crystalnet_right"] == expected.only_a_right
+        low, high = by_name[name]["accuracy_ci95"]
+        assert low <= by_name[name]["accuracy"] <= high
+    assert set(baselines_for_metrics(scores)) == {RF, NEURAL_NET, NEAREST_NEIGHBOR}
+    table = table5_markdown(scores, "three toy patterns", split="test")
+    assert "30 test images" in table and "McNemar" in table
+    for needle in ("| CrystalNet | 90.8 | 300 | 90.0 [", "| RF | 82.8 | 209 |",
                    "| Neural Net | 86.9 | 1 |", "| Nearest Neighbor | 70.7 | 286 |",
                    "three toy patterns", "HWI"):
         assert needle in table, needle

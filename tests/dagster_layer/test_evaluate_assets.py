@@ -43,6 +43,19 @@ def test_evaluation_baselines_and_studies(data_dir):
     assert {"accuracy[CrystalNet]", "accuracy[RF]", "accuracy[Neural Net]", "accuracy[Nearest Neighbor]"} <= set(comparison)
     assert "Nearest Neighbor" in (report_dir / "model_comparison.md").read_text()
 
+    # metrics.json beside the report: the evaluation's numbers (calibrated with the model's T) and the baselines.
+    import json
+
+    stored = json.loads((report_dir / "metrics.json").read_text())
+    assert stored["model_version"] == version and stored["split"] == evaluation["split"]
+    assert stored["accuracy"] == evaluation["accuracy"] or abs(stored["accuracy"] - evaluation["accuracy"]) < 1e-4
+    assert stored["temperature"] == Warehouse(DataLayout.under(data_dir).warehouse).scalar(
+        "SELECT temperature FROM models WHERE is_production")
+    assert set(stored["baselines"]) == {"RF", "Neural Net", "Nearest Neighbor"}
+    for entry in stored["baselines"].values():
+        assert 0.0 <= entry["mcnemar_p_vs_crystalnet"] <= 1.0 and len(entry["accuracy_ci95"]) == 2
+    assert comparison["accuracy[CrystalNet]"] == round(stored["accuracy"], 4)  # Table 5 scores the calibrated model
+
     assert meta("training_size_study")["points"] == 2
     resolution = meta("resolution_study")
     assert "val_accuracy[32px]" in resolution and "val_accuracy[48px]" in resolution

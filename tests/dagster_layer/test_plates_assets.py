@@ -224,3 +224,41 @@ def test_two_plates_labelled_concurrently_lose_no_rows(trained):
     counts = wh.query_df("SELECT plate_id, count(*) AS n FROM predictions WHERE plate_id IN ('CONC1', 'CONC2') "
                          "GROUP BY plate_id ORDER BY plate_id")
     assert counts.to_dict("list") == {"plate_id": keys, "n": [96, 96]}
+
+
+def test_label_command_on_a_bare_box_flags_the_same_wells_as_the_plate_assets(trained, tmp_path):
+    """The artifact carries the temperature and the threshold: the command, given only the
+    model file (no warehouse, no registry), computes the same calibrated crystal_prob and flags
+    the same wells as plate_predictions and plate_report."""
+    import csv
+
+    import torch
+
+    from crystal_pipeline.cli import main
+    from crystal_pipeline.evaluation import registry
+
+    layout = DataLayout.under(trained)
+    write_plate(layout.incoming_dir / "SAMEHITS", "SAMEHITS", seed=5, wells=96, size=64)
+    wh = Warehouse(layout.warehouse)
+    row = registry.production_model(wh)
+    artifact = torch.load(row["path"], map_location="cpu", weights_only=True)
+    assert artifact["temperature"] == pytest.approx(row["temperature"]) and artifact["temperature"] != 1.0
+    assert artifact["crystal_threshold"] == pytest.approx(row["crystal_threshold"])
+    with dg.instance_for_test() as instance:
+        assert label(trained, instance, "SAMEHITS").success
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(row["path"], bare / "model.pt")
+    assert main(["label", str(layout.incoming_dir / "SAMEHITS"), "--model", str(bare / "model.pt"),
+                 "--out", str(tmp_path / "cli"), "--workers", "1"]) == 0
+
+    def hits(folder):
+        with open(folder / "hits.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return {r["well"]: (r["hit"], round(float(r["crystal_prob"]), 5)) for r in rows}
+
+    from_asset, from_cli = hits(layout.plate_report_dir("SAMEHITS")), hits(tmp_path / "cli")
+    assert len(from_asset) == 96 and from_cli == from_asset
+    stored = wh.query_df("SELECT well, crystal_prob FROM predictions WHERE plate_id = 'SAMEHITS'")
+    assert dict(zip(stored["well"], stored["crystal_prob"])) == \
+        pytest.approx({w: p for w, (_, p) in from_asset.items()}, abs=1e-5)

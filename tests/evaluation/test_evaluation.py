@@ -186,7 +186,7 @@ def test_evaluation_report_end_to_end(tmp_path):
     md = report.markdown
     assert "Overall: 0.9080" in md and "| 13830 |" in md  # paper's Tables 2 and 4
     assert "synthetic test archive" in md and "HWI" in md
-    assert set(report.figures) == {"crystal_roc.png", "confusion.png", "first_layer_filters.png"}
+    assert set(report.figures) == {"crystal_roc.png", "confusion.png", "first_layer_filters.png", "reliability.png"}
     for name in report.figures:
         assert f"]({name})" in md
         assert report.figures[name][:8] == b"\x89PNG\r\n\x1a\n"
@@ -208,3 +208,46 @@ def test_report_survives_a_set_without_crystals():
     assert math.isnan(report.metrics["crystal_auc"])
     assert math.isnan(report.metrics["review_share_at_recall_95"])
     assert "undefined" in report.markdown or "–" in report.markdown
+
+
+def test_report_metrics_json_and_markdown_come_from_one_computation(tmp_path):
+    import json
+
+    from crystal_pipeline.evaluation.calibration import apply_temperature, expected_calibration_error
+
+    rng = np.random.default_rng(4)
+    y = rng.choice([1, 2, 3, 5, 9], size=250)
+    logits = rng.normal(size=(250, 10))
+    logits[np.arange(250), y - 1] += 1.2
+    raw = np.exp(5 * logits) / np.exp(5 * logits).sum(axis=1, keepdims=True)  # over-confident
+    out = tmp_path / "rep"
+    report = evaluation_report(raw, y, model_name="CrystalNet v1", model_version="v1", split="test",
+                               temperature=3.0, archive_description="toy", out_dir=out)
+    stored = json.loads((out / "metrics.json").read_text())
+    for key in ("model_version", "split", "n_images", "accuracy", "accuracy_ci95", "balanced_accuracy",
+                "balanced_accuracy_ci95", "macro_f1", "crystal_auc", "crystal_auc_ci95", "crystal_recall_target",
+                "review_share_at_recall_target", "temperature", "ece_before", "ece_after", "per_class", "baselines"):
+        assert key in stored, key
+    assert stored["split"] == "test" and stored["model_version"] == "v1" and stored["n_images"] == 250
+    calibrated = apply_temperature(raw, 3.0)
+    assert stored["ece_before"] == pytest.approx(expected_calibration_error(raw, y - 1))
+    assert stored["ece_after"] == pytest.approx(expected_calibration_error(calibrated, y - 1))
+    assert stored["ece_after"] < stored["ece_before"]
+    assert stored["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, raw.argmax(1) + 1))
+    assert stored["crystal_auc"] == pytest.approx(
+        skm.roc_auc_score(np.isin(y, [3, 5, 7]), calibrated[:, [2, 4, 6]].sum(axis=1)))
+    assert stored["per_class"]["skin"]["support"] == int((y == 9).sum())
+    # The Markdown and the UI metadata show the same numbers as the file.
+    for key in ("accuracy", "balanced_accuracy", "crystal_auc", "ece_after"):
+        assert report.metrics[key] == pytest.approx(stored[key])
+        assert f"{stored[key]:.4f}" in report.markdown
+    low, high = stored["balanced_accuracy_ci95"]
+    assert f"[{low:.4f}, {high:.4f}]" in report.markdown and "250 test images" in report.markdown
+    assert "Balanced accuracy" in report.markdown and "Macro F1" in report.markdown
+    # A re-run gives the same intervals; the model comparison's baselines survive it.
+    stored["baselines"] = {"RF": {"accuracy": 0.5}}
+    (out / "metrics.json").write_text(json.dumps(stored))
+    again = evaluation_report(raw, y, model_name="CrystalNet v1", model_version="v1", split="test",
+                              temperature=3.0, archive_description="toy", out_dir=out)
+    assert again.result["accuracy_ci95"] == report.result["accuracy_ci95"]
+    assert json.loads((out / "metrics.json").read_text())["baselines"] == {"RF": {"accuracy": 0.5}}

@@ -138,3 +138,28 @@ def test_production_is_rescored_on_the_split_of_today_after_labels_change(world,
     assert decision.production_scores.images == 9
     assert decision.production_scores.val_accuracy == pytest.approx(5 / 9)
     assert decision.promoted  # 5/9 against 5/9; against the stale 0.6 it would have been kept
+
+
+def test_promotion_writes_the_temperature_and_calibrated_threshold_into_artifact_and_row(world, tmp_path):
+    from crystal_pipeline.model import calibration_of, load_artifact
+
+    wh, layout = world
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(len(VAL), 10))
+    logits[np.arange(len(VAL)), np.array(VAL) - 1] += 1.0
+    raw = np.exp(6 * logits) / np.exp(6 * logits).sum(axis=1, keepdims=True)  # over-confident
+    scores = registry.calibrate(np.array(VAL), raw)
+    assert scores.temperature > 1.0  # softened
+    staged = constant_model(tmp_path / "staging" / "cal" / "model.pt", 1)
+    decision = promotion.promote(wh, layout, staged, scores, preset="test", resolution=32, trained_on="synthetic",
+                                 device="cpu", workers=1)
+    meta = load_artifact(decision.path)
+    assert calibration_of(meta) == (pytest.approx(scores.temperature), pytest.approx(scores.crystal_threshold))
+    row = registry.model_row(wh, decision.model_version)
+    assert row["temperature"] == pytest.approx(scores.temperature)
+    assert row["crystal_threshold"] == pytest.approx(scores.crystal_threshold)
+    assert registry.artifact_problem(row) is None  # hashed after the calibration was written
+    # The threshold is on calibrated probabilities: the one crystal keeps its calibrated crystal_prob.
+    calibrated = registry.score(np.array(VAL), raw, scores.temperature)
+    assert calibrated.crystal_threshold == pytest.approx(scores.crystal_threshold)
+    assert scores.crystal_threshold != pytest.approx(registry.score(np.array(VAL), raw).crystal_threshold)

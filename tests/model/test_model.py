@@ -217,3 +217,27 @@ def test_set_normalization_checks_shape_and_floors_std():
         model.set_normalization(np.zeros((16, 16)), np.ones((16, 16)))
     model.set_normalization(np.full((32, 32), 10.0), np.zeros((32, 32)))
     assert float(model.pixel_std.min()) == 1.0
+
+
+def test_calibration_travels_in_the_artifact_and_old_artifacts_get_the_defaults(tmp_path):
+    import numpy as np
+
+    from crystal_pipeline.model import (
+        DEFAULT_THRESHOLD, add_calibration, apply_temperature, calibrated, calibration_of, load, save_artifact)
+
+    model = CrystalNet(num_classes=10, resolution=32, augment_params=None)
+    path = save_artifact(tmp_path / "model.pt", model)
+    old = load(path, "cpu").artifact_meta
+    assert calibration_of(old) == (1.0, DEFAULT_THRESHOLD)
+    assert calibration_of(old, registry_threshold=0.07) == (1.0, 0.07)
+    add_calibration(path, temperature=2.5, crystal_threshold=0.2)
+    assert calibration_of(load(path, "cpu").artifact_meta, registry_threshold=0.07) == (2.5, 0.2)
+    add_calibration(path, temperature=2.5, crystal_threshold=None)  # no crystals on validation
+    assert calibration_of(load(path, "cpu").artifact_meta) == (2.5, DEFAULT_THRESHOLD)
+    with pytest.raises(ValueError):
+        add_calibration(path, temperature=0.0, crystal_threshold=0.2)
+    probs = np.array([[0.7, 0.2, 0.1] + [0.0] * 7], dtype=np.float32)
+    softened = calibrated(lambda pixels: probs, 2.0)(None)
+    assert softened.dtype == np.float32 and softened.argmax() == 0 and softened.max() < 0.7
+    np.testing.assert_allclose(softened, apply_temperature(probs, 2.0), rtol=1e-6)
+    assert calibrated(len, 1.0) is len  # T = 1: the predictor itself

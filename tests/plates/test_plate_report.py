@@ -93,3 +93,24 @@ def test_bad_threshold_is_refused(tmp_path):
     with pytest.raises(ValueError, match="crystal_threshold"):
         write_plate_report(tmp_path, "P", 96, _labels(96, tmp_path), model_version="v", synthetic_model=False,
                            crystal_threshold=1.5)
+
+
+def test_review_budget_by_top_n_or_by_expected_recall(tmp_path):
+    from crystal_pipeline.plates.report import review_budget
+
+    labels = _labels(96, tmp_path, seed=2)
+    probs = sorted((r.crystal_prob for r in labels.rows), reverse=True)
+    total = sum(probs)
+    top = review_budget(labels.rows, top_n=10)
+    assert top.wells == 10 and top.expected_recall == pytest.approx(sum(probs[:10]) / total)
+    by_recall = review_budget(labels.rows, recall=0.5)
+    k = by_recall.wells
+    assert sum(probs[:k]) >= 0.5 * total > sum(probs[:k - 1])  # the fewest wells that reach it
+    assert review_budget(labels.rows, recall=1.0).wells <= len(probs)
+    assert review_budget(labels.rows) is None
+    with pytest.raises(ValueError):
+        review_budget(labels.rows, recall=1.5)
+    report = write_plate_report(tmp_path / "out", "P", 96, labels, model_version="v1", synthetic_model=False,
+                                crystal_threshold=0.5, review_recall=0.5)
+    assert f"top {k} wells by crystal_prob hold an expected" in report.markdown
+    assert "review budget" in report.paths["html"].read_text()

@@ -100,3 +100,25 @@ def test_replace_rows_by_scope_by_key_and_all_or_nothing(tmp_path):
         with wh.transaction() as con:
             replace_rows(con, "annotation_errors", bad)
     assert wh.scalar("SELECT count(*) FROM annotation_errors") == 2
+
+
+def test_a_warehouse_from_before_calibration_gains_the_temperature_column(tmp_path):
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE models (model_version VARCHAR PRIMARY KEY, created_at TIMESTAMP NOT NULL, "
+                "preset VARCHAR, resolution INTEGER, path VARCHAR NOT NULL, sha256 VARCHAR, trained_on VARCHAR, "
+                "val_accuracy DOUBLE, crystal_recall DOUBLE, crystal_auc DOUBLE, crystal_threshold DOUBLE, "
+                "is_production BOOLEAN NOT NULL DEFAULT FALSE)")
+    con.execute("INSERT INTO models (model_version, created_at, path, crystal_threshold, is_production) "
+                "VALUES ('old', now(), 'm.pt', 0.07, TRUE)")
+    con.close()
+    wh = Warehouse(path)
+    wh.ensure_schema()
+    wh.ensure_schema()  # idempotent
+    from crystal_pipeline.warehouse import models as model_table
+
+    row = model_table.production_model(wh)
+    assert row["crystal_threshold"] == 0.07
+    assert row["temperature"] is None or row["temperature"] != row["temperature"]  # NULL (NaN in pandas): T = 1
