@@ -49,7 +49,7 @@ def table5_markdown(scores: list[dict], archive_description: str) -> str:
     """Table 5 as Markdown, labelled: paper on HWI data (17,033 images), ours on the archive."""
     n = scores[0]["images"] if scores else 0
     return "\n".join([
-        f"Paper: HWI data, 17,033 validation images. Ours: {archive_description}, {n} validation "
+        f"Paper: HWI data, 17,033 validation images. Ours: {archive_description}, test split, {n} "
         "images. RF and Neural Net times exclude feature extraction (paper's footnote); ours is "
         "in its own column. Times from different hardware are not comparable across the two sides.",
         "",

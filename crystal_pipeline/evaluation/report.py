@@ -210,7 +210,7 @@ def _tables(scores: _Scores) -> dict[str, list[list[str]]]:
 
 def _sections(metrics: Mapping[str, float], model_name: str, archive_description: str, images: int) -> list:
     """(title, data label or None, table key or headline text), in report order."""
-    ours = f"ours ({model_name} on {archive_description}, {images} validation images)"
+    ours = f"ours ({model_name} on {archive_description}, test split, {images} images)"
     return [
         ("Headline", None, _headline(metrics, model_name)),
         ("Table 2: 10-way confusion matrix", ours, "table2_ours"),
