@@ -17,8 +17,9 @@ from crystal_pipeline.tensors import preparation
 from crystal_pipeline.warehouse import labels as label_table
 from resources import ComputeResource, PreprocessingResource, StorageResource, WarehouseResource
 
-# The split the evaluation report and Table 5 score and name (metrics.json "split").
-EVALUATION_SPLIT = "val"
+# The split the evaluation report, Table 5 and the studies score and name (metrics.json "split"):
+# the held-out test split only reports; val tunes, calibrates and promotes (DESIGN.md "Split").
+EVALUATION_SPLIT = "test"
 
 
 def _archive_description(storage: StorageResource, wh) -> str:
@@ -28,32 +29,32 @@ def _archive_description(storage: StorageResource, wh) -> str:
     return f"{kind}, {images} consensus-labelled images"
 
 
-def _model_val_probs(model_row: dict, storage, wh, preprocessing, device: str):
-    """The model's probabilities on today's validation split, at the model's resolution."""
+def _model_test_probs(model_row: dict, storage, wh, preprocessing, device: str):
+    """The model's probabilities on today's test split (reports only), at the model's resolution."""
     from crystal_pipeline.model import load, predict_proba
 
     model = load(model_row["path"], device)
-    val = preparation.current_val_split(wh, storage.layout, model.resolution, workers=preprocessing.workers)
+    test = preparation.current_split(wh, storage.layout, model.resolution, EVALUATION_SPLIT, workers=preprocessing.workers)
     started = time.perf_counter()
-    probs = predict_proba(model, val.pixels)
-    return model, val, probs, time.perf_counter() - started
+    probs = predict_proba(model, test.pixels)
+    return model, test, probs, time.perf_counter() - started
 
 
 @dg.asset(group_name="evaluate", kinds={"pytorch"}, deps=[crystalnet_model])
 def crystalnet_evaluation(context: dg.AssetExecutionContext, storage: StorageResource,
                           warehouse: WarehouseResource, preprocessing: PreprocessingResource,
                           compute: ComputeResource) -> dg.MaterializeResult:
-    """Table 2, Table 4, Figure 3, Figure 5 and the review share for the production model."""
+    """Table 2, Table 4, Figure 3, Figure 5 and the review share for the production model, on the test split."""
     from crystal_pipeline.evaluation import evaluation_report
 
     wh = warehouse.get()
     row = registered_model(wh)
-    model, val, probs, seconds = _model_val_probs(row, storage, wh, preprocessing, compute.device)
+    model, test, probs, seconds = _model_test_probs(row, storage, wh, preprocessing, compute.device)
     out_dir = storage.layout.evaluation_report_dir(row["model_version"])
     from crystal_pipeline.model import calibration_of
 
     report = evaluation_report(
-        probs, val.class_ids, model_name=f"CrystalNet {row['model_version']} ({row['preset']}, {model.resolution} px)",
+        probs, test.class_ids, model_name=f"CrystalNet {row['model_version']} ({row['preset']}, {model.resolution} px)",
         model_version=row["model_version"], split=EVALUATION_SPLIT, temperature=calibration_of(model.artifact_meta)[0],
         archive_description=_archive_description(storage, wh),
         first_layer_weights=model.conv1.weight.detach().cpu().numpy(), out_dir=out_dir)
@@ -63,7 +64,7 @@ def crystalnet_evaluation(context: dg.AssetExecutionContext, storage: StorageRes
         "report": dg.MetadataValue.path(str(storage.layout.evaluation_report_html(row["model_version"]))),
         "metrics_json": dg.MetadataValue.path(str(out_dir / "metrics.json")),
         "split": EVALUATION_SPLIT,
-        "val_images": len(val),
+        "test_images": len(test),
         "predict_seconds": round(seconds, 2),
         **{k: finite_or_none(v) for k, v in report.metrics.items()},
         "evaluation": dg.MetadataValue.md(report.markdown_embedded()),
@@ -101,7 +102,7 @@ def baseline_models(context: dg.AssetExecutionContext, config: BaselineConfig, s
 @dg.asset(group_name="evaluate", kinds={"sklearn", "pytorch"}, deps=[baseline_models, crystalnet_evaluation])
 def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource, warehouse: WarehouseResource,
                      preprocessing: PreprocessingResource, compute: ComputeResource) -> dg.MaterializeResult:
-    """Table 5 and Figure 5: CrystalNet against RF, Neural Net and kNN on the same validation images."""
+    """Table 5 and Figure 5: CrystalNet against RF, Neural Net and kNN on the same test-split images."""
     import numpy as np
 
     from crystal_pipeline.baselines import (CRYSTALNET, baselines_for_metrics, extract_features_cached, model_scores,
@@ -113,22 +114,22 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
 
     layout, wh = storage.layout, warehouse.get()
     models = pickle.loads(layout.baselines_path(preprocessing.resolution).read_bytes())
-    val = extract_features_cached(layout.tensors_split_dir(preprocessing.resolution, "val"), layout.feature_cache_dir,
-                                  workers=preprocessing.workers or 2)
-    predictions = predict_proba_baselines(models, val.features, val.pixels)
+    test = extract_features_cached(layout.tensors_split_dir(preprocessing.resolution, EVALUATION_SPLIT), layout.feature_cache_dir,
+                                   workers=preprocessing.workers or 2)
+    predictions = predict_proba_baselines(models, test.features, test.pixels)
     row = registered_model(wh)
-    cn_model, cn_val, cn_probs, cn_seconds = _model_val_probs(row, storage, wh, preprocessing, compute.device)
+    cn_model, cn_test, cn_probs, cn_seconds = _model_test_probs(row, storage, wh, preprocessing, compute.device)
     cn_probs = apply_temperature(cn_probs, calibration_of(cn_model.artifact_meta)[0])  # as its report scores it
-    if list(cn_val.image_ids) != list(val.image_ids):
-        raise dg.Failure("CrystalNet's and the baselines' validation images differ; re-materialize the tensors")
+    if list(cn_test.image_ids) != list(test.image_ids):
+        raise dg.Failure("CrystalNet's and the baselines' test images differ; re-materialize the tensors")
     probs = {CRYSTALNET: cn_probs, **{name: p.probs for name, p in predictions.items()}}
     seconds = {CRYSTALNET: cn_seconds, **{name: p.seconds for name, p in predictions.items()}}
-    feature_seconds = {name: val.seconds for name, m in models.items() if m.reads == "features"}
-    scores = model_scores(val.class_ids, probs, seconds, feature_seconds)
+    feature_seconds = {name: test.seconds for name, m in models.items() if m.reads == "features"}
+    scores = model_scores(test.class_ids, probs, seconds, feature_seconds)
     from crystal_pipeline.baselines import table5_markdown
 
     table = table5_markdown(scores, _archive_description(storage, wh), split=EVALUATION_SPLIT)
-    truth = crystal_truth(val.class_ids)
+    truth = crystal_truth(test.class_ids)
     curves = {}
     for name, p in probs.items():
         fpr, tpr, _ = roc_curve(truth, crystal_probability(p))
@@ -138,7 +139,7 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
     atomic_write_bytes(roc_path, roc)
     atomic_write_text(table_path, table + f"\n\n![ROC]({roc_path.name})\n")
     # Baselines go into the evaluation's metrics.json (docs/decisions.md): one file per model and split.
-    here = {"model_version": row["model_version"], "split": EVALUATION_SPLIT, "n_images": int(len(val.image_ids))}
+    here = {"model_version": row["model_version"], "split": EVALUATION_SPLIT, "n_images": int(len(test.image_ids))}
     result = read_metrics_json(table_path.parent) or {}
     result = result if all(result.get(k) == v for k, v in here.items()) else here  # never beside another split's
     write_metrics_json(table_path.parent, {**result, "baselines": baselines_for_metrics(scores)})
@@ -151,10 +152,10 @@ def model_comparison(context: dg.AssetExecutionContext, storage: StorageResource
         **{f"mcnemar_p_vs_crystalnet[{s['name']}]": finite_or_none(s["mcnemar_p_vs_crystalnet"], 6)
            for s in scores if s["name"] != CRYSTALNET},
         "split": EVALUATION_SPLIT,
-        "val_images": int(len(val.image_ids)),
+        "test_images": int(len(test.image_ids)),
         "report": dg.MetadataValue.path(str(table_path)),
         "table5": md(table, png_md(roc, "ROC")),
-        "majority_rate": round(float(np.bincount(val.class_ids).max() / max(1, len(val.class_ids))), 4),
+        "majority_rate": round(float(np.bincount(test.class_ids).max() / max(1, len(test.class_ids))), 4),
     })
 
 
@@ -171,7 +172,7 @@ class StudyConfig(dg.Config):
 def training_size_study(context: dg.AssetExecutionContext, config: StudyConfig, storage: StorageResource,
                         preprocessing: PreprocessingResource, warehouse: WarehouseResource,
                         compute: ComputeResource) -> dg.MaterializeResult:
-    """Figure 4: validation accuracy against the number of training images (nested subsets)."""
+    """Figure 4: test-split accuracy against the number of training images (nested subsets)."""
     from crystal_pipeline.reporting.evaluation_figures import training_size_curve
     from crystal_pipeline.evaluation.studies import training_size_study as run_study
     from crystal_pipeline.training import TrainConfig
@@ -182,12 +183,14 @@ def training_size_study(context: dg.AssetExecutionContext, config: StudyConfig, 
         preparation.prepare_resolution(warehouse.get(), layout, cfg.resolution, workers=preprocessing.workers)
     points = run_study(layout.tensors_dir(cfg.resolution), layout.study_dir("training_size"), cfg,
                        config.fractions, device=compute.device, progress=context.log.info)
-    curve = training_size_curve([p.train_images for p in points], {"CrystalNet (ours)": [p.val_accuracy for p in points]})
-    table = "\n".join(["| training images | fraction | val accuracy | seconds |", "|---:|---:|---:|---:|"]
-                      + [f"| {p.train_images} | {p.setting:.2f} | {p.val_accuracy:.4f} | {p.seconds:.1f} |"
+    curve = training_size_curve([p.train_images for p in points], {"CrystalNet (ours)": [p.test_accuracy for p in points]})
+    table = "\n".join([f"Test split, {points[0].test_images if points else 0} images.", "",
+                       "| training images | fraction | test accuracy | seconds |", "|---:|---:|---:|---:|"]
+                      + [f"| {p.train_images} | {p.setting:.2f} | {p.test_accuracy:.4f} | {p.seconds:.1f} |"
                          for p in points])
     return dg.MaterializeResult(metadata={
         "preset": config.preset,
+        "split": EVALUATION_SPLIT,
         "points": len(points),
         "study": md(table, png_md(curve, "Figure 4")),
     })
@@ -197,7 +200,7 @@ def training_size_study(context: dg.AssetExecutionContext, config: StudyConfig, 
 def resolution_study(context: dg.AssetExecutionContext, config: StudyConfig, storage: StorageResource,
                      warehouse: WarehouseResource, preprocessing: PreprocessingResource,
                      compute: ComputeResource) -> dg.MaterializeResult:
-    """Table 3: accuracy and training time at each resolution."""
+    """Table 3: test-split accuracy and training time at each resolution."""
     from crystal_pipeline.evaluation.tables import markdown_table, resolution_grid
     from crystal_pipeline.evaluation.studies import resolution_study as run_study
     from crystal_pipeline.training import TrainConfig
@@ -212,10 +215,12 @@ def resolution_study(context: dg.AssetExecutionContext, config: StudyConfig, sto
 
     points = run_study(prepare, layout.study_dir("resolution"), cfg, config.resolutions,
                        device=compute.device, progress=context.log.info)
-    grid = resolution_grid({int(p.setting): (100 * p.val_accuracy, p.seconds) for p in points})
+    grid = resolution_grid({int(p.setting): (100 * p.test_accuracy, p.seconds) for p in points})
     return dg.MaterializeResult(metadata={
         "preset": config.preset,
+        "split": EVALUATION_SPLIT,
         "table3": md("Paper: HWI data, GTX Titan, full schedule. Ours: this archive and device, "
-                     f"preset {config.preset} with {config.overrides}.", markdown_table(grid)),
-        **{f"val_accuracy[{int(p.setting)}px]": round(p.val_accuracy, 4) for p in points},
+                     f"preset {config.preset} with {config.overrides}; test split, "
+                     f"{points[0].test_images if points else 0} images.", markdown_table(grid)),
+        **{f"test_accuracy[{int(p.setting)}px]": round(p.test_accuracy, 4) for p in points},
     })

@@ -14,6 +14,7 @@ from crystal_pipeline.ingest.annotations import read_annotations
 from crystal_pipeline.classes import CLASS_NAMES
 from crystal_pipeline.ingest.consensus import ConsensusConfig, agree, agreement_histogram
 from crystal_pipeline.ingest.image_files import ingest_files
+from crystal_pipeline.ingest.splits import SIDES
 from crystal_pipeline.warehouse import ImageScope
 from crystal_pipeline.warehouse import annotations as annotation_table
 from crystal_pipeline.warehouse import images as image_table
@@ -105,24 +106,28 @@ class ConsensusRunConfig(dg.Config):
     rule: Literal["unanimous", "majority"] = "unanimous"
     min_agreement: float = 0.5
     min_annotators: int = 1
-    val_fraction: float = 0.2
-    split_by: Literal["image", "plate"] = "image"
+    split_by: Literal["well", "plate", "image"] = "well"
+    train_fraction: float = 0.7
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
     seed: int = 0
-    val_share_tolerance: float = 0.02
+    share_tolerance: float = 0.02
 
 
 CONSENSUS_CHECKS = [
-    dg.AssetCheckSpec("validation_share", asset="consensus_labels",
-                      description="The stored validation share is within the run's tolerance of val_fraction."),
-    dg.AssetCheckSpec("no_plate_on_both_sides", asset="consensus_labels",
-                      description="With split_by=plate, no stored plate has images on both sides."),
+    dg.AssetCheckSpec("split_shares", asset="consensus_labels",
+                      description="The stored train, val and test shares are each within the run's tolerance "
+                                  "of their configured fractions."),
+    dg.AssetCheckSpec("no_leak_across_sides", asset="consensus_labels",
+                      description="No stored group of the configured kind (a well, by default) and no file hash "
+                                  "(sha256) has images on two sides of the split."),
 ]
 
 
 @dg.asset(group_name="ingest", kinds={"duckdb"}, pool="duckdb", deps=[annotations], check_specs=CONSENSUS_CHECKS)
 def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConfig,
                      warehouse: WarehouseResource):
-    """One agreed class per image (unanimous by default) and its stable train/val split.
+    """One agreed class per image (unanimous by default) and its stable train/val/test side (by well).
 
     The split checks run in the asset body because they depend on this run's config
     (the split mode and tolerance); they read the table back as stored.
@@ -133,16 +138,18 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
     votes = annotation_table.votes(wh)
     status = image_table.image_statuses(wh)
     cfg = ConsensusConfig(rule=config.rule, min_agreement=config.min_agreement,
-                          min_annotators=config.min_annotators, val_fraction=config.val_fraction,
-                          split_by=config.split_by, seed=config.seed)
-    result = agree(((r.image_id, tuple(r.attributes)) for r in votes.itertuples(index=False)), cfg, status)
+                          min_annotators=config.min_annotators, split_by=config.split_by,
+                          train_fraction=config.train_fraction, val_fraction=config.val_fraction,
+                          test_fraction=config.test_fraction, seed=config.seed)
+    result = agree(((r.image_id, tuple(r.attributes)) for r in votes.itertuples(index=False)), cfg, status,
+                   hashes=image_table.image_hashes(wh))
     labels = pd.DataFrame([vars(l) for l in result.labels],
                           columns=["image_id", "class_id", "class_name", "has_crystal", "n_annotators",
                                    "agreement", "split"])
     label_table.replace_consensus_labels(wh, labels)
     distribution = _class_distribution(labels)
     chart = figures.bar_chart(
-        {split: dict(zip(distribution["class"], distribution[split])) for split in ("train", "val")},
+        {split: dict(zip(distribution["class"], distribution[split])) for split in SIDES},
         f"consensus labels by class ({config.rule})", log=True)
     excluded = pd.DataFrame(result.excluded.most_common(), columns=["reason", "images"])
     excluded["examples"] = [", ".join(result.examples[r]) for r in excluded["reason"]]
@@ -157,16 +164,15 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
         "annotated_images": int(votes["image_id"].nunique()),
         "rule": config.rule,
         "split_by": config.split_by,
-        "train": int((labels["split"] == "train").sum()),
-        "val": int((labels["split"] == "val").sum()),
+        **{side: int((labels["split"] == side).sum()) for side in SIDES},
         "class_distribution": md(table_md(distribution, 12), png_md(chart, "class distribution")),
         "excluded": md(table_md(excluded), "**Attribute sets with no class**", table_md(unmapped)),
         "agreement": md(table_md(pd.DataFrame(
             [(n, a, c) for (n, a), c in sorted(agreement.items())],
             columns=["annotators", "agreeing", "images"])), png_md(agreement_chart, "agreement histogram")),
     })
-    for outcome in split_checks(label_table.consensus_labels(wh), split_by=config.split_by, val_fraction=config.val_fraction,
-                                tolerance=config.val_share_tolerance):
+    for outcome in split_checks(label_table.stored_splits_with_hashes(wh), cfg.split,
+                                tolerance=config.share_tolerance):
         yield dg.AssetCheckResult(check_name=outcome.name, passed=outcome.passed,
                                   metadata={k: _meta(v) for k, v in outcome.metadata.items()})
 
@@ -192,14 +198,14 @@ def _meta(value):
 
 
 def _class_distribution(labels: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Table 2 'Total' column, per split."""
+    """The paper's Table 2 'Total' column, per side of the split."""
     counts = labels.groupby(["class_id", "split"]).size().unstack(fill_value=0) if len(labels) else pd.DataFrame()
     rows = []
     for class_id, name in enumerate(CLASS_NAMES, start=1):
-        train = int(counts.loc[class_id, "train"]) if class_id in counts.index and "train" in counts else 0
-        val = int(counts.loc[class_id, "val"]) if class_id in counts.index and "val" in counts else 0
-        rows.append((class_id, name, train, val, train + val))
-    frame = pd.DataFrame(rows, columns=["id", "class", "train", "val", "total"])
+        per_side = [int(counts.loc[class_id, side]) if class_id in counts.index and side in counts else 0
+                    for side in SIDES]
+        rows.append((class_id, name, *per_side, sum(per_side)))
+    frame = pd.DataFrame(rows, columns=["id", "class", *SIDES, "total"])
     total = max(1, int(frame["total"].sum()))
     frame["share"] = (frame["total"] / total).map(lambda s: f"{100 * s:.1f}%")
     return frame

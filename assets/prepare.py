@@ -31,8 +31,7 @@ def image_tensors(context: dg.AssetExecutionContext, storage: StorageResource, w
     return dg.MaterializeResult(metadata={
         "resolution": resolution,
         "path": dg.MetadataValue.path(str(layout.tensors_dir(resolution))),
-        "train_rows": summary.rows_per_split.get("train", 0),
-        "val_rows": summary.rows_per_split.get("val", 0),
+        **{f"{s}_rows": summary.rows_per_split.get(s, 0) for s in SPLITS},
         "decode_failures": len(failures),
         "images_per_s": round(summary.images_per_s, 1),
         "seconds": round(summary.seconds, 2),

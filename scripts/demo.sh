@@ -23,7 +23,7 @@ dagster asset materialize -m definitions --select "$SELECTION"
 echo
 echo "Done. Results under $CRYSTAL_DATA_DIR:"
 echo "  warehouse  $CRYSTAL_DATA_DIR/warehouse.duckdb   (tables images, annotations, annotation_errors, consensus_labels)"
-echo "  tensors    $CRYSTAL_DATA_DIR/tensors/r128/{train,val}/*.parquet and stats.npz"
+echo "  tensors    $CRYSTAL_DATA_DIR/tensors/r128/{train,val,test}/*.parquet and stats.npz"
 echo "  models     $CRYSTAL_DATA_DIR/models/<version>/model.pt   (table models; the production one is flagged)"
 echo "  reports    $CRYSTAL_DATA_DIR/reports/evaluation/<version>/report.html and model_comparison.md"
 echo "Open the UI with: make ui   (then http://127.0.0.1:3000, runs of this demo are already there)"

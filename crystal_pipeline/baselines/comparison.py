@@ -60,8 +60,8 @@ def table5_markdown(scores: list[dict], archive_description: str, split: str = "
     """Table 5 as Markdown, labelled: paper on HWI data (17,033 images), ours on the archive's ``split``."""
     n = scores[0]["images"] if scores else 0
     return "\n".join([
-        f"Paper: HWI data, 17,033 validation images. Ours: {archive_description}, {n} {split} "
-        "images. Brackets: 95% bootstrap intervals (images resampled, seed 0). McNemar p: exact "
+        f"Paper: HWI data, 17,033 validation images. Ours: {archive_description}, {split} split, "
+        f"{n} images. Brackets: 95% bootstrap intervals (images resampled, seed 0). McNemar p: exact "
         "test of each model's right/wrong answers against CrystalNet's on the same images; an "
         "order between two models stands only where p is small. RF and Neural Net times exclude "
         "feature extraction (paper's footnote); ours is in its own column. Times from different "

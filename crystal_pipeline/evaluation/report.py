@@ -263,7 +263,7 @@ def _tables(scores: _Scores, result: Mapping) -> dict[str, list[list[str]]]:
 def _sections(metrics: Mapping[str, float], model_name: str, archive_description: str, images: int,
               result: Mapping) -> list:
     """(title, data label or None, table key or headline text), in report order."""
-    ours = f"ours ({model_name} on {archive_description}, {images} {result['split']} images)"
+    ours = f"ours ({model_name} on {archive_description}, {result['split']} split, {images} images)"
     return [
         ("Headline", None, _headline(result, metrics, model_name)),
         ("Scores with 95% intervals", ours, "scores"),

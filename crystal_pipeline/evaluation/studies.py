@@ -1,7 +1,8 @@
 """The paper's two model-variation studies: training-set size (Figure 4) and resolution (Table 3).
 
 Each point trains a fresh CrystalNet with every setting but the one studied held
-fixed, and scores it on the same validation split. Subsets of the training split are
+fixed (its training history watches ``val``), and scores it on the same ``test`` split,
+which only reports. Subsets of the training split are
 nested (10% is inside 20%, ...) and drawn with a seed, so the curve shows the effect
 of more data rather than of different data.
 """
@@ -24,9 +25,10 @@ from crystal_pipeline import tensors
 class StudyPoint:
     setting: float  # fraction of the training split, or resolution in px
     train_images: int
-    val_accuracy: float
-    crystal_auc: float | None
+    test_accuracy: float
+    crystal_auc: float | None  # on the test split
     seconds: float
+    test_images: int
 
 
 def nested_subset(n: int, fraction: float, seed: int = 0) -> np.ndarray:
@@ -36,7 +38,7 @@ def nested_subset(n: int, fraction: float, seed: int = 0) -> np.ndarray:
 
 
 def write_subset(source_res_dir: Path, target_res_dir: Path, fraction: float, seed: int = 0) -> int:
-    """A tensors folder whose train split is a nested subset and whose val split is the full one."""
+    """A tensors folder whose train split is a nested subset and whose val and test splits are the full ones."""
     train = tensors.read_split(source_res_dir / "train")
     keep = nested_subset(len(train), fraction, seed)
     if target_res_dir.exists():
@@ -44,14 +46,15 @@ def write_subset(source_res_dir: Path, target_res_dir: Path, fraction: float, se
     target_res_dir.mkdir(parents=True)
     tensors.write_split(target_res_dir, "train", [train.image_ids[i] for i in keep], train.class_ids[keep],
                         train.pixels[keep])
-    shutil.copytree(source_res_dir / "val", target_res_dir / "val")
+    for split in ("val", "test"):
+        shutil.copytree(source_res_dir / split, target_res_dir / split)
     shutil.copy(source_res_dir / "stats.npz", target_res_dir / "stats.npz")
     return len(keep)
 
 
 def training_size_study(res_dir: Path, work_dir: Path, config, fractions: Sequence[float], *, device: str = "auto",
                         progress: Callable[[str], None] | None = None) -> list[StudyPoint]:
-    """Train on nested fractions of the training split; score each on the full validation split.
+    """Train on nested fractions of the training split; score each on the full test split.
 
     ``config`` is a TrainConfig; the normalization stats stay those of the full
     training split, as the paper's per-pixel normalization is fixed before training.
@@ -64,10 +67,10 @@ def training_size_study(res_dir: Path, work_dir: Path, config, fractions: Sequen
         n = write_subset(res_dir, subset_dir, fraction, seed=config.seed)
         started = time.perf_counter()
         result = train(config, subset_dir, subset_dir.parent / "model.pt", device=device)
-        points.append(StudyPoint(fraction, n, float(result.val_accuracy or 0.0), result.crystal_auc,
-                                 time.perf_counter() - started))
+        points.append(_point(fraction, n, result, subset_dir, time.perf_counter() - started))
         if progress:
-            progress(f"{fraction:.0%} of the training split ({n} images): val accuracy {points[-1].val_accuracy:.3f}")
+            progress(f"{fraction:.0%} of the training split ({n} images): test accuracy "
+                     f"{points[-1].test_accuracy:.3f} on {points[-1].test_images} images")
     return points
 
 
@@ -82,8 +85,21 @@ def resolution_study(prepare: Callable[[int], Path], work_dir: Path, config, res
         cfg = dataclasses.replace(config, resolution=res)
         started = time.perf_counter()
         result = train(cfg, res_dir, work_dir / f"r{res}" / "model.pt", device=device)
-        points.append(StudyPoint(res, tensors.count_rows(res_dir / "train"), float(result.val_accuracy or 0.0),
-                                 result.crystal_auc, time.perf_counter() - started))
+        points.append(_point(res, tensors.count_rows(res_dir / "train"), result, res_dir,
+                             time.perf_counter() - started))
         if progress:
-            progress(f"{res} px: val accuracy {points[-1].val_accuracy:.3f} in {points[-1].seconds:.0f}s")
+            progress(f"{res} px: test accuracy {points[-1].test_accuracy:.3f} in {points[-1].seconds:.0f}s")
     return points
+
+
+def _point(setting: float, train_images: int, result, res_dir: Path, seconds: float) -> StudyPoint:
+    """One study point: the trained model scored on ``res_dir``'s test split."""
+    from crystal_pipeline.evaluation.registry import score
+    from crystal_pipeline.model import predict_proba
+
+    test = tensors.read_split(res_dir / "test")
+    if not len(test) or result.model is None:
+        return StudyPoint(setting, train_images, float("nan"), None, seconds, len(test))
+    scores = score(test.class_ids, predict_proba(result.model, test.pixels))
+    auc = None if scores.crystal_auc != scores.crystal_auc else float(scores.crystal_auc)
+    return StudyPoint(setting, train_images, scores.val_accuracy, auc, seconds, len(test))

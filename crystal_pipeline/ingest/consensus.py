@@ -1,4 +1,4 @@
-"""Agreeing one label per image, and the stable train/validation split.
+"""Agreeing one label per image, and its side of the train / val / test split.
 
 The paper trains on the 85,188 of 163,894 images whose annotators agreed
 unanimously; that is the default here. A majority rule (the most frequent class
@@ -7,21 +7,21 @@ available for labs with more annotators per image. Images whose agreed attribute
 set maps to no class, or that carry ``unsure``, are counted and reported, never
 silently dropped.
 
-The split hashes the image id (or the plate id) with a seed, so it depends on
-nothing but the id: a new plate never moves an old image to the other side, and a
-model compared with an older one is scored on images neither trained on.
+The split is :mod:`crystal_pipeline.ingest.splits` (the one split implementation): by
+well by default, identical files (same sha256) on one side, a seeded hash of the group
+key, so a new plate never moves an old image and a model compared with an older one
+is scored on images neither trained on.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
 from crystal_pipeline.classes import class_for_attributes, class_name, has_crystal
-
-SplitBy = Literal["image", "plate"]
+from crystal_pipeline.ingest.splits import SplitBy, SplitConfig, assign_sides
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,16 @@ class ConsensusConfig:
     rule: Literal["unanimous", "majority"] = "unanimous"
     min_agreement: float = 0.5  # majority: winning share must be at least this (and > any other class)
     min_annotators: int = 1
-    val_fraction: float = 0.2
-    split_by: SplitBy = "image"
+    split_by: SplitBy = "well"
+    train_fraction: float = 0.7
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
     seed: int = 0
+
+    @property
+    def split(self) -> SplitConfig:
+        return SplitConfig(by=self.split_by, train=self.train_fraction, val=self.val_fraction,
+                           test=self.test_fraction, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -60,25 +67,15 @@ class ConsensusResult:
             self.examples[reason].append(image_id)
 
 
-def split_for(key: str, *, seed: int = 0, val_fraction: float = 0.2) -> str:
-    """``train`` or ``val`` from a seeded hash of the key alone."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    return "val" if u < val_fraction else "train"
-
-
-def plate_of(image_id: str) -> str:
-    """The plate id of an image id ``<plate>[@<inspection>]/<well>``."""
-    return image_id.split("/", 1)[0].split("@", 1)[0]
-
-
 def agree(votes: Iterable[tuple[str, tuple[str, ...]]], config: ConsensusConfig = ConsensusConfig(),
-          image_status: dict[str, str] | None = None) -> ConsensusResult:
+          image_status: dict[str, str] | None = None, hashes: dict[str, str] | None = None) -> ConsensusResult:
     """Labels from ``(image_id, attributes)`` votes (one per annotator).
 
     ``image_status`` (image_id -> images.status) excludes quarantined images: a
-    label without a decodable picture cannot be trained on.
+    label without a decodable picture cannot be trained on. ``hashes`` (image_id ->
+    sha256) puts byte-identical files on one side of the split.
     """
+    split = config.split  # validates split_by and the fractions before any work
     by_image: dict[str, list[tuple[str, ...]]] = defaultdict(list)
     for image_id, attributes in votes:
         by_image[image_id].append(tuple(sorted(attributes)))
@@ -96,11 +93,10 @@ def agree(votes: Iterable[tuple[str, tuple[str, ...]]], config: ConsensusConfig 
         if decided is None:
             continue
         class_id, agreement = decided
-        split_key = plate_of(image_id) if config.split_by == "plate" else image_id
-        result.labels.append(Label(
-            image_id, class_id, class_name(class_id), has_crystal(class_id), n, agreement,
-            split_for(split_key, seed=config.seed, val_fraction=config.val_fraction),
-        ))
+        result.labels.append(Label(image_id, class_id, class_name(class_id), has_crystal(class_id), n, agreement, ""))
+    hashes = hashes or {}
+    sides = assign_sides(((l.image_id, hashes.get(l.image_id)) for l in result.labels), split)
+    result.labels = [dataclasses.replace(l, split=sides[l.image_id]) for l in result.labels]
     return result
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_CLASS_IDS
-from crystal_pipeline.ingest.consensus import plate_of
+from crystal_pipeline.ingest.splits import SIDES, SplitConfig, find_leaks, group_key
 
 
 @dataclass(frozen=True)
@@ -22,16 +22,16 @@ class CheckOutcome:
     metadata: dict = field(default_factory=dict)
 
 
-def val_share_tolerance(n: int, val_fraction: float, tolerance: float) -> float:
-    """The allowed |val share - val_fraction|.
+def share_tolerance(n: int, fraction: float, tolerance: float) -> float:
+    """The allowed |side share - fraction| when ``n`` groups (wells, plates or images) are split.
 
-    DESIGN.md asks for 2 points on 1,000 images or more. On fewer images a hash
+    DESIGN.md asks for 2 points on 1,000 groups or more. On fewer groups a hash
     split legitimately strays further by chance, so the allowance widens to three
     binomial standard errors there instead of the check being skipped.
     """
     if n >= 1000:
         return tolerance
-    return max(tolerance, 3 * math.sqrt(val_fraction * (1 - val_fraction) / max(n, 1)))
+    return max(tolerance, 3 * math.sqrt(fraction * (1 - fraction) / max(n, 1)))
 
 
 def label_table_checks(stored: pd.DataFrame) -> list[CheckOutcome]:
@@ -60,20 +60,30 @@ def label_table_checks(stored: pd.DataFrame) -> list[CheckOutcome]:
     ]
 
 
-def split_checks(labels: pd.DataFrame, *, split_by: str, val_fraction: float, tolerance: float) -> list[CheckOutcome]:
-    """Checks of a run's split rule on the stored labels: val share, plate leakage."""
+def split_checks(labels: pd.DataFrame, split: SplitConfig, *, tolerance: float) -> list[CheckOutcome]:
+    """Checks of a run's split rule on the stored labels (``image_id``, ``split``, ``sha256``).
+
+    ``split_shares``: each side's share of the labelled images is within the tolerance
+    of its configured fraction (the tolerance counts groups, the unit that is hashed).
+    ``no_leak_across_sides``: no group of the configured kind (a well, by default) and no
+    file hash has images on two sides.
+    """
     n = len(labels)
-    val = int((labels["split"] == "val").sum())
-    share = val / n if n else 0.0
-    allowed = val_share_tolerance(n, val_fraction, tolerance)
-    sides = labels.assign(plate=labels["image_id"].map(plate_of)).groupby("plate")["split"].nunique()
-    both = sorted(sides[sides > 1].index)
+    groups = labels["image_id"].map(lambda i: group_key(i, split.by)).nunique() if n else 0
+    targets = {"train": split.train, "val": split.val, "test": split.test}
+    shares = {side: float((labels["split"] == side).sum()) / n if n else 0.0 for side in SIDES}
+    allowed = {side: share_tolerance(groups, targets[side], tolerance) for side in SIDES}
+    unknown = sorted(set(labels["split"]) - set(SIDES))
+    shares_ok = n > 0 and not unknown and all(abs(shares[s] - targets[s]) <= allowed[s] for s in SIDES)
+    hashes = labels["sha256"] if "sha256" in labels else [None] * n
+    leaks = find_leaks(zip(labels["image_id"], labels["split"], hashes), split.by)
     return [
-        CheckOutcome("validation_share", n > 0 and abs(share - val_fraction) <= allowed,
-                     {"val_share": round(share, 4), "target": val_fraction, "allowed_deviation": round(allowed, 4),
-                      "labelled_images": n}),
-        CheckOutcome("no_plate_on_both_sides", split_by != "plate" or not both,
-                     {"split_by": split_by, "plates_on_both_sides": len(both),
-                      "examples": ", ".join(both[:10]),
-                      "applies": "only with split_by=plate; with split_by=image plates span both sides by design"}),
+        CheckOutcome("split_shares", shares_ok, {
+            "labelled_images": n, "groups": int(groups), "split_by": split.by,
+            **{f"{s}_share": round(shares[s], 4) for s in SIDES}, **{f"{s}_target": targets[s] for s in SIDES},
+            **{f"{s}_allowed_deviation": round(allowed[s], 4) for s in SIDES},
+            "unknown_sides": ", ".join(map(str, unknown)) or "none"}),
+        CheckOutcome("no_leak_across_sides", leaks.none, {
+            "split_by": split.by, "groups_on_two_sides": len(leaks.wells), "hashes_on_two_sides": len(leaks.hashes),
+            "examples": ", ".join(leaks.wells[:5] + leaks.hashes[:5]) or "none"}),
     ]

@@ -95,14 +95,14 @@ def filter_grid(weights, *, columns: int = 8, title: str = "First-layer filters"
 
 
 def training_size_curve(sizes: Sequence[int], accuracies: Mapping[str, Sequence[float]], *,
-                        title: str = "Validation accuracy vs training images") -> bytes:
+                        title: str = "Test-split accuracy vs training images") -> bytes:
     """Accuracy (fraction) against number of unique training images, one line per series."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, values in accuracies.items():
         ax.plot(sizes, [100 * v for v in values], marker="o", label=name)
     ax.set_xlabel("Training images")
-    ax.set_ylabel("Validation accuracy (%)")
+    ax.set_ylabel("Test-split accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if len(accuracies) > 1:

@@ -6,13 +6,14 @@ here stay light (numpy, Pillow, scipy); nothing imports Dagster.
 """
 
 from crystal_pipeline.synthetic.archive import ArchiveSummary, PlateSummary, plate_ids, write_archive, write_plate
-from crystal_pipeline.synthetic.class_mix import TABLE2_TOTALS, normalize_mix
+from crystal_pipeline.synthetic.class_mix import CALIBRATED_DRAWN_MIX, TABLE2_TOTALS, normalize_mix
 from crystal_pipeline.synthetic.render import DEFAULT_DIFFICULTY, WellTruth, render_well
 
 __all__ = [
     "ArchiveSummary",
     "DEFAULT_DIFFICULTY",
     "PlateSummary",
+    "CALIBRATED_DRAWN_MIX",
     "TABLE2_TOTALS",
     "WellTruth",
     "normalize_mix",

@@ -24,7 +24,7 @@ def labelled_rows(warehouse: Warehouse) -> list[tuple[str, int, str, str]]:
 
 def write_split_tensors(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None,
                         progress: Callable | None = None) -> tensors.TensorWriteSummary:
-    """Both splits at ``resolution`` (an empty split still gets its folder)."""
+    """Every split (train, val, test) at ``resolution`` (an empty split still gets its folder)."""
     return tensors.write_tensors(labelled_rows(warehouse), layout.tensors_dir(resolution), resolution,
                                  workers=workers, progress=progress, splits=SPLITS)
 
@@ -44,19 +44,28 @@ def prepare_resolution(warehouse: Warehouse, layout: DataLayout, resolution: int
     return summary
 
 
-def current_val_split(warehouse: Warehouse, layout: DataLayout, resolution: int, *,
-                      workers: int | None = None) -> tensors.Split:
-    """Today's validation split at ``resolution`` (a :class:`~crystal_pipeline.tensors.Split`:
-    ``image_ids``, ``class_ids`` 1..10, ``pixels``).
+def current_split(warehouse: Warehouse, layout: DataLayout, resolution: int, split: str, *,
+                  workers: int | None = None) -> tensors.Split:
+    """Today's ``split`` (``train``, ``val`` or ``test``) at ``resolution`` (a
+    :class:`~crystal_pipeline.tensors.Split`: ``image_ids``, ``class_ids`` 1..10, ``pixels``).
 
     Tensors at a resolution other than the prepare group's are written on demand and may
-    date from an earlier consensus; they are rewritten when their validation ids differ
-    from the warehouse's, so every model compared or evaluated is scored on the same images.
+    date from an earlier consensus; they are rewritten when the split's ids differ from
+    the warehouse's, so every model compared or evaluated is scored on the same images.
     """
-    expected = [row[0] for row in labelled_rows(warehouse) if row[2] == "val"]
-    if layout.stats_path(resolution).exists():
-        val = tensors.read_split(layout.tensors_split_dir(resolution, "val"), resolution)
-        if list(val.image_ids) == expected:
-            return val
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    expected = [row[0] for row in labelled_rows(warehouse) if row[2] == split]
+    split_dir = layout.tensors_split_dir(resolution, split)
+    if layout.stats_path(resolution).exists() and tensors.part_files(split_dir):
+        current = tensors.read_split(split_dir, resolution)
+        if list(current.image_ids) == expected:
+            return current
     prepare_resolution(warehouse, layout, resolution, workers=workers)
-    return tensors.read_split(layout.tensors_split_dir(resolution, "val"), resolution)
+    return tensors.read_split(split_dir, resolution)
+
+
+def current_val_split(warehouse: Warehouse, layout: DataLayout, resolution: int, *,
+                      workers: int | None = None) -> tensors.Split:
+    """Today's validation split (what tunes and promotes): :func:`current_split` of ``val``."""
+    return current_split(warehouse, layout, resolution, "val", workers=workers)

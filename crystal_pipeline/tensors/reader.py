@@ -66,7 +66,7 @@ def resolve_tensors_dir(path: str | os.PathLike, resolution: int) -> Path:
             return candidate
     raise TensorDataError(
         f"no r{resolution} tensors under {root}: expected {root}/tensors/r{resolution}/"
-        f"{{train,val}}/{PART_GLOB} and {STATS_FILE} (is the resolution right?)"
+        f"{{train,val,test}}/{PART_GLOB} and {STATS_FILE} (is the resolution right?)"
     )
 
 

@@ -20,8 +20,9 @@ from crystal_pipeline.classes import NUM_CLASSES
 PART_GLOB = "part-*.parquet"
 #: The per-pixel statistics beside the splits of one resolution.
 STATS_FILE = "stats.npz"
-#: The splits the pipeline writes and training reads.
-SPLITS: tuple[str, ...] = ("train", "val")
+#: The splits the pipeline writes: training reads ``train`` (and ``val`` for its history),
+#: ``val`` tunes and promotes, ``test`` only reports (DESIGN.md "Split").
+SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: Rows per Parquet row group: bounds the writer's buffer (4 MiB per split at 128 px; 1024
 #: rows measured ~80 MB more peak RSS) and is the unit a streaming reader holds at once.
 ROW_GROUP_ROWS = 256

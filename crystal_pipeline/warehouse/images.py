@@ -106,3 +106,9 @@ def image_ids(warehouse: Warehouse) -> set[str]:
 def image_statuses(warehouse: Warehouse) -> dict[str, str]:
     """``image_id -> status`` (``ok`` or ``quarantined``)."""
     return dict(warehouse.query_df("SELECT image_id, status FROM images").itertuples(index=False))
+
+
+def image_hashes(warehouse: Warehouse) -> dict[str, str]:
+    """``image_id -> sha256`` of every row with a hash (identical files share a split side)."""
+    frame = warehouse.query_df("SELECT image_id, sha256 FROM images WHERE sha256 IS NOT NULL")
+    return dict(frame.itertuples(index=False))

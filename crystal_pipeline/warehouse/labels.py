@@ -20,6 +20,14 @@ def consensus_labels(warehouse: Warehouse) -> pd.DataFrame:
     return warehouse.query_df("SELECT * FROM consensus_labels ORDER BY image_id")
 
 
+def stored_splits_with_hashes(warehouse: Warehouse) -> pd.DataFrame:
+    """``image_id, split, sha256`` of every stored label (sha256 None without an images row),
+    by image id: what the leak and share checks read."""
+    return warehouse.query_df(
+        "SELECT l.image_id, l.split, any_value(i.sha256) AS sha256 FROM consensus_labels l "
+        "LEFT JOIN images i USING (image_id) GROUP BY l.image_id, l.split ORDER BY l.image_id")
+
+
 def stored_labels_with_images(warehouse: Warehouse) -> pd.DataFrame:
     """Every stored label with how many ``images`` rows its id names and how many of those decode.
 

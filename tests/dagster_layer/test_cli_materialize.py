@@ -26,7 +26,7 @@ def test_dagster_asset_materialize_cli_runs_ingest_prepare_and_train(tmp_path, t
     wh = Warehouse(layout.warehouse)
     labelled = wh.scalar("SELECT count(*) FROM consensus_labels")
     assert labelled > 0
-    assert sorted(p.name for p in layout.tensors_dir(128).iterdir()) == ["stats.npz", "train", "val"]
+    assert sorted(p.name for p in layout.tensors_dir(128).iterdir()) == ["stats.npz", "test", "train", "val"]
     assert wh.scalar("SELECT count(*) FROM models WHERE is_production") == 1
     assert layout.model_path(wh.scalar("SELECT model_version FROM models")).is_file()
     # The run is recorded in the instance the UI opens.

@@ -29,7 +29,7 @@ def test_definitions_validate_and_load_every_object():
     assert {k: groups[k] for k in TRAIN | EVALUATE} == {**{k: "train" for k in TRAIN}, **{k: "evaluate" for k in EVALUATE}}
     checks = {key.name for key in graph.asset_check_keys}
     assert {"no_quarantined_images", "no_annotation_errors", "unique_image_ids", "class_ids_in_range",
-            "validation_share", "no_plate_on_both_sides", "tensor_rows_match_labels",
+            "split_shares", "no_leak_across_sides", "tensor_rows_match_labels",
             "pixel_length_is_resolution_squared", "stats_are_usable"} <= checks
     assert defs.resolve_job_def("ingest_and_prepare") is not None
     retrain = defs.resolve_job_def("retrain_and_evaluate")

@@ -38,10 +38,17 @@ def test_evaluation_baselines_and_studies(data_dir):
     assert any(p.suffix == ".png" for p in report_dir.iterdir())
     evaluation = meta("crystalnet_evaluation")
     assert 0.0 <= evaluation["accuracy"] <= 1.0 and "data:image/png;base64" in evaluation["evaluation"]
+    # Reports score the held-out test split, and say so; val only tunes and promotes.
+    n_test = Warehouse(DataLayout.under(data_dir).warehouse).scalar(
+        "SELECT count(*) FROM consensus_labels WHERE split = 'test'")
+    assert evaluation["split"] == "test" and evaluation["test_images"] == n_test > 0
+    assert f"test split, {n_test} images" in markdown
 
     comparison = meta("model_comparison")
     assert {"accuracy[CrystalNet]", "accuracy[RF]", "accuracy[Neural Net]", "accuracy[Nearest Neighbor]"} <= set(comparison)
-    assert "Nearest Neighbor" in (report_dir / "model_comparison.md").read_text()
+    table5 = (report_dir / "model_comparison.md").read_text()
+    assert "Nearest Neighbor" in table5 and f"test split, {n_test} images" in table5
+    assert comparison["split"] == "test" and comparison["test_images"] == n_test
 
     # metrics.json beside the report: the evaluation's numbers (calibrated with the model's T) and the baselines.
     import json
@@ -56,7 +63,8 @@ def test_evaluation_baselines_and_studies(data_dir):
         assert 0.0 <= entry["mcnemar_p_vs_crystalnet"] <= 1.0 and len(entry["accuracy_ci95"]) == 2
     assert comparison["accuracy[CrystalNet]"] == round(stored["accuracy"], 4)  # Table 5 scores the calibrated model
 
-    assert meta("training_size_study")["points"] == 2
+    size_study = meta("training_size_study")
+    assert size_study["points"] == 2 and size_study["split"] == "test" and f"Test split, {n_test} images" in size_study["study"]
     resolution = meta("resolution_study")
-    assert "val_accuracy[32px]" in resolution and "val_accuracy[48px]" in resolution
+    assert "test_accuracy[32px]" in resolution and "test_accuracy[48px]" in resolution and resolution["split"] == "test"
     assert "128×128" in resolution["table3"]  # the paper's rows beside ours

@@ -53,7 +53,7 @@ def test_ingest_and_prepare_end_to_end(data_dir):
     assert consensus["labelled_images"] == wh.scalar("SELECT count(*) FROM consensus_labels")
     labels = wh.query_df("SELECT * FROM consensus_labels")
     assert 0 < len(labels) <= images
-    assert set(labels["split"]) <= {"train", "val"} and labels["class_id"].between(1, 10).all()
+    assert set(labels["split"]) <= {"train", "val", "test"} and labels["class_id"].between(1, 10).all()
     # Unanimous by default: every labelled image's annotators all gave the same set.
     disagreeing = wh.scalar(
         "SELECT count(*) FROM (SELECT image_id FROM annotations GROUP BY image_id "
@@ -61,7 +61,9 @@ def test_ingest_and_prepare_end_to_end(data_dir):
     assert disagreeing == 0
 
     # Tensors hold exactly the labelled images, decoded as load_grey would.
-    for split in ("train", "val"):
+    assert {k: v for k, v in metadata(result, "image_tensors").items() if k.endswith("_rows")} == {
+        f"{s}_rows": int((labels["split"] == s).sum()) for s in ("train", "val", "test")}
+    for split in ("train", "val", "test"):
         read = tensors.read_split(layout.tensors_split_dir(128, split))
         ids, class_ids, pixels = read.image_ids, read.class_ids, read.pixels
         expected = labels[labels["split"] == split].sort_values("image_id")
@@ -75,7 +77,8 @@ def test_ingest_and_prepare_end_to_end(data_dir):
     checks = check_results(result)
     assert checks["no_quarantined_images"] and checks["tensor_rows_match_labels"]
     assert checks["pixel_length_is_resolution_squared"] and checks["stats_are_usable"]
-    assert checks["unique_image_ids"] and checks["class_ids_in_range"] and checks["validation_share"]
+    assert checks["unique_image_ids"] and checks["class_ids_in_range"]
+    assert checks["split_shares"] and checks["no_leak_across_sides"]
     assert checks["no_annotation_errors"] == (errors == 0)
 
 
@@ -98,11 +101,11 @@ def test_rerun_changes_nothing_and_a_bad_file_fails_the_check(data_dir):
 
 
 def test_majority_rule_and_plate_split_are_run_config(data_dir):
-    from crystal_pipeline.ingest.consensus import split_for
+    from crystal_pipeline.ingest.splits import SplitConfig, side_for
 
-    # Two plates only: pick a split seed that puts one plate on each side.
+    # Two plates only: pick a split seed that puts the plates on different sides.
     plate_ids = sorted(p.name for p in (data_dir / "raw" / "plates").iterdir())
-    seed = next(s for s in range(1000) if {split_for(p, seed=s) for p in plate_ids} == {"train", "val"})
+    seed = next(s for s in range(1000) if len({side_for(p, SplitConfig(by="plate", seed=s)) for p in plate_ids}) == 2)
     config = {"ops": {"consensus_labels": {"config": {"rule": "majority", "min_agreement": 0.5,
                                                      "split_by": "plate", "seed": seed}}}}
     result = materialize_all(data_dir, **config)
@@ -112,7 +115,7 @@ def test_majority_rule_and_plate_split_are_run_config(data_dir):
     assert (sides["n"] == 1).all()
     unanimous = wh.scalar("SELECT count(*) FROM consensus_labels WHERE agreement = 1.0")
     assert wh.scalar("SELECT count(*) FROM consensus_labels") > unanimous  # majority adds split votes
-    assert check_results(result)["no_plate_on_both_sides"]
+    assert check_results(result)["no_leak_across_sides"]
 
 
 def run_checks(data_dir, *names):

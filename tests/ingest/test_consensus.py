@@ -1,6 +1,7 @@
 from collections import Counter
 
-from crystal_pipeline.ingest.consensus import ConsensusConfig, agree, plate_of, split_for
+from crystal_pipeline.ingest.consensus import ConsensusConfig, agree
+from crystal_pipeline.ingest.splits import plate_of, well_key
 
 
 def votes(image_id, *sets):
@@ -44,14 +45,40 @@ def test_quarantined_images_get_no_label():
     assert result.excluded["image quarantined"] == 1
 
 
-def test_split_is_stable_seeded_and_near_80_20():
-    ids = [f"PL{p:03d}/W{i:04d}" for p in range(10) for i in range(1000)]
-    first = [split_for(i) for i in ids]
-    assert first == [split_for(i) for i in ids]  # a pure function of the id
-    share = first.count("val") / len(first)
-    assert abs(share - 0.2) < 0.01
-    other_seed = [split_for(i, seed=1) for i in ids]
-    assert other_seed != first and abs(other_seed.count("val") / len(ids) - 0.2) < 0.01
+def test_split_is_by_well_stable_seeded_and_near_70_10_20():
+    v = [(f"PL{p:03d}@d{d}/{r}{c:02d}", ("clear",)) for p in range(30) for d in (1, 7) for r in "ABCDEFGH"
+         for c in range(1, 13)]
+    first = {l.image_id: l.split for l in agree(v).labels}
+    assert first == {l.image_id: l.split for l in agree(v).labels}  # a pure function of the ids
+    by_well: dict[str, set] = {}
+    for image_id, side in first.items():
+        by_well.setdefault(well_key(image_id), set()).add(side)
+    assert all(len(s) == 1 for s in by_well.values())  # both inspections of a well on one side
+    shares = Counter(first.values())
+    for side, target in (("train", 0.7), ("val", 0.1), ("test", 0.2)):
+        assert abs(shares[side] / len(first) - target) < 0.04, shares
+    other_seed = {l.image_id: l.split for l in agree(v, ConsensusConfig(seed=1)).labels}
+    assert other_seed != first
+    fifty = Counter(l.split for l in agree(v, ConsensusConfig(train_fraction=0.5, val_fraction=0.0,
+                                                              test_fraction=0.5)).labels)
+    assert set(fifty) == {"train", "test"}
+
+
+def test_identical_files_share_a_side_whatever_their_wells():
+    v = [(f"P{p}/{r}{c:02d}", ("clear",)) for p in range(4) for r in "ABCDEFGH" for c in range(1, 13)]
+    plain = {l.image_id: l.split for l in agree(v).labels}
+    a, b = next((a, b) for a in plain for b in plain if plain[a] != plain[b])
+    merged = {l.image_id: l.split for l in agree(v, hashes={a: "same", b: "same"}).labels}
+    assert merged[a] == merged[b]
+
+
+def test_unknown_split_mode_or_fractions_are_refused():
+    import pytest
+
+    with pytest.raises(ValueError):
+        agree(votes("P/A01", ["clear"]), ConsensusConfig(split_by="drop"))
+    with pytest.raises(ValueError):
+        agree(votes("P/A01", ["clear"]), ConsensusConfig(val_fraction=0.3))
 
 
 def test_new_plate_never_moves_old_images():
@@ -68,7 +95,7 @@ def test_split_by_plate_keeps_each_plate_on_one_side():
     for label in result.labels:
         sides.setdefault(plate_of(label.image_id), set()).add(label.split)
     assert all(len(s) == 1 for s in sides.values())
-    assert {s for ss in sides.values() for s in ss} == {"train", "val"}
+    assert {s for ss in sides.values() for s in ss} == {"train", "val", "test"}
 
 
 def test_agreement_histogram_counts_every_annotated_image():

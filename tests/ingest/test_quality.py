@@ -1,13 +1,23 @@
 import pandas as pd
 
-from crystal_pipeline.ingest.consensus import split_for
 from crystal_pipeline.classes import class_name, has_crystal
-from crystal_pipeline.ingest.quality import label_table_checks, split_checks, val_share_tolerance
+from crystal_pipeline.ingest.quality import label_table_checks, share_tolerance, split_checks
+from crystal_pipeline.ingest.splits import SplitConfig, assign_sides
+
+WELL = SplitConfig()
 
 
-def labels(ids, splits=None, class_id=1):
-    splits = splits or [split_for(i) for i in ids]
-    return pd.DataFrame({"image_id": ids, "class_id": class_id, "split": splits})
+def labels(ids, splits=None, hashes=None, config=WELL):
+    hashes = hashes or [f"sha-{i}" for i in ids]
+    if splits is None:
+        sides = assign_sides(zip(ids, hashes), config)
+        splits = [sides[i] for i in ids]
+    return pd.DataFrame({"image_id": ids, "split": splits, "sha256": hashes})
+
+
+def wells(plates, inspections=1):
+    return [f"P{p}@d{d}/{r}{c:02d}" for p in range(plates) for d in range(inspections)
+            for r in "ABCDEFGH" for c in range(1, 13)]
 
 
 def by_name(outcomes):
@@ -15,9 +25,13 @@ def by_name(outcomes):
 
 
 def test_hash_split_passes_every_check():
-    ids = [f"P{p}/W{w}" for p in range(3) for w in range(600)]
-    checks = by_name(split_checks(labels(ids), split_by="image", val_fraction=0.2, tolerance=0.02))
-    assert all(c.passed for c in checks.values())
+    ids = wells(12, inspections=2)  # 1,152 wells, two inspections each
+    checks = by_name(split_checks(labels(ids), WELL, tolerance=0.02))
+    assert all(c.passed for c in checks.values()), checks
+    assert checks["split_shares"].metadata["groups"] == 1152
+    for mode in ("plate", "image"):
+        config = SplitConfig(by=mode)
+        assert by_name(split_checks(labels(ids, config=config), config, tolerance=0.02))["no_leak_across_sides"].passed
 
 
 def stored(n=20):
@@ -46,21 +60,38 @@ def test_label_table_checks_pass_on_consistent_rows_and_name_each_fault():
         assert by_name(label_table_checks(bad))["unique_image_ids"].passed
 
 
-def test_skewed_split_fails():
-    ids = [f"P/W{w}" for w in range(1200)]
-    frame = labels(ids, ["train"] * 1100 + ["val"] * 100)
-    checks = by_name(split_checks(frame, split_by="image", val_fraction=0.2, tolerance=0.02))
-    assert not checks["validation_share"].passed and checks["validation_share"].metadata["val_share"] < 0.1
+def test_skewed_split_fails_on_any_side():
+    ids = wells(12)
+    frame = labels(ids, ["train"] * 900 + ["val"] * 100 + ["test"] * 152)  # test 13% against 20%
+    check = by_name(split_checks(frame, WELL, tolerance=0.02))["split_shares"]
+    assert not check.passed and check.metadata["test_share"] < 0.15
+    unknown = labels(ids[:1100], None)
+    unknown.loc[0, "split"] = "holdout"
+    assert not by_name(split_checks(unknown, WELL, tolerance=0.02))["split_shares"].passed
 
 
-def test_plate_leak_fails_only_when_splitting_by_plate():
-    frame = labels(["A/W1", "A/W2", "B/W1"], ["train", "val", "train"])
-    assert not by_name(split_checks(frame, split_by="plate", val_fraction=0.2, tolerance=0.02))[
-        "no_plate_on_both_sides"].passed
-    assert by_name(split_checks(frame, split_by="image", val_fraction=0.2, tolerance=0.02))[
-        "no_plate_on_both_sides"].passed
+def test_a_well_or_a_file_hash_on_two_sides_fails_the_leak_check():
+    ids = wells(12, inspections=2)
+    frame = labels(ids)
+    well_leak = frame.copy()
+    first = well_leak.index[well_leak["image_id"].str.startswith("P0@d1/A01")][0]
+    well_leak.loc[first, "split"] = "test" if well_leak.loc[first, "split"] != "test" else "train"
+    outcome = by_name(split_checks(well_leak, WELL, tolerance=0.02))["no_leak_across_sides"]
+    assert not outcome.passed and outcome.metadata["groups_on_two_sides"] == 1
+    assert "P0/A01" in outcome.metadata["examples"]
+    # Two different wells on different sides holding byte-identical files: a hash leak.
+    hash_leak = frame.copy()
+    a = hash_leak.index[hash_leak["split"] == "train"][0]
+    b = hash_leak.index[hash_leak["split"] == "test"][0]
+    hash_leak.loc[[a, b], "sha256"] = "same-bytes"
+    outcome = by_name(split_checks(hash_leak, WELL, tolerance=0.02))["no_leak_across_sides"]
+    assert not outcome.passed and outcome.metadata["hashes_on_two_sides"] == 1
+    # The paper's random split by image leaks wells, and the well check says so.
+    by_image = labels(ids, config=SplitConfig(by="image"))
+    assert not by_name(split_checks(by_image, WELL, tolerance=0.02))["no_leak_across_sides"].passed
 
 
-def test_tolerance_is_two_points_from_1000_images_and_wider_below():
-    assert val_share_tolerance(1000, 0.2, 0.02) == 0.02
-    assert 0.05 < val_share_tolerance(200, 0.2, 0.02) < 0.1
+def test_tolerance_is_two_points_from_1000_groups_and_wider_below():
+    assert share_tolerance(1000, 0.2, 0.02) == 0.02
+    assert 0.05 < share_tolerance(200, 0.2, 0.02) < 0.1
+    assert share_tolerance(200, 0.1, 0.02) < share_tolerance(200, 0.2, 0.02)
