@@ -43,6 +43,13 @@ def setup_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
     )
     if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:
+            # One rank per GPU: a second rank on a one-GPU box would otherwise die in set_device
+            # with "invalid device ordinal" and take the others down with a SIGTERM.
+            raise RuntimeError(f"rank {info.rank} would train on cuda:{local_rank}, but this machine has {gpus} "
+                               f"GPU(s): start at most {gpus} processes per node (torchrun --nproc_per_node, "
+                               f"the asset's compute.nproc_per_node)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -59,3 +59,14 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     single = train(CONFIG, tmp_path, tmp_path / "single.pt", device="cpu").model.state_dict()
     for key in rank0:
         torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-5)
+
+
+def test_more_cuda_ranks_than_gpus_is_one_clear_error(monkeypatch):
+    from crystal_pipeline.training.distributed import setup_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match="this machine has 1 GPU"):
+        setup_distributed(torch.device("cuda"))
