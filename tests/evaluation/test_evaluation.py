@@ -242,7 +242,7 @@ def test_report_metrics_json_and_markdown_come_from_one_computation(tmp_path):
         assert report.metrics[key] == pytest.approx(stored[key])
         assert f"{stored[key]:.4f}" in report.markdown
     low, high = stored["balanced_accuracy_ci95"]
-    assert f"[{low:.4f}, {high:.4f}]" in report.markdown and "250 test images" in report.markdown
+    assert f"[{low:.4f}, {high:.4f}]" in report.markdown and "test split, 250 images" in report.markdown
     assert "Balanced accuracy" in report.markdown and "Macro F1" in report.markdown
     # A re-run gives the same intervals; the model comparison's baselines survive it.
     stored["baselines"] = {"RF": {"accuracy": 0.5}}
