@@ -12,6 +12,9 @@ label_plate_job = dg.define_asset_job(
     "label_plate_job",
     selection=dg.AssetSelection.assets(plate_images, plate_predictions, plate_report),
     description="Ingest one plate from the incoming folder, label every well, publish the plate report.",
+    # The three steps run one after another: in the run worker's own process they skip a
+    # process start (and a torch import) each, and a killed worker takes its step with it.
+    executor_def=dg.in_process_executor,
 )
 
 
