@@ -38,6 +38,17 @@ class Browser:
         self.driver.get(url)
         return self.driver.find_element("tag name", "body")
 
+    def open_until(self, url: str, text: str, timeout_s: float = 90, tries: int = 2):
+        """Open ``url`` until ``text`` shows (a busy webserver can leave a first load half-done)."""
+        for attempt in range(tries):
+            body = self.open(url, text)
+            try:
+                self.wait_for_text(text, timeout_s)
+                return body
+            except AssertionError:
+                if attempt == tries - 1:
+                    raise
+
     def text(self) -> str:
         return self.driver.find_element("tag name", "body").text
 

@@ -1,7 +1,7 @@
 """`make serve` end to end: a Postgres-backed instance, the daemon doing the work, faults, the UI.
 
 One service (``scripts/serve.py``, as ``make serve`` runs it) serves the whole module,
-so the tests run in file order on one xdist worker (``--dist loadgroup``). The module
+so the tests run in file order on one xdist worker (``--dist loadfile``). The session
 fixture trains a smoke model, starts the service, and drops into the incoming folder:
 twelve 96-well plates at once (one with two undecodable files), a 384-well plate whose
 run worker a watcher SIGKILLs while it labels, and a plate whose wells arrive in three
@@ -35,13 +35,14 @@ from crystal_pipeline.warehouse import Warehouse
 from resources import StorageResource, build_resources
 from tests.conftest import REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("service")]
+pytestmark = [pytest.mark.slow]
 
 MAX_RUNS, MAX_PLATE_RUNS = 3, 2
 DROPPED = [f"DROP{i:02d}" for i in range(1, 13)]
 CORRUPT_PLATE, CORRUPT_WELLS = "DROP03", ("B02", "F07")
 KILLED, SLOW = "KILLME", "SLOW"
-SLOW_BATCH_PAUSE_S = 35  # longer than the sensor's 30 s interval: it sees the plate incomplete
+SENSOR_INTERVAL_S = 5  # CRYSTAL_SENSOR_INTERVAL_S for the service under test (30 s in production)
+SLOW_BATCH_PAUSE_S = 35  # several sensor ticks see the plate incomplete
 WAIT_S = 420
 
 
@@ -54,6 +55,7 @@ def free_port() -> int:
 def service_env(data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRYSTAL_", "DAGSTER_"))}
     env["CRYSTAL_DATA_DIR"] = str(data)
+    env["CRYSTAL_SENSOR_INTERVAL_S"] = str(SENSOR_INTERVAL_S)
     return env
 
 
@@ -72,6 +74,7 @@ class Lab:
         self.kill_record: dict = {}
         self.slow_complete_at: float | None = None
         self.errors: list[str] = []
+        self.watchers: list[threading.Thread] = []
 
     # -- the service -------------------------------------------------------------------
     def start(self) -> None:
@@ -125,6 +128,21 @@ class Lab:
             "SELECT count(*) AS n, count(DISTINCT image_id) AS d FROM predictions WHERE plate_id = ?", [plate])
         return int(frame["n"][0]), int(frame["d"][0])
 
+    def predictions_written(self, plate: str) -> list[float]:
+        """When each of the plate's prediction rows was written (UTC epoch seconds)."""
+        frame = Warehouse(self.data / "warehouse.duckdb").query_df(
+            "SELECT epoch(predicted_at) AS t FROM predictions WHERE plate_id = ?", [plate])
+        return [float(t) for t in frame["t"]]
+
+    def runs_summary(self) -> str:
+        lines = []
+        for r in self.plate_runs():
+            tags = r.dagster_run.tags
+            lines.append(f"{r.create_timestamp:%H:%M:%S} {r.dagster_run.run_id[:8]} {r.dagster_run.status.value} "
+                         f"plate={tags.get('plate')} key={tags.get('dagster/run_key')} "
+                         f"parent={str(r.dagster_run.parent_run_id)[:8]}")
+        return "\n".join(lines)
+
     def wait_until(self, what: str, condition, timeout_s: float = WAIT_S):
         deadline = time.monotonic() + timeout_s
         while True:
@@ -135,7 +153,7 @@ class Lab:
                 pytest.fail(f"the service exited while waiting for {what}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}:\n{self.log_tail()}")
-            time.sleep(1)
+            time.sleep(2)
 
 
 def succeeded(records) -> list:
@@ -148,27 +166,29 @@ def step_events(instance, run_id: str, *types):
 
 def kill_while_labelling(lab: Lab) -> None:
     """Watcher thread: SIGKILL the run worker of KILLED's first run once its plate_predictions
-    step has started, and count the plate's predictions right after."""
+    step has started (and not finished), then read the plate's predictions."""
     instance = dg.DagsterInstance.from_config(str(lab.home))
     try:
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
             runs = instance.get_run_records(dg.RunsFilter(job_name="label_plate_job", tags={"plate": KILLED}))
             if runs:
-                run_id = runs[0].dagster_run.run_id
-                starts = [e for e in step_events(instance, run_id, dg.DagsterEventType.STEP_START)
-                          if e.step_key == "plate_predictions"]
-                if starts:
-                    worker = next(int(e.message.split("pid: ")[1].rstrip(").")) for e in
-                                  step_events(instance, run_id, dg.DagsterEventType.ENGINE_EVENT)
-                                  if e.message.startswith("Started process for run (pid:"))
+                first = min(runs, key=lambda r: r.create_timestamp).dagster_run.run_id
+                events = step_events(instance, first, dg.DagsterEventType.STEP_START,
+                                     dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.ENGINE_EVENT)
+                steps = [(e.dagster_event.event_type_value, e.step_key) for e in events]
+                if ("STEP_SUCCESS", "plate_predictions") in steps:
+                    lab.errors.append("the KILLME run finished plate_predictions before the watcher saw it start")
+                    return
+                if ("STEP_START", "plate_predictions") in steps:
+                    worker = next(int(e.message.split("pid: ")[1].rstrip(").")) for e in events
+                                  if (e.message or "").startswith("Started process for run (pid:"))
                     command = processes.command_line(worker)
                     victims = [worker, *processes.descendants(worker)]
                     processes.signal_all(victims, signal.SIGKILL)
-                    killed_at = time.time()
-                    processes.wait_gone(victims, 10)
-                    lab.kill_record = {"run_id": run_id, "worker": worker, "command": command,
-                                       "killed_at": killed_at, "after_kill": lab.predictions(KILLED)}
+                    lab.kill_record = {"run_id": first, "worker": worker, "command": command,
+                                       "killed_at": time.time(), "steps_seen": steps,
+                                       "alive_after": [p for p in victims if processes.is_alive(p)]}
                     return
             time.sleep(0.1)
         lab.errors.append("the KILLME run never reached plate_predictions")
@@ -193,8 +213,10 @@ def write_slowly(lab: Lab, staged: Path) -> None:
     lab.slow_complete_at = time.time()
 
 
-@pytest.fixture(scope="module")
-def lab(tiny_archive):
+# pyproject's addopts set --dist loadfile: with -n, this file's tests go to one worker, in order.
+# (pytest-xdist 3.8's loadgroup did not keep an xdist_group together under pytest 9 here.)
+@pytest.fixture(scope="session")
+def lab(tiny_archive, tmp_path_factory):
     # Postgres runs as the 'postgres' user when the tests run as root: its cluster folder's
     # parents must be searchable by that user, which pytest's 0700 temp root is not.
     root = Path(tempfile.mkdtemp(prefix="crystal-service-", dir="/tmp"))
@@ -221,15 +243,17 @@ def lab(tiny_archive):
         lab.incoming.mkdir(parents=True, exist_ok=True)
         for key in (*DROPPED, KILLED):  # a whole folder appears at once
             os.rename(staging / key, lab.incoming / key)
-        watchers = [threading.Thread(target=kill_while_labelling, args=(lab,), daemon=True),
+        lab.watchers = [threading.Thread(target=kill_while_labelling, args=(lab,), daemon=True),
                     threading.Thread(target=write_slowly, args=(lab, staging / SLOW), daemon=True)]
-        for thread in watchers:
+        for thread in lab.watchers:
             thread.start()
         yield lab
     finally:
         if lab.process is not None and lab.process.poll() is None:
             lab.stop()
         lab.close_instance()
+        if lab.log_path.exists():  # kept beside pytest's rotating temp dirs, for a post-mortem
+            shutil.copy(lab.log_path, tmp_path_factory.getbasetemp().parent / "crystal-service-last.log")
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -269,9 +293,11 @@ def test_service_runs_postgres_daemon_and_webserver_as_separate_processes(lab):
 
 
 def test_twelve_plates_dropped_at_once_are_each_labelled_once_within_the_limits(lab):
-    lab.wait_until("all twelve plates labelled", lambda: all(succeeded(lab.plate_runs(k)) for k in DROPPED))
-    lab.wait_until("the killed plate and the slow plate labelled",
-                   lambda: succeeded(lab.plate_runs(KILLED)) and succeeded(lab.plate_runs(SLOW)))
+    def all_labelled():
+        done = {r.dagster_run.tags.get("plate") for r in succeeded(lab.plate_runs())}
+        return done >= {*DROPPED, KILLED, SLOW}
+
+    lab.wait_until("every dropped plate labelled", all_labelled)
     for key in DROPPED:
         runs = lab.plate_runs(key)
         assert len(runs) == 1 and runs[0].dagster_run.status == dg.DagsterRunStatus.SUCCESS, key
@@ -305,22 +331,26 @@ def test_twelve_plates_dropped_at_once_are_each_labelled_once_within_the_limits(
 
 
 def test_a_plate_run_killed_mid_labelling_leaves_no_rows_and_completes_on_retry(lab):
+    lab.watchers[0].join(timeout=WAIT_S)
     assert not lab.errors, lab.errors
     record = lab.kill_record
     assert record and "spawn_main" in record["command"], record
-    assert record["after_kill"] == (0, 0), "no partial predictions are visible after the kill"
-    killed = lab.instance.get_run_by_id(record["run_id"])
-    assert killed.status == dg.DagsterRunStatus.FAILURE
-    predictions_done = [e for e in step_events(lab.instance, killed.run_id, dg.DagsterEventType.STEP_SUCCESS)
-                        if e.step_key == "plate_predictions"]
-    assert predictions_done == [], "the worker was killed before plate_predictions finished"
+    killed = lab.wait_until("the killed run marked failed", lambda: (
+        run if (run := lab.instance.get_run_by_id(record["run_id"])).is_finished else None), timeout_s=120)
+    assert killed.status == dg.DagsterRunStatus.FAILURE, (record, lab.runs_summary())
+    events = step_events(lab.instance, killed.run_id, dg.DagsterEventType.STEP_SUCCESS,
+                         dg.DagsterEventType.ASSET_MATERIALIZATION)
+    assert [e for e in events if e.step_key == "plate_predictions"] == [], "killed before plate_predictions finished"
 
     runs = lab.plate_runs(KILLED)
-    assert [r.dagster_run.run_id for r in runs][0] == killed.run_id and len(runs) == 2
+    assert len(runs) == 2 and runs[0].dagster_run.run_id == killed.run_id, lab.runs_summary()
     retry = runs[1].dagster_run
     assert retry.parent_run_id == killed.run_id and retry.tags.get("dagster/retry_number") == "1"
     assert retry.status == dg.DagsterRunStatus.SUCCESS
-    assert lab.predictions(KILLED) == (384, 384)
+    # One complete set of rows, every one written by the retry: the killed run left none behind.
+    written = lab.predictions_written(KILLED)
+    assert len(written) == 384 and lab.predictions(KILLED) == (384, 384)
+    assert min(written) > record["killed_at"] - 1
 
 
 def test_a_plate_arriving_over_minutes_is_labelled_once_when_complete(lab):
@@ -336,15 +366,16 @@ def test_the_ui_in_headless_chromium(lab, tmp_path):
 
     base = f"http://127.0.0.1:{lab.port}"
     with chromium(tmp_path) as browser:
-        graph = browser.open(f"{base}/asset-groups", "graph")
-        browser.wait_for_text("plates")
-        for group in ("ingest", "prepare", "train", "evaluate", "plates"):
-            nodes = graph.find_elements("xpath", f"//*[local-name()='svg']//*[normalize-space(text())='{group}']")
-            assert nodes, f"group {group} is not drawn in the asset graph"
+        graph = browser.open_until(f"{base}/asset-groups", "plates")
+        groups = ("ingest", "prepare", "train", "evaluate", "plates")
+        xpath = "//*[local-name()='svg']//*[normalize-space(text())='{}']"
+        deadline = time.monotonic() + 60
+        while not all(graph.find_elements("xpath", xpath.format(g)) for g in groups):
+            assert time.monotonic() < deadline, [g for g in groups if not graph.find_elements("xpath", xpath.format(g))]
+            time.sleep(0.5)
         browser.screenshot("asset_graph")
 
-        browser.open(f"{base}/assets/plate_report?view=partitions&partition=DROP01", "plate_report")
-        browser.wait_for_text("top_hits")
+        browser.open_until(f"{base}/assets/plate_report?view=partitions&partition=DROP01", "top_hits")
         browser.click_text("[Show Markdown]")
         dialog = browser.wait_for_css("[role=dialog]")
         browser.wait_for_text("Plate DROP01")
@@ -354,8 +385,7 @@ def test_the_ui_in_headless_chromium(lab, tmp_path):
         assert "labelled 96" in dialog.text
         browser.screenshot("plate_report")
 
-        browser.open(f"{base}/runs", "runs")
-        browser.wait_for_text("label_plate_job")
+        browser.open_until(f"{base}/runs", "label_plate_job")
         text = browser.text()
         assert "Success" in text and "incoming_plates_sensor" in text and "plate: DROP01" in text
         browser.screenshot("runs")
@@ -380,5 +410,5 @@ def test_restart_runs_a_corrected_plate_again_and_never_an_unchanged_one(lab):
     lab.start()
     lab.wait_until("the corrected plate labelled again", lambda: len(succeeded(lab.plate_runs("DROP01"))) == 2)
     new = [r for r in lab.plate_runs() if r.dagster_run.run_id not in before]
-    assert [r.dagster_run.tags["plate"] for r in new] == ["DROP01"], "only the corrected plate ran again"
+    assert [r.dagster_run.tags["plate"] for r in new] == ["DROP01"], lab.runs_summary()
     assert lab.predictions("DROP01") == (96, 96)
