@@ -1,6 +1,7 @@
 """The incoming-plates sensor and the job it launches: one run per plate imaging, when it is ready."""
 
 import json
+import os
 
 import dagster as dg
 
@@ -12,6 +13,9 @@ label_plate_job = dg.define_asset_job(
     "label_plate_job",
     selection=dg.AssetSelection.assets(plate_images, plate_predictions, plate_report),
     description="Ingest one plate from the incoming folder, label every well, publish the plate report.",
+    # The three steps run one after another: in the run worker's own process they skip a
+    # process start (and a torch import) each, and a killed worker takes its step with it.
+    executor_def=dg.in_process_executor,
 )
 
 
@@ -69,7 +73,8 @@ def evaluate_incoming(incoming_dir, cursor: str | None, has_partition, labelled=
     )
 
 
-@dg.sensor(job=label_plate_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+# CRYSTAL_SENSOR_INTERVAL_S: how often the daemon looks (the service tests use a few seconds).
+@dg.sensor(job=label_plate_job, minimum_interval_seconds=int(os.environ.get("CRYSTAL_SENSOR_INTERVAL_S") or 30), default_status=dg.DefaultSensorStatus.RUNNING,
            description="Registers each complete, settled plate folder in the incoming folder and labels it.")
 def incoming_plates_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     result = evaluate_incoming(storage.layout.incoming_dir, context.cursor,

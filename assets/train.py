@@ -41,7 +41,7 @@ MODEL_CHECKS = [
 ]
 
 
-@dg.asset(group_name="train", kinds={"pytorch"}, deps=[normalization_stats], check_specs=MODEL_CHECKS)
+@dg.asset(group_name="train", kinds={"pytorch"}, deps=[normalization_stats], check_specs=MODEL_CHECKS, pool="gpu")
 def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, storage: StorageResource,
                      warehouse: WarehouseResource, preprocessing: PreprocessingResource,
                      compute: ComputeResource, pipes_subprocess_client: dg.PipesSubprocessClient):

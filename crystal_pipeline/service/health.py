@@ -1,0 +1,213 @@
+"""What the service depends on, one check each: the answers of ``crystal-pipeline doctor``.
+
+Each check returns a :class:`Check` (name, passed, one line of detail) and never
+raises: a broken dependency is a failed line, not a traceback. The checks and how
+they look:
+
+- instance storage: the Postgres of the serve profile (``CRYSTAL_POSTGRES_URL``, else
+  the embedded server under ``<data_dir>/postgres``) accepts a connection and holds
+  Dagster's ``runs`` table (psycopg2 only, no Dagster);
+- daemon heartbeat: every daemon the instance requires has written a heartbeat in
+  the last ``heartbeat_max_age_s`` seconds (asked through the Dagster instance,
+  imported lazily: without Dagster the line fails and says so);
+- warehouse: the DuckDB file opens read-only within ``lock_wait_s`` seconds; when it
+  does not, the process holding the lock is named with how long it has run;
+- production model: a model is marked production, its file matches the registered
+  sha256 and loads on the CPU;
+- free disk: the data directory's file system has at least ``min_free_gb`` free.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from crystal_pipeline.layout import DataLayout
+from crystal_pipeline.service import postgres as pg
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+    def line(self, width: int = 18) -> str:
+        return f"{'ok' if self.passed else 'FAIL':<5} {self.name:<{width}} {self.detail}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the service keeps things: the data dir, the serve DAGSTER_HOME, the Postgres URL."""
+
+    layout: DataLayout
+    dagster_home: Path
+    postgres_url: Optional[str] = None  # None: the embedded server under <data_dir>/postgres
+
+    def resolved_postgres_url(self) -> str:
+        """A libpq URL for the instance database; ``LookupError`` saying why there is none."""
+        if self.postgres_url:
+            return pg.libpq_url(self.postgres_url)
+        root = self.layout.data_dir / "postgres"
+        if not (root / "data" / "PG_VERSION").is_file():
+            raise LookupError(f"no CRYSTAL_POSTGRES_URL and no embedded cluster in {root} (start `make serve`)")
+        port = pg.running_port(root)
+        if port is None:
+            raise LookupError(f"the embedded PostgreSQL in {root} is not running (start `make serve`)")
+        server = pg.EmbeddedPostgres(root, port=port)
+        return pg.libpq_url(server.url())
+
+
+def _safe(name: str, fn: Callable[[], tuple[bool, str]]) -> Check:
+    try:
+        passed, detail = fn()
+    except Exception as error:  # a check reports, it never crashes the doctor
+        passed, detail = False, f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    return Check(name, passed, detail)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def check_instance_storage(target: Target, timeout_s: int = 5) -> Check:
+    def run():
+        import psycopg2
+
+        url = target.resolved_postgres_url()
+        con = psycopg2.connect(url, connect_timeout=timeout_s)
+        try:
+            with con.cursor() as cur:
+                cur.execute("SHOW server_version")
+                version = cur.fetchone()[0]
+                cur.execute("SELECT to_regclass('public.runs') IS NOT NULL")
+                if not cur.fetchone()[0]:
+                    return False, f"PostgreSQL {version} at {_redact(url)} has no Dagster tables yet"
+                cur.execute("SELECT count(*) FROM runs")
+                runs = cur.fetchone()[0]
+        finally:
+            con.close()
+        return True, f"PostgreSQL {version} at {_redact(url)} reachable ({runs} runs)"
+
+    return _safe("instance storage", run)
+
+
+def check_daemon_heartbeat(target: Target, max_age_s: float = 120.0) -> Check:
+    def run():
+        try:
+            from dagster import DagsterInstance
+        except ImportError:
+            return False, "dagster is not importable here, so the heartbeats cannot be read"
+        if not (target.dagster_home / "dagster.yaml").is_file():
+            return False, f"no dagster.yaml in {target.dagster_home} (start `make serve`)"
+        if target.postgres_url:
+            os.environ["CRYSTAL_POSTGRES_URL"] = pg.sqlalchemy_url(target.postgres_url)
+        with DagsterInstance.from_config(str(target.dagster_home)) as instance:
+            required = list(instance.get_required_daemon_types())
+            beats = instance.get_daemon_heartbeats()
+        now = time.time()
+        stale = []
+        for daemon in required:
+            beat = beats.get(daemon)
+            if beat is None:
+                stale.append(f"{daemon}: none")
+            elif now - beat.timestamp > max_age_s:
+                stale.append(f"{daemon}: {now - beat.timestamp:.0f}s ago")
+        if stale:
+            return False, f"no heartbeat within {max_age_s:.0f}s: " + ", ".join(stale)
+        oldest = max(now - beats[d].timestamp for d in required) if required else 0.0
+        return True, f"{len(required)} daemons, oldest heartbeat {oldest:.0f}s ago"
+
+    return _safe("daemon heartbeat", run)
+
+
+def _lock_holder(message: str) -> str:
+    """'PID 123 (python -m dagster ...), running 2h 5m' from DuckDB's lock error, when it names one."""
+    from crystal_pipeline.service.processes import command_line
+
+    found = re.search(r"PID (\d+)", message)
+    if not found:
+        return "another process"
+    pid = int(found.group(1))
+    text = f"PID {pid}"
+    command = command_line(pid)
+    if command:
+        text += f" ({command[:80]})"
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+        text += f", running {int(age // 3600)}h {int(age % 3600 // 60)}m"
+    except (OSError, ValueError, IndexError):
+        pass
+    return text
+
+
+def check_warehouse(target: Target, lock_wait_s: float = 10.0) -> Check:
+    def run():
+        from crystal_pipeline.warehouse import Warehouse, WarehouseLocked
+
+        path = target.layout.warehouse
+        if not path.is_file():
+            return False, f"no warehouse at {path} yet (run the pipeline once)"
+        started = time.monotonic()
+        try:
+            with Warehouse(path, lock_timeout_s=lock_wait_s).connect(read_only=True) as con:
+                tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
+        except WarehouseLocked as error:
+            return False, f"{path} locked for more than {lock_wait_s:.0f}s by {_lock_holder(str(error))}"
+        waited = time.monotonic() - started
+        return True, f"{path} opens read-only ({tables} tables; waited {waited:.1f}s for the lock)"
+
+    return _safe("warehouse", run)
+
+
+def check_production_model(target: Target) -> Check:
+    def run():
+        from crystal_pipeline.evaluation.registry import file_sha256, production_model
+        from crystal_pipeline.warehouse import Warehouse
+
+        path = target.layout.warehouse
+        if not path.is_file():
+            return False, f"no warehouse at {path}, so no model"
+        row = production_model(Warehouse(path, lock_timeout_s=30))
+        if row is None:
+            return False, "no production model (materialize crystalnet_model)"
+        artifact = Path(row["path"])
+        if not artifact.is_file():
+            return False, f"{row['model_version']}: file {artifact} is missing"
+        if row.get("sha256") and file_sha256(artifact) != row["sha256"]:
+            return False, f"{row['model_version']}: {artifact} does not match its registered sha256"
+        from crystal_pipeline.model import load
+
+        load(artifact, device="cpu")
+        return True, f"{row['model_version']} ({row['preset']}, {row['resolution']} px) loads"
+
+    return _safe("production model", run)
+
+
+def check_free_disk(target: Target, min_free_gb: float = 5.0) -> Check:
+    def run():
+        folder = target.layout.data_dir
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free_gb = shutil.disk_usage(folder).free / 1e9
+        verdict = free_gb >= min_free_gb
+        return verdict, f"{free_gb:.1f} GB free under {target.layout.data_dir} (need {min_free_gb:g} GB)"
+
+    return _safe("free disk", run)
+
+
+def run_checks(target: Target, *, heartbeat_max_age_s: float = 120.0, lock_wait_s: float = 10.0,
+               min_free_gb: float = 5.0) -> list[Check]:
+    """Every check, in the order a person would fix them."""
+    storage = check_instance_storage(target)
+    heartbeat = (check_daemon_heartbeat(target, heartbeat_max_age_s) if storage.passed
+                 else Check("daemon heartbeat", False, "not checked: the instance storage is unreachable"))
+    return [storage, heartbeat, check_warehouse(target, lock_wait_s), check_production_model(target),
+            check_free_disk(target, min_free_gb)]

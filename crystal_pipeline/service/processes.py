@@ -1,0 +1,136 @@
+"""Process trees on Linux: who descends from whom, and ending all of them.
+
+The supervisor makes itself a child subreaper, so a process whose parent exits (a
+run worker whose code server stopped) is re-parented to the supervisor instead of
+init, and still counts as "left running" until it is ended. Everything here reads
+``/proc``; on a system without it the functions degrade to the direct children.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants are re-parented to this process (Linux >= 3.4); False elsewhere."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def die_with_parent(sig: int):
+    """A ``preexec_fn`` that makes the child receive ``sig`` when the supervisor dies,
+    even by SIGKILL, so a crashed supervisor does not leave a server behind."""
+
+    def preexec() -> None:
+        _prctl(_PR_SET_PDEATHSIG, int(sig))
+
+    return preexec
+
+
+def _parents() -> dict[int, tuple[int, str]]:
+    """pid -> (ppid, state) for every process visible in /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: split after the last ')'.
+        fields = stat[stat.rfind(")") + 2:].split()
+        table[int(entry.name)] = (int(fields[1]), fields[0])
+    return table
+
+
+def descendants(pid: int, *, include_zombies: bool = False) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), parents first."""
+    table = _parents()
+    children: dict[int, list[int]] = {}
+    for child, (parent, state) in table.items():
+        if include_zombies or state != "Z":
+            children.setdefault(parent, []).append(child)
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        current = todo.pop(0)
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state[state.rfind(")") + 2:].split()[0] != "Z"
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def reap_orphans(keep: set[int]) -> None:
+    """Collect the exit status of re-parented children that ended (they would stay
+    zombies otherwise); children in ``keep`` belong to a ``Popen`` that reaps its own."""
+    for pid in descendants(os.getpid(), include_zombies=True):
+        if pid in keep:
+            continue
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def wait_gone(pids: list[int], timeout_s: float, *, keep: set[int] = frozenset()) -> list[int]:
+    """Wait until none of ``pids`` is alive (reaping as we go); return those still alive."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reap_orphans(set(keep))
+        alive = [p for p in pids if is_alive(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def end_processes(pids: list[int], *, grace_s: float, first: int = signal.SIGTERM,
+                  keep: set[int] = frozenset()) -> list[int]:
+    """Send ``first``, wait ``grace_s``, then SIGKILL the rest; returns the pids that needed SIGKILL."""
+    signal_all(pids, first)
+    stubborn = wait_gone(pids, grace_s, keep=keep)
+    if stubborn:
+        signal_all(stubborn, signal.SIGKILL)
+        wait_gone(stubborn, 10, keep=keep)
+    return stubborn

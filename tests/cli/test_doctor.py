@@ -1,0 +1,114 @@
+"""`crystal-pipeline doctor`: one line per dependency, exit 1 when one fails.
+
+These run without a service: every failure is produced on purpose (no database, a
+locked warehouse, a missing or tampered model, too little disk). The passing case
+against a running service (Postgres, fresh daemon heartbeats) is in test_service.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from crystal_pipeline.cli import main
+from crystal_pipeline.layout import DataLayout
+from crystal_pipeline.service.health import (
+    Target,
+    check_daemon_heartbeat,
+    check_free_disk,
+    check_instance_storage,
+    check_production_model,
+    check_warehouse,
+)
+from crystal_pipeline.warehouse import Warehouse
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def with_model(tmp_path_factory):
+    """A data dir whose warehouse registers one smoke-trained production model."""
+    from crystal_pipeline.evaluation.registry import Scores, register
+    from crystal_pipeline.training import TrainConfig, train
+    from tests.test_training import write_toy_tensors
+
+    data = tmp_path_factory.mktemp("doctor") / "data"
+    write_toy_tensors(data)
+    artifact = data / "models" / "v1" / "model.pt"
+    train(TrainConfig.from_preset("smoke", {"updates": 2, "num_threads": 1}), data, artifact, trained_on="synthetic")
+    wh = Warehouse(data / "warehouse.duckdb")
+    wh.ensure_schema()
+    register(wh, model_version="v1", preset="smoke", resolution=32, path=artifact, trained_on="synthetic",
+             scores=Scores(0.5, 0.9, 0.6, 0.2, 10), promote=True)
+    return data
+
+
+def target(data, **kw) -> Target:
+    return Target(DataLayout.under(data), data / "dagster_serve", **kw)
+
+
+def test_model_warehouse_and_disk_checks_pass_on_a_healthy_data_dir(with_model):
+    model = check_production_model(target(with_model))
+    assert model.passed and model.detail.startswith("v1 (smoke, 32 px) loads"), model
+    warehouse = check_warehouse(target(with_model), lock_wait_s=2)
+    assert warehouse.passed, warehouse
+    assert check_free_disk(target(with_model), min_free_gb=0.001).passed
+
+
+def test_each_check_fails_with_a_reason(with_model, tmp_path):
+    empty = tmp_path / "empty"
+    assert "no embedded cluster" in check_instance_storage(target(empty)).detail
+    refused = check_instance_storage(target(empty, postgres_url="postgresql://u:secret@127.0.0.1:1/dagster"))
+    assert not refused.passed and "secret" not in refused.detail
+    assert not check_daemon_heartbeat(target(empty)).passed
+    assert "no warehouse" in check_warehouse(target(empty)).detail
+    assert "no warehouse" in check_production_model(target(empty)).detail
+    disk = check_free_disk(target(with_model), min_free_gb=1e9)
+    assert not disk.passed and "need 1e+09 GB" in disk.detail
+
+    # A model file that no longer matches its registered sha256.
+    copy = tmp_path / "tampered"
+    import shutil
+
+    shutil.copytree(with_model, copy)
+    wh = Warehouse(copy / "warehouse.duckdb")
+    with wh.transaction() as con:
+        con.execute("UPDATE models SET path = ?", [str(copy / "models" / "v1" / "model.pt")])
+    (copy / "models" / "v1" / "model.pt").write_bytes(b"garbage")
+    tampered = check_production_model(target(copy))
+    assert not tampered.passed and "sha256" in tampered.detail
+
+
+def test_a_warehouse_locked_for_too_long_names_the_process(with_model):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import duckdb, sys, time
+        con = duckdb.connect({str(with_model / 'warehouse.duckdb')!r})
+        print('locked', flush=True)
+        time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        check = check_warehouse(target(with_model), lock_wait_s=1)
+        assert not check.passed
+        assert "locked for more than 1s" in check.detail and f"PID {holder.pid}" in check.detail, check.detail
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_command_prints_one_line_per_check_and_exits_1(with_model, capsys):
+    code = main(["doctor", "--data-dir", str(with_model), "--min-free-gb", "0.001", "--lock-wait", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert [line.split()[0] for line in lines[:5]] == ["FAIL", "FAIL", "ok", "ok", "ok"]
+    assert lines[1].split(None, 1)[1].startswith("daemon heartbeat   not checked")
+    assert lines[-1] == "3 ok, 2 failed: instance storage, daemon heartbeat"
+
+
+def test_the_console_script_runs_doctor(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "crystal_pipeline", "doctor", "--data-dir", str(tmp_path),
+                             "--min-free-gb", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1].startswith("1 ok, 4 failed")
