@@ -30,9 +30,12 @@ from tests.conftest import REPO
 @pytest.fixture(scope="module")
 def with_model(tmp_path_factory):
     """A data dir whose warehouse registers one smoke-trained production model."""
-    from crystal_pipeline.evaluation.registry import Scores, register
+    from datetime import datetime, timezone
+
+    from crystal_pipeline.files import file_sha256
+    from crystal_pipeline.warehouse.models import insert_model
     from crystal_pipeline.training import TrainConfig, train
-    from tests.test_training import write_toy_tensors
+    from tests.training.test_training import write_toy_tensors
 
     data = tmp_path_factory.mktemp("doctor") / "data"
     write_toy_tensors(data)
@@ -40,8 +43,9 @@ def with_model(tmp_path_factory):
     train(TrainConfig.from_preset("smoke", {"updates": 2, "num_threads": 1}), data, artifact, trained_on="synthetic")
     wh = Warehouse(data / "warehouse.duckdb")
     wh.ensure_schema()
-    register(wh, model_version="v1", preset="smoke", resolution=32, path=artifact, trained_on="synthetic",
-             scores=Scores(0.5, 0.9, 0.6, 0.2, 10), promote=True)
+    insert_model(wh, model_version="v1", created_at=datetime.now(timezone.utc).replace(tzinfo=None), preset="smoke",
+                 resolution=32, path=str(artifact), sha256=file_sha256(artifact), trained_on="synthetic",
+                 val_accuracy=0.5, crystal_recall=0.9, crystal_auc=0.6, crystal_threshold=0.2, make_production=True)
     return data
 
 

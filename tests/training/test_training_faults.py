@@ -20,7 +20,7 @@ import torch
 from crystal_pipeline.model import load
 from crystal_pipeline.training import CHECKPOINT_FORMAT, checkpoint_path_for
 from tests.conftest import REPO
-from tests.test_training import write_toy_tensors
+from tests.training.test_training import write_toy_tensors
 
 # Checkpoints every 4 updates of 40: a kill lands between two of them.
 SETTINGS = ["--set", "updates=40", "--set", "checkpoint_every=4", "--set", "eval_every=20", "--set", "log_every=4",
