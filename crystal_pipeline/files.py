@@ -64,3 +64,22 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` exists on this host and is not a zombie.
+
+    Writers leave temp folders and lock files named after their pid; this is how the
+    next writer tells a live owner from one that died (a zombie writes nothing). One
+    definition for the tensor writer, the training staging locks and the service."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS) or no such process
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state[state.rfind(")") + 2:].split()[0] != "Z"

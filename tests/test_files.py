@@ -57,3 +57,20 @@ def test_file_sha256_matches_hashlib_over_several_chunks(tmp_path):
                                              (0.123456, 0.1235), (3, 3.0)])
 def test_finite_or_none(value, expected):
     assert finite_or_none(value) == expected
+
+
+def test_process_alive_tells_live_from_dead_and_zombie_processes():
+    import subprocess
+    import sys
+
+    from crystal_pipeline.files import process_alive
+
+    assert process_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    import time
+    deadline = time.monotonic() + 20
+    while process_alive(child.pid) and time.monotonic() < deadline:  # exits, stays a zombie until reaped
+        time.sleep(0.05)
+    assert not process_alive(child.pid)
+    child.wait()
+    assert not process_alive(child.pid)

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from crystal_pipeline.files import process_alive
 from crystal_pipeline.layout import DataLayout
 
 MODEL_FILE = "model.pt"
@@ -123,12 +124,10 @@ def _stale(lock: Path) -> bool:
     if owner.get("host") != socket.gethostname():
         return False
     try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, ValueError, TypeError):
+        pid = int(owner["pid"])
+    except (KeyError, ValueError, TypeError):
         return False
-    return False
+    return not process_alive(pid)
 
 
 def checkpoint_update(path: Path) -> int:

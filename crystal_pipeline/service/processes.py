@@ -14,6 +14,8 @@ import signal
 import time
 from pathlib import Path
 
+from crystal_pipeline.files import process_alive
+
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -74,17 +76,7 @@ def descendants(pid: int, *, include_zombies: bool = False) -> list[int]:
 
 def is_alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return state[state.rfind(")") + 2:].split()[0] != "Z"
+    return process_alive(pid)
 
 
 def command_line(pid: int) -> str:

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from crystal_pipeline.files import process_alive
 from crystal_pipeline.ingest.imaging import UnreadableImage, decode_many
 from crystal_pipeline.tensors.fingerprint import SplitHasher, combine
 from crystal_pipeline.tensors.schema import (
@@ -239,19 +240,10 @@ def _remove_stale_temps(out_dir: Path) -> None:
         if not (m and entry.is_dir()):
             continue
         pid = int(m["pid"])
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and process_alive(pid):
             continue
         shutil.rmtree(entry, ignore_errors=True)
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _open_out_dir(out_dir: str | os.PathLike, resolution: int, rows_per_part: int) -> Path:
