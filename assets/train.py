@@ -78,7 +78,8 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         resumed_from = staging.checkpoint_update(run.checkpoint_path) if run.resumed else 0
         context.log.info(f"staging folder {run.folder}" + (f", resuming at update {resumed_from}" if run.resumed else ""))
         result, launch = _run_training(context, compute, pipes_subprocess_client, config, train_config,
-                                       layout.tensors_dir(res), run, trained_on, progress, log_lines)
+                                       layout.tensors_dir(res), run, trained_on, progress, log_lines,
+                                       data_dir=layout.data_dir)
         if not result.finished:
             raise _stopped(result, train_config, run)
         class_ids = result.val_class_ids
@@ -127,7 +128,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
 
 
 def _run_training(context, compute: ComputeResource, client: dg.PipesSubprocessClient, config: TrainRunConfig,
-                  train_config, tensors_dir, run, trained_on: str, progress, log_lines: list):
+                  train_config, tensors_dir, run, trained_on: str, progress, log_lines: list, *, data_dir):
     """Train in process or through Pipes + torchrun: the same TrainResult either way (the
     trainer hands it back in ``--result``), the progress lines in ``log_lines``, and
     metadata saying how it ran."""
@@ -137,27 +138,48 @@ def _run_training(context, compute: ComputeResource, client: dg.PipesSubprocessC
         result = train(train_config, tensors_dir, run.model_path, device=compute.device, trained_on=trained_on,
                        resume=run.resumed, progress=progress)
         return result, {"launcher": "in_process", "world_size": 1}
-    if compute.launcher != "pipes":
-        raise dg.Failure(f"compute.launcher must be 'pipes' or 'in_process', got {compute.launcher!r}")
+    if compute.launcher not in ("pipes", "k8s"):
+        raise dg.Failure(f"compute.launcher must be 'pipes', 'k8s' or 'in_process', got {compute.launcher!r}")
     from crystal_pipeline.training.launch import torchrun_command
     from crystal_pipeline.training.result_file import read_result
 
     command = torchrun_command(tensors_dir=tensors_dir, out_path=run.model_path, result_path=run.result_path,
                                preset=config.preset, overrides=dict(config.overrides),
                                nproc_per_node=compute.nproc_per_node, device=compute.device,
-                               trained_on=trained_on, resume=run.resumed)
+                               trained_on=trained_on, resume=run.resumed,
+                               python=compute.k8s_python if compute.launcher == "k8s" else None)
     context.log.info("launching " + " ".join(command))
     run.result_path.unlink(missing_ok=True)
     # Exactly what the trainer's rank 0 reported through Pipes, besides its log lines.
-    messages = client.run(context=context, command=list(command)).get_custom_messages()
+    if compute.launcher == "k8s":
+        messages = _run_in_pod(context, compute, command, data_dir).get_custom_messages()
+    else:
+        messages = client.run(context=context, command=list(command)).get_custom_messages()
     if not run.result_path.is_file():
         raise dg.Failure(f"training process ended without writing its result {run.result_path}")
     result, lines = read_result(run.result_path)
     run.result_path.unlink()
     log_lines.extend(lines)  # already in the log through Pipes; kept for the training curves
     summary = messages[-1] if messages else {}
-    return result, {"launcher": "pipes (torchrun)", "world_size": int(summary.get("world_size", 0)),
+    return result, {"launcher": f"{compute.launcher} (torchrun)", "world_size": int(summary.get("world_size", 0)),
                     "command": " ".join(command)}
+
+
+def _run_in_pod(context, compute: ComputeResource, command, data_dir):
+    """The torchrun command in a Kubernetes pod through Pipes; the data volume is mounted at
+    the data directory's own path, so the trainer writes where this step reads."""
+    from dagster_k8s import PipesK8sClient
+
+    from crystal_pipeline.service.k8s_pod import TrainingPod, parse_node_selector, training_pod_spec
+
+    if not compute.k8s_image:
+        raise dg.Failure("compute.launcher is 'k8s' but compute.k8s_image is empty: name the training image")
+    pod = TrainingPod(data_dir=str(data_dir.resolve()), data_claim=compute.k8s_data_claim, gpus=compute.k8s_gpus,
+                      node_selector=parse_node_selector(compute.k8s_node_selector))
+    client = PipesK8sClient(kubeconfig_file=compute.k8s_kubeconfig or None,
+                            load_incluster_config=not compute.k8s_kubeconfig)
+    return client.run(context=context, image=compute.k8s_image, command=list(command),
+                      namespace=compute.k8s_namespace, base_pod_spec=training_pod_spec(pod))
 
 
 def _stopped(result, train_config, run) -> dg.Failure:

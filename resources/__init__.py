@@ -73,11 +73,20 @@ class ComputeResource(ConfigurableResource):
     default) runs ``torchrun --nproc_per_node N -m crystal_pipeline train`` as its own
     process through Dagster Pipes, so a crash or an out-of-memory kill of training never
     takes the run worker with it and N processes can share the GPUs of one node;
-    ``in_process`` calls the same training function inside the step (debugging, notebooks).
-    On a cluster the same command runs in a pod through Pipes' Kubernetes client
-    (docs/deployment.md).
+    ``in_process`` calls the same training function inside the step (debugging, notebooks);
+    ``k8s`` runs the same command in a pod through Pipes' Kubernetes client
+    (``dagster_k8s.PipesK8sClient``), the data directory mounted from ``k8s_data_claim`` at
+    the same path (crystal_pipeline/service/k8s_pod.py, docs/deployment.md).
     """
 
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps")
-    launcher: str = Field(default="pipes", description="pipes (torchrun in a subprocess) or in_process")
+    launcher: str = Field(default="pipes", description="pipes (torchrun in a subprocess), in_process or k8s")
     nproc_per_node: int = Field(default=1, description="training processes (torchrun ranks) on this machine")
+    k8s_image: str = Field(default="", description="k8s: the image with this project and a CUDA torch installed")
+    k8s_namespace: str = Field(default="default", description="k8s: namespace of the training pod")
+    k8s_data_claim: str = Field(default="crystal-data",
+                                description="k8s: PersistentVolumeClaim holding the data directory (ReadWriteMany)")
+    k8s_gpus: int = Field(default=1, description="k8s: nvidia.com/gpu limit of the pod (0: a CPU pod)")
+    k8s_node_selector: str = Field(default="", description="k8s: key=value[,key=value] for the GPU node pool")
+    k8s_python: str = Field(default="python", description="k8s: the interpreter inside the image")
+    k8s_kubeconfig: str = Field(default="", description="k8s: kubeconfig file; empty: in-cluster config")

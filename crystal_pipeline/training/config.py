@@ -42,6 +42,8 @@ class TrainConfig:
     lr_schedule: str = "constant"  # 'constant' (paper) or 'cosine' (to zero)
     warmup_updates: int = 0
     init: str = "kaiming"  # 'kaiming' or 'paper' (N(0, 0.01))
+    class_balance: str = "none"  # 'none' (paper), 'sampling' or 'loss' (training/balance.py)
+    balance_power: float = 0.5  # class weight n_c ** -power; 1 = every class equal, 0 = none
     augment: bool = True
     mirror_p: float = 0.5
     max_shift_px: float | None = None  # None: 8 px at 128, scaled with resolution
@@ -73,6 +75,10 @@ class TrainConfig:
             problems.append(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.init not in ("kaiming", "paper"):
             problems.append(f"init must be 'kaiming' or 'paper', got {self.init!r}")
+        if self.class_balance not in ("none", "sampling", "loss"):
+            problems.append(f"class_balance must be 'none', 'sampling' or 'loss', got {self.class_balance!r}")
+        if not 0 <= self.balance_power <= 1:
+            problems.append(f"balance_power must lie in [0, 1], got {self.balance_power}")
         if not 0 < self.scale_min <= self.scale_max:
             problems.append("need 0 < scale_min <= scale_max")
         if problems:

@@ -33,6 +33,7 @@ from crystal_pipeline.training.checkpoint import (
     move_optimizer_state,
     save_checkpoint,
 )
+from crystal_pipeline.training import balance
 from crystal_pipeline.training.config import TrainConfig
 from crystal_pipeline.training.distributed import (
     DistInfo,
@@ -109,6 +110,7 @@ class Session:
     train_y: torch.Tensor  # 0-based targets for the loss
     val_x: torch.Tensor
     val_y: torch.Tensor
+    class_weight: torch.Tensor | None = None  # per-class loss weights (class_balance='loss')
 
 
 def train(
@@ -227,9 +229,11 @@ def build_session(config: TrainConfig, data: TrainingData, dev: torch.device, di
     train_y = torch.from_numpy(data.train.class_ids - 1).to(dev)
     val_x = torch.from_numpy(data.val.pixels).to(dev) if data.val is not None else train_x[:0]
     val_y = torch.from_numpy(data.val.class_ids - 1).to(dev) if data.val is not None else train_y[:0]
-    plan = BatchPlan(len(data.train), config, dev, dist_info.rank, dist_info.world)
+    targets = data.train.class_ids - 1
+    plan = BatchPlan(len(data.train), config, dev, dist_info.rank, dist_info.world, targets=targets)
     session = Session(config, dev, dist_info, model, optimizer, net, plan, autocast_context(dev, config.amp),
-                      train_x, train_y, val_x, val_y)
+                      train_x, train_y, val_x, val_y,
+                      balance.loss_weights(config.class_balance, targets, config.balance_power, dev))
     return session, state
 
 
@@ -286,7 +290,7 @@ def train_updates(session: Session, state: RunState, end_update: int, ckpt_path:
             group["lr"] = lr_at(config, update)
         idx = plan.indices(update)
         loss, correct = train_step(session.net, optimizer, session.train_x[idx], session.train_y[idx],
-                                   plan.theta(update), session.autocast)
+                                   plan.theta(update), session.autocast, session.class_weight)
         interval.add(loss, correct, idx.shape[0])
         done = state.update = update + 1
         at_log = done % config.log_every == 0

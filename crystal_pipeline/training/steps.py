@@ -22,6 +22,7 @@ from crystal_pipeline.evaluation.metrics import binary_auc, crystal_probability,
 from crystal_pipeline.model import CrystalNet, augment, build_model, init_weights
 from crystal_pipeline.model.inference import eval_mode, iter_logits, softmax_probs
 from crystal_pipeline.reporting.numbers import finite_or_none
+from crystal_pipeline.training import balance
 from crystal_pipeline.training.config import TrainConfig
 
 
@@ -74,7 +75,8 @@ class BatchPlan:
     """Stateless batches: update ``u``'s indices and transforms depend only on
     (seed, u), so resuming or splitting across ranks changes nothing."""
 
-    def __init__(self, n_images: int, config: TrainConfig, device: torch.device, rank: int = 0, world: int = 1):
+    def __init__(self, n_images: int, config: TrainConfig, device: torch.device, rank: int = 0, world: int = 1,
+                 targets: np.ndarray | None = None):
         if n_images < config.batch_size:
             raise ValueError(
                 f"the training split has {n_images} images, fewer than batch_size {config.batch_size};"
@@ -87,8 +89,18 @@ class BatchPlan:
         self.params = config.augment_params()
         self._epoch = -1
         self._perm: torch.Tensor | None = None
+        self._draw: torch.Tensor | None = None
+        if config.class_balance == "sampling":
+            if targets is None or len(targets) != n_images:
+                raise ValueError("class_balance='sampling' needs the training targets")
+            self._draw = torch.as_tensor(balance.image_sampling_weights(targets, config.balance_power),
+                                         dtype=torch.float64)
 
     def indices(self, update: int) -> torch.Tensor:
+        if self._draw is not None:  # class-balanced: a seeded draw per update, with replacement
+            gen = torch.Generator().manual_seed(_mix(self.config.seed, 3, update))
+            drawn = torch.multinomial(self._draw, self.config.batch_size, replacement=True, generator=gen)
+            return drawn.to(self.device)[self.rank :: self.world]
         epoch, pos = divmod(update, self.steps_per_epoch)
         if epoch != self._epoch:
             gen = torch.Generator().manual_seed(_mix(self.config.seed, 1, epoch))
@@ -107,12 +119,14 @@ class BatchPlan:
         return theta[self.rank :: self.world]
 
 
-def train_step(net, optimizer, images, targets, theta, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(net, optimizer, images, targets, theta, autocast,
+               class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD update on 0-based ``targets``; returns (loss, number correct) as device
-    tensors so the caller decides when to synchronize."""
+    tensors so the caller decides when to synchronize. ``class_weight`` weights the loss
+    per class (``class_balance='loss'``); the loss is then the weighted mean."""
     with autocast:
         logits = net(images, theta)
-    loss = F.cross_entropy(logits.float(), targets)
+    loss = F.cross_entropy(logits.float(), targets, weight=class_weight)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,207 @@
+"""The regime run: CrystalNet against RF, MLP and kNN at the largest scale a machine affords.
+
+DESIGN.md's benchmark protocol: every figure on the held-out ``test`` split with a 95%
+bootstrap interval, an order between two models claimed only with a paired McNemar
+test on the same images. The demo's numbers show the pipeline works; this run is the
+one the docs quote for "who wins".
+
+Steps (each skipped when its output is already in ``--workdir``, so a run can be resumed
+and extended with more variants):
+  1. a generated archive (``--plates`` x 1536 wells at ``--difficulty``),
+  2. ingest, annotations and consensus through the real pipeline
+     (``dagster asset materialize -m definitions --select group:ingest``),
+  3. tensors at the training resolution and at 128 px for the baselines (library),
+  4. CrystalNet for every ``--variant`` and ``--seeds`` (library ``train``; temperature
+     fitted on val; scored on test),
+  5. the baselines fitted on train and scored on the same test images, with McNemar
+     against every CrystalNet run.
+
+One JSON line per figure on stdout; everything also lands in ``<workdir>/regime.json``.
+
+    .venv/bin/python bench/regime.py --workdir /tmp/regime --plates 12 --seeds 0,1,2
+    .venv/bin/python bench/regime.py --workdir /tmp/regime --variant plain:class_balance=none \\
+        --variant balanced:class_balance=sampling,balance_power=0.5 --seeds 0 --no-baselines
+
+On a GPU machine (no Dagster there) pass ``--tensors DIR`` pointing at prepared tensors
+and ``--preset paper``; steps 1-3 are then skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from machine import cpu_name  # bench/machine.py
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def emit(record: dict, sink: list) -> None:
+    sink.append(record)
+    print(json.dumps(record, default=_plain), flush=True)
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def build_archive(workdir: Path, plates: int, difficulty: float, seed: int, sink: list) -> Path:
+    from crystal_pipeline.synthetic import write_archive
+
+    raw = workdir / "raw"
+    if not (raw / "plates").is_dir():
+        summary = write_archive(raw, plates=plates, seed=seed, difficulty=difficulty, workers=os.cpu_count())
+        emit({"figure": "archive", "plates": plates, "images": summary.images, "difficulty": difficulty,
+              "unanimous_images": summary.unanimous_images, "seconds": round(summary.seconds, 1)}, sink)
+    return raw
+
+
+def ingest(workdir: Path, sink: list) -> None:
+    if (workdir / "warehouse.duckdb").exists():
+        return
+    env = {**os.environ, "CRYSTAL_DATA_DIR": str(workdir), "DAGSTER_HOME": str(workdir / "dagster_home")}
+    (workdir / "dagster_home").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "definitions",
+                    "--select", "group:ingest"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    emit({"figure": "ingest", "seconds": round(time.perf_counter() - started, 1)}, sink)
+
+
+def prepared_tensors(workdir: Path, resolution: int) -> Path:
+    from crystal_pipeline.layout import DataLayout
+    from crystal_pipeline.tensors import preparation
+    from crystal_pipeline.warehouse import Warehouse
+
+    layout = DataLayout.under(workdir)
+    if not layout.stats_path(resolution).exists():
+        preparation.prepare_resolution(Warehouse(layout.warehouse), layout, resolution)
+    return layout.tensors_dir(resolution)
+
+
+def run_crystalnet(tensors_dir: Path, models_dir: Path, name: str, preset: str, overrides: dict, seed: int,
+                   device: str, sink: list) -> dict:
+    """Train (or reuse) one model; its calibrated test-split metrics as a dict, probabilities kept."""
+    from crystal_pipeline.evaluation.registry import calibrate
+    from crystal_pipeline.evaluation.results import model_metrics
+    from crystal_pipeline.model import load, predict_proba
+    from crystal_pipeline.tensors import read_split
+    from crystal_pipeline.training import TrainConfig, train
+
+    config = TrainConfig.from_preset(preset, {**overrides, "seed": seed})
+    out = models_dir / f"{name}-s{seed}-{config.identity_key()}" / "model.pt"
+    seconds = None
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result = train(config, tensors_dir, out, device=device, trained_on="synthetic")
+        seconds = result.seconds
+    model = load(out, "cpu" if device == "auto" else device)
+    val = read_split(tensors_dir / "val", config.resolution)
+    test = read_split(tensors_dir / "test", config.resolution)
+    temperature = calibrate(val.class_ids, predict_proba(model, val.pixels)).temperature
+    probs = predict_proba(model, test.pixels)
+    metrics = model_metrics(probs, test.class_ids, model_version=out.parent.name, split="test",
+                            temperature=temperature)
+    record = {"figure": "crystalnet", "variant": name, "seed": seed, "preset": preset, "overrides": overrides,
+              "updates": config.updates, "resolution": config.resolution, "train_seconds": seconds,
+              **{k: metrics[k] for k in ("n_images", "accuracy", "accuracy_ci95", "balanced_accuracy",
+                                         "balanced_accuracy_ci95", "macro_f1", "crystal_auc", "crystal_auc_ci95",
+                                         "review_share_at_recall_target", "temperature", "ece_before",
+                                         "ece_after")},
+              "recall_per_class": {c: round(v["recall"], 3) for c, v in metrics["per_class"].items()}}
+    emit(record, sink)
+    from crystal_pipeline.model import apply_temperature
+
+    return {"name": f"{name}-s{seed}", "probs": apply_temperature(probs, temperature), "class_ids": test.class_ids,
+            "image_ids": list(test.image_ids)}
+
+
+def run_baselines(tensors_128: Path, workdir: Path, crystalnets: list[dict], sink: list) -> None:
+    """RF, MLP, kNN fitted on train; each scored on test and tested against every CrystalNet run."""
+    from crystal_pipeline.baselines import CRYSTALNET, extract_features_cached, fit_baselines, model_scores
+    from crystal_pipeline.baselines import predict_proba_baselines
+
+    cache = workdir / "cache" / "features"
+    workers = os.cpu_count() or 2
+    train = extract_features_cached(tensors_128 / "train", cache, workers=workers)
+    test = extract_features_cached(tensors_128 / "test", cache, workers=workers)
+    models = fit_baselines(train.features, train.pixels, train.class_ids, seed=0, workers=workers)
+    predictions = predict_proba_baselines(models, test.features, test.pixels)
+    for run in crystalnets:
+        if run["image_ids"] != list(test.image_ids):
+            raise RuntimeError("CrystalNet's and the baselines' test images differ")
+        probs = {CRYSTALNET: run["probs"], **{n: p.probs for n, p in predictions.items()}}
+        for row in model_scores(test.class_ids, probs, {}):
+            if row["name"] == CRYSTALNET:
+                continue
+            emit({"figure": "baseline", "model": row["name"], "against": run["name"],
+                  **{k: row[k] for k in ("images", "accuracy", "accuracy_ci95", "balanced_accuracy",
+                                         "balanced_accuracy_ci95", "crystal_auc", "crystal_auc_ci95",
+                                         "mcnemar_p_vs_crystalnet")},
+                  "fit_seconds": round(models[row["name"]].fit_seconds, 1)}, sink)
+
+
+def parse_variants(values: list[str]) -> list[tuple[str, dict]]:
+    """``name:k=v,k=v`` -> (name, overrides); no value: the preset as it is."""
+    out = []
+    for text in values or ["preset:"]:
+        name, _, rest = text.partition(":")
+        pairs = dict(p.split("=", 1) for p in rest.split(",") if p)
+        out.append((name, pairs))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--plates", type=int, default=12)
+    parser.add_argument("--difficulty", type=float, default=None, help="default: the generator's")
+    parser.add_argument("--archive-seed", type=int, default=0)
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--variant", action="append", help="name:key=value,... (repeatable)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tensors", type=Path, help="prepared tensors (skips archive, ingest, baselines)")
+    parser.add_argument("--no-baselines", action="store_true")
+    args = parser.parse_args()
+
+    from crystal_pipeline.synthetic.render import DEFAULT_DIFFICULTY
+    from crystal_pipeline.training import TrainConfig
+
+    sink: list = []
+    started = time.perf_counter()
+    emit({"figure": "machine", "cpu": cpu_name(), "cores": os.cpu_count(), "load": os.getloadavg()[0],
+          "device": args.device}, sink)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    variants = parse_variants(args.variant)
+    runs = []
+    for name, overrides in variants:
+        resolution = TrainConfig.from_preset(args.preset, overrides).resolution
+        if args.tensors is not None:
+            tensors_dir = args.tensors
+        else:
+            build_archive(args.workdir, args.plates, args.difficulty if args.difficulty is not None
+                          else DEFAULT_DIFFICULTY, args.archive_seed, sink)
+            ingest(args.workdir, sink)
+            tensors_dir = prepared_tensors(args.workdir, resolution)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            runs.append(run_crystalnet(tensors_dir, args.workdir / "regime_models", name, args.preset, overrides,
+                                       seed, args.device, sink))
+    if args.tensors is None and not args.no_baselines:
+        run_baselines(prepared_tensors(args.workdir, 128), args.workdir, runs, sink)
+    emit({"figure": "total", "seconds": round(time.perf_counter() - started, 1)}, sink)
+    (args.workdir / "regime.json").write_text(json.dumps(sink, indent=1, default=_plain))
+
+
+if __name__ == "__main__":
+    main()
