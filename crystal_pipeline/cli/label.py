@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_THRESHOLD})")
     parser.add_argument("--workers", type=int, default=None, help="decode processes (default: all CPUs)")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                        help="torch (a model.pt artifact) or onnx (a file from `crystal-pipeline export`, run by "
+                             "ONNX Runtime on the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from crystal_pipeline.layout import DataLayout
 
     try:  # before any decoding: a wrong path must not cost a plate's worth of work first
-        net = model_lib.load(args.model, args.device)
-    except model_lib.ArtifactError as error:
+        net = _open_model(args)
+    except (model_lib.ArtifactError, RuntimeError) as error:
         return _fail(str(error))
     meta = getattr(net, "artifact_meta", {}) or {}
     threshold = args.threshold if args.threshold is not None else model_lib.calibration_of(meta)[1]
@@ -84,6 +87,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {report.paths['html']}")
     print(f"hit list: {report.paths['csv']}")
     return 0
+
+
+def _open_model(args: argparse.Namespace):
+    """The model ``--engine`` names: a torch artifact on ``--device``, or an ONNX Runtime session
+    (onnxruntime imported only then, so the torch path runs without it)."""
+    if args.engine == "onnx":
+        from crystal_pipeline.model.onnx_engine import OnnxCrystalNet
+
+        return OnnxCrystalNet(args.model)
+    from crystal_pipeline import model as model_lib
+
+    return model_lib.load(args.model, args.device)
 
 
 def find_images(folder: Path):

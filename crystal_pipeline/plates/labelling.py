@@ -151,7 +151,8 @@ def label_plate(
     cpu_path: str = "fast",
 ) -> PlateLabels:
     """Classify every file of a plate with ``model`` (a CrystalNet, or a prepared
-    :class:`~crystal_pipeline.model.fast_cpu.FastCrystalNet`).
+    :class:`~crystal_pipeline.model.fast_cpu.FastCrystalNet`, or an
+    exported :class:`~crystal_pipeline.model.onnx_engine.OnnxCrystalNet`).
 
     Probabilities (and so ``crystal_prob``) are calibrated with the temperature stored in
     the model's artifact (``model.artifact_meta``; T = 1 for artifacts without one).
@@ -174,7 +175,9 @@ def label_plate(
     from crystal_pipeline.model.inference import calibrated
 
     predict, resolution, path_name, cleanup = _predictor(model, cpu_path)
-    temperature, _ = calibration_of(getattr(model, "artifact_meta", None))
+    # An exported ONNX model has its temperature inside the graph (model.onnx_engine).
+    temperature = (1.0 if getattr(model, "output_calibrated", False)
+                   else calibration_of(getattr(model, "artifact_meta", None))[0])
     run = _LabelRun(files, calibrated(predict, temperature), progress)
     workers = imaging.default_workers() if workers is None else workers
     # Keep at least a batch decoding ahead: decode_many holds 4 * workers chunks in flight.
@@ -294,6 +297,8 @@ def _predictor(model: Any, cpu_path: str = "fast") -> Predictor:
 
     if isinstance(model, FastCrystalNet):
         return model.predict_proba, model.resolution, "cpu-fast", lambda: None
+    if getattr(model, "output_calibrated", False):  # model.onnx_engine.OnnxCrystalNet (not imported: optional)
+        return model.predict_proba, model.resolution, "onnxruntime", lambda: None
     device = next(model.parameters()).device
     if device.type == "cpu" and cpu_path == "fast":
         fast = FastCrystalNet.from_model(model)
