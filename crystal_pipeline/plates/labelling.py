@@ -31,7 +31,7 @@ import numpy as np
 
 from crystal_pipeline import wells
 from crystal_pipeline.ingest.archive import WellFile
-from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_COLUMNS
+from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_COLUMNS, marco_outcome
 
 Progress = Callable[[int, int], None]
 
@@ -47,6 +47,12 @@ class LabelledImage:
     class_name: str
     crystal_prob: float
     probs: tuple[float, ...]
+
+    @property
+    def marco_class(self) -> str:
+        """MARCO's four-class outcome (crystals, precipitate, clear, other): the arg-max of
+        the four sums of ``probs`` (:func:`crystal_pipeline.classes.marco_outcome`)."""
+        return marco_outcome(self.probs)
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ class PlateLabels:
             out.append({
                 "image_id": r.image_id, "plate_id": plate_id, "inspection": inspection, "well": r.well,
                 "model_version": model_version, "class_id": r.class_id, "class_name": r.class_name,
-                "crystal_prob": r.crystal_prob, "probs": list(r.probs), "predicted_at": predicted_at,
+                "crystal_prob": r.crystal_prob, "probs": list(r.probs), "marco_class": r.marco_class,
+                "predicted_at": predicted_at,
             })
         return out
 
