@@ -72,7 +72,7 @@ def build_model_card(meta: Mapping[str, Any], *, model_version: str, temperature
         "input": {
             "name": exported.get("input_name", "pixels"), "dtype": "uint8", "shape": ["N", resolution, resolution],
             "meaning": (f"8-bit grey drop images already cropped and resized to {resolution} x {resolution} "
-                        "(crystal_pipeline.ingest.imaging: grey, central square, area resize); per-pixel "
+                        "(crystal_pipeline.ingest.imaging: ITU-R 601 grey, central square, Lanczos resize); per-pixel "
                         "standardisation and contrast normalisation happen inside the model"),
         },
         "output": {
