@@ -10,18 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime", reason="the [onnx] extra (in dev) installs onnxruntime")
-
-from crystal_pipeline.classes import CLASS_NAMES, MARCO_OF_CLASS  # noqa: E402
-from crystal_pipeline.cli import main  # noqa: E402
-from crystal_pipeline.files import file_sha256  # noqa: E402
-from crystal_pipeline.ingest import imaging  # noqa: E402
-from crystal_pipeline.ingest.archive import scan_plate  # noqa: E402
-from crystal_pipeline.model import CrystalNet, load, save_artifact  # noqa: E402
-from crystal_pipeline.model.model_card import CARD_METADATA_KEY  # noqa: E402
-from crystal_pipeline.model.onnx_engine import OnnxCrystalNet  # noqa: E402
-from crystal_pipeline.model.onnx_export import export_onnx  # noqa: E402
-from crystal_pipeline.plates.labelling import label_plate  # noqa: E402
+from crystal_pipeline.classes import CLASS_NAMES, MARCO_OF_CLASS
+from crystal_pipeline.cli import main
+from crystal_pipeline.files import file_sha256
+from crystal_pipeline.ingest import imaging
+from crystal_pipeline.ingest.archive import scan_plate
+from crystal_pipeline.model import CrystalNet, load, save_artifact
+from crystal_pipeline.model.model_card import CARD_METADATA_KEY
+from crystal_pipeline.model.onnx_engine import OnnxCrystalNet
+from crystal_pipeline.model.onnx_export import export_onnx
+from crystal_pipeline.plates.labelling import label_plate
 
 RES = 64
 TEMPERATURE = 1.7
@@ -130,3 +128,26 @@ def test_cli_export_then_label_with_onnx_engine(plate, exported, tmp_path, monke
     assert "v1" in (tmp_path / "o" / "report.md").read_text()
     assert main(["label", str(plate), "--model", str(artifact), "--engine", "onnx", "--out", str(tmp_path / "x")]) == 2
     assert "cannot open ONNX model" in capsys.readouterr().err
+
+
+def test_without_onnx_libraries_both_commands_fail_with_one_clear_line(plate, exported, tmp_path):
+    """The [onnx] extra is optional: without it, export and --engine onnx say what to install."""
+    import subprocess
+    import sys
+
+    artifact, result = exported
+    code = (
+        "import sys\n"
+        "for name in ('onnx', 'onnxruntime', 'onnxscript'):\n"
+        "    sys.modules[name] = None\n"
+        "from crystal_pipeline.cli import main\n"
+        f"rc1 = main(['export', '--model', {str(artifact)!r}, '--out', {str(tmp_path / 'm.onnx')!r}])\n"
+        f"rc2 = main(['label', {str(plate)!r}, '--model', {str(result.onnx_path)!r}, '--engine', 'onnx',"
+        f" '--out', {str(tmp_path / 'r')!r}])\n"
+        "sys.exit(10 * rc1 + rc2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 22, done.stderr[-2000:]
+    assert "ONNX export needs onnx: pip install 'crystal_pipeline[onnx]'" in done.stderr
+    assert "--engine onnx needs onnxruntime" in done.stderr
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "r").exists()
