@@ -7,7 +7,9 @@ order and are what the warehouse stores; model outputs are 0-based (id - 1).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
+
+import numpy as np
 
 ATTRIBUTES: tuple[str, ...] = (
     "clear",
@@ -100,3 +102,50 @@ def class_id_for_name(name: str) -> int:
 
 def has_crystal(class_id: int) -> bool:
     return class_id in CRYSTAL_CLASS_IDS
+
+
+# -- MARCO's four classes ------------------------------------------------------------
+# Other tools (the MARCO data set and the models trained on it) speak four outcomes. Each
+# of the ten classes belongs to exactly one of them: any class with a crystal is "crystals"
+# (the crystal set above), precipitate without crystal is "precipitate", a clear drop is
+# "clear", and phase separation, skin and junk are "other".
+MARCO_CLASSES: tuple[str, ...] = ("crystals", "precipitate", "clear", "other")
+MARCO_OF_CLASS: dict[int, str] = {
+    1: "clear",
+    2: "precipitate",
+    3: "crystals",
+    4: "other",
+    5: "crystals",
+    6: "precipitate",
+    7: "crystals",
+    8: "precipitate",
+    9: "other",
+    10: "other",
+}
+#: (10, 4) 0/1 matrix: ten-class probabilities @ MARCO_MATRIX = four-class probabilities.
+MARCO_MATRIX = np.zeros((NUM_CLASSES, len(MARCO_CLASSES)), dtype=np.float64)
+for _class_id, _marco in MARCO_OF_CLASS.items():
+    MARCO_MATRIX[_class_id - 1, MARCO_CLASSES.index(_marco)] = 1.0
+MARCO_MATRIX.setflags(write=False)
+
+
+def marco_class(class_id: int) -> str:
+    """The MARCO outcome a ten-class id belongs to (for true labels)."""
+    return MARCO_OF_CLASS[class_id]
+
+
+def marco_probs(probs: np.ndarray) -> np.ndarray:
+    """Four-class probabilities (N, 4) in :data:`MARCO_CLASSES` order: sums of the ten."""
+    return np.asarray(probs, dtype=np.float64) @ MARCO_MATRIX
+
+
+def marco_outcome(probs: Sequence[float] | np.ndarray) -> str:
+    """The predicted MARCO outcome of one image: the four-class probability's arg-max
+    (ties go to the earlier class in :data:`MARCO_CLASSES`). Not the ten-class arg-max
+    mapped: 0.3 crystal + 0.3 precipitate-crystal outweighs 0.4 clear (docs/decisions.md)."""
+    return MARCO_CLASSES[int(np.argmax(marco_probs(np.asarray(probs).reshape(1, -1))[0]))]
+
+
+def marco_outcomes(probs: np.ndarray) -> list[str]:
+    """:func:`marco_outcome` of every row of (N, 10) probabilities."""
+    return [MARCO_CLASSES[i] for i in np.argmax(marco_probs(probs), axis=1)] if len(probs) else []

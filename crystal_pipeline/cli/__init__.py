@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-archive": ("crystal_pipeline.cli.demo_archive", "write a synthetic raw archive of plates and annotations"),
     "train": ("crystal_pipeline.cli.train", "train CrystalNet on prepared Parquet tensors"),
     "label": ("crystal_pipeline.cli.label", "label a plate folder (or loose images) and write its report"),
+    "export": ("crystal_pipeline.cli.export", "write a trained model as ONNX with its model card"),
     "doctor": ("crystal_pipeline.cli.doctor", "check what the service depends on; exit 1 if anything fails"),
 }
 

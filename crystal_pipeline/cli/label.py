@@ -4,6 +4,7 @@ Examples::
 
     crystal-pipeline label data/incoming/P0001 --model data/models/v1/model.pt
     crystal-pipeline label ../shared/real_samples --model model.pt --out /tmp/samples --threshold 0.3
+    crystal-pipeline label data/incoming/P0001 --model data/models/v1/model.onnx --engine onnx
 
 A folder of well-named files (``A01.png``, ``AF48.jpg``, ``17.tif``) is a plate: the
 report has a plate map and counts missing wells. A folder whose file names are not
@@ -33,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_THRESHOLD})")
     parser.add_argument("--workers", type=int, default=None, help="decode processes (default: all CPUs)")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--marco-labels", default=None,
+                        help="a CSV with file,marco_label[,label_quality] columns: write marco_vs_labels.csv/.md "
+                             "beside the report (default: the folder's labels.csv when it has those columns)")
+    parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                        help="torch (a model.pt artifact) or onnx (a file from `crystal-pipeline export`, run by "
+                             "ONNX Runtime on the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from crystal_pipeline.layout import DataLayout
 
     try:  # before any decoding: a wrong path must not cost a plate's worth of work first
-        net = model_lib.load(args.model, args.device)
-    except model_lib.ArtifactError as error:
+        net = _open_model(args)
+    except (model_lib.ArtifactError, RuntimeError) as error:
         return _fail(str(error))
     meta = getattr(net, "artifact_meta", {}) or {}
     threshold = args.threshold if args.threshold is not None else model_lib.calibration_of(meta)[1]
@@ -81,9 +88,40 @@ def run(args: argparse.Namespace) -> int:
           + f"; {len(report.hits)} hits at crystal_prob >= {threshold:.3f}")
     print(f"{t.images_per_s:.1f} images/s ({t.path}: {t.total_s:.2f} s in all, model {t.model_s:.2f} s, "
           f"waiting for decode {t.decode_wait_s:.2f} s)")
+    _marco_beside_labels(args, plate_dir, out, labels, model_version)
     print(f"report: {report.paths['html']}")
     print(f"hit list: {report.paths['csv']}")
     return 0
+
+
+def _marco_beside_labels(args: argparse.Namespace, plate_dir: Path, out: Path, labels, model_version: str) -> None:
+    """With MARCO labels (``--marco-labels`` or the folder's labels.csv), write and print the model's
+    four-class outcome beside them (crystal_pipeline.plates.marco_labels): a fact, not a target."""
+    from crystal_pipeline.plates import marco_labels
+
+    path = Path(args.marco_labels) if args.marco_labels else plate_dir / marco_labels.LABELS_FILE
+    truth = marco_labels.read_marco_labels(path) if path.is_file() else None
+    if truth is None:
+        if args.marco_labels:
+            print(f"warning: {path} has no file,marco_label columns; no MARCO comparison", file=sys.stderr)
+        return
+    comparison = marco_labels.compare(labels.rows, truth)
+    paths = marco_labels.write_comparison(out, comparison, model_version)
+    agreement = ", ".join(f"{k} {a}/{n}" for k, (a, n) in comparison.agreement().items())
+    print(f"MARCO four-class outcome beside {path.name} (agree/images: {agreement or 'none labelled'}); "
+          f"a fact about this model on these images, not a target: {paths['marco_md']}")
+
+
+def _open_model(args: argparse.Namespace):
+    """The model ``--engine`` names: a torch artifact on ``--device``, or an ONNX Runtime session
+    (onnxruntime imported only then, so the torch path runs without it)."""
+    if args.engine == "onnx":
+        from crystal_pipeline.model.onnx_engine import OnnxCrystalNet
+
+        return OnnxCrystalNet(args.model)
+    from crystal_pipeline import model as model_lib
+
+    return model_lib.load(args.model, args.device)
 
 
 def find_images(folder: Path):

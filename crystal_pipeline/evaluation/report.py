@@ -35,6 +35,7 @@ from crystal_pipeline.evaluation.paper import (
     PAPER_TABLE4,
 )
 from crystal_pipeline.evaluation.calibration import apply_temperature, reliability_bins
+from crystal_pipeline.evaluation.marco import marco_grid
 from crystal_pipeline.evaluation.results import model_metrics, read_metrics_json, write_metrics_json
 from crystal_pipeline.evaluation.tables import (
     calibration_grid,
@@ -233,6 +234,7 @@ def _metrics(scores: _Scores, model_name: str, result: Mapping) -> dict[str, flo
         "temperature": result["temperature"],
         "ece_before": result["ece_before"],
         "ece_after": result["ece_after"],
+        "marco_accuracy": result["marco"]["accuracy"],
     })
     for s in scores.shares:
         key = f"{round(s.target_recall * 100)}"
@@ -253,6 +255,7 @@ def _tables(scores: _Scores, result: Mapping) -> dict[str, list[list[str]]]:
         "table2_paper": confusion_grid(PAPER_TABLE2["counts"], auc=PAPER_TABLE2["auc"]),
         "table4_ours": crystal_grid(scores.confusion2),
         "table4_paper": crystal_grid(PAPER_TABLE4["counts"]),
+        "marco": marco_grid(result["marco"]),
         "review_share": review_share_grid(scores.shares),
         "crystal_auc": [["Model", "Crystal AUC"]]
         + [[name, fmt(auc)] for name, (_, _, auc) in scores.curves.items()]
@@ -272,6 +275,7 @@ def _sections(metrics: Mapping[str, float], model_name: str, archive_description
         ("Table 2: 10-way confusion matrix", PAPER_DATA_LABEL, "table2_paper"),
         ("Table 4: crystal vs no-crystal", ours, "table4_ours"),
         ("Table 4: crystal vs no-crystal", PAPER_DATA_LABEL, "table4_paper"),
+        ("MARCO's four classes", ours, "marco"),
         ("Figure 5: crystal ROC", None, "crystal_auc"),
         ("Screening: images left to review", ours, "review_share"),
         ("Calibration", ours, "calibration"),
@@ -311,6 +315,9 @@ _NOTES = {
     "predicted crystal when its predicted class is one of them.",
     "Per class": "Support is the number of true images of the class; recall, precision and F1 of a class "
     "with none show as –. Balanced accuracy is the mean of the recall column over the classes present.",
+    "MARCO's four classes": "For tools that speak MARCO's outcomes: crystals = classes 3, 5, 7; precipitate = "
+    "2, 6, 8; clear = 1; other = 4, 9, 10. Rows map the true class; the prediction is the arg-max of the four "
+    "summed probabilities (metrics.json: marco, accuracy with its 95% bootstrap interval).",
     "Calibration": "Temperature scaling (one T fitted on the val split, never on the split reported here) "
     "divides the log-probabilities by T; the ranking and the predicted class do not change. ECE: "
     "expected calibration error over 15 equal-width confidence bins.",

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from crystal_pipeline.classes import CLASS_NAMES, NUM_CLASSES
+from crystal_pipeline.evaluation.marco import marco_metrics
 from crystal_pipeline.evaluation.calibration import ECE_BINS, apply_temperature, expected_calibration_error
 from crystal_pipeline.evaluation.metrics import (
     balanced_accuracy,
@@ -131,6 +132,7 @@ def model_metrics(raw_probs, class_ids, *, model_version: str, split: str, tempe
         "ece_after": expected_calibration_error(calibrated, true_index),
         "bootstrap": {"resamples": n_resamples, "seed": seed, "confidence": CONFIDENCE},
         "per_class": per_class(calibrated, class_ids),
+        "marco": marco_metrics(calibrated, class_ids, confidence=CONFIDENCE, seed=seed, n_resamples=n_resamples),
         "baselines": {},
     }
 

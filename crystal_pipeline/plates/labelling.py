@@ -31,7 +31,7 @@ import numpy as np
 
 from crystal_pipeline import wells
 from crystal_pipeline.ingest.archive import WellFile
-from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_COLUMNS
+from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_COLUMNS, marco_outcome
 
 Progress = Callable[[int, int], None]
 
@@ -47,6 +47,12 @@ class LabelledImage:
     class_name: str
     crystal_prob: float
     probs: tuple[float, ...]
+
+    @property
+    def marco_class(self) -> str:
+        """MARCO's four-class outcome (crystals, precipitate, clear, other): the arg-max of
+        the four sums of ``probs`` (:func:`crystal_pipeline.classes.marco_outcome`)."""
+        return marco_outcome(self.probs)
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ class PlateLabels:
             out.append({
                 "image_id": r.image_id, "plate_id": plate_id, "inspection": inspection, "well": r.well,
                 "model_version": model_version, "class_id": r.class_id, "class_name": r.class_name,
-                "crystal_prob": r.crystal_prob, "probs": list(r.probs), "predicted_at": predicted_at,
+                "crystal_prob": r.crystal_prob, "probs": list(r.probs), "marco_class": r.marco_class,
+                "predicted_at": predicted_at,
             })
         return out
 
@@ -151,7 +158,8 @@ def label_plate(
     cpu_path: str = "fast",
 ) -> PlateLabels:
     """Classify every file of a plate with ``model`` (a CrystalNet, or a prepared
-    :class:`~crystal_pipeline.model.fast_cpu.FastCrystalNet`).
+    :class:`~crystal_pipeline.model.fast_cpu.FastCrystalNet`, or an
+    exported :class:`~crystal_pipeline.model.onnx_engine.OnnxCrystalNet`).
 
     Probabilities (and so ``crystal_prob``) are calibrated with the temperature stored in
     the model's artifact (``model.artifact_meta``; T = 1 for artifacts without one).
@@ -174,7 +182,9 @@ def label_plate(
     from crystal_pipeline.model.inference import calibrated
 
     predict, resolution, path_name, cleanup = _predictor(model, cpu_path)
-    temperature, _ = calibration_of(getattr(model, "artifact_meta", None))
+    # An exported ONNX model has its temperature inside the graph (model.onnx_engine).
+    temperature = (1.0 if getattr(model, "output_calibrated", False)
+                   else calibration_of(getattr(model, "artifact_meta", None))[0])
     run = _LabelRun(files, calibrated(predict, temperature), progress)
     workers = imaging.default_workers() if workers is None else workers
     # Keep at least a batch decoding ahead: decode_many holds 4 * workers chunks in flight.
@@ -294,6 +304,8 @@ def _predictor(model: Any, cpu_path: str = "fast") -> Predictor:
 
     if isinstance(model, FastCrystalNet):
         return model.predict_proba, model.resolution, "cpu-fast", lambda: None
+    if getattr(model, "output_calibrated", False):  # model.onnx_engine.OnnxCrystalNet (not imported: optional)
+        return model.predict_proba, model.resolution, "onnxruntime", lambda: None
     device = next(model.parameters()).device
     if device.type == "cpu" and cpu_path == "fast":
         fast = FastCrystalNet.from_model(model)

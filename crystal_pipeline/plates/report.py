@@ -8,7 +8,7 @@ so a reader, e.g. the Dagster UI or a browser refreshing, never sees half a file
   hits, quarantined wells hatched with a ``Q``, missing wells left pale grey (no map for
   loose images whose names are not wells);
 - ``hits.csv``: every labelled image ranked by crystal probability (highest first)
-  with a ``hit`` column, all 10 probabilities, the image path and, when known, the
+  with a ``hit`` column, MARCO's four-class outcome (``marco_class``), all 10 probabilities, the image path and, when known, the
   protein and the well's cocktail (a hit without its condition is not actionable);
 - ``quarantined.csv``: what could not be labelled, and why;
 - ``report.html``: self-contained (images embedded as base64): banner, summary,
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from crystal_pipeline import wells
-from crystal_pipeline.classes import CLASS_NAMES, CLASS_TITLES
+from crystal_pipeline.classes import CLASS_NAMES, CLASS_TITLES, MARCO_CLASSES
 from crystal_pipeline.files import atomic_write_bytes, atomic_write_text
 from crystal_pipeline.plates.labelling import LabelledImage, PlateLabels
 from crystal_pipeline.reporting import html
@@ -158,12 +158,12 @@ def _hits_csv(ranked: list[LabelledImage], threshold: float, plate_meta: Mapping
     cond_cols = _condition_columns(conditions)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rank", "image_id", "well", "class_id", "class_name", "crystal_prob", "hit",
+    writer.writerow(["rank", "image_id", "well", "class_id", "class_name", "marco_class", "crystal_prob", "hit",
                      *[f"p_{n}" for n in CLASS_NAMES], "path", "protein", *cond_cols])
     protein = plate_meta.get("protein", "")
     for rank, r in enumerate(ranked, 1):
         cond = conditions.get(r.well, {})
-        writer.writerow([rank, r.image_id, r.well, r.class_id, r.class_name, f"{r.crystal_prob:.6f}",
+        writer.writerow([rank, r.image_id, r.well, r.class_id, r.class_name, r.marco_class, f"{r.crystal_prob:.6f}",
                          int(r.crystal_prob >= threshold), *[f"{p:.6f}" for p in r.probs], str(r.path), protein,
                          *[cond.get(c, "") for c in cond_cols]])
     return buffer.getvalue().encode()
@@ -198,12 +198,19 @@ def _summary(plate_key, plate_format, labels, missing, hits, model_version, thre
         "model": model_version,
         "images/s": f"{labels.timings.images_per_s:.1f} ({labels.timings.path}, {labels.timings.total_s:.1f} s)",
         "classes": ", ".join(f"{CLASS_NAMES[c - 1]} {n}" for c, n in sorted(counts.items())) or "-",
+        "MARCO classes": marco_counts(labels.rows),
     })
     return out
 
 
+def marco_counts(rows: list[LabelledImage]) -> str:
+    """Wells per MARCO outcome, in MARCO's order ("crystals 3, precipitate 40, clear 50, other 3")."""
+    counts = Counter(r.marco_class for r in rows)
+    return ", ".join(f"{name} {counts[name]}" for name in MARCO_CLASSES) if rows else "-"
+
+
 def _hit_table_rows(rows: list[LabelledImage], plate_meta, conditions) -> tuple[list[str], list[list[str]]]:
-    header = ["#", "well", "class", "crystal p"]
+    header = ["#", "well", "class", "MARCO", "crystal p"]
     has_cocktail = any("cocktail" in c for c in conditions.values())
     if plate_meta.get("protein"):
         header.append("protein")
@@ -211,7 +218,7 @@ def _hit_table_rows(rows: list[LabelledImage], plate_meta, conditions) -> tuple[
         header.append("cocktail")
     body = []
     for i, r in enumerate(rows, 1):
-        line = [str(i), r.well, CLASS_TITLES[r.class_id - 1], f"{r.crystal_prob:.3f}"]
+        line = [str(i), r.well, CLASS_TITLES[r.class_id - 1], r.marco_class, f"{r.crystal_prob:.3f}"]
         if plate_meta.get("protein"):
             line.append(str(plate_meta["protein"]))
         if has_cocktail:

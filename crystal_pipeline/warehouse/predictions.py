@@ -9,7 +9,7 @@ import pandas as pd
 from crystal_pipeline.warehouse.connection import Warehouse, replace_rows
 
 PREDICTION_COLUMNS = ("image_id", "plate_id", "inspection", "well", "model_version", "class_id", "class_name",
-                      "crystal_prob", "probs", "predicted_at")
+                      "crystal_prob", "probs", "marco_class", "predicted_at")
 
 _PLATE_MODEL = "plate_id = ? AND inspection IS NOT DISTINCT FROM ? AND model_version = ?"
 

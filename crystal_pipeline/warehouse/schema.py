@@ -8,6 +8,21 @@ this package (``images``, ``annotations``, ``labels``, ``models``, ``predictions
 
 from __future__ import annotations
 
+def _marco_sql() -> str:
+    """SQL for classes.marco_outcome over the FLOAT[10] ``probs`` (1-based), from classes.MARCO_OF_CLASS."""
+    from crystal_pipeline.classes import MARCO_CLASSES, MARCO_OF_CLASS
+
+    sums = {m: "(" + " + ".join(f"probs[{c}]" for c, mm in MARCO_OF_CLASS.items() if mm == m) + ")"
+            for m in MARCO_CLASSES}
+    cases = []
+    for i, name in enumerate(MARCO_CLASSES[:-1]):  # first maximum wins, as numpy's argmax
+        beats = " AND ".join(f"{sums[name]} >= {sums[other]}" for other in MARCO_CLASSES[i + 1:])
+        cases.append(f"WHEN {beats} THEN '{name}'")
+    return f"CASE {' '.join(cases)} ELSE '{MARCO_CLASSES[-1]}' END"
+
+
+MARCO_CLASS_SQL = _marco_sql()
+
 SCHEMA: tuple[str, ...] = (
     """
     CREATE TABLE IF NOT EXISTS images (
@@ -91,9 +106,15 @@ SCHEMA: tuple[str, ...] = (
         class_name VARCHAR NOT NULL,
         crystal_prob DOUBLE NOT NULL,
         probs FLOAT[10] NOT NULL,
-        predicted_at TIMESTAMP NOT NULL
+        predicted_at TIMESTAMP NOT NULL,
+        marco_class VARCHAR
     )
     """,
+    # Migration (issue 11): MARCO's four-class outcome (classes.marco_outcome: the arg-max of the
+    # four sums of probs, ties to the earlier of crystals, precipitate, clear, other). Older rows
+    # are filled from their stored probs; once none is NULL the UPDATE touches nothing.
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS marco_class VARCHAR",
+    f"UPDATE predictions SET marco_class = {MARCO_CLASS_SQL} WHERE marco_class IS NULL",
 )
 
 TABLES: tuple[str, ...] = ("images", "annotations", "annotation_errors", "consensus_labels", "models", "predictions")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from crystal_pipeline.ingest.archive import scan_plate
-from crystal_pipeline.classes import CLASS_NAMES
+from crystal_pipeline.classes import CLASS_NAMES, MARCO_CLASSES, marco_probs
 from crystal_pipeline.plates.labelling import PlateLabels, label_plate, missing_wells
 from crystal_pipeline.evaluation.metrics import crystal_probability
 from crystal_pipeline.model import CrystalNet, predict_proba, save_artifact
@@ -77,6 +77,8 @@ def test_label_plate_accounts_for_every_file_and_well(plate_96, model):
     assert seen[-1] == (95, 95) and labels.timings.images == 94 and labels.timings.images_per_s > 0
     rows = labels.prediction_rows("v1", dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc))
     assert rows[0]["plate_id"] == "P1" and len(rows[0]["probs"]) == 10 and rows[0]["model_version"] == "v1"
+    four = marco_probs(expected).argmax(1)  # MARCO: the arg-max of the four sums, per row
+    assert [row["marco_class"] for row in rows] == [MARCO_CLASSES[i] for i in four]
 
 
 def test_archive_errors_are_quarantined_without_decoding(tmp_path, model):

@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from crystal_pipeline import wells
-from crystal_pipeline.classes import CLASS_NAMES
+from collections import Counter
+
+from crystal_pipeline.classes import CLASS_NAMES, MARCO_CLASSES, marco_outcome
 from crystal_pipeline.plates.labelling import LabelledImage, LabelTimings, PlateLabels, QuarantinedImage
 from crystal_pipeline.evaluation.metrics import crystal_probability
 from crystal_pipeline.plates.report import write_plate_report
@@ -70,6 +72,12 @@ def test_report_files_for_every_format(tmp_path, plate_format):
     assert table[0]["protein"] == "lysozyme" and table[0]["ph"] == "7.0"
     assert sum(int(r["hit"]) for r in table) == len(report.hits) == sum(r.crystal_prob >= 0.5 for r in labels.rows)
     assert all(abs(sum(float(r[f"p_{n}"]) for n in CLASS_NAMES) - 1) < 1e-4 for r in table[:20])
+    by_id = {r.image_id: r for r in labels.rows}
+    assert [r["marco_class"] for r in table] == [marco_outcome(by_id[r["image_id"]].probs) for r in table]
+    counts = Counter(r["marco_class"] for r in table)
+    assert len(counts) >= 3 and set(counts) <= set(MARCO_CLASSES)
+    marco_line = ", ".join(f"{name} {counts[name]}" for name in MARCO_CLASSES)
+    assert f"| MARCO classes | {marco_line} |" in report.markdown
 
     page = report.paths["html"].read_text()
     assert "synthetic" in page and "data:image/png;base64," in page and "data:image/jpeg;base64," in page

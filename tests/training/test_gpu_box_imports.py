@@ -1,5 +1,5 @@
 """The training and labelling paths run on a GPU box that has torch, numpy, pyarrow and Pillow
-but no Dagster, DuckDB or pandas: prove it in an interpreter where those imports fail."""
+but no Dagster, DuckDB, pandas or ONNX: prove it in an interpreter where those imports fail."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 
 from crystal_pipeline import tensors
 
-BLOCKED = ("dagster", "duckdb", "pandas")
+# onnx and onnxruntime too: the GPU box has neither, and only `export` and `label --engine onnx` need them.
+BLOCKED = ("dagster", "duckdb", "pandas", "onnx", "onnxruntime", "onnxscript")
 
 # Run first in the child: the packages look uninstalled, as on a GPU box. A ``None`` entry in
 # sys.modules makes every ``import`` of them raise ImportError (at module top or inside a

@@ -122,3 +122,33 @@ def test_a_warehouse_from_before_calibration_gains_the_temperature_column(tmp_pa
     row = model_table.production_model(wh)
     assert row["crystal_threshold"] == 0.07
     assert row["temperature"] is None or row["temperature"] != row["temperature"]  # NULL (NaN in pandas): T = 1
+
+
+def test_a_warehouse_from_before_marco_fills_marco_class_from_stored_probs(tmp_path):
+    import duckdb
+    import numpy as np
+
+    from crystal_pipeline.classes import marco_outcome
+    from crystal_pipeline.warehouse import predictions as prediction_table
+
+    rng = np.random.default_rng(5)
+    probs = [[0.4, 0.05, 0.3, 0.0, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0],  # arg-max clear, MARCO crystals
+             [0.1, 0.1, 0.0, 0.3, 0.0, 0.1, 0.0, 0.0, 0.2, 0.2],  # other
+             *rng.dirichlet(np.ones(10), size=30).round(6).tolist()]
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE predictions (image_id VARCHAR NOT NULL, plate_id VARCHAR NOT NULL, inspection VARCHAR, "
+                "well VARCHAR, model_version VARCHAR NOT NULL, class_id INTEGER NOT NULL, class_name VARCHAR NOT "
+                "NULL, crystal_prob DOUBLE NOT NULL, probs FLOAT[10] NOT NULL, predicted_at TIMESTAMP NOT NULL)")
+    for i, p in enumerate(probs):
+        con.execute("INSERT INTO predictions VALUES (?, 'P1', NULL, ?, 'v1', 1, 'clear', 0.5, ?, now())",
+                    [f"P1/W{i:02d}", f"W{i:02d}", p])
+    con.close()
+    wh = Warehouse(path)
+    wh.ensure_schema()
+    wh.ensure_schema()  # idempotent
+    frame = prediction_table.plate_predictions(wh, "P1", None, "v1")
+    assert list(frame["marco_class"][:2]) == ["crystals", "other"]
+    stored = {row.image_id: np.asarray(row.probs, dtype=np.float32) for row in frame.itertuples()}
+    assert list(frame["marco_class"]) == [marco_outcome(stored[i]) for i in frame["image_id"]]
+    assert len(set(frame["marco_class"])) >= 3
