@@ -159,14 +159,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_batch_size": 256,
     },
     # Fine-tuning a demo-preset model on a lab's own labels (init_from says which model):
-    # the demo preset's batch and resolution, a fifth of its updates at a fifth of its
+    # the demo preset's batch and resolution, a sixth of its updates at a fifth of its
     # learning rate, so the parent's features are adapted rather than overwritten. On 2
     # cores it takes about a minute (bench/finetune.py, docs/benchmarks.md). Set
     # resolution to the parent's when it was not trained at 64 px (the asset does).
     "finetune": {
         "resolution": 64,
         "batch_size": 32,
-        "updates": 200,
+        "updates": 150,
         "lr": 0.004,
         "lr_schedule": "cosine",
         "warmup_updates": 10,
