@@ -114,6 +114,8 @@ def plot(lines: list[dict], path: Path) -> None:
                                  ("crystal AUC", "balanced accuracy", "accuracy")):
         for kind, colour in (("fine-tuned from lab A", "tab:blue"), ("from scratch", "tab:orange")):
             rows = sorted((l for l in models if l["model"] == kind), key=lambda l: l["labels"])
+            if not rows:
+                continue
             x = [l["labels"] for l in rows]
             y = np.array([l[metric] for l in rows])
             ci = np.array([l[metric + "_ci95"] for l in rows])
@@ -137,6 +139,8 @@ def main() -> None:
     parser.add_argument("--labels", default="100,300,1000", help="lab-B label counts")
     parser.add_argument("--a-preset", default="demo", help="preset of the lab-A model")
     parser.add_argument("--scratch-preset", default="demo", help="preset of the from-scratch lab-B models")
+    parser.add_argument("--a-model", default=None,
+                        help="reuse this lab-A model (an earlier run's lab_a.pt under --work) instead of training it")
     parser.add_argument("--a-updates", type=int, default=None, help="updates of the lab-A model (default: its preset's)")
     parser.add_argument("--scratch-updates", type=int, default=None,
                         help="updates from scratch (default: the preset's; the fine-tune's for an equal budget)")
@@ -170,10 +174,13 @@ def main() -> None:
     lines = []
     a_config = TrainConfig.from_preset(args.a_preset, {"num_threads": args.threads, "resolution": RES,
                                                        **({"updates": args.a_updates} if args.a_updates else {})})
-    a_model, wall, cpu = timed_train(a_config, write_tensors(work / "t_a", a["train"], a["val"]), work / "lab_a.pt")
+    if args.a_model:  # timed in the run that trained it
+        a_model, wall, cpu = Path(args.a_model), None, None
+    else:
+        a_model, wall, cpu = timed_train(a_config, write_tensors(work / "t_a", a["train"], a["val"]), work / "lab_a.pt")
     lines.append(emit("model", lab="A", model="lab A", labels=len(a["train"][0]), preset=args.a_preset,
-                      updates=a_config.updates,
-                      wall_min=round(wall, 2), cpu_min=round(cpu, 2), **score(a_model, a["test"])))
+                      updates=a_config.updates, reused=bool(args.a_model),
+                      wall_min=wall and round(wall, 2), cpu_min=cpu and round(cpu, 2), **score(a_model, a["test"])))
     lines.append(emit("model", lab="B", model="lab A as is", labels=0, **score(a_model, b["test"])))
 
     order = np.random.default_rng(0).permutation(len(b["train"][0]))

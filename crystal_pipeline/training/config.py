@@ -160,8 +160,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Fine-tuning a demo-preset model on a lab's own labels (init_from says which model):
     # the demo preset's batch and resolution, a sixth of its updates at a fifth of its
-    # learning rate, so the parent's features are adapted rather than overwritten. On 2
-    # cores it takes about a minute (bench/finetune.py, docs/benchmarks.md). Set
+    # learning rate, so the parent's features are adapted rather than overwritten. About
+    # 2 CPU minutes (200 updates took 2.6 under load; bench/finetune.py, docs/benchmarks.md). Set
     # resolution to the parent's when it was not trained at 64 px (the asset does).
     "finetune": {
         "resolution": 64,
