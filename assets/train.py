@@ -18,6 +18,8 @@ from resources import ComputeResource, PreprocessingResource, StorageResource, W
 class TrainRunConfig(dg.Config):
     """Which preset to train, with per-field overrides (values as strings, like the CLI's --set).
 
+    ``init_from`` fine-tunes instead of training from scratch: ``production`` or a model
+    version (use preset ``finetune``; its resolution follows the parent's unless overridden).
     ``resume`` continues the newest checkpoint of the same config (runtime fields such as
     ``log_every`` or ``max_updates_this_session`` may differ) that no running run holds.
     The accuracy floor is relative to the majority-class rate unless ``accuracy_floor`` is set.
@@ -25,6 +27,7 @@ class TrainRunConfig(dg.Config):
 
     preset: str = "demo"
     overrides: Dict[str, str] = {}
+    init_from: Optional[str] = None
     resume: bool = False
     accuracy_floor: Optional[float] = None
     error_reduction_floor: float = registry.DEFAULT_ERROR_REDUCTION
@@ -57,7 +60,8 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
     from crystal_pipeline.training import TrainConfig
 
     layout, wh = storage.layout, warehouse.get()
-    train_config = TrainConfig.from_preset(config.preset, dict(config.overrides))
+    overrides, parent_path = _init_overrides(wh, config)
+    train_config = TrainConfig.from_preset(config.preset, overrides)
     res = train_config.resolution
     if res != preprocessing.resolution:
         context.log.info(f"preset {config.preset} trains at {res} px: writing tensors at that resolution")
@@ -79,7 +83,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         context.log.info(f"staging folder {run.folder}" + (f", resuming at update {resumed_from}" if run.resumed else ""))
         result, launch = _run_training(context, compute, pipes_subprocess_client, config, train_config,
                                        layout.tensors_dir(res), run, trained_on, progress, log_lines,
-                                       data_dir=layout.data_dir)
+                                       overrides, parent_path, data_dir=layout.data_dir)
         if not result.finished:
             raise _stopped(result, train_config, run)
         class_ids = result.val_class_ids
@@ -109,6 +113,8 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         "train_seconds": round(result.seconds, 1),
         "asset_seconds": round(time.perf_counter() - started, 1),
         "trained_on": trained_on,
+        "parent_version": train_config.init_from,
+        "freeze_features": train_config.freeze_features,
         "promoted": decision.promoted,
         "promotion": decision.reason,
         "production_val_accuracy": (None if decision.production_scores is None
@@ -128,7 +134,8 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
 
 
 def _run_training(context, compute: ComputeResource, client: dg.PipesSubprocessClient, config: TrainRunConfig,
-                  train_config, tensors_dir, run, trained_on: str, progress, log_lines: list, *, data_dir):
+                  train_config, tensors_dir, run, trained_on: str, progress, log_lines: list,
+                  overrides: dict, parent_path, *, data_dir):
     """Train in process or through Pipes + torchrun: the same TrainResult either way (the
     trainer hands it back in ``--result``), the progress lines in ``log_lines``, and
     metadata saying how it ran."""
@@ -136,7 +143,7 @@ def _run_training(context, compute: ComputeResource, client: dg.PipesSubprocessC
         from crystal_pipeline.training import train
 
         result = train(train_config, tensors_dir, run.model_path, device=compute.device, trained_on=trained_on,
-                       resume=run.resumed, progress=progress)
+                       resume=run.resumed, progress=progress, init_artifact=parent_path)
         return result, {"launcher": "in_process", "world_size": 1}
     if compute.launcher not in ("pipes", "k8s"):
         raise dg.Failure(f"compute.launcher must be 'pipes', 'k8s' or 'in_process', got {compute.launcher!r}")
@@ -144,9 +151,9 @@ def _run_training(context, compute: ComputeResource, client: dg.PipesSubprocessC
     from crystal_pipeline.training.result_file import read_result
 
     command = torchrun_command(tensors_dir=tensors_dir, out_path=run.model_path, result_path=run.result_path,
-                               preset=config.preset, overrides=dict(config.overrides),
+                               preset=config.preset, overrides=overrides,
                                nproc_per_node=compute.nproc_per_node, device=compute.device,
-                               trained_on=trained_on, resume=run.resumed,
+                               trained_on=trained_on, resume=run.resumed, init_artifact=parent_path,
                                python=compute.k8s_python if compute.launcher == "k8s" else None)
     context.log.info("launching " + " ".join(command))
     run.result_path.unlink(missing_ok=True)
@@ -180,6 +187,22 @@ def _run_in_pod(context, compute: ComputeResource, command, data_dir):
                             load_incluster_config=not compute.k8s_kubeconfig)
     return client.run(context=context, image=compute.k8s_image, command=list(command),
                       namespace=compute.k8s_namespace, base_pod_spec=training_pod_spec(pod))
+
+
+def _init_overrides(wh, config: TrainRunConfig):
+    """The run's overrides, and the parent's file for a fine-tune: ``init_from`` resolved to a
+    version (so the staging identity names the parent, not the word 'production') and the
+    resolution set to the parent's unless the run overrides it."""
+    overrides = dict(config.overrides)
+    if not config.init_from:
+        return overrides, None
+    try:
+        parent = registry.parent_model(wh, config.init_from)
+    except (LookupError, ValueError) as error:
+        raise dg.Failure(f"init_from={config.init_from!r}: {error}") from error
+    overrides["init_from"] = parent["model_version"]
+    overrides.setdefault("resolution", str(parent["resolution"]))
+    return overrides, parent["path"]
 
 
 def _stopped(result, train_config, run) -> dg.Failure:

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--difficulty", type=float, default=None, help="0 (obvious) .. 1 (faint); default 0.5")
     parser.add_argument("--class-mix", type=_class_mix, default=None,
                         help="weights like clear=5,crystal=2 (default: the paper's Table 2 mix)")
+    parser.add_argument("--imager", default="A", type=str.upper, choices=("A", "B"),
+                        help="the lab's camera: A (default) or B, another illumination, contrast, drop size, blur, "
+                             "noise and well rim (crystal_pipeline/synthetic/imager.py)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an archive already in --out")
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             args.out, plates=args.plates, seed=args.seed, wells=args.wells, size=args.size,
             class_mix=args.class_mix,
             difficulty=DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty,
-            workers=args.workers, overwrite=args.overwrite,
+            workers=args.workers, overwrite=args.overwrite, imager=args.imager,
         )
     except (FileExistsError, ValueError) as exc:
         logging.error("%s", exc)

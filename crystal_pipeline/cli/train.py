@@ -4,6 +4,8 @@ Examples::
 
     crystal-pipeline train --tensors data --out data/models/v1/model.pt --preset demo
     crystal-pipeline train --tensors data --out model.pt --preset paper --set lr=0.02 --resume
+    crystal-pipeline train --tensors data --out ft.pt --preset finetune \
+        --init-artifact data/models/<version>/model.pt --set init_from=<version>
     torchrun --nproc_per_node 8 -m crystal_pipeline train --tensors data --out model.pt --preset paper
 
 Launched by Dagster Pipes (the crystalnet_model asset), rank 0 streams its progress and
@@ -22,10 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tensors", required=True,
                         help="data dir, its tensors/ folder, or the tensors/r<res> folder")
     parser.add_argument("--out", required=True, help="where to write model.pt (checkpoint beside it: model.pt.ckpt)")
-    parser.add_argument("--preset", default="demo", choices=("paper", "demo", "smoke"),
+    parser.add_argument("--preset", default="demo", choices=("paper", "demo", "finetune", "smoke"),
                         help="training preset (default: demo)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. --set lr=0.02 --set init=paper (repeatable)")
+    parser.add_argument("--init-artifact", default=None, metavar="MODEL_PT",
+                        help="fine-tune: start from this model's weights and normalization; --set init_from=VERSION "
+                             "names it (recorded in the artifact as parent_version)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>.ckpt if it exists")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--trained-on", default="unknown",
@@ -73,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     with pipes_reporter() as reporter:
         try:
             result = train(config, args.tensors, args.out, device=args.device, trained_on=args.trained_on,
-                           resume=args.resume, progress=progress)
-        except TensorDataError as exc:
+                           resume=args.resume, progress=progress, init_artifact=args.init_artifact)
+        except (TensorDataError, ValueError) as exc:
             raise SystemExit(f"crystal-pipeline train: {exc}") from None
         if rank != 0:
             return 0

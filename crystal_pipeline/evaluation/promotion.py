@@ -58,13 +58,17 @@ def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, sco
     ``scores`` are the new model's on today's validation split (:func:`registry.calibrate`:
     its temperature and calibrated threshold), and are written into the artifact first, so
     the model file carries them wherever it goes. Afterwards the staged file is gone, ``layout.model_path(version)`` holds it, its ``models`` row exists, and
-    exactly one model is production.
+    exactly one model is production. The row's ``parent_version`` and ``n_train_labels`` come
+    from the artifact (a fine-tune's trainer wrote them; a from-scratch model has no parent).
     """
-    from crystal_pipeline.model import add_calibration
+    from crystal_pipeline.model import add_calibration, load_artifact
     from crystal_pipeline.reporting.numbers import finite_or_none
 
     add_calibration(staged_artifact, temperature=scores.temperature,
                     crystal_threshold=finite_or_none(scores.crystal_threshold, None))
+    lineage = load_artifact(staged_artifact)  # the trainer recorded the parent and the labels
+    parent_version, n_train_labels = lineage.get("parent_version"), lineage.get("n_train_labels")
+    del lineage
     version = registry.new_model_version(staged_artifact, now)
     final = layout.model_path(version)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +79,7 @@ def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, sco
         current_scores = rescore(warehouse, layout, current, device=device, workers=workers)
     promoted, reason = registry.not_worse(scores, current_scores)
     registry.register(warehouse, model_version=version, preset=preset, resolution=resolution, path=final,
-                      trained_on=trained_on, scores=scores, promote=promoted)
+                      trained_on=trained_on, scores=scores, promote=promoted, parent_version=parent_version,
+                      n_train_labels=None if n_train_labels is None else int(n_train_labels))
     return PromotionDecision(version, final, promoted, reason, scores,
                              None if current is None else current["model_version"], current_scores)

@@ -112,16 +112,29 @@ def model_row(warehouse: Warehouse, model_version: str | None = None) -> dict:
 
 
 def register(warehouse: Warehouse, *, model_version: str, preset: str, resolution: int, path: Path,
-             trained_on: str, scores: Scores, promote: bool) -> None:
-    """Insert the model's row (with its file's sha256) and, when promoted, make it the only
-    production model (one transaction). NaN scores are stored as NULL."""
+             trained_on: str, scores: Scores, promote: bool, parent_version: str | None = None,
+             n_train_labels: int | None = None) -> None:
+    """Insert the model's row (with its file's sha256 and, for a fine-tune, its parent) and,
+    when promoted, make it the only production model (one transaction). NaN scores are stored as NULL."""
     model_table.insert_model(
         warehouse, model_version=model_version, created_at=datetime.now(timezone.utc).replace(tzinfo=None),
         preset=preset, resolution=resolution, path=str(path), sha256=file_sha256(path), trained_on=trained_on,
         val_accuracy=finite_or_none(scores.val_accuracy, None), crystal_recall=finite_or_none(scores.crystal_recall, None),
         crystal_auc=finite_or_none(scores.crystal_auc, None),
         crystal_threshold=finite_or_none(scores.crystal_threshold, None), make_production=promote,
-        temperature=finite_or_none(scores.temperature, None))
+        temperature=finite_or_none(scores.temperature, None), parent_version=parent_version,
+        n_train_labels=n_train_labels)
+
+
+def parent_model(warehouse: Warehouse, init_from: str) -> dict:
+    """The ``models`` row a fine-tune starts from: ``production`` or a version. LookupError
+    when there is none, ValueError when its file is missing or not the one registered
+    (a fine-tune must not silently start from other weights)."""
+    row = model_row(warehouse, None if init_from.strip().lower() == "production" else init_from.strip())
+    problem = artifact_problem(row)
+    if problem:
+        raise ValueError(f"cannot fine-tune from {row['model_version']}: {problem}")
+    return row
 
 
 def artifact_problem(row: dict) -> str | None:

@@ -29,6 +29,7 @@ from crystal_pipeline.wells import PLATE_FORMATS, all_wells
 from crystal_pipeline.synthetic import annotation_files, metadata
 from crystal_pipeline.synthetic.annotators import annotator_pool
 from crystal_pipeline.synthetic.class_mix import assign_classes, normalize_mix
+from crystal_pipeline.synthetic.imager import DEFAULT_IMAGER, imager_named
 from crystal_pipeline.synthetic.render import DEFAULT_DIFFICULTY
 from crystal_pipeline.synthetic.render_pool import chunks_for_plate, plate_key, run_chunks
 
@@ -71,6 +72,7 @@ class ArchiveSummary:
     malformed_rows: dict[str, int]  # kind -> rows written
     numeric_well_plate: str  # annotations of this plate give wells as 1-based indices
     seconds: float = field(default=0.0, compare=False)
+    imager: str = DEFAULT_IMAGER
 
     @property
     def unanimous_share(self) -> float:
@@ -85,6 +87,8 @@ class ArchiveSummary:
         data["out_dir"] = str(self.out_dir)
         data["unanimous_share"] = round(self.unanimous_share, 4)
         data["malformed_total"] = self.malformed_total
+        if self.imager == DEFAULT_IMAGER:  # imager A's archives stay byte-identical to earlier ones
+            data.pop("imager")
         if not with_timing:
             data.pop("seconds")
             data.pop("out_dir")
@@ -101,13 +105,17 @@ def plate_classes(plate_id: str, seed: int, plate_format: int, mix: Mapping[int,
     return assign_classes(rng, plate_format, mix)
 
 
-def _write_plate_json(plate_dir: Path, plate_id: str, plate_format: int, seed: int, size: int, difficulty: float) -> None:
+def _write_plate_json(plate_dir: Path, plate_id: str, plate_format: int, seed: int, size: int, difficulty: float,
+                      imager: str = DEFAULT_IMAGER) -> None:
     info = {"format": plate_format, "plate_id": plate_id, "source": "synthetic",
             "generator": "crystal_pipeline.synthetic", "seed": seed, "image_size": size, "difficulty": difficulty}
+    if imager != DEFAULT_IMAGER:  # imager A's plate.json stays byte-identical to earlier ones
+        info["imager"] = imager
     atomic_write_text(plate_dir / "plate.json", json.dumps(info, indent=2) + "\n")
 
 
-def _check_args(plate_format: int, size: int, seed: int, difficulty: float) -> None:
+def _check_args(plate_format: int, size: int, seed: int, difficulty: float, imager: str = DEFAULT_IMAGER) -> None:
+    imager_named(imager)  # ValueError naming the imagers
     if plate_format not in PLATE_FORMATS:
         raise ValueError(f"wells must be one of {sorted(PLATE_FORMATS)}, not {plate_format}")
     if size < 32:
@@ -130,18 +138,20 @@ def write_plate(
     class_mix: Mapping[int | str, float] | None = None,
     difficulty: float = DEFAULT_DIFFICULTY,
     workers: int | None = None,
+    imager: str = DEFAULT_IMAGER,
 ) -> PlateSummary:
     """Write one plate's images and ``plate.json`` into ``plate_dir`` (nothing else).
 
     Meant for the incoming folder the plate sensor watches: no annotations, and
     ``plate.json`` appears only after every image is in place.
     """
-    _check_args(wells, size, seed, difficulty)
+    _check_args(wells, size, seed, difficulty, imager)
+    imager = imager_named(imager).name
     started = time.perf_counter()
     plate_dir = Path(plate_dir)
     plate_dir.mkdir(parents=True, exist_ok=True)
     classes = plate_classes(plate_id, seed, wells, normalize_mix(class_mix))
-    chunks = chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, None)
+    chunks = chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, None, imager)
     results: dict[int, tuple[int, float]] = {}
 
     def done(_plate_id, rows):
@@ -149,7 +159,7 @@ def write_plate(
             results[index] = (class_id, hardness)
 
     run_chunks(chunks, workers, done)
-    _write_plate_json(plate_dir, plate_id, wells, seed, size, difficulty)
+    _write_plate_json(plate_dir, plate_id, wells, seed, size, difficulty, imager)
     names = [w.name for w in all_wells(wells)]
     truth = tuple((names[i], results[i][0], round(results[i][1], 4)) for i in range(wells))
     counts = Counter(class_name(c) for _, c, _ in truth)
@@ -170,16 +180,19 @@ def write_archive(
     malformed_share: float = MALFORMED_SHARE,
     plate_prefix: str = "SYN",
     overwrite: bool = False,
+    imager: str = DEFAULT_IMAGER,
 ) -> ArchiveSummary:
     """Write a raw archive in DESIGN.md's input format under ``out_dir``.
 
     Layout: ``plates/<plate_id>/<well>.png`` + ``plate.json``, ``annotations/<plate_id>.csv``,
     ``plates.csv``, ``screens/<screen>.csv``; beside them, outside the input format,
     ``synthetic_truth.csv`` (latent class and difficulty per image) and
-    ``synthetic_summary.json``. Refuses to write over an earlier archive unless
+    ``synthetic_summary.json``. ``imager`` ('A', the default, or 'B': :mod:`.imager`) is the
+    lab whose camera takes the pictures. Refuses to write over an earlier archive unless
     ``overwrite`` (which removes only the paths this function writes).
     """
-    _check_args(wells, size, seed, difficulty)
+    _check_args(wells, size, seed, difficulty, imager)
+    imager = imager_named(imager).name
     if plates < 1:
         raise ValueError("plates must be at least 1")
     started = time.perf_counter()
@@ -188,7 +201,7 @@ def write_archive(
     mix = normalize_mix(class_mix)
     ids = plate_ids(plates, plate_prefix)
     numeric_plate = ids[1] if len(ids) > 1 else ids[0]
-    results = _render_plates(out, ids, seed, wells, size, difficulty, mix, workers, started)
+    results = _render_plates(out, ids, seed, wells, size, difficulty, mix, workers, started, imager)
     tables = _annotation_tables(results, ids, wells, numeric_plate)
     malformed = _write_tables(out, tables, ids, seed, wells, numeric_plate, plate_prefix, malformed_share)
     summary = ArchiveSummary(
@@ -208,6 +221,7 @@ def write_archive(
         malformed_rows=malformed,
         numeric_well_plate=numeric_plate,
         seconds=time.perf_counter() - started,
+        imager=imager,
     )
     atomic_write_text(out / SYNTHETIC_MARKER, json.dumps(summary.to_json(with_timing=False), indent=2) + "\n")
     log.info("archive %s: %d images, %d annotation rows (+%d malformed), %.0f%% unanimous, %.1f s",
@@ -228,7 +242,8 @@ def _clear(out: Path, overwrite: bool) -> None:
 
 
 def _render_plates(out: Path, ids: list[str], seed: int, wells: int, size: int, difficulty: float,
-                   mix, workers: int | None, started: float) -> dict[str, dict[int, tuple]]:
+                   mix, workers: int | None, started: float,
+                   imager: str = DEFAULT_IMAGER) -> dict[str, dict[int, tuple]]:
     """Every plate's images and annotations; ``plate.json`` written as each plate completes.
 
     Returns plate id -> well index -> (class id, difficulty, annotator labels).
@@ -239,7 +254,7 @@ def _render_plates(out: Path, ids: list[str], seed: int, wells: int, size: int, 
         plate_dir = out / "plates" / plate_id
         plate_dir.mkdir()
         classes = plate_classes(plate_id, seed, wells, mix)
-        chunks += chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, pool)
+        chunks += chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, pool, imager)
         pending[plate_id] = wells
     results: dict[str, dict[int, tuple]] = {plate_id: {} for plate_id in ids}
 
@@ -248,7 +263,7 @@ def _render_plates(out: Path, ids: list[str], seed: int, wells: int, size: int, 
             results[plate_id][row[0]] = row[1:]
         pending[plate_id] -= len(rows)
         if pending[plate_id] == 0:
-            _write_plate_json(out / "plates" / plate_id, plate_id, wells, seed, size, difficulty)
+            _write_plate_json(out / "plates" / plate_id, plate_id, wells, seed, size, difficulty, imager)
             finished = sum(1 for n in pending.values() if n == 0)
             log.info("plate %s written (%d/%d plates, %.1f s)", plate_id, finished, len(ids), time.perf_counter() - started)
 

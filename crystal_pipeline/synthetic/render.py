@@ -15,6 +15,7 @@ import numpy as np
 
 from crystal_pipeline.classes import CLASSES
 from crystal_pipeline.synthetic import contents
+from crystal_pipeline.synthetic.imager import IMAGER_A, Imager
 from crystal_pipeline.synthetic.scene import draw_nuisance, draw_scene, finish
 
 DEFAULT_DIFFICULTY = 0.5
@@ -48,12 +49,13 @@ def draw_strength(rng: np.random.Generator, difficulty: float) -> float:
 
 
 def render_well(
-    rng: np.random.Generator, class_id: int, size: int = 256, difficulty: float = DEFAULT_DIFFICULTY
+    rng: np.random.Generator, class_id: int, size: int = 256, difficulty: float = DEFAULT_DIFFICULTY,
+    imager: Imager = IMAGER_A,
 ) -> tuple[np.ndarray, WellTruth]:
-    """An 8-bit grey ``size``x``size`` image of class ``class_id`` and its truth."""
+    """An 8-bit grey ``size``x``size`` image of class ``class_id``, as ``imager`` takes it, and its truth."""
     attributes = CLASSES[class_id][1]
-    scene = draw_scene(rng, size)
-    nuisance = draw_nuisance(rng, difficulty)
+    scene = draw_scene(rng, size, imager)
+    nuisance = draw_nuisance(rng, difficulty, imager)
     canvas = contents.Canvas(scene)
     strengths: dict[str, float] = {}
     evidence: dict[str, float] = {}

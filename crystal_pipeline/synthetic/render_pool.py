@@ -24,6 +24,7 @@ from PIL import Image
 
 from crystal_pipeline.files import atomic_write_bytes
 from crystal_pipeline.synthetic.annotators import Annotator, annotate
+from crystal_pipeline.synthetic.imager import DEFAULT_IMAGER, imager_named
 from crystal_pipeline.synthetic.render import render_well
 from crystal_pipeline.wells import all_wells
 
@@ -47,6 +48,7 @@ class _Chunk:
     well_indices: tuple[int, ...]  # 0-based row-major
     class_ids: tuple[int, ...]
     pool: tuple[Annotator, ...] | None  # None: images only
+    imager: str = DEFAULT_IMAGER
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
@@ -61,10 +63,11 @@ def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]
     wells = all_wells(chunk.plate_format)
     key = plate_key(chunk.plate_id)
     plate_dir = Path(chunk.plate_dir)
+    imager = imager_named(chunk.imager)
     out = []
     for index, class_id in zip(chunk.well_indices, chunk.class_ids):
         rng = np.random.default_rng([chunk.seed, key, index, 0])
-        pixels, truth = render_well(rng, class_id, chunk.size, chunk.difficulty)
+        pixels, truth = render_well(rng, class_id, chunk.size, chunk.difficulty, imager)
         _write_png(plate_dir / f"{wells[index].name}.png", pixels)
         labels = []
         if chunk.pool is not None:
@@ -110,12 +113,12 @@ def run_chunks(chunks: list[_Chunk], workers: int | None, on_done) -> None:
 
 
 def chunks_for_plate(plate_dir: Path, plate_id: str, seed: int, plate_format: int, size: int,
-                     difficulty: float, classes: np.ndarray, pool) -> list[_Chunk]:
+                     difficulty: float, classes: np.ndarray, pool, imager: str = DEFAULT_IMAGER) -> list[_Chunk]:
     """A plate's wells in chunks of :data:`CHUNK_WELLS`; ``pool`` None renders images without annotations."""
     return [
         _Chunk(str(plate_dir), plate_id, seed, plate_format, size, difficulty,
                tuple(range(start, min(start + CHUNK_WELLS, plate_format))),
                tuple(int(c) for c in classes[start:start + CHUNK_WELLS]),
-               None if pool is None else tuple(pool))
+               None if pool is None else tuple(pool), imager)
         for start in range(0, plate_format, CHUNK_WELLS)
     ]

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from crystal_pipeline.synthetic.imager import IMAGER_A, Imager
+
 
 @lru_cache(maxsize=8)
 def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,33 +81,34 @@ class Scene:
     level: float  # typical brightness inside the drop
 
 
-def draw_scene(rng: np.random.Generator, size: int) -> Scene:
+def draw_scene(rng: np.random.Generator, size: int, imager: Imager = IMAGER_A) -> Scene:
+    """The well and drop as ``imager`` photographs them (its ranges; the draws' order is fixed)."""
     yy, xx = pixel_grid(size)
     k = size / 256.0
     # Well: an off-centre bright disc inside a dark rim.
     wcx = size / 2 + rng.normal(0, 0.03 * size)
     wcy = size / 2 + rng.normal(0, 0.03 * size)
-    well_r = size * rng.uniform(0.43, 0.53)
-    interior = rng.uniform(0.55, 0.95)
-    rim = rng.uniform(0.03, 0.25)
-    vignette = rng.uniform(0.05, 0.35)
+    well_r = size * rng.uniform(*imager.well_radius)
+    interior = rng.uniform(*imager.interior)
+    rim = rng.uniform(*imager.rim)
+    vignette = rng.uniform(*imager.vignette)
     dxw, dyw = xx - wcx, yy - wcy
     r_well = np.sqrt(dxw * dxw + dyw * dyw)
-    rim_edge = rng.uniform(1.5, 4.0) * k
+    rim_edge = rng.uniform(*imager.rim_edge) * k
     in_well = 1.0 / (1.0 + np.exp(np.clip((r_well - well_r) / rim_edge, -30, 30)))
     base = interior * (1.0 - vignette * (r_well / well_r) ** 2)
-    if rng.random() < 0.5:  # reflection off the well wall
+    if rng.random() < imager.wall_reflection:  # reflection off the well wall
         wall = np.exp(-(((r_well - well_r + 3 * k) / (1.5 * k)) ** 2))
         base = base + rng.uniform(0.03, 0.12) * wall
     base = rim + (base - rim) * in_well
     # Illumination gradient across the field.
     phi = rng.uniform(0, 2 * np.pi)
-    tilt = rng.uniform(0.0, 0.35)
+    tilt = rng.uniform(*imager.tilt)
     gx, gy = float(np.cos(phi)) * tilt / size, float(np.sin(phi)) * tilt / size
     base = base * (1.0 + (xx - size / 2) * gx + (yy - size / 2) * gy)
 
     # Drop: an ellipse with a rippled outline, anywhere inside the well.
-    radius = well_r * rng.uniform(0.42, 0.85)
+    radius = well_r * rng.uniform(*imager.drop_radius)
     slack = max(well_r - radius, 1.0) * 0.8
     off_r = slack * np.sqrt(rng.random())
     off_t = rng.uniform(0, 2 * np.pi)
@@ -156,13 +159,13 @@ class Nuisance:
     gamma: float
 
 
-def draw_nuisance(rng: np.random.Generator, difficulty: float) -> Nuisance:
-    blur = rng.uniform(0.0, 0.8) + (rng.exponential(0.5 + difficulty) if rng.random() < 0.35 else 0.0)
+def draw_nuisance(rng: np.random.Generator, difficulty: float, imager: Imager = IMAGER_A) -> Nuisance:
+    blur = rng.uniform(*imager.blur) + (rng.exponential(0.5 + difficulty) if rng.random() < 0.35 else 0.0)
     return Nuisance(
         blur=float(min(blur, 3.0)),
-        noise=float(rng.uniform(0.004, 0.02 + 0.03 * difficulty)),
-        contrast=float(rng.uniform(0.65, 1.2)),
-        gamma=float(rng.uniform(0.8, 1.25)),
+        noise=float(rng.uniform(imager.noise[0], imager.noise[1] + imager.noise_difficulty * difficulty)),
+        contrast=float(rng.uniform(*imager.contrast)),
+        gamma=float(rng.uniform(*imager.gamma)),
     )
 
 

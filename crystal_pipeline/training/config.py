@@ -63,6 +63,12 @@ class TrainConfig:
     num_threads: int = 0  # CPU threads; 0 = all cores (divided among local ranks)
     max_updates_this_session: int = 0  # stop (with a checkpoint) after this many; 0 = no limit
     keep_checkpoint: bool = False
+    # Fine-tuning (training/warm_start.py): the model version this run starts from (None:
+    # from scratch). Part of the identity, so a fine-tune never resumes a from-scratch
+    # checkpoint or one of another parent. The caller resolves 'production' to a version
+    # and hands the trainer the parent's artifact file.
+    init_from: str | None = None
+    freeze_features: bool = False  # fine-tune only the fully connected layers
 
     def __post_init__(self) -> None:
         problems = []
@@ -81,6 +87,8 @@ class TrainConfig:
             problems.append(f"balance_power must lie in [0, 1], got {self.balance_power}")
         if not 0 < self.scale_min <= self.scale_max:
             problems.append("need 0 < scale_min <= scale_max")
+        if self.freeze_features and not self.init_from:
+            problems.append("freeze_features needs init_from: frozen random convolutions learn nothing")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -154,6 +162,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_every": 300,
         "checkpoint_every": 300,
         "log_every": 20,
+        "eval_batch_size": 256,
+    },
+    # Fine-tuning a demo-preset model on a lab's own labels (init_from says which model):
+    # the demo preset's batch and resolution, a sixth of its updates at a fifth of its
+    # learning rate, so the parent's features are adapted rather than overwritten. About
+    # 2 CPU minutes (200 updates took 2.6 under load; bench/finetune.py, docs/benchmarks.md). Set
+    # resolution to the parent's when it was not trained at 64 px (the asset does).
+    "finetune": {
+        "resolution": 64,
+        "batch_size": 32,
+        "updates": 150,
+        "lr": 0.004,
+        "lr_schedule": "cosine",
+        "warmup_updates": 10,
+        "eval_every": 50,
+        "checkpoint_every": 50,
+        "log_every": 10,
         "eval_batch_size": 256,
     },
     # Seconds, for tests: the smallest resolution, a handful of updates.

@@ -17,8 +17,10 @@ from typing import Mapping, Sequence
 def torchrun_command(*, tensors_dir: str | os.PathLike, out_path: str | os.PathLike, result_path: str | os.PathLike,
                      preset: str, overrides: Mapping[str, str] | None = None, nproc_per_node: int = 1,
                      device: str = "auto", trained_on: str = "unknown", resume: bool = False,
-                     python: str | None = None) -> Sequence[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N -m crystal_pipeline train ...``."""
+                     python: str | None = None, init_artifact: str | os.PathLike | None = None) -> Sequence[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N -m crystal_pipeline train ...``;
+    ``init_artifact`` (a fine-tune's parent file) becomes ``--init-artifact``, its version
+    travels in ``overrides`` as ``init_from``."""
     if nproc_per_node < 1:
         raise ValueError(f"nproc_per_node must be at least 1, got {nproc_per_node}")
     command = [python or sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -28,6 +30,8 @@ def torchrun_command(*, tensors_dir: str | os.PathLike, out_path: str | os.PathL
                "--preset", preset, "--device", device, "--trained-on", trained_on]
     for key, value in sorted((overrides or {}).items()):
         command += ["--set", f"{key}={value}"]
+    if init_artifact is not None:
+        command += ["--init-artifact", str(Path(init_artifact))]
     if resume:
         command.append("--resume")
     return command

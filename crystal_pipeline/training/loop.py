@@ -33,7 +33,7 @@ from crystal_pipeline.training.checkpoint import (
     move_optimizer_state,
     save_checkpoint,
 )
-from crystal_pipeline.training import balance
+from crystal_pipeline.training import balance, warm_start
 from crystal_pipeline.training.config import TrainConfig
 from crystal_pipeline.training.distributed import (
     DistInfo,
@@ -122,6 +122,7 @@ def train(
     trained_on: str = "unknown",
     resume: bool = False,
     progress: ProgressCallback | None = None,
+    init_artifact: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train CrystalNet and write the artifact to ``out_path`` (DESIGN.md's model.pt).
 
@@ -133,24 +134,31 @@ def train(
     uninterrupted run. With ``max_updates_this_session`` the run stops there with a
     checkpoint and returns ``finished=False`` without writing ``out_path``.
     ``progress`` receives a dict at every log line (update, total, loss, train_acc,
-    val_acc, images_per_s, eta_s) on rank 0.
+    val_acc, images_per_s, eta_s) on rank 0. With ``config.init_from`` the run fine-tunes
+    the model in ``init_artifact`` (training/warm_start.py: its weights and normalization,
+    not today's stats).
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
+    warm_start.check_init(config, init_artifact)
     dist_info, dev = setup_distributed(resolve_device(device))
     try:
-        return _run(config, Path(tensors_dir), Path(out_path), dev, dist_info, trained_on, resume, progress)
+        parent = warm_start.load_parent(init_artifact, config) if init_artifact is not None else None
+        return _run(config, Path(tensors_dir), Path(out_path), dev, dist_info, trained_on, resume, progress, parent)
     finally:
         teardown_distributed(dist_info)
 
 
 def _run(config: TrainConfig, tensors_arg: Path, out_path: Path, dev: torch.device, dist_info: DistInfo,
-         trained_on: str, resume: bool, progress: ProgressCallback | None) -> TrainResult:
+         trained_on: str, resume: bool, progress: ProgressCallback | None,
+         parent: warm_start.Parent | None = None) -> TrainResult:
     wall0 = time.perf_counter()
     configure_backend(config, dev, dist_info)
     data = load_data(tensors_arg, config.resolution, with_fingerprint=dist_info.is_main)
+    if parent is not None:  # the parent's normalization, not today's stats
+        data.mean, data.std = parent.mean, parent.std
     ckpt_path = checkpoint_path_for(out_path)
-    session, state = build_session(config, data, dev, dist_info, ckpt_path if resume else None)
+    session, state = build_session(config, data, dev, dist_info, ckpt_path if resume else None, parent)
     end_update = config.updates
     if config.max_updates_this_session:
         end_update = min(config.updates, state.update + config.max_updates_this_session)
@@ -168,7 +176,7 @@ def _run(config: TrainConfig, tensors_arg: Path, out_path: Path, dev: torch.devi
         seconds=time.perf_counter() - wall0, checkpoint_path=ckpt_path, model=session.model,
     )
     if result.finished and dist_info.is_main:
-        finish(session, data, state, result, out_path, trained_on)
+        finish(session, data, state, result, out_path, trained_on, parent)
     barrier(dist_info)
     result.seconds = time.perf_counter() - wall0
     session.model.eval()
@@ -204,11 +212,13 @@ def load_data(tensors_arg: str | os.PathLike, resolution: int, *, with_fingerpri
 
 
 def build_session(config: TrainConfig, data: TrainingData, dev: torch.device, dist_info: DistInfo,
-                  resume_from: Path | None) -> tuple[Session, RunState]:
-    """The seeded model and optimizer, continued from ``resume_from`` when that checkpoint
-    exists, placed on the device (channels_last, compile, DDP as configured)."""
+                  resume_from: Path | None, parent: warm_start.Parent | None = None) -> tuple[Session, RunState]:
+    """The seeded model (or the ``parent``'s weights) and optimizer, continued from
+    ``resume_from`` when that checkpoint exists, placed on the device (channels_last, compile, DDP as configured)."""
     model = make_model(config, data.mean, data.std)
-    optimizer = make_optimizer(model, config)
+    if parent is not None:
+        warm_start.apply(model, parent, config.freeze_features)
+    optimizer = make_optimizer(model, config)  # only the parameters that learn
     state = RunState()
     if resume_from is not None and resume_from.is_file():
         state = load_checkpoint(resume_from, config, model, optimizer, data.fingerprint)
@@ -316,7 +326,7 @@ def train_updates(session: Session, state: RunState, end_update: int, ckpt_path:
 
 
 def finish(session: Session, data: TrainingData, state: RunState, result: TrainResult, out_path: Path,
-           trained_on: str) -> None:
+           trained_on: str, parent: warm_start.Parent | None = None) -> None:
     """Rank 0 at the last update: evaluate with probabilities, fill ``result``, write the
     artifact, and drop the checkpoint unless ``keep_checkpoint``."""
     config = session.config
@@ -336,6 +346,7 @@ def finish(session: Session, data: TrainingData, state: RunState, result: TrainR
         val_predictions={"image_ids": result.val_image_ids, "probs": torch.from_numpy(final.probs)},
         updates=result.updates, train_seconds=state.train_seconds, images_per_s=result.images_per_s,
         device=str(session.device), world_size=session.dist.world, torch_version=str(torch.__version__),
+        **warm_start.provenance(parent, len(data.train)),
     )
     result.path = out_path
     ckpt_path = checkpoint_path_for(out_path)

@@ -37,9 +37,11 @@ def make_model(config: TrainConfig, mean: np.ndarray | None = None, std: np.ndar
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    """The paper's SGD with momentum; weight decay on weights, not on biases."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """The paper's SGD with momentum; weight decay on weights, not on biases. Frozen
+    parameters (a fine-tune's convolutions with ``freeze_features``) are left out."""
+    learning = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in learning if p.dim() >= 2]
+    no_decay = [p for p in learning if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -24,16 +24,18 @@ def insert_model(warehouse: Warehouse, *, model_version: str, created_at: dateti
                  path: str, sha256: str, trained_on: str, val_accuracy: Optional[float],
                  crystal_recall: Optional[float], crystal_auc: Optional[float],
                  crystal_threshold: Optional[float], make_production: bool,
-                 temperature: Optional[float] = None) -> None:
+                 temperature: Optional[float] = None, parent_version: Optional[str] = None,
+                 n_train_labels: Optional[int] = None) -> None:
     """Add a model's row and, with ``make_production``, make it the only production model
-    (one transaction: there is never a moment with zero or two production models)."""
+    (one transaction: there is never a moment with zero or two production models).
+    ``parent_version`` is the model a fine-tune started from (None from scratch)."""
     with warehouse.transaction() as con:
         con.execute(
             "INSERT INTO models (model_version, created_at, preset, resolution, path, sha256, trained_on, "
-            "val_accuracy, crystal_recall, crystal_auc, crystal_threshold, temperature, is_production) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE)",
+            "val_accuracy, crystal_recall, crystal_auc, crystal_threshold, temperature, parent_version, "
+            "n_train_labels, is_production) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE)",
             [model_version, created_at, preset, resolution, path, sha256, trained_on, val_accuracy,
-             crystal_recall, crystal_auc, crystal_threshold, temperature],
+             crystal_recall, crystal_auc, crystal_threshold, temperature, parent_version, n_train_labels],
         )
         if make_production:
             con.execute("UPDATE models SET is_production = (model_version = ?)", [model_version])

@@ -95,6 +95,11 @@ SCHEMA: tuple[str, ...] = (
     # Migration (issue 9): warehouses created before calibration gain the column; NULL
     # there means T = 1. Runs on every start and does nothing once the column exists.
     "ALTER TABLE models ADD COLUMN IF NOT EXISTS temperature DOUBLE",
+    # Migration (issue 10): fine-tuning. parent_version is the model a fine-tune started
+    # from (NULL from scratch, and for every model registered before); n_train_labels the
+    # labelled images it trained on (NULL for models registered before).
+    "ALTER TABLE models ADD COLUMN IF NOT EXISTS parent_version VARCHAR",
+    "ALTER TABLE models ADD COLUMN IF NOT EXISTS n_train_labels INTEGER",
     """
     CREATE TABLE IF NOT EXISTS predictions (
         image_id VARCHAR NOT NULL,
