@@ -13,6 +13,7 @@ from crystal_pipeline.reporting import figures
 from crystal_pipeline.ingest.annotations import read_annotations
 from crystal_pipeline.classes import CLASS_NAMES
 from crystal_pipeline.ingest.consensus import ConsensusConfig, agreement_histogram
+from crystal_pipeline.ingest.review_arrivals import annotations_signature
 from crystal_pipeline.ingest.reviews import Vote, agree_with_reviews
 from crystal_pipeline.ingest.image_files import ingest_files
 from crystal_pipeline.ingest.splits import SIDES
@@ -57,6 +58,10 @@ def no_quarantined_images(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         "quarantined": len(bad), "list": dg.MetadataValue.md(table_md(bad, 50))})
 
 
+#: Metadata key: the content signature of the annotation CSVs read (the annotations sensor's memory).
+ANNOTATIONS_SIGNATURE = "annotations_signature"
+
+
 @dg.asset(group_name="ingest", kinds={"duckdb"}, pool="duckdb", deps=[raw_images])
 def annotations(context: dg.AssetExecutionContext, storage: StorageResource,
                 warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -68,6 +73,7 @@ def annotations(context: dg.AssetExecutionContext, storage: StorageResource,
                (None if pd.isna(r.plate_format) else int(r.plate_format)) for r in plates.itertuples()}
     known = image_table.image_ids(wh)
     files = archive.annotation_files(raw_dir)
+    signature = annotations_signature(files)  # before reading: a file changed meanwhile runs again
     table = read_annotations(files, formats, known)
     rows = pd.DataFrame([(a.image_id, list(a.attributes), a.annotator, a.source_file, a.source_line,
                           a.source_mtime_ns) for a in table.annotations],
@@ -80,6 +86,7 @@ def annotations(context: dg.AssetExecutionContext, storage: StorageResource,
     reasons = Counter(e.reason.split(":")[0] for e in table.errors)
     context.log.info(f"{len(rows)} annotations from {len(files)} files, {len(errors)} error rows")
     return dg.MaterializeResult(metadata={
+        ANNOTATIONS_SIGNATURE: signature,
         "csv_files": len(files),
         "annotations": len(rows),
         "annotators": int(rows["annotator"].nunique()) if len(rows) else 0,
