@@ -63,6 +63,7 @@ class ReviewSummary:
     newly_labelled_incoming: int = 0  # of those, images of incoming plates
     unlabelled_by_review: int = 0  # the review itself maps to no class (unsure, no class): no label
     by_reviewer: Counter = field(default_factory=Counter)  # reviewer -> images whose winning review is theirs
+    by_file: Counter = field(default_factory=Counter)  # review file -> images whose winning review it holds
     changes: Counter = field(default_factory=Counter)  # (original class, reviewed class) -> images
 
     def as_metadata(self) -> dict[str, int | bool]:
@@ -88,9 +89,10 @@ class ReviewSummary:
             ("... of them incoming-plate images", self.newly_labelled_incoming),
             ("review gave no class (unsure / no class)", self.unlabelled_by_review)])
         reviewers = md.table(["reviewer", "images"], sorted(self.by_reviewer.items()))
+        files = md.table(["review file", "images it decides"], sorted(self.by_file.items()))
         changes = md.table(["original", "reviewed", "images"],
                            [(a, b, n) for (a, b), n in self.changes.most_common(20)])
-        return md.blocks(counts, reviewers, "**Label changes**", changes)
+        return md.blocks(counts, reviewers, files, "**Label changes**", changes)
 
 
 def latest_reviews(votes: Iterable[Vote]) -> tuple[dict[str, Vote], int]:
@@ -132,6 +134,7 @@ def agree_with_reviews(votes: Iterable[Vote], config: ConsensusConfig = Consensu
     after = {l.image_id: l.class_name for l in result.labels if l.image_id in reviewed}
     for image, review in winners.items():
         summary.by_reviewer[review.annotator] += 1
+        summary.by_file[review.source_file] += 1
         old, new = before.get(image), after.get(image)
         if new is None:
             summary.unlabelled_by_review += 1

@@ -56,7 +56,8 @@ def test_reviews_override_the_later_file_wins_and_incoming_images_become_labelle
     assert summary.unlabelled_by_review == 1 and summary.confirmed == 0
     assert summary.by_reviewer == {"review:ana": 3, "review:bo": 2}
     assert summary.changes[("clear", "crystal")] == 1 and summary.changes[("skin", "phase")] == 1
-    assert "review changed the class | 2" in summary.markdown()
+    assert summary.by_file == {"zz_first.csv": 2, "aa_second.csv": 3}
+    assert "review changed the class | 2" in summary.markdown() and "| zz_first.csv | 2 |" in summary.markdown()
     # The same mtimes: the file name decides ("zz_first" is then the later file).
     os.utime(second, (2_000, 2_000))
     table = read_annotations([experts, first, second], FORMATS, KNOWN)
