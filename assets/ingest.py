@@ -12,7 +12,9 @@ from crystal_pipeline.ingest import archive
 from crystal_pipeline.reporting import figures
 from crystal_pipeline.ingest.annotations import read_annotations
 from crystal_pipeline.classes import CLASS_NAMES
-from crystal_pipeline.ingest.consensus import ConsensusConfig, agree, agreement_histogram
+from crystal_pipeline.ingest.consensus import ConsensusConfig, agreement_histogram
+from crystal_pipeline.ingest.review_arrivals import annotations_signature
+from crystal_pipeline.ingest.reviews import Vote, agree_with_reviews
 from crystal_pipeline.ingest.image_files import ingest_files
 from crystal_pipeline.ingest.splits import SIDES
 from crystal_pipeline.warehouse import ImageScope
@@ -56,6 +58,10 @@ def no_quarantined_images(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         "quarantined": len(bad), "list": dg.MetadataValue.md(table_md(bad, 50))})
 
 
+#: Metadata key: the content signature of the annotation CSVs read (the annotations sensor's memory).
+ANNOTATIONS_SIGNATURE = "annotations_signature"
+
+
 @dg.asset(group_name="ingest", kinds={"duckdb"}, pool="duckdb", deps=[raw_images])
 def annotations(context: dg.AssetExecutionContext, storage: StorageResource,
                 warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -67,10 +73,12 @@ def annotations(context: dg.AssetExecutionContext, storage: StorageResource,
                (None if pd.isna(r.plate_format) else int(r.plate_format)) for r in plates.itertuples()}
     known = image_table.image_ids(wh)
     files = archive.annotation_files(raw_dir)
+    signature = annotations_signature(files)  # before reading: a file changed meanwhile runs again
     table = read_annotations(files, formats, known)
-    rows = pd.DataFrame([(a.image_id, list(a.attributes), a.annotator, a.source_file, a.source_line)
-                         for a in table.annotations],
-                        columns=["image_id", "attributes", "annotator", "source_file", "source_line"])
+    rows = pd.DataFrame([(a.image_id, list(a.attributes), a.annotator, a.source_file, a.source_line,
+                          a.source_mtime_ns) for a in table.annotations],
+                        columns=["image_id", "attributes", "annotator", "source_file", "source_line",
+                                 "source_mtime_ns"])
     errors = pd.DataFrame([(e.source_file, e.source_line, e.reason, e.raw) for e in table.errors],
                           columns=["source_file", "source_line", "reason", "raw"])
     annotation_table.replace_annotations(wh, rows, errors)
@@ -78,6 +86,7 @@ def annotations(context: dg.AssetExecutionContext, storage: StorageResource,
     reasons = Counter(e.reason.split(":")[0] for e in table.errors)
     context.log.info(f"{len(rows)} annotations from {len(files)} files, {len(errors)} error rows")
     return dg.MaterializeResult(metadata={
+        ANNOTATIONS_SIGNATURE: signature,
         "csv_files": len(files),
         "annotations": len(rows),
         "annotators": int(rows["annotator"].nunique()) if len(rows) else 0,
@@ -112,6 +121,8 @@ class ConsensusRunConfig(dg.Config):
     test_fraction: float = 0.2
     seed: int = 0
     share_tolerance: float = 0.02
+    # A reviewer's correction (annotator review:<name>) replaces the original annotators' votes.
+    review_overrides: bool = True
 
 
 CONSENSUS_CHECKS = [
@@ -135,14 +146,17 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
     from crystal_pipeline.ingest.quality import split_checks  # library: pure functions over the labels
 
     wh = warehouse.get()
-    votes = annotation_table.votes(wh)
+    votes = annotation_table.votes_with_sources(wh)
     status = image_table.image_statuses(wh)
     cfg = ConsensusConfig(rule=config.rule, min_agreement=config.min_agreement,
                           min_annotators=config.min_annotators, split_by=config.split_by,
                           train_fraction=config.train_fraction, val_fraction=config.val_fraction,
                           test_fraction=config.test_fraction, seed=config.seed)
-    result = agree(((r.image_id, tuple(r.attributes)) for r in votes.itertuples(index=False)), cfg, status,
-                   hashes=image_table.image_hashes(wh))
+    result, reviews = agree_with_reviews(
+        (Vote(r.image_id, r.annotator, tuple(r.attributes), r.source_file, int(r.source_line),
+              None if pd.isna(r.source_mtime_ns) else int(r.source_mtime_ns)) for r in votes.itertuples(index=False)),
+        cfg, review_overrides=config.review_overrides, image_status=status,
+        hashes=image_table.image_hashes(wh), sources=image_table.image_sources(wh))
     labels = pd.DataFrame([vars(l) for l in result.labels],
                           columns=["image_id", "class_id", "class_name", "has_crystal", "n_annotators",
                                    "agreement", "split"])
@@ -170,6 +184,8 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
         "agreement": md(table_md(pd.DataFrame(
             [(n, a, c) for (n, a), c in sorted(agreement.items())],
             columns=["annotators", "agreeing", "images"])), png_md(agreement_chart, "agreement histogram")),
+        **reviews.as_metadata(),
+        "reviews": md(reviews.markdown()),
     })
     for outcome in split_checks(label_table.stored_splits_with_hashes(wh), cfg.split,
                                 tolerance=config.share_tolerance):

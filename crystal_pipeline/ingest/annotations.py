@@ -4,7 +4,9 @@ Each CSV has a header and the columns ``plate_id``, ``well``, ``annotator``,
 ``attributes`` and optionally ``inspection``, in any order. A row that cannot be
 used (a missing field, an unknown attribute, a well or image that does not exist,
 the same annotator twice for one image) becomes an error row with its file, line
-and reason; all other rows go on.
+and reason; all other rows go on. A reviewer (annotator ``review:<name>``) may review
+one image again in a later file: both rows are kept, with their file's mtime, and
+consensus takes the later one (:mod:`crystal_pipeline.ingest.reviews`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Iterable, Iterator, Mapping
 from crystal_pipeline import wells
 from crystal_pipeline.ingest.archive import plate_key
 from crystal_pipeline.classes import UnknownAttribute, parse_attributes
+from crystal_pipeline.ingest.reviews import is_review
 
 REQUIRED_COLUMNS = ("plate_id", "well", "annotator", "attributes")
 
@@ -28,6 +31,7 @@ class Annotation:
     attributes: tuple[str, ...]  # sorted, normalized
     source_file: str
     source_line: int
+    source_mtime_ns: int | None = None  # orders two reviews of one image (the later file wins)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ def _read_one(path, plate_formats, known_image_ids, seen, table: AnnotationTable
         table.errors.append(AnnotationError(name, line, reason, raw))
 
     try:
+        mtime_ns = path.stat().st_mtime_ns
         handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         error(None, f"cannot open file: {exc.strerror or exc}")
@@ -90,11 +95,11 @@ def _read_one(path, plate_formats, known_image_ids, seen, table: AnnotationTable
                 continue
             annotator = row["annotator"]
             first = seen.get((image, annotator))
-            if first is not None:
+            if first is not None and (first[0] == name or not is_review(annotator)):
                 error(line, f"duplicate annotation of {image} by {annotator!r} (first at {first[0]}:{first[1]})", raw)
                 continue
             seen[(image, annotator)] = (name, line)
-            table.annotations.append(Annotation(image, annotator, attributes, name, line))
+            table.annotations.append(Annotation(image, annotator, attributes, name, line, mtime_ns))
 
 
 def _header(reader, error) -> list[str] | None:

@@ -12,7 +12,9 @@ so a reader, e.g. the Dagster UI or a browser refreshing, never sees half a file
   protein and the well's cocktail (a hit without its condition is not actionable);
 - ``quarantined.csv``: what could not be labelled, and why;
 - ``report.html``: self-contained (images embedded as base64): banner, summary,
-  map, thumbnails of the top hits, hit table, quarantine list;
+  map, thumbnails of the top hits, hit table, quarantine list, and the review page
+  (:mod:`crystal_pipeline.plates.review_page`: a queue of doubtful wells, the seven
+  attributes by mouse or keyboard, a corrections CSV to export);
 - ``report.md``: the same summary for the Dagster UI, the map embedded.
 
 Tables, escaping and embedded images come from :mod:`crystal_pipeline.reporting.markdown`
@@ -33,6 +35,7 @@ from crystal_pipeline import wells
 from crystal_pipeline.classes import CLASS_NAMES, CLASS_TITLES, MARCO_CLASSES
 from crystal_pipeline.files import atomic_write_bytes, atomic_write_text
 from crystal_pipeline.plates.labelling import LabelledImage, PlateLabels
+from crystal_pipeline.plates.review_page import review_section
 from crystal_pipeline.reporting import html
 from crystal_pipeline.reporting import markdown as md
 from crystal_pipeline.reporting.html import escape
@@ -277,6 +280,7 @@ def _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_
     parts += _html_quarantine(labels)
     if missing:
         parts.append(f"<h2>Missing wells ({len(missing)})</h2><p>{escape(', '.join(missing))}</p>")
+    parts.append(review_section(plate_key, ranked, threshold, _thumbnail))  # the page is also a review page
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -295,7 +299,7 @@ def _html_thumbnails(ranked, hits, threshold, conditions) -> list[str]:
         caption = f"<b>{escape(r.well)}</b> p={r.crystal_prob:.3f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
         if cocktail:
             caption += f"<br>{escape(cocktail)}"
-        parts.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
+        parts.append(f"<figure data-well='{escape(r.well)}'>{img}<figcaption>{caption}</figcaption></figure>")
     parts.append("</div>")
     return parts
 

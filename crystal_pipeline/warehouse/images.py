@@ -112,3 +112,8 @@ def image_hashes(warehouse: Warehouse) -> dict[str, str]:
     """``image_id -> sha256`` of every row with a hash (identical files share a split side)."""
     frame = warehouse.query_df("SELECT image_id, sha256 FROM images WHERE sha256 IS NOT NULL")
     return dict(frame.itertuples(index=False))
+
+
+def image_sources(warehouse: Warehouse) -> dict[str, str]:
+    """image_id -> ``archive`` or ``incoming`` (which folder the file came from)."""
+    return dict(warehouse.query_df("SELECT image_id, source FROM images").itertuples(index=False))

@@ -53,9 +53,13 @@ SCHEMA: tuple[str, ...] = (
         annotator VARCHAR NOT NULL,
         attributes VARCHAR[] NOT NULL,
         source_file VARCHAR NOT NULL,
-        source_line INTEGER NOT NULL
+        source_line INTEGER NOT NULL,
+        source_mtime_ns BIGINT
     )
     """,
+    # Migration (issue 10): the file's mtime orders two reviews of one image (the later file
+    # wins); rows from before have NULL, which sorts first.
+    "ALTER TABLE annotations ADD COLUMN IF NOT EXISTS source_mtime_ns BIGINT",
     """
     CREATE TABLE IF NOT EXISTS annotation_errors (
         source_file VARCHAR NOT NULL,

@@ -98,8 +98,9 @@ class Browser:
 
 
 @contextmanager
-def chromium(out_dir: Path, width: int = 1600, height: int = 1000):
-    """A headless Chromium session; screenshots go to ``out_dir`` (``failure.png`` on an error)."""
+def chromium(out_dir: Path, width: int = 1600, height: int = 1000, download_dir: Path | None = None):
+    """A headless Chromium session; screenshots go to ``out_dir`` (``failure.png`` on an error).
+    With ``download_dir``, a page's downloads are saved there without asking."""
     browser_path, driver_path = _find(BROWSER_CANDIDATES), _find(DRIVER_CANDIDATES)
     if not browser_path or not driver_path:
         pytest.fail("Chromium or chromedriver is missing: run `bash scripts/install_system_deps.sh` "
@@ -114,7 +115,12 @@ def chromium(out_dir: Path, width: int = 1600, height: int = 1000):
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                      f"--window-size={width},{height}", "--disable-extensions", "--no-first-run"):
         options.add_argument(argument)
+    if download_dir is not None:
+        options.add_experimental_option("prefs", {
+            "download.default_directory": str(download_dir), "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    if download_dir is not None:  # headless Chromium also needs to be told through DevTools
+        driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)})
     browser = Browser(driver, Path(out_dir))
     try:
         yield browser
