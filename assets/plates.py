@@ -19,7 +19,7 @@ from crystal_pipeline.ingest.image_files import ingest_files
 from crystal_pipeline.warehouse import ImageScope
 from crystal_pipeline.warehouse import images as image_table
 from crystal_pipeline.warehouse import predictions as prediction_table
-from crystal_pipeline.wells import missing_wells
+from crystal_pipeline.wells import missing_wells, slot_name
 from resources import ComputeResource, StorageResource, WarehouseResource
 
 plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
@@ -46,13 +46,15 @@ def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
     if not folder.is_dir():
         raise dg.Failure(f"plate folder {folder} does not exist (partition {key})")
     signature = incoming.folder_signature(folder)  # before reading: a later change gets a new run
-    files = archive.scan_plate(folder, plate_id, inspection) if inspection else [
-        f for f in archive.scan_plate(folder, plate_id) if f.inspection is None]
+    naming = storage.layout.naming
+    files = archive.scan_plate(folder, plate_id, inspection, naming) if inspection else [
+        f for f in archive.scan_plate(folder, plate_id, naming=naming) if f.inspection is None]
     wh = warehouse.get()
     scope = ImageScope.of_plate(plate_id, inspection)
     summary = ingest_files(wh, files, source="incoming", scope=scope,
                            progress=progress_logger(context, "hashed and decoded"))
-    rows = image_table.images_in(wh, scope, ("image_id", "well", "status", "error", "plate_format"))
+    rows = image_table.images_in(wh, scope, ("image_id", "well", "drop", "plate_drops", "row", "status", "error",
+                                             "plate_format"))
     fmt = _plate_format(rows)
     quarantined = rows[rows["status"] == "quarantined"]
     missing = _missing_wells(rows, fmt)
@@ -78,7 +80,13 @@ def _plate_format(rows: pd.DataFrame) -> Optional[int]:
 
 
 def _missing_wells(rows: pd.DataFrame, plate_format: Optional[int]) -> list[str]:
-    return missing_wells(rows["well"], plate_format) if plate_format else []
+    """Missing wells and drops (``A01``, ``A01_2``) of the plate's ``images`` rows."""
+    if not plate_format:
+        return []
+    drops = int(rows["plate_drops"].max()) if len(rows) and rows["plate_drops"].notna().any() else 1
+    present = [slot_name(w, int(d)) for w, d, r in zip(rows["well"], rows["drop"].fillna(1), rows["row"])
+               if r == r and r is not None]
+    return missing_wells(present, plate_format, drops)
 
 
 class PlatePredictionConfig(dg.Config):

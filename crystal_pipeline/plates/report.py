@@ -158,12 +158,12 @@ def _hits_csv(ranked: list[LabelledImage], threshold: float, plate_meta: Mapping
     cond_cols = _condition_columns(conditions)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rank", "image_id", "well", "class_id", "class_name", "crystal_prob", "hit",
+    writer.writerow(["rank", "image_id", "well", "drop", "class_id", "class_name", "crystal_prob", "hit",
                      *[f"p_{n}" for n in CLASS_NAMES], "path", "protein", *cond_cols])
     protein = plate_meta.get("protein", "")
     for rank, r in enumerate(ranked, 1):
         cond = conditions.get(r.well, {})
-        writer.writerow([rank, r.image_id, r.well, r.class_id, r.class_name, f"{r.crystal_prob:.6f}",
+        writer.writerow([rank, r.image_id, r.well, r.drop, r.class_id, r.class_name, f"{r.crystal_prob:.6f}",
                          int(r.crystal_prob >= threshold), *[f"{p:.6f}" for p in r.probs], str(r.path), protein,
                          *[cond.get(c, "") for c in cond_cols]])
     return buffer.getvalue().encode()
@@ -172,9 +172,9 @@ def _hits_csv(ranked: list[LabelledImage], threshold: float, plate_meta: Mapping
 def _quarantine_csv(labels: PlateLabels) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image_id", "well", "reason", "path"])
+    writer.writerow(["image_id", "well", "drop", "reason", "path"])
     for q in labels.quarantined:
-        writer.writerow([q.image_id, q.well, q.reason, str(q.path)])
+        writer.writerow([q.image_id, q.well, q.drop, q.reason, str(q.path)])
     return buffer.getvalue().encode()
 
 
@@ -193,6 +193,8 @@ def _summary(plate_key, plate_format, labels, missing, hits, model_version, thre
     })
     if plate_format:
         out["missing wells"] = len(missing)
+    if labels.drops > 1:
+        out["drops per well"] = labels.drops
     out.update({
         "crystal hits": f"{len(hits)} (crystal_prob >= {threshold:.3f})",
         "model": model_version,
@@ -211,7 +213,7 @@ def _hit_table_rows(rows: list[LabelledImage], plate_meta, conditions) -> tuple[
         header.append("cocktail")
     body = []
     for i, r in enumerate(rows, 1):
-        line = [str(i), r.well, CLASS_TITLES[r.class_id - 1], f"{r.crystal_prob:.3f}"]
+        line = [str(i), r.slot, CLASS_TITLES[r.class_id - 1], f"{r.crystal_prob:.3f}"]
         if plate_meta.get("protein"):
             line.append(str(plate_meta["protein"]))
         if has_cocktail:
@@ -285,7 +287,7 @@ def _html_thumbnails(ranked, hits, threshold, conditions) -> list[str]:
         img = (html.embedded_image(thumb, r.image_id, "image/jpeg") if thumb
                else "<div style='height:160px;background:#eee'>no preview</div>")
         cocktail = conditions.get(r.well, {}).get("cocktail")
-        caption = f"<b>{escape(r.well)}</b> p={r.crystal_prob:.3f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
+        caption = f"<b>{escape(r.slot)}</b> p={r.crystal_prob:.3f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
         if cocktail:
             caption += f"<br>{escape(cocktail)}"
         parts.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
