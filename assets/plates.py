@@ -195,6 +195,7 @@ def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfi
                  warehouse: WarehouseResource, plate_predictions) -> dg.MaterializeResult:
     """Plate map, ranked hit list and HTML page a crystallographer can act on."""
     from crystal_pipeline.plates.report import write_plate_report
+    from crystal_pipeline.plates.timeline import load_timeline
 
     key, plate_id, inspection = _plate(context)
     layout = storage.layout
@@ -203,11 +204,13 @@ def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfi
     fmt = image_table.plate_format(wh, plate_id, inspection)
     meta, conditions = archive.plate_metadata(layout.raw_dir, plate_id, incoming.plate_folder_path(layout.incoming_dir, key))
     threshold = _threshold(model_row)
+    timeline = load_timeline(wh, plate_id, model_row["model_version"], threshold) if inspection else None
     report = write_plate_report(layout.plate_report_dir(key), key, int(fmt) if fmt else None, plate_predictions,
                                 model_version=model_row["model_version"],
                                 synthetic_model=model_row.get("trained_on") == "synthetic",
                                 crystal_threshold=threshold, plate_meta=meta, conditions=conditions,
-                                review_top_n=config.review_top_n, review_recall=config.review_recall)
+                                review_top_n=config.review_top_n, review_recall=config.review_recall,
+                                timeline=timeline)
     context.log.info(f"plate report: {report.paths['html']}")
     top = pd.DataFrame([(h.well, h.class_name, round(h.crystal_prob, 3)) for h in report.hits[:10]],
                        columns=["well", "class", "crystal_prob"])

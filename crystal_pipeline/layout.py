@@ -140,6 +140,10 @@ class DataLayout:
         """The plate's ranked hit list (a public output: crystallographers open it)."""
         return self.plate_report_dir(partition_key) / "hits.csv"
 
+    def plate_timeline_csv(self, partition_key: str) -> Path:
+        """Every well's label at every inspection of the plate up to this one (``plate_timeline``)."""
+        return self.plate_report_dir(partition_key) / "timeline.csv"
+
     def model_comparison_paths(self, model_version: str) -> tuple[Path, Path]:
         """Table 5's Markdown and its ROC figure, beside the model's evaluation report."""
         folder = self.evaluation_report_dir(model_version)

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     t = labels.timings
     missing = len(labelling.missing_wells(files, plate_format)) if plate_format else 0
     print(f"labelled {len(labels.rows)} images, {len(labels.quarantined)} quarantined"
-          + (f", {missing} missing wells" if plate_format else " (loose images: no plate map)")
+          + ((f", {missing} missing wells" if labels.drops == 1 else f", {missing} missing well-drops "
+              f"({labels.drops} drops per well)") if plate_format else " (loose images: no plate map)")
           + f"; {len(report.hits)} hits at crystal_prob >= {threshold:.3f}")
     print(f"{t.images_per_s:.1f} images/s ({t.path}: {t.total_s:.2f} s in all, model {t.model_s:.2f} s, "
           f"waiting for decode {t.decode_wait_s:.2f} s)")

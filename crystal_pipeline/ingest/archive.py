@@ -28,6 +28,7 @@ from typing import Iterator
 
 from crystal_pipeline import wells
 from crystal_pipeline.ingest.imaging import IMAGE_EXTENSIONS
+from crystal_pipeline.ingest.inspections import inspection_sort_key
 from crystal_pipeline.ingest.naming import DEFAULT_NAMING, FileNaming, InvalidName
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,11 @@ def read_plate_format(plate_dir: Path) -> int | None:
 
 
 def plate_image_folders(plate_dir: Path) -> Iterator[tuple[str | None, Path]]:
-    """(inspection, folder) pairs: the plate folder itself and each inspection sub-folder."""
+    """(inspection, folder) pairs: the plate folder itself and each inspection sub-folder, in
+    inspection order (:func:`~crystal_pipeline.ingest.inspections.inspection_sort_key`)."""
     yield None, plate_dir
-    for sub in sorted(p for p in plate_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    subs = [p for p in plate_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for sub in sorted(subs, key=lambda p: inspection_sort_key(p.name)):
         yield sub.name, sub
 
 
