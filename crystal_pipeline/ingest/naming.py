@@ -85,6 +85,8 @@ class FileNaming:
         """The parts of a file name without its extension; InvalidName when it does not match."""
         m = self.pattern.fullmatch(stem.strip())
         if m is None:
+            if self.label == f"preset {DEFAULT_PRESET}":  # the words archives were quarantined with before
+                raise InvalidName(f"not a well name: {stem!r}")
             raise InvalidName(f"{stem!r} does not match the file naming ({self.label})")
         parts = m.groupdict()
         drop_text = parts.get("drop")
