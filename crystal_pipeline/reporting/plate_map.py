@@ -72,7 +72,7 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
     cell = {96: 0.55, 384: 0.36, 1536: 0.26}[plate_format]
     fig, ax = plt.subplots(figsize=(n_cols * cell + 3.2, n_rows * cell + 1.2))
     ax.imshow(grid, interpolation="nearest", aspect=drops)  # a well (``drops`` cells wide) stays square
-    scale = (cell * 72 * 0.8) ** 2 / drops  # marker area (points^2) of a dot filling ~80% of a cell
+    scale = (cell * 72 * 0.8 / drops) ** 2  # marker area (points^2) of a dot filling ~80% of a cell's width
     if dots:
         d = np.array(dots)
         ax.scatter(d[:, 1], d[:, 0], s=np.clip(d[:, 2], 0, 1) * scale * 0.6, c="black", linewidths=0)
@@ -95,6 +95,9 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
     ax.set_xticks(np.arange(-0.5, n_cols * drops, drops), minor=True)
     ax.set_yticks(np.arange(-0.5, n_rows), minor=True)
     ax.grid(which="minor", color="white", linewidth=0.4)
+    if drops > 1:  # a thinner line between the drops of one well
+        inner = [c * drops + d - 0.5 for c in range(n_cols) for d in range(1, drops)]
+        ax.vlines(inner, -0.5, n_rows - 0.5, colors="white", linewidth=0.15)
     ax.tick_params(which="minor", length=0)
     n_missing = len(labels.missing_wells(plate_format))
     ax.set_title(f"{plate_key}: {len(labels.rows)} labelled, {len(labels.quarantined)} quarantined, "

@@ -115,3 +115,11 @@ def test_the_split_keeps_every_drop_and_inspection_of_a_well_on_one_side():
     # The paper's split by image would scatter a well's drops: the leak finder sees it.
     by_image = splits.assign_sides(((i, None) for i in ids), splits.SplitConfig(by="image"))
     assert splits.find_leaks((i, by_image[i], None) for i in ids).wells
+
+
+def test_the_plate_map_gives_each_drop_its_own_cell():
+    from crystal_pipeline.reporting.plate_map import _grid_pos
+
+    assert _grid_pos("B02", 96, 2, 3) == (1, 4)  # row B, well column 2 -> cells 3..5, drop 2 in the middle
+    assert _grid_pos("B02", 96) == (1, 1)  # one drop per well: the grid is the plate's
+    assert _grid_pos("B02", 96, 4, 3) is None and _grid_pos("Q99", 96) is None
