@@ -85,7 +85,7 @@ def _missing_wells(rows: pd.DataFrame, plate_format: Optional[int]) -> list[str]
         return []
     drops = int(rows["plate_drops"].max()) if len(rows) and rows["plate_drops"].notna().any() else 1
     present = [slot_name(w, int(d)) for w, d, r in zip(rows["well"], rows["drop"].fillna(1), rows["row"])
-               if r == r and r is not None]
+               if pd.notna(r)]
     return missing_wells(present, plate_format, drops)
 
 

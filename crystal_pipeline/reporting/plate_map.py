@@ -41,8 +41,7 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
     ``new_hits``: slot names (``A01``, ``A01_2``) to frame in red as new since the previous inspection."""
     plt = pyplot()
     from matplotlib.colors import to_rgb
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.patches import Rectangle
 
     n_rows, n_cols = wells.PLATE_FORMATS[plate_format]
     drops = max(1, labels.drops)
@@ -102,18 +101,27 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
     n_missing = len(labels.missing_wells(plate_format))
     ax.set_title(f"{plate_key}: {len(labels.rows)} labelled, {len(labels.quarantined)} quarantined, "
                  f"{n_missing} missing, {len(stars)} hits (crystal p >= {crystal_threshold:.2f})", fontsize=10)
+    _legend(ax, counts, len(q_cells), n_missing, len(framed) if new_hits else None, crystal_threshold)
+    return figure_png(fig)
+
+
+def _legend(ax, counts: Counter[int], n_quarantined: int, n_missing: int, n_new: int | None,
+            crystal_threshold: float) -> None:
+    """The key beside the grid: classes with counts, quarantined, missing, new hits (when framed), marks."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     handles = [Patch(color=CLASS_COLOURS[i], label=f"{CLASS_TITLES[i]} ({counts.get(i + 1, 0)})") for i in range(10)]
     handles += [
-        Patch(facecolor=QUARANTINE_COLOUR, hatch="////", edgecolor="white", label=f"quarantined ({len(q_cells)})"),
+        Patch(facecolor=QUARANTINE_COLOUR, hatch="////", edgecolor="white", label=f"quarantined ({n_quarantined})"),
         Patch(facecolor=MISSING_COLOUR, edgecolor="#999999", label=f"missing ({n_missing})"),
-        *([Patch(facecolor="none", edgecolor=NEW_HIT_COLOUR, label=f"new hit since last inspection ({len(framed)})")]
-          if new_hits else []),
+        *([Patch(facecolor="none", edgecolor=NEW_HIT_COLOUR, label=f"new hit since last inspection ({n_new})")]
+          if n_new is not None else []),
         Line2D([], [], marker="o", color="black", linestyle="", markersize=5, label="dot size = crystal p"),
         Line2D([], [], marker="*", color="white", markeredgecolor="black", linestyle="", markersize=10,
                label=f"hit: crystal p >= {crystal_threshold:.2f}"),
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return figure_png(fig)
 
 
 def _grid_pos(well: str, plate_format: int, drop: int = 1, drops: int = 1) -> tuple[int, int] | None:

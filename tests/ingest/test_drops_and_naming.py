@@ -123,3 +123,21 @@ def test_the_plate_map_gives_each_drop_its_own_cell():
     assert _grid_pos("B02", 96, 2, 3) == (1, 4)  # row B, well column 2 -> cells 3..5, drop 2 in the middle
     assert _grid_pos("B02", 96) == (1, 1)  # one drop per well: the grid is the plate's
     assert _grid_pos("B02", 96, 4, 3) is None and _grid_pos("Q99", 96) is None
+
+
+def test_annotation_csv_may_name_the_drop(tmp_path):
+    from crystal_pipeline.ingest.annotations import read_annotations
+
+    path = tmp_path / "a.csv"
+    path.write_text("plate_id,well,drop,annotator,attributes\n"
+                    "PD,A01,,ann1,clear\n"        # no drop: drop 1
+                    "PD,A01,2,ann1,crystal\n"
+                    "PD,01A,3,ann1,precipitate\n"  # column-first well
+                    "PD,A01,0,ann1,clear\n"        # drops are numbered from 1
+                    "PD,A02,2,ann1,clear\n")       # no such image
+    known = {"PD/A01", "PD/A01_2", "PD/A01_3"}
+    table = read_annotations([path], {"PD": 96}, known)
+    assert [(a.image_id, a.attributes) for a in table.annotations] == \
+        [("PD/A01", ("clear",)), ("PD/A01_2", ("crystal",)), ("PD/A01_3", ("precipitate",))]
+    reasons = [e.reason for e in table.errors]
+    assert len(reasons) == 2 and "bad drop '0'" in reasons[0] and "unknown image 'PD/A02_2'" in reasons[1]
