@@ -29,7 +29,7 @@ def raw_images(context: dg.AssetExecutionContext, storage: StorageResource,
                warehouse: WarehouseResource) -> dg.MaterializeResult:
     """One ``images`` row per image file under the raw archive, bad files quarantined with the reason."""
     raw_dir = storage.layout.raw_dir
-    files = archive.scan_archive(raw_dir)
+    files = archive.scan_archive(raw_dir, storage.layout.naming)
     context.log.info(f"{len(files)} image files under {raw_dir}")
     wh = warehouse.get()
     scope = ImageScope.of_source("archive")

@@ -5,15 +5,17 @@ import os
 
 import dagster as dg
 
+from assets.plate_timeline import plate_timeline
 from assets.plates import FOLDER_SIGNATURE, plate_images, plate_predictions, plate_report, plates_partitions
 from crystal_pipeline.ingest.incoming import decide, find_plates
 from resources import StorageResource
 
 label_plate_job = dg.define_asset_job(
     "label_plate_job",
-    selection=dg.AssetSelection.assets(plate_images, plate_predictions, plate_report),
-    description="Ingest one plate from the incoming folder, label every well, publish the plate report.",
-    # The three steps run one after another: in the run worker's own process they skip a
+    selection=dg.AssetSelection.assets(plate_images, plate_predictions, plate_timeline, plate_report),
+    description="Ingest one plate from the incoming folder, label every well, write its time course, "
+                "publish the plate report.",
+    # The steps run one after another: in the run worker's own process they skip a
     # process start (and a torch import) each, and a killed worker takes its step with it.
     executor_def=dg.in_process_executor,
 )

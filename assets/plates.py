@@ -19,7 +19,7 @@ from crystal_pipeline.ingest.image_files import ingest_files
 from crystal_pipeline.warehouse import ImageScope
 from crystal_pipeline.warehouse import images as image_table
 from crystal_pipeline.warehouse import predictions as prediction_table
-from crystal_pipeline.wells import missing_wells
+from crystal_pipeline.wells import missing_wells, slot_name
 from resources import ComputeResource, StorageResource, WarehouseResource
 
 plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
@@ -46,13 +46,15 @@ def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
     if not folder.is_dir():
         raise dg.Failure(f"plate folder {folder} does not exist (partition {key})")
     signature = incoming.folder_signature(folder)  # before reading: a later change gets a new run
-    files = archive.scan_plate(folder, plate_id, inspection) if inspection else [
-        f for f in archive.scan_plate(folder, plate_id) if f.inspection is None]
+    naming = storage.layout.naming
+    files = archive.scan_plate(folder, plate_id, inspection, naming) if inspection else [
+        f for f in archive.scan_plate(folder, plate_id, naming=naming) if f.inspection is None]
     wh = warehouse.get()
     scope = ImageScope.of_plate(plate_id, inspection)
     summary = ingest_files(wh, files, source="incoming", scope=scope,
                            progress=progress_logger(context, "hashed and decoded"))
-    rows = image_table.images_in(wh, scope, ("image_id", "well", "status", "error", "plate_format"))
+    rows = image_table.images_in(wh, scope, ("image_id", "well", "drop", "plate_drops", "row", "status", "error",
+                                             "plate_format"))
     fmt = _plate_format(rows)
     quarantined = rows[rows["status"] == "quarantined"]
     missing = _missing_wells(rows, fmt)
@@ -78,7 +80,13 @@ def _plate_format(rows: pd.DataFrame) -> Optional[int]:
 
 
 def _missing_wells(rows: pd.DataFrame, plate_format: Optional[int]) -> list[str]:
-    return missing_wells(rows["well"], plate_format) if plate_format else []
+    """Missing wells and drops (``A01``, ``A01_2``) of the plate's ``images`` rows."""
+    if not plate_format:
+        return []
+    drops = int(rows["plate_drops"].max()) if len(rows) and rows["plate_drops"].notna().any() else 1
+    present = [slot_name(w, int(d)) for w, d, r in zip(rows["well"], rows["drop"].fillna(1), rows["row"])
+               if pd.notna(r)]
+    return missing_wells(present, plate_format, drops)
 
 
 class PlatePredictionConfig(dg.Config):
@@ -187,6 +195,7 @@ def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfi
                  warehouse: WarehouseResource, plate_predictions) -> dg.MaterializeResult:
     """Plate map, ranked hit list and HTML page a crystallographer can act on."""
     from crystal_pipeline.plates.report import write_plate_report
+    from crystal_pipeline.plates.timeline import load_timeline
 
     key, plate_id, inspection = _plate(context)
     layout = storage.layout
@@ -195,11 +204,13 @@ def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfi
     fmt = image_table.plate_format(wh, plate_id, inspection)
     meta, conditions = archive.plate_metadata(layout.raw_dir, plate_id, incoming.plate_folder_path(layout.incoming_dir, key))
     threshold = _threshold(model_row)
+    timeline = load_timeline(wh, plate_id, model_row["model_version"], threshold) if inspection else None
     report = write_plate_report(layout.plate_report_dir(key), key, int(fmt) if fmt else None, plate_predictions,
                                 model_version=model_row["model_version"],
                                 synthetic_model=model_row.get("trained_on") == "synthetic",
                                 crystal_threshold=threshold, plate_meta=meta, conditions=conditions,
-                                review_top_n=config.review_top_n, review_recall=config.review_recall)
+                                review_top_n=config.review_top_n, review_recall=config.review_recall,
+                                timeline=timeline)
     context.log.info(f"plate report: {report.paths['html']}")
     top = pd.DataFrame([(h.well, h.class_name, round(h.crystal_prob, 3)) for h in report.hits[:10]],
                        columns=["well", "class", "crystal_prob"])

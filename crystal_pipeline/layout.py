@@ -10,12 +10,18 @@ resources, the CLI and the tests all build their paths from here, so they agree.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_DATA_DIR = "CRYSTAL_DATA_DIR"
 ENV_RAW_DIR = "CRYSTAL_RAW_DIR"
 ENV_INCOMING_DIR = "CRYSTAL_INCOMING_DIR"
+ENV_FILENAME_PATTERN = "CRYSTAL_FILENAME_PATTERN"
+
+
+def default_filename_pattern() -> str | None:
+    """The lab's file naming (a preset name or a regular expression), None for the default."""
+    return os.environ.get(ENV_FILENAME_PATTERN) or None
 
 
 def default_data_dir() -> Path:
@@ -39,6 +45,8 @@ class DataLayout:
     data_dir: Path
     raw_dir: Path
     incoming_dir: Path
+    # How imager file names read (``CRYSTAL_FILENAME_PATTERN``; crystal_pipeline.ingest.naming).
+    filename_pattern: str | None = field(default_factory=default_filename_pattern)
 
     @classmethod
     def from_env(cls) -> "DataLayout":
@@ -49,6 +57,14 @@ class DataLayout:
         """A self-contained layout (raw and incoming inside the data dir)."""
         root = Path(data_dir).resolve()
         return cls(root, cls.raw_dir_under(root), cls.incoming_dir_under(root))
+
+    @property
+    def naming(self):
+        """The :class:`~crystal_pipeline.ingest.naming.FileNaming` every entry point reads file names
+        with; a bad ``CRYSTAL_FILENAME_PATTERN`` raises ValueError here, before any file is read."""
+        from crystal_pipeline.ingest.naming import FileNaming
+
+        return FileNaming.from_setting(self.filename_pattern)
 
     @staticmethod
     def raw_dir_under(data_dir: Path) -> Path:
@@ -123,6 +139,10 @@ class DataLayout:
     def plate_hits_csv(self, partition_key: str) -> Path:
         """The plate's ranked hit list (a public output: crystallographers open it)."""
         return self.plate_report_dir(partition_key) / "hits.csv"
+
+    def plate_timeline_csv(self, partition_key: str) -> Path:
+        """Every well's label at every inspection of the plate up to this one (``plate_timeline``)."""
+        return self.plate_report_dir(partition_key) / "timeline.csv"
 
     def model_comparison_paths(self, model_version: str) -> tuple[Path, Path]:
         """Table 5's Markdown and its ROC figure, beside the model's evaluation report."""

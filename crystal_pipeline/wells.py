@@ -16,6 +16,8 @@ PLATE_FORMATS: dict[int, tuple[int, int]] = {96: (8, 12), 384: (16, 24), 1536: (
 
 _WELL_NAME = re.compile(r"^([A-Za-z]{1,2})0*(\d{1,2})$")
 _WELL_INDEX = re.compile(r"^0*(\d{1,4})$")
+# Column-first, as some imagers write it: ``01A`` is A01, ``12AF`` is AF12.
+_WELL_COLUMN_FIRST = re.compile(r"^0*(\d{1,2})([A-Za-z]{1,2})$")
 
 
 class InvalidWell(ValueError):
@@ -56,7 +58,7 @@ def _row_number(letters: str) -> int:
 
 
 def parse_well(text: str, plate_format: int | None = None) -> Well:
-    """Parse ``A01``/``a1``/``AF48`` or a row-major index (``1``..``1536``).
+    """Parse ``A01``/``a1``/``AF48``, column-first ``01A``, or a row-major index (``1``..``1536``).
 
     A numeric index needs the plate format to know the row length; without one the
     1536-well layout is assumed, the largest that exists. Raises InvalidWell for
@@ -65,9 +67,13 @@ def parse_well(text: str, plate_format: int | None = None) -> Well:
     text = text.strip()
     max_rows, max_cols = PLATE_FORMATS[plate_format or 1536]
     m = _WELL_NAME.match(text)
+    column_first = None if m else _WELL_COLUMN_FIRST.match(text)
     if m:
         row = _row_number(m.group(1))
         col = int(m.group(2))
+    elif column_first:
+        row = _row_number(column_first.group(2))
+        col = int(column_first.group(1))
     else:
         m = _WELL_INDEX.match(text)
         if not m:
@@ -97,19 +103,31 @@ def all_wells(plate_format: int) -> list[Well]:
     return [Well(r, c) for r in range(1, rows + 1) for c in range(1, cols + 1)]
 
 
-def image_id(plate_id: str, well_name: str, inspection: str | None = None) -> str:
-    """``<plate_id>[@<inspection>]/<well>``: readable and stable across re-ingests."""
+def slot_name(well_name: str, drop: int = 1) -> str:
+    """One drop of a well as text: ``A01`` for drop 1, ``A01_2`` for drop 2 (the canonical
+    file-name spelling ``<well>[_<drop>]``). Drop 1 keeps the bare well name so image ids
+    of single-drop archives are what they were before drops existed."""
+    if drop < 1:
+        raise InvalidWell(f"drop {drop} of well {well_name}: drops are numbered from 1")
+    return well_name if drop == 1 else f"{well_name}_{drop}"
+
+
+def image_id(plate_id: str, well_name: str, inspection: str | None = None, drop: int = 1) -> str:
+    """``<plate_id>[@<inspection>]/<well>[_<drop>]``: readable and stable across re-ingests."""
     key = plate_id if not inspection else f"{plate_id}@{inspection}"
-    return f"{key}/{well_name}"
+    return f"{key}/{slot_name(well_name, drop)}"
 
 
-def missing_wells(present: Iterable[str], plate_format: int) -> list[str]:
-    """Canonical names of the format's wells not among ``present``, in row-major order.
+def missing_wells(present: Iterable[str], plate_format: int, drops: int = 1) -> list[str]:
+    """Slot names (:func:`slot_name`) of the format's wells and drops not among ``present``,
+    row-major, drops of a well together.
 
     One definition for the plate checks, the labelling summary and the report, so the
-    three never disagree on what "missing" means (a well with no file at all).
+    three never disagree on what "missing" means (a well or drop with no file at all).
+    ``present`` holds slot names: ``A01`` (drop 1), ``A01_2`` ...
     """
     if plate_format not in PLATE_FORMATS:
         raise InvalidWell(f"unknown plate format {plate_format}: use one of {sorted(PLATE_FORMATS)}")
     present = set(present)
-    return [w.name for w in all_wells(plate_format) if w.name not in present]
+    return [slot_name(w.name, d) for w in all_wells(plate_format) for d in range(1, max(1, drops) + 1)
+            if slot_name(w.name, d) not in present]

@@ -6,8 +6,12 @@ Examples::
     crystal-pipeline label ../shared/real_samples --model model.pt --out /tmp/samples --threshold 0.3
     crystal-pipeline label data/incoming/P0001 --model data/models/v1/model.onnx --engine onnx
 
-A folder of well-named files (``A01.png``, ``AF48.jpg``, ``17.tif``) is a plate: the
-report has a plate map and counts missing wells. A folder whose file names are not
+A folder of well-named files (``A01.png``, ``AF48.jpg``, ``17.tif``, drops as
+``A01_2.png``) is a plate: the report has a plate map and counts missing wells and
+drops. File names are read with ``CRYSTAL_FILENAME_PATTERN`` when set (a regular
+expression or a preset such as ``plate_well_drop`` for ``97wo_01A_1.jpg``); when its
+``plate`` group gives one plate for every file, that is the plate id, else the folder's
+name. A folder whose file names are not
 wells (loose photographs) is labelled file by file: the ids are the file names and
 the report has the ranked list and thumbnails but no map. Nothing is written into
 the input folder; the default output is ``<data_dir>/reports/plates/<plate>/``.
@@ -65,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
     threshold = args.threshold if args.threshold is not None else model_lib.calibration_of(meta)[1]
     model_version = str(meta.get("model_version") or Path(args.model).resolve().parent.name)
 
-    files, plate_format = find_images(plate_dir)
+    try:
+        naming = DataLayout.from_env().naming
+    except ValueError as error:
+        return _fail(str(error))
+    files, plate_format = find_images(plate_dir, naming)
     inspections = sorted({f.inspection for f in files if f.inspection})
     if len(inspections) > 1 or (inspections and any(f.inspection is None for f in files)):
         return _fail(f"{plate_dir} holds several imagings ({', '.join(inspections)}); label one at a time, "
@@ -84,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     t = labels.timings
     missing = len(labelling.missing_wells(files, plate_format)) if plate_format else 0
     print(f"labelled {len(labels.rows)} images, {len(labels.quarantined)} quarantined"
-          + (f", {missing} missing wells" if plate_format else " (loose images: no plate map)")
+          + ((f", {missing} missing wells" if labels.drops == 1 else f", {missing} missing well-drops "
+              f"({labels.drops} drops per well)") if plate_format else " (loose images: no plate map)")
           + f"; {len(report.hits)} hits at crystal_prob >= {threshold:.3f}")
     print(f"{t.images_per_s:.1f} images/s ({t.path}: {t.total_s:.2f} s in all, model {t.model_s:.2f} s, "
           f"waiting for decode {t.decode_wait_s:.2f} s)")
@@ -124,20 +133,39 @@ def _open_model(args: argparse.Namespace):
     return model_lib.load(args.model, args.device)
 
 
-def find_images(folder: Path):
+def find_images(folder: Path, naming=None):
     """(files, plate format or None): the folder as a plate when any name is a well.
 
     With no well name at all the folder is loose photographs: each file is its own
     id (its file name) and nothing is quarantined for its name.
     """
     from crystal_pipeline.ingest import archive
+    from crystal_pipeline.ingest.naming import DEFAULT_NAMING
 
-    files = archive.scan_plate(folder)
+    naming = naming or DEFAULT_NAMING
+    files = archive.scan_plate(folder, _plate_named(folder, naming), naming=naming)
     if any(f.row is not None for f in files):
         return files, files[0].plate_format
     loose = sorted(p for p in folder.iterdir() if archive.is_image_file(p))
     return [archive.WellFile(image_id=p.name, plate_id=folder.name, inspection=None, plate_format=None,
                              well=p.stem, well_index=None, row=None, col=None, path=p) for p in loose], None
+
+
+def _plate_named(folder: Path, naming) -> str:
+    """The plate id the file names agree on (the naming's ``plate`` group), else the folder's name."""
+    from crystal_pipeline.ingest import archive
+    from crystal_pipeline.ingest.naming import InvalidName
+
+    if not naming.names_plate:
+        return folder.name
+    plates = set()
+    for path in folder.iterdir():
+        if archive.is_image_file(path):
+            try:
+                plates.add(naming.parse(path.stem).plate)
+            except InvalidName:
+                continue
+    return plates.pop() if len(plates) == 1 else folder.name
 
 
 def _plate_meta(plate_dir: Path) -> dict:

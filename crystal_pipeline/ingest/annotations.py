@@ -1,7 +1,7 @@
 """Reading the experts' annotation CSVs without losing a row or crashing on one.
 
 Each CSV has a header and the columns ``plate_id``, ``well``, ``annotator``,
-``attributes`` and optionally ``inspection``, in any order. A row that cannot be
+``attributes`` and optionally ``inspection`` and ``drop`` (1 when absent), in any order. A row that cannot be
 used (a missing field, an unknown attribute, a well or image that does not exist,
 the same annotator twice for one image) becomes an error row with its file, line
 and reason; all other rows go on. A reviewer (annotator ``review:<name>``) may review
@@ -155,7 +155,10 @@ def _parse_row(row: dict[str, str], plate_formats, known_image_ids) -> tuple[str
         well = wells.parse_well(row["well"], plate_formats[key])
     except wells.InvalidWell as exc:
         raise _RowError(f"unknown well: {exc}") from None
-    image = wells.image_id(row["plate_id"], well.name, inspection)
+    drop_text = (row.get("drop") or "").strip()
+    if drop_text and not (drop_text.isdigit() and int(drop_text) >= 1):
+        raise _RowError(f"bad drop {drop_text!r}: drops are numbered from 1")
+    image = wells.image_id(row["plate_id"], well.name, inspection, int(drop_text) if drop_text else 1)
     if image not in known_image_ids:
         raise _RowError(f"unknown image {image!r}: no file for this well")
     try:

@@ -1,8 +1,8 @@
 """The raw archive's folder layout: which files are well images of which plate.
 
 ```
-<raw_dir>/plates/<plate_id>/[<inspection>/]<well>.<png|jpg|jpeg|tif|tiff|bmp>
-<raw_dir>/plates/<plate_id>/plate.json      optional {"format": 1536, ...}
+<raw_dir>/plates/<plate_id>/[<inspection>/]<well>[_<drop>].<png|jpg|jpeg|tif|tiff|bmp>
+<raw_dir>/plates/<plate_id>/plate.json      optional {"format": 96, "drops": 3, ...}
 <raw_dir>/annotations/*.csv
 <raw_dir>/plates.csv                        optional plate_id, protein, screen, ...
 <raw_dir>/screens/<screen>.csv              optional well, cocktail, ...
@@ -11,7 +11,10 @@
 This module only reads names and small metadata files; decoding and hashing the
 images is ingest's work. It decides each file's image id and well, and which files
 must be quarantined for their name alone (a well that exists on no plate, two files
-for one well).
+for one well and drop, a plate or inspection in the name that is not its folder's).
+File names are read by a :class:`~crystal_pipeline.ingest.naming.FileNaming` (the
+default, or the lab's ``CRYSTAL_FILENAME_PATTERN`` through ``DataLayout.naming``); the
+folders still decide plate and inspection.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Iterator
 
 from crystal_pipeline import wells
 from crystal_pipeline.ingest.imaging import IMAGE_EXTENSIONS
+from crystal_pipeline.ingest.inspections import inspection_sort_key
+from crystal_pipeline.ingest.naming import DEFAULT_NAMING, FileNaming, InvalidName
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,13 @@ class WellFile:
     col: int | None
     path: Path
     error: str | None = None
+    drop: int = 1
+    plate_drops: int = 1  # drops per well of this imaging: plate.json's, else the largest found
+
+    @property
+    def slot(self) -> str:
+        """``A01`` (drop 1) or ``A01_2``: the name :func:`wells.missing_wells` counts."""
+        return wells.slot_name(self.well, self.drop)
 
     @property
     def plate_key(self) -> str:
@@ -63,6 +75,22 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def read_plate_drops(plate_dir: Path) -> int | None:
+    """``drops`` of ``plate.json`` (drops per well, e.g. 3 on a 96-well sitting-drop plate);
+    None when absent or not a positive integer."""
+    meta = Path(plate_dir) / "plate.json"
+    try:
+        value = json.loads(meta.read_text()).get("drops") if meta.is_file() else None
+        drops = int(value) if value is not None else None
+    except (ValueError, TypeError, AttributeError, OSError) as error:
+        log.warning("ignoring drops in %s: %s", meta, error)
+        return None
+    if drops is not None and drops < 1:
+        log.warning("ignoring %s: drops %s is not a positive number", meta, drops)
+        return None
+    return drops
+
+
 def read_plate_format(plate_dir: Path) -> int | None:
     """The format declared in ``plate.json``; None when absent or unusable."""
     meta = plate_dir / "plate.json"
@@ -80,24 +108,30 @@ def read_plate_format(plate_dir: Path) -> int | None:
 
 
 def plate_image_folders(plate_dir: Path) -> Iterator[tuple[str | None, Path]]:
-    """(inspection, folder) pairs: the plate folder itself and each inspection sub-folder."""
+    """(inspection, folder) pairs: the plate folder itself and each inspection sub-folder, in
+    inspection order (:func:`~crystal_pipeline.ingest.inspections.inspection_sort_key`)."""
     yield None, plate_dir
-    for sub in sorted(p for p in plate_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    subs = [p for p in plate_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for sub in sorted(subs, key=lambda p: inspection_sort_key(p.name)):
         yield sub.name, sub
 
 
-def scan_plate(plate_dir: Path, plate_id: str | None = None, inspection: str | None = None) -> list[WellFile]:
+def scan_plate(plate_dir: Path, plate_id: str | None = None, inspection: str | None = None,
+               naming: FileNaming = DEFAULT_NAMING) -> list[WellFile]:
     """Every well image of one plate folder (and its inspection sub-folders).
 
     With ``inspection`` given, only that imaging of the plate is read (the folder
     is then ``plate_dir`` itself). The plate format is ``plate.json``'s, else the
-    smallest format holding all valid well names of that imaging.
+    smallest format holding all valid well names of that imaging; drops per well are
+    ``plate.json``'s ``drops``, else the largest drop number found in that imaging.
     """
     plate_dir = Path(plate_dir)
     plate_id = plate_id or plate_dir.name
     declared = read_plate_format(plate_dir)
+    drops = read_plate_drops(plate_dir)
     if inspection is not None:
         declared = declared or read_plate_format(plate_dir.parent)
+        drops = drops or read_plate_drops(plate_dir.parent)
         folders = [(inspection, plate_dir)]
     else:
         folders = list(plate_image_folders(plate_dir))
@@ -105,46 +139,58 @@ def scan_plate(plate_dir: Path, plate_id: str | None = None, inspection: str | N
     for insp, folder in folders:
         files = sorted(p for p in folder.iterdir() if is_image_file(p))
         if files:
-            found.extend(_name_wells(plate_id, insp, files, declared))
+            found.extend(_name_wells(plate_id, insp, files, declared, drops, naming))
     return found
 
 
-def _name_wells(plate_id: str, inspection: str | None, files: list[Path], declared: int | None) -> list[WellFile]:
-    parsed: list[tuple[Path, wells.Well | None, str | None]] = []
-    for path in files:
-        try:
-            parsed.append((path, wells.parse_well(path.stem, declared), None))
-        except wells.InvalidWell as error:
-            parsed.append((path, None, str(error)))
-    valid = [w for _, w, _ in parsed if w is not None]
+def _parse_name(path: Path, plate_id: str, inspection: str | None, declared: int | None,
+                naming: FileNaming) -> tuple[wells.Well | None, int, str | None]:
+    """(well, drop, error) of one file name; the name's plate and inspection must be its folder's."""
+    try:
+        parts = naming.parse(path.stem)
+        well = wells.parse_well(parts.well, declared)
+    except (InvalidName, wells.InvalidWell) as error:
+        return None, 1, f"unknown well name: {error}"
+    if parts.plate is not None and parts.plate != plate_id:
+        return None, 1, f"file name {path.name!r} names plate {parts.plate!r} but lies in plate {plate_id!r}'s folder"
+    if parts.inspection is not None and parts.inspection != inspection:
+        return None, 1, (f"file name {path.name!r} names inspection {parts.inspection!r} but lies in the folder "
+                         f"of inspection {inspection!r}")
+    return well, parts.drop, None
+
+
+def _name_wells(plate_id: str, inspection: str | None, files: list[Path], declared: int | None,
+                declared_drops: int | None, naming: FileNaming) -> list[WellFile]:
+    parsed = [(path, *_parse_name(path, plate_id, inspection, declared, naming)) for path in files]
+    valid = [w for _, w, _, _ in parsed if w is not None]
     fmt = declared or (wells.smallest_format_holding(valid) if valid else None)
+    drops = declared_drops or max((d for _, w, d, _ in parsed if w is not None), default=1)
     out: list[WellFile] = []
     taken: dict[str, Path] = {}
-    for path, well, error in parsed:
+    for path, well, drop, error in parsed:
         if well is None:
             # No canonical name: the file name keeps the id unique and readable.
-            out.append(
-                WellFile(wells.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
-                         path.stem, None, None, None, path, f"unknown well name: {error}")
-            )
+            out.append(WellFile(wells.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
+                                path.stem, None, None, None, path, error,
+                                plate_drops=drops))
             continue
-        name = well.name
-        if name in taken:
-            out.append(
-                WellFile(wells.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
-                         name, well.index(fmt), well.row, well.col, path,
-                         f"duplicate file for well {name} (already {taken[name].name})")
-            )
+        slot = wells.slot_name(well.name, drop)
+        problem = None
+        if slot in taken:
+            problem = f"duplicate file for well {slot} (already {taken[slot].name})"
+        elif drop > drops:
+            problem = f"drop {drop} of well {well.name}, but plate.json says {drops} drops per well"
+        if problem:
+            out.append(WellFile(wells.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
+                                well.name, well.index(fmt), well.row, well.col, path, problem, drop, drops))
             continue
-        taken[name] = path
-        out.append(
-            WellFile(wells.image_id(plate_id, name, inspection), plate_id, inspection, fmt,
-                     name, well.index(fmt), well.row, well.col, path)
-        )
+        taken[slot] = path
+        out.append(WellFile(wells.image_id(plate_id, well.name, inspection, drop), plate_id, inspection, fmt,
+                            well.name, well.index(fmt), well.row, well.col, path, None, drop, drops))
     return out
 
 
-def scan_archive(raw_dir: Path) -> list[WellFile]:
+def scan_archive(raw_dir: Path, naming: FileNaming = DEFAULT_NAMING) -> list[WellFile]:
     """Every well image under ``<raw_dir>/plates``, plate by plate in name order."""
     plates_dir = Path(raw_dir) / "plates"
     if not plates_dir.is_dir():
@@ -154,7 +200,7 @@ def scan_archive(raw_dir: Path) -> list[WellFile]:
         )
     found: list[WellFile] = []
     for plate_dir in sorted(p for p in plates_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found.extend(scan_plate(plate_dir))
+        found.extend(scan_plate(plate_dir, naming=naming))
     return found
 
 

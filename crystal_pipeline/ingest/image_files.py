@@ -137,7 +137,7 @@ def ingest_files(
         rows.append((
             wf.image_id, wf.plate_id, wf.inspection, wf.plate_format, wf.well, wf.well_index, wf.row, wf.col,
             str(wf.path), digest, width, height, mode, "quarantined" if error else "ok", error, source,
-            size, mtime, now,
+            size, mtime, now, wf.drop, wf.plate_drops,
         ))
     if rows:
         frame = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
@@ -156,5 +156,6 @@ def well_files_from_images(frame: pd.DataFrame) -> list[WellFile]:
         out.append(WellFile(
             r.image_id, r.plate_id, value(r.inspection), value(r.plate_format) and int(r.plate_format), r.well,
             value(r.well_index) and int(r.well_index), value(r.row) and int(r.row), value(r.col) and int(r.col),
-            Path(r.path), r.error if r.status == "quarantined" else None))
+            Path(r.path), r.error if r.status == "quarantined" else None,
+            int(value(getattr(r, "drop", 1)) or 1), int(value(getattr(r, "plate_drops", 1)) or 1)))
     return out

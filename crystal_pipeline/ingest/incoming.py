@@ -5,8 +5,8 @@
 <incoming>/<plate_id>/<inspection>/<well>.png ...    re-imaged    -> key <plate_id>@<inspection>
 ```
 
-A plate is *ready* when it holds its format's number of wells (``plate.json``'s
-format, else 1536) or carries a completion marker (a file named ``COMPLETE`` or
+A plate is *ready* when it holds its format's number of wells times its drops per
+well (``plate.json``'s format and drops, else 1536 and 1) or carries a completion marker (a file named ``COMPLETE`` or
 ``.complete``), and its files did not change since the previous look: an imager
 still writing must not be labelled half-way. The signature of a plate folder is a
 hash of its file names, sizes and modification times, so a corrected plate gets a
@@ -65,7 +65,8 @@ def _folder(key: str, plate_id: str, inspection: str | None, path: Path, plate_d
     if not images and not marker:
         return None
     fmt = archive.read_plate_format(path) or archive.read_plate_format(plate_dir) or DEFAULT_FORMAT
-    return PlateFolder(key, plate_id, inspection, path, len(images), fmt, marker, _signature(entries))
+    drops = archive.read_plate_drops(path) or archive.read_plate_drops(plate_dir) or 1
+    return PlateFolder(key, plate_id, inspection, path, len(images), fmt * drops, marker, _signature(entries))
 
 
 def find_plates(incoming_dir: Path) -> list[PlateFolder]:

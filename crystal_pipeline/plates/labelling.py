@@ -47,6 +47,12 @@ class LabelledImage:
     class_name: str
     crystal_prob: float
     probs: tuple[float, ...]
+    drop: int = 1
+
+    @property
+    def slot(self) -> str:
+        """``A01`` or ``A01_2``: the well and drop as hit lists and missing lists name them."""
+        return wells.slot_name(self.well, self.drop)
 
     @property
     def marco_class(self) -> str:
@@ -61,6 +67,7 @@ class QuarantinedImage:
     well: str
     path: Path
     reason: str
+    drop: int = 1
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class PlateLabels:
     files: int
     resolution: int
     plate_ids: dict[str, tuple[str, str | None]] = field(default_factory=dict, repr=False)
+    drops: int = 1  # drops per well of the plate (plate.json's, else the largest found)
 
     def __post_init__(self) -> None:
         if len(self.rows) + len(self.quarantined) != self.files:
@@ -107,7 +115,9 @@ class PlateLabels:
         (none for loose images, ``plate_format`` None)."""
         if plate_format is None:
             return []
-        return wells.missing_wells([r.well for r in self.rows] + [q.well for q in self.quarantined], plate_format)
+        present = [wells.slot_name(r.well, r.drop) for r in self.rows]
+        present += [wells.slot_name(q.well, q.drop) for q in self.quarantined]
+        return wells.missing_wells(present, plate_format, self.drops)
 
     def hits(self, threshold: float) -> list[LabelledImage]:
         """Crystal hits (``crystal_prob >= threshold``), most likely first."""
@@ -145,7 +155,8 @@ def missing_wells(files: Sequence[WellFile], plate_format: int | None = None) ->
         plate_format = formats.pop()
     if plate_format not in wells.PLATE_FORMATS:
         raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(wells.PLATE_FORMATS)}")
-    return wells.missing_wells((f.well for f in files if f.row is not None), plate_format)
+    drops = max((f.plate_drops for f in files), default=1)
+    return wells.missing_wells((f.slot for f in files if f.row is not None), plate_format, drops)
 
 
 def label_plate(
@@ -212,7 +223,7 @@ class _LabelRun:
         self.to_decode = [i for i, f in enumerate(files) if f.error is None]
         for i, f in enumerate(files):
             if f.error is not None:
-                self.quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, f.error)
+                self.quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, f.error, f.drop)
         self.model_s = 0.0
         self.decode_wait = 0.0
         self.done = len(self.quarantined)
@@ -233,7 +244,7 @@ class _LabelRun:
             self.labelled[i] = LabelledImage(
                 image_id=f.image_id, well=f.well, path=f.path, class_id=int(best[row]) + 1,
                 class_name=CLASS_NAMES[int(best[row])], crystal_prob=float(crystal[row]),
-                probs=tuple(float(p) for p in probs[row]),
+                probs=tuple(float(p) for p in probs[row]), drop=f.drop,
             )
         self.done += len(indices)
         if self.progress is not None:
@@ -260,7 +271,7 @@ class _LabelRun:
                 i = self.to_decode[k]
                 if isinstance(result, imaging.UnreadableImage):
                     f = self.files[i]
-                    self.quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, result.reason)
+                    self.quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, result.reason, f.drop)
                     self.done += 1
                 else:
                     batch[len(batch_idx)] = result
@@ -289,6 +300,7 @@ class _LabelRun:
             rows=rows, quarantined=[self.quarantined[i] for i in sorted(self.quarantined)], timings=timings,
             files=len(self.files), resolution=resolution,
             plate_ids={f.image_id: (f.plate_id, f.inspection) for f in self.files},
+            drops=max((f.plate_drops for f in self.files), default=1),
         )
 
 

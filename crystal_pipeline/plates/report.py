@@ -34,8 +34,10 @@ from typing import Any, Mapping
 from crystal_pipeline import wells
 from crystal_pipeline.classes import CLASS_NAMES, CLASS_TITLES, MARCO_CLASSES
 from crystal_pipeline.files import atomic_write_bytes, atomic_write_text
+from crystal_pipeline.plates import timeline_report
 from crystal_pipeline.plates.labelling import LabelledImage, PlateLabels
 from crystal_pipeline.plates.review_page import review_section
+from crystal_pipeline.plates.timeline import Timeline
 from crystal_pipeline.reporting import html
 from crystal_pipeline.reporting import markdown as md
 from crystal_pipeline.reporting.html import escape
@@ -108,6 +110,7 @@ def write_plate_report(
     conditions: Mapping[str, Mapping[str, Any]] | None = None,
     review_top_n: int | None = None,
     review_recall: float | None = None,
+    timeline: Timeline | None = None,
 ) -> PlateReport:
     """Write the report files and return them with the Markdown for the UI.
 
@@ -115,6 +118,8 @@ def write_plate_report(
     everything but the map is written. ``conditions`` maps canonical well names to
     condition columns (at least ``cocktail``); ``plate_meta`` may carry ``protein``.
     ``review_top_n`` or ``review_recall`` add a review budget (:func:`review_budget`) to the summary.
+    ``timeline`` (the plate's inspections, :mod:`crystal_pipeline.plates.timeline`) puts the hits new
+    since the previous inspection first, frames them on the map, and shows hits across inspections.
     """
     if plate_format is not None and plate_format not in wells.PLATE_FORMATS:
         raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(wells.PLATE_FORMATS)}")
@@ -129,9 +134,11 @@ def write_plate_report(
     missing = labels.missing_wells(plate_format)
     paths: dict[str, Path] = {}
 
+    inspection = plate_key.partition("@")[2] or None
+    new_hits = {h.slot for h in timeline.new_hits(inspection)} if timeline is not None else set()
     map_png = None
     if plate_format is not None:
-        map_png = plate_map_png(plate_key, plate_format, labels, crystal_threshold)
+        map_png = plate_map_png(plate_key, plate_format, labels, crystal_threshold, new_hits)
         paths["map_png"] = atomic_write_bytes(out / "plate_map.png", map_png)
     paths["csv"] = atomic_write_bytes(out / "hits.csv", _hits_csv(ranked, crystal_threshold, plate_meta, conditions))
     paths["quarantined_csv"] = atomic_write_bytes(out / "quarantined.csv", _quarantine_csv(labels))
@@ -139,11 +146,15 @@ def write_plate_report(
     budget = review_budget(labels.rows, top_n=review_top_n, recall=review_recall)
     if budget is not None:
         summary["review budget"] = budget.describe()
+    if timeline is not None and inspection in timeline.inspections:
+        summary.update(timeline_report.summary_items(timeline, inspection))
     markdown = _markdown(plate_key, summary, map_png, ranked, hits, labels, synthetic_model, crystal_threshold,
-                         plate_meta, conditions)
+                         plate_meta, conditions,
+                         timeline_report.markdown_lines(timeline, inspection) if timeline is not None else [])
     paths["markdown"] = atomic_write_text(out / "report.md", markdown)
     page = _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_model, crystal_threshold,
-                 plate_meta, conditions)
+                 plate_meta, conditions,
+                 timeline_report.html_parts(timeline, inspection, _thumbnail) if timeline is not None else [])
     paths["html"] = atomic_write_text(out / "report.html", page)
     return PlateReport(paths=paths, markdown=markdown, map_png=map_png, hits=hits)
 
@@ -161,12 +172,12 @@ def _hits_csv(ranked: list[LabelledImage], threshold: float, plate_meta: Mapping
     cond_cols = _condition_columns(conditions)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rank", "image_id", "well", "class_id", "class_name", "marco_class", "crystal_prob", "hit",
+    writer.writerow(["rank", "image_id", "well", "drop", "class_id", "class_name", "marco_class", "crystal_prob", "hit",
                      *[f"p_{n}" for n in CLASS_NAMES], "path", "protein", *cond_cols])
     protein = plate_meta.get("protein", "")
     for rank, r in enumerate(ranked, 1):
         cond = conditions.get(r.well, {})
-        writer.writerow([rank, r.image_id, r.well, r.class_id, r.class_name, r.marco_class, f"{r.crystal_prob:.6f}",
+        writer.writerow([rank, r.image_id, r.well, r.drop, r.class_id, r.class_name, r.marco_class, f"{r.crystal_prob:.6f}",
                          int(r.crystal_prob >= threshold), *[f"{p:.6f}" for p in r.probs], str(r.path), protein,
                          *[cond.get(c, "") for c in cond_cols]])
     return buffer.getvalue().encode()
@@ -175,9 +186,9 @@ def _hits_csv(ranked: list[LabelledImage], threshold: float, plate_meta: Mapping
 def _quarantine_csv(labels: PlateLabels) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image_id", "well", "reason", "path"])
+    writer.writerow(["image_id", "well", "drop", "reason", "path"])
     for q in labels.quarantined:
-        writer.writerow([q.image_id, q.well, q.reason, str(q.path)])
+        writer.writerow([q.image_id, q.well, q.drop, q.reason, str(q.path)])
     return buffer.getvalue().encode()
 
 
@@ -196,6 +207,8 @@ def _summary(plate_key, plate_format, labels, missing, hits, model_version, thre
     })
     if plate_format:
         out["missing wells"] = len(missing)
+    if labels.drops > 1:
+        out["drops per well"] = labels.drops
     out.update({
         "crystal hits": f"{len(hits)} (crystal_prob >= {threshold:.3f})",
         "model": model_version,
@@ -221,7 +234,7 @@ def _hit_table_rows(rows: list[LabelledImage], plate_meta, conditions) -> tuple[
         header.append("cocktail")
     body = []
     for i, r in enumerate(rows, 1):
-        line = [str(i), r.well, CLASS_TITLES[r.class_id - 1], r.marco_class, f"{r.crystal_prob:.3f}"]
+        line = [str(i), r.slot, CLASS_TITLES[r.class_id - 1], r.marco_class, f"{r.crystal_prob:.3f}"]
         if plate_meta.get("protein"):
             line.append(str(plate_meta["protein"]))
         if has_cocktail:
@@ -231,13 +244,14 @@ def _hit_table_rows(rows: list[LabelledImage], plate_meta, conditions) -> tuple[
 
 
 def _markdown(plate_key, summary, map_png, ranked, hits, labels, synthetic_model, threshold, plate_meta,
-              conditions) -> str:
+              conditions, first: list[str]) -> str:
     lines = [f"# Plate {plate_key}", ""]
     if synthetic_model:
         lines += [f"> **Warning:** {SYNTHETIC_BANNER}", ""]
     lines += [md.key_value_table(summary.items()), ""]
     if map_png is not None:
         lines += [md.image(map_png, "plate map"), ""]
+    lines += first
     top = hits[:TOP_MARKDOWN_ROWS] if hits else ranked[:TOP_MARKDOWN_ROWS]
     title = (f"Top {len(top)} of {len(hits)} hits" if hits
              else f"No well reaches crystal p >= {threshold:.3f}; highest crystal probabilities")
@@ -262,7 +276,7 @@ _CSS = (
 
 
 def _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_model, threshold, plate_meta,
-          conditions) -> str:
+          conditions, first: list[str]) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Plate {escape(plate_key)}</title><style>",
@@ -275,6 +289,7 @@ def _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_
     parts.append("<table>" + "".join(html.row(item, row_header=True) for item in summary.items()) + "</table>")
     if map_png is not None:
         parts.append("<h2>Plate map</h2>" + html.embedded_image(map_png, "plate map"))
+    parts += first
     parts += _html_thumbnails(ranked, hits, threshold, conditions)
     parts += _html_ranking(ranked, hits, plate_meta, conditions)
     parts += _html_quarantine(labels)
@@ -296,7 +311,7 @@ def _html_thumbnails(ranked, hits, threshold, conditions) -> list[str]:
         img = (html.embedded_image(thumb, r.image_id, "image/jpeg") if thumb
                else "<div style='height:160px;background:#eee'>no preview</div>")
         cocktail = conditions.get(r.well, {}).get("cocktail")
-        caption = f"<b>{escape(r.well)}</b> p={r.crystal_prob:.3f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
+        caption = f"<b>{escape(r.slot)}</b> p={r.crystal_prob:.3f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
         if cocktail:
             caption += f"<br>{escape(cocktail)}"
         parts.append(f"<figure data-well='{escape(r.well)}'>{img}<figcaption>{caption}</figcaption></figure>")

@@ -2,7 +2,10 @@
 
 Each well is coloured by its predicted class (tab10, in class order), carries a black
 dot sized by its crystal probability and a star when it is a hit; quarantined wells
-are hatched with a ``Q``, wells with no file stay pale grey. Drawn with
+are hatched with a ``Q``, wells with no file stay pale grey. A plate with several drops
+per well draws each well as that many side-by-side cells, drop 1 on the left. Wells
+named in ``new_hits`` (hits that were not hits at the previous inspection) get a red
+frame, so the map of a re-imaged plate shows what changed. Drawn with
 :func:`~crystal_pipeline.reporting.figures.pyplot` and encoded by
 :func:`~crystal_pipeline.reporting.figures.figure_png`, like every report figure.
 """
@@ -28,21 +31,28 @@ MISSING_COLOUR = "#f0f0f0"
 QUARANTINE_COLOUR = "#555555"
 
 
-def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crystal_threshold: float) -> bytes:
-    """The plate grid as PNG bytes (see the module docstring for the encoding)."""
+NEW_HIT_COLOUR = "#e00000"
+
+
+def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crystal_threshold: float,
+                  new_hits: frozenset[str] | set[str] = frozenset()) -> bytes:
+    """The plate grid as PNG bytes (see the module docstring for the encoding).
+
+    ``new_hits``: slot names (``A01``, ``A01_2``) to frame in red as new since the previous inspection."""
     plt = pyplot()
     from matplotlib.colors import to_rgb
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.patches import Rectangle
 
     n_rows, n_cols = wells.PLATE_FORMATS[plate_format]
-    grid = np.empty((n_rows, n_cols, 3))
+    drops = max(1, labels.drops)
+    grid = np.empty((n_rows, n_cols * drops, 3))
     grid[:] = to_rgb(MISSING_COLOUR)
     dots: list[tuple[int, int, float]] = []
     stars: list[tuple[int, int]] = []
     counts: Counter[int] = Counter()
+    framed: list[tuple[int, int]] = []
     for r in labels.rows:
-        pos = _grid_pos(r.well, plate_format)
+        pos = _grid_pos(r.well, plate_format, r.drop, drops)
         if pos is None:
             continue
         row, col = pos
@@ -51,14 +61,17 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
         dots.append((row, col, r.crystal_prob))
         if r.crystal_prob >= crystal_threshold:
             stars.append((row, col))
-    q_cells = {pos for q in labels.quarantined if (pos := _grid_pos(q.well, plate_format)) is not None}
+        if r.slot in new_hits:
+            framed.append((row, col))
+    q_cells = {pos for q in labels.quarantined
+               if (pos := _grid_pos(q.well, plate_format, q.drop, drops)) is not None}
     for row, col in q_cells:
         grid[row, col] = to_rgb(QUARANTINE_COLOUR)
 
     cell = {96: 0.55, 384: 0.36, 1536: 0.26}[plate_format]
     fig, ax = plt.subplots(figsize=(n_cols * cell + 3.2, n_rows * cell + 1.2))
-    ax.imshow(grid, interpolation="nearest", aspect="equal")
-    scale = (cell * 72 * 0.8) ** 2  # marker area (points^2) of a dot filling ~80% of a cell
+    ax.imshow(grid, interpolation="nearest", aspect=drops)  # a well (``drops`` cells wide) stays square
+    scale = (cell * 72 * 0.8 / drops) ** 2  # marker area (points^2) of a dot filling ~80% of a cell's width
     if dots:
         d = np.array(dots)
         ax.scatter(d[:, 1], d[:, 0], s=np.clip(d[:, 2], 0, 1) * scale * 0.6, c="black", linewidths=0)
@@ -70,32 +83,53 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
         ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, hatch="////", edgecolor="white",
                                linewidth=0))
         ax.text(col, row, "Q", ha="center", va="center", color="white", fontsize=font, fontweight="bold")
-    ax.set_xticks(range(n_cols), [str(c) for c in range(1, n_cols + 1)], fontsize=font)
+    for row, col in framed:
+        ax.add_patch(Rectangle((col - 0.45, row - 0.45), 0.9, 0.9, fill=False, edgecolor=NEW_HIT_COLOUR,
+                               linewidth=1.5))
+    ax.set_xticks([c * drops + (drops - 1) / 2 for c in range(n_cols)], [str(c) for c in range(1, n_cols + 1)],
+                  fontsize=font)
     ax.set_yticks(range(n_rows), [wells.row_letters(r) for r in range(1, n_rows + 1)], fontsize=font)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
-    ax.set_xticks(np.arange(-0.5, n_cols), minor=True)
+    ax.set_xticks(np.arange(-0.5, n_cols * drops, drops), minor=True)
     ax.set_yticks(np.arange(-0.5, n_rows), minor=True)
     ax.grid(which="minor", color="white", linewidth=0.4)
+    if drops > 1:  # a thinner line between the drops of one well
+        inner = [c * drops + d - 0.5 for c in range(n_cols) for d in range(1, drops)]
+        ax.vlines(inner, -0.5, n_rows - 0.5, colors="white", linewidth=0.15)
     ax.tick_params(which="minor", length=0)
     n_missing = len(labels.missing_wells(plate_format))
     ax.set_title(f"{plate_key}: {len(labels.rows)} labelled, {len(labels.quarantined)} quarantined, "
                  f"{n_missing} missing, {len(stars)} hits (crystal p >= {crystal_threshold:.2f})", fontsize=10)
+    _legend(ax, counts, len(q_cells), n_missing, len(framed) if new_hits else None, crystal_threshold)
+    return figure_png(fig)
+
+
+def _legend(ax, counts: Counter[int], n_quarantined: int, n_missing: int, n_new: int | None,
+            crystal_threshold: float) -> None:
+    """The key beside the grid: classes with counts, quarantined, missing, new hits (when framed), marks."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     handles = [Patch(color=CLASS_COLOURS[i], label=f"{CLASS_TITLES[i]} ({counts.get(i + 1, 0)})") for i in range(10)]
     handles += [
-        Patch(facecolor=QUARANTINE_COLOUR, hatch="////", edgecolor="white", label=f"quarantined ({len(q_cells)})"),
+        Patch(facecolor=QUARANTINE_COLOUR, hatch="////", edgecolor="white", label=f"quarantined ({n_quarantined})"),
         Patch(facecolor=MISSING_COLOUR, edgecolor="#999999", label=f"missing ({n_missing})"),
+        *([Patch(facecolor="none", edgecolor=NEW_HIT_COLOUR, label=f"new hit since last inspection ({n_new})")]
+          if n_new is not None else []),
         Line2D([], [], marker="o", color="black", linestyle="", markersize=5, label="dot size = crystal p"),
         Line2D([], [], marker="*", color="white", markeredgecolor="black", linestyle="", markersize=10,
                label=f"hit: crystal p >= {crystal_threshold:.2f}"),
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return figure_png(fig)
 
 
-def _grid_pos(well: str, plate_format: int) -> tuple[int, int] | None:
+def _grid_pos(well: str, plate_format: int, drop: int = 1, drops: int = 1) -> tuple[int, int] | None:
+    """(row, column) of one drop's cell in the drawn grid; None for a name that is no well or drop."""
     try:
         w = wells.parse_well(well, plate_format)
     except wells.InvalidWell:
         return None
-    return w.row - 1, w.col - 1
+    if not 1 <= drop <= drops:
+        return None
+    return w.row - 1, (w.col - 1) * drops + drop - 1

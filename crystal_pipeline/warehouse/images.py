@@ -17,6 +17,7 @@ from crystal_pipeline.warehouse.connection import Warehouse, replace_rows
 IMAGE_COLUMNS = (
     "image_id", "plate_id", "inspection", "plate_format", "well", "well_index", "row", "col", "path",
     "sha256", "width", "height", "mode", "status", "error", "source", "file_size", "file_mtime_ns", "ingested_at",
+    "drop", "plate_drops",
 )
 
 

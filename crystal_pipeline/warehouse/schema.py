@@ -44,9 +44,16 @@ SCHEMA: tuple[str, ...] = (
         source VARCHAR NOT NULL,
         file_size BIGINT,
         file_mtime_ns BIGINT,
-        ingested_at TIMESTAMP NOT NULL
+        ingested_at TIMESTAMP NOT NULL,
+        "drop" INTEGER DEFAULT 1,
+        plate_drops INTEGER DEFAULT 1
     )
     """,
+    # Migration (issue 11): a well may hold several drops. Warehouses from before gain the
+    # columns with 1 in every existing row (one drop per well, as the archive was read);
+    # image ids of drop 1 are unchanged, so nothing else moves.
+    'ALTER TABLE images ADD COLUMN IF NOT EXISTS "drop" INTEGER DEFAULT 1',
+    "ALTER TABLE images ADD COLUMN IF NOT EXISTS plate_drops INTEGER DEFAULT 1",
     """
     CREATE TABLE IF NOT EXISTS annotations (
         image_id VARCHAR NOT NULL,

@@ -262,3 +262,41 @@ def test_label_command_on_a_bare_box_flags_the_same_wells_as_the_plate_assets(tr
     stored = wh.query_df("SELECT well, crystal_prob FROM predictions WHERE plate_id = 'SAMEHITS'")
     assert dict(zip(stored["well"], stored["crystal_prob"])) == \
         pytest.approx({w: p for w, (_, p) in from_asset.items()}, abs=1e-5)
+
+
+def test_plate_timeline_and_drops_through_the_plate_assets(trained, monkeypatch):
+    """Two inspections of a plate: plate_timeline writes both and its check passes; the newest report
+    opens with the new hits. A 2-drop plate named by the imager's pattern: every drop is labelled and
+    the missing drops are listed like missing wells."""
+    import csv
+
+    layout = DataLayout.under(trained)
+    for inspection in ("2024-03-08", "20240301"):
+        write_plate(layout.incoming_dir / "TL" / inspection, "TL", seed=6, wells=96, size=64, workers=1)
+    wh = Warehouse(layout.warehouse)
+    with dg.instance_for_test() as instance:
+        for key in ("TL@20240301", "TL@2024-03-08"):
+            result = label(trained, instance, key)
+            assert result.success and checks(result)["timeline_matches_predictions"].passed
+        with open(layout.plate_timeline_csv("TL@2024-03-08"), newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == 2 * 96
+        assert {(r["inspection"], r["inspection_order"]) for r in rows} == {("20240301", "1"), ("2024-03-08", "2")}
+        stored = wh.query_df("SELECT image_id, crystal_prob FROM predictions WHERE plate_id = 'TL'")
+        assert dict(zip(stored["image_id"], stored["crystal_prob"])) == \
+            pytest.approx({r["image_id"]: float(r["crystal_prob"]) for r in rows}, abs=1e-5)
+        assert "## New hits since 20240301" in (layout.plate_report_dir("TL@2024-03-08") / "report.md").read_text()
+
+        drops = layout.incoming_dir / "DR"
+        drops.mkdir()
+        (drops / "plate.json").write_text(json.dumps({"format": 96, "drops": 2}))
+        for col in range(1, 13):
+            for drop in (1, 2):
+                if (col, drop) != (12, 2):
+                    Image.new("L", (64, 64), 20 * drop + col).save(drops / f"DR_{col:02d}A_{drop}.png")
+        monkeypatch.setenv("CRYSTAL_FILENAME_PATTERN", "plate_well_drop")
+        accounted = checks(label(trained, instance, "DR"))["every_well_accounted_for"]
+        meta = {k: v.value for k, v in accounted.metadata.items()}
+        assert meta["labelled"] == 23 and meta["missing_wells"] == 96 * 2 - 23
+        assert meta["missing_list"].startswith("A12_2, B01, B01_2")
+        assert wh.scalar("SELECT count(*) FROM images WHERE plate_id = 'DR' AND \"drop\" = 2") == 11
