@@ -151,6 +151,24 @@ def run_baselines(tensors_128: Path, workdir: Path, crystalnets: list[dict], sin
                   "fit_seconds": round(models[row["name"]].fit_seconds, 1)}, sink)
 
 
+def compare_variants(runs: list[dict], sink: list) -> None:
+    """Each CrystalNet run against the first one on the same test images: exact McNemar p."""
+    from crystal_pipeline.evaluation.metrics import predicted_classes
+    from crystal_pipeline.evaluation.uncertainty import mcnemar
+
+    if len(runs) < 2:
+        return
+    first = runs[0]
+    right = predicted_classes(first["probs"]) == first["class_ids"]
+    for run in runs[1:]:
+        if run["image_ids"] != first["image_ids"]:
+            continue  # another archive: not paired
+        other = predicted_classes(run["probs"]) == run["class_ids"]
+        test = mcnemar(other, right)
+        emit({"figure": "crystalnet_pair", "a": run["name"], "b": first["name"], "p": test.p_value,
+              "only_a_right": int((other & ~right).sum()), "only_b_right": int((right & ~other).sum())}, sink)
+
+
 def parse_variants(values: list[str]) -> list[tuple[str, dict]]:
     """``name:k=v,k=v`` -> (name, overrides); no value: the preset as it is."""
     out = []
@@ -197,6 +215,7 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             runs.append(run_crystalnet(tensors_dir, args.workdir / "regime_models", name, args.preset, overrides,
                                        seed, args.device, sink))
+    compare_variants(runs, sink)
     if args.tensors is None and not args.no_baselines:
         run_baselines(prepared_tensors(args.workdir, 128), args.workdir, runs, sink)
     emit({"figure": "total", "seconds": round(time.perf_counter() - started, 1)}, sink)
