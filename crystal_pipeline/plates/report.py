@@ -314,7 +314,7 @@ def _html_thumbnails(ranked, hits, threshold, conditions) -> list[str]:
         caption = f"<b>{escape(r.slot)}</b> p={r.crystal_prob:.3f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
         if cocktail:
             caption += f"<br>{escape(cocktail)}"
-        parts.append(f"<figure data-well='{escape(r.well)}'>{img}<figcaption>{caption}</figcaption></figure>")
+        parts.append(f"<figure data-well='{escape(r.slot)}'>{img}<figcaption>{caption}</figcaption></figure>")
     parts.append("</div>")
     return parts
 

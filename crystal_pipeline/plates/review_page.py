@@ -12,7 +12,7 @@ What a reviewer does there:
 - sets its outcome with the seven attribute buttons or the keys ``1``..``7``
   (``0`` clears the well); ``clear`` excludes the other six, as in the archive;
 - types a name and presses Export: a CSV in the raw archive's annotation format
-  (``plate_id, well, inspection, annotator, attributes`` with annotator
+  (``plate_id, well, drop, inspection, annotator, attributes`` with annotator
   ``review:<name>`` and ``;``-separated attributes) is downloaded and shown in a
   text box. Dropped into ``<raw_dir>/annotations/`` it is read like any annotation
   file, and a review overrides the original annotators in consensus.
@@ -64,23 +64,25 @@ def review_section(plate_key: str, rows: Sequence[LabelledImage], threshold: flo
     """The review page's HTML (controls, queue, data, script) for the end of the report's body."""
     plate_id, inspection = split_plate_key(plate_key)
     queue = review_queue(rows, threshold, queue_size)
-    by_position = sorted(rows, key=lambda r: (_row_letters(r.well), r.well, r.image_id))
+    by_position = sorted(rows, key=lambda r: (_row_letters(r.well), r.well, r.drop, r.image_id))
     data = {
         "plate_key": plate_key, "plate_id": plate_id, "inspection": inspection or "",
-        "attributes": list(ATTRIBUTES), "prefix": REVIEW_PREFIX, "queue": [r.well for r in queue],
-        "wells": {r.well: {"cls": CLASS_TITLES[r.class_id - 1], "p": round(r.crystal_prob, 4),
+        "attributes": list(ATTRIBUTES), "prefix": REVIEW_PREFIX, "queue": [r.slot for r in queue],
+        # keyed by slot (A01, A01_2): two drops of one well are reviewed apart
+        "wells": {r.slot: {"well": r.well, "drop": r.drop, "cls": CLASS_TITLES[r.class_id - 1],
+                           "p": round(r.crystal_prob, 4),
                            "h": round(entropy(r.probs), 3), "order": i} for i, r in enumerate(by_position)},
     }
     payload = json.dumps(data, sort_keys=True).replace("</", "<\\/")  # never closes the script element
     buttons = "".join(f"<button type='button' class='attr' data-attr='{a}' title='key {i}'>"
                       f"<kbd>{i}</kbd> {escape(a)}</button>" for i, a in enumerate(ATTRIBUTES, 1))
-    options = "".join(f"<option value='{escape(r.well)}'>" for r in by_position)
+    options = "".join(f"<option value='{escape(r.slot)}'>" for r in by_position)
     cards = []
     for r in queue:
         thumb = thumbnail(r.path)
         img = (f"<img alt='{escape(r.image_id)}' src='{data_uri(thumb, 'image/jpeg')}'>" if thumb
                else "<div class='nopreview'>no preview</div>")
-        cards.append(f"<figure data-well='{escape(r.well)}'>{img}<figcaption><b>{escape(r.well)}</b> "
+        cards.append(f"<figure data-well='{escape(r.slot)}'>{img}<figcaption><b>{escape(r.slot)}</b> "
                      f"p={r.crystal_prob:.3f} H={entropy(r.probs):.2f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
                      "</figcaption></figure>")
     return "\n".join([
@@ -198,9 +200,11 @@ _SCRIPT = r"""
   }
   function csvText(name) {
     const wells = Array.from(marks.keys()).sort((a, b) => data.wells[a].order - data.wells[b].order);
-    const lines = ["plate_id,well,inspection,annotator,attributes"];
+    const lines = ["plate_id,well,drop,inspection,annotator,attributes"];
     for (const w of wells) {
-      lines.push([data.plate_id, w, data.inspection, data.prefix + name, attrsOf(w).join(";")].map(field).join(","));
+      const info = data.wells[w];
+      lines.push([data.plate_id, info.well, info.drop, data.inspection, data.prefix + name,
+                  attrsOf(w).join(";")].map(field).join(","));
     }
     return lines.join("\n") + "\n";
   }

@@ -38,3 +38,13 @@ def test_section_carries_every_well_and_cannot_close_its_script_early():
     assert sorted(data["wells"], key=lambda w: data["wells"][w]["order"]) == ["A01", "B01", "AA01"]
     assert data["queue"] == ["B01", "AA01", "A01"]
     assert page.count("data-attr=") == 7 and "no preview" in page
+
+
+def test_two_drops_of_one_well_are_reviewed_apart_and_exported_with_their_drop():
+    rows = [_row("A01", 0.9), LabelledImage("P/A01_2", "A01", Path("/nonexistent.png"), 1, "clear", 0.1,
+                                            tuple([0.1] + [0.1] * 9), drop=2)]
+    page = review_section("P", rows, 0.5, thumbnail=lambda path: None)
+    data = json.loads(re.search(r"<script type='application/json' id='review-data'>(.*?)</script>", page,
+                                re.S).group(1))
+    assert {k: (v["well"], v["drop"]) for k, v in data["wells"].items()} == {"A01": ("A01", 1), "A01_2": ("A01", 2)}
+    assert "plate_id,well,drop,inspection,annotator,attributes" in page  # the export's header names the drop

@@ -115,6 +115,7 @@ def test_review_page_marks_three_wells_and_exports_a_csv_the_reader_accepts(tmp_
                       key=lambda x: order[x[0]])
     assert [(r["well"], ";".join(sorted(r["attributes"].split(";")))) for r in rows] == expected
     assert {(r["plate_id"], r["inspection"], r["annotator"]) for r in rows} == {(PLATE_ID, INSPECTION, "review:Ana Lopez")}
+    assert {r["drop"] for r in rows} == {"1"}  # single-drop plate: every mark is drop 1
 
     annotations_dir = tmp_path / "raw" / "annotations"
     annotations_dir.mkdir(parents=True)
