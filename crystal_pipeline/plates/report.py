@@ -268,6 +268,7 @@ def _markdown(plate_key, summary, map_png, ranked, hits, labels, synthetic_model
 _CSS = (
     "body{font-family:sans-serif;margin:1.5em;color:#222} table{border-collapse:collapse;margin:.5em 0}"
     "td,th{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:left}"
+    "img[alt='plate map']{max-width:100%;height:auto}"  # the whole map and its legend in any window
     ".banner{background:#fff3cd;border:1px solid #e0b000;padding:.6em 1em;margin:.5em 0;font-weight:bold}"
     ".thumbs{display:flex;flex-wrap:wrap;gap:8px}.thumbs figure{margin:0;width:"
     f"{THUMBNAIL_PX}px;font-size:12px}}.thumbs img{{width:{THUMBNAIL_PX}px;height:{THUMBNAIL_PX}px;"
