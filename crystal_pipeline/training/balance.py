@@ -59,7 +59,3 @@ def loss_weights(mode: str, targets: np.ndarray, power: float, device: torch.dev
         return None
     return torch.as_tensor(class_weights(targets, power), dtype=torch.float32, device=device)
 
-
-def shares_per_class(targets: np.ndarray, probabilities: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Expected share of each class in a batch drawn with ``probabilities`` (for reports)."""
-    return np.bincount(np.asarray(targets, dtype=np.int64), weights=probabilities, minlength=num_classes)[:num_classes]
