@@ -31,14 +31,8 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], *,
             ax.plot([], [], label=f"{name} (AUC undefined)")
         else:
             ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUC {auc:.4f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("False positive rate")
-    ax.set_ylabel("True positive rate (crystal recall)")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    return figure_png(fig)
+    return _unit_square_png(fig, ax, "False positive rate", "True positive rate (crystal recall)", title,
+                            "lower right")
 
 
 def confusion_heatmap(confusion, titles: Sequence[str], *, title: str = "Confusion matrix") -> bytes:
@@ -125,11 +119,17 @@ def reliability_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[floa
         ece_text = "undefined" if finite_or_none(ece) is None else f"{ece:.4f}"
         ax.plot(np.asarray(confidence)[keep], np.asarray(accuracy)[keep], marker="o", ms=3, lw=1.4,
                 label=f"{name} (ECE {ece_text})")
+    return _unit_square_png(fig, ax, "Mean top-class probability in bin", "Share of the bin predicted right", title,
+                            "upper left")
+
+
+def _unit_square_png(fig, ax, xlabel: str, ylabel: str, title: str, legend_loc: str) -> bytes:
+    """The frame the ROC and the reliability diagram share: both axes over [0, 1], legend, grid."""
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    ax.set_xlabel("Mean top-class probability in bin")
-    ax.set_ylabel("Share of the bin predicted right")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc=legend_loc, fontsize=8)
     ax.grid(alpha=0.3)
     return figure_png(fig)

@@ -170,40 +170,42 @@ class Service:
                 raise ServiceFailed(f"setting the pool limit of {pool!r} failed:\n{result.stdout[-3000:]}")
             log.info("pool %s: limit %d", pool, limits[pool])
 
+    def _wait_until(self, ready, failure: str, timeout_s: float, pause_s: float) -> None:
+        """Poll ``ready()`` (False or OSError: not yet) until it is true; a child that died,
+        a stop request or the deadline ends the wait with ServiceFailed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_children()
+            if self._stop_requested:
+                raise ServiceFailed(f"stopped by {self._stop_requested} while starting")
+            try:
+                if ready():
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServiceFailed(f"{failure} within {timeout_s:.0f}s")
+            time.sleep(pause_s)
+
     def _wait_for_port(self, name: str, port: int, timeout_s: float) -> None:
         """The code server listens once the code location has loaded; the daemon and the
         webserver start after that, so neither logs a failed first load."""
         import socket
 
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._check_children()
-            if self._stop_requested:
-                raise ServiceFailed(f"stopped by {self._stop_requested} while starting")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise ServiceFailed(f"{name} did not listen on port {port} within {timeout_s:.0f}s")
-                time.sleep(0.3)
+        def listening() -> bool:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+
+        self._wait_until(listening, f"{name} did not listen on port {port}", timeout_s, 0.3)
 
     def _wait_for_webserver(self, timeout_s: float) -> None:
         url = f"http://{self.config.host}:{self.config.port}/server_info"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._check_children()
-            if self._stop_requested:
-                raise ServiceFailed(f"stopped by {self._stop_requested} while starting")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServiceFailed(f"the webserver did not answer on {url} within {timeout_s:.0f}s")
-            time.sleep(0.5)
+
+        def answering() -> bool:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+
+        self._wait_until(answering, f"the webserver did not answer on {url}", timeout_s, 0.5)
 
     def _write_state(self) -> None:
         """``service.json`` in DAGSTER_HOME: who runs, for people and for `doctor` (no secrets)."""
