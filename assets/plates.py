@@ -95,7 +95,8 @@ class PlatePredictionConfig(dg.Config):
     model_version: Optional[str] = None
     batch_size: int = 128
     # Review budget in the plate report: the top N wells, or the fewest wells holding this share of the
-    # plate's expected crystals (sum of calibrated crystal_prob). Unset: no budget line.
+    # plate's expected crystals (sum of calibrated crystal_prob). Unset: the top 5% of the plate (at least 8
+    # wells; plates.report.DEFAULT_REVIEW_SHARE). The hits inside it are marked "review first".
     review_top_n: Optional[int] = None
     review_recall: Optional[float] = None
 
@@ -218,6 +219,7 @@ def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfi
         "report": dg.MetadataValue.path(str(report.paths["html"])),
         "hit_list": dg.MetadataValue.path(str(report.paths["csv"])),
         "crystal_hits": len(report.hits),
+        "review_first": len(report.review_first),
         "crystal_threshold": round(threshold, 4),
         "top_hits": md(table_md(top, 10)),
         "plate_map": md(report.markdown),

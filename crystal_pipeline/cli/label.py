@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"labelled {len(labels.rows)} images, {len(labels.quarantined)} quarantined"
           + ((f", {missing} missing wells" if labels.drops == 1 else f", {missing} missing well-drops "
               f"({labels.drops} drops per well)") if plate_format else " (loose images: no plate map)")
-          + f"; {len(report.hits)} hits at crystal_prob >= {threshold:.3f}")
+          + f"; {len(report.hits)} hits at crystal_prob >= {threshold:.3f}, {len(report.review_first)} to review first")
     print(f"{t.images_per_s:.1f} images/s ({t.path}: {t.total_s:.2f} s in all, model {t.model_s:.2f} s, "
           f"waiting for decode {t.decode_wait_s:.2f} s)")
     _marco_beside_labels(args, plate_dir, out, labels, model_version)

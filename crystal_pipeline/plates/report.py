@@ -4,11 +4,12 @@ Files written into ``out_dir`` (each with :func:`crystal_pipeline.files.atomic_w
 so a reader, e.g. the Dagster UI or a browser refreshing, never sees half a file):
 
 - ``plate_map.png``: the plate's grid (:mod:`crystal_pipeline.reporting.plate_map`), each
-  well coloured by predicted class, a black dot sized by crystal probability, a star on
-  hits, quarantined wells hatched with a ``Q``, missing wells left pale grey (no map for
-  loose images whose names are not wells);
+  well coloured by predicted class, a black dot sized by crystal probability, a large
+  gold star on the hits to review first and a small star on the other hits, quarantined
+  wells hatched with a ``Q``, missing wells left pale grey (no map for loose images whose
+  names are not wells);
 - ``hits.csv``: every labelled image ranked by crystal probability (highest first)
-  with a ``hit`` column, MARCO's four-class outcome (``marco_class``), all 10 probabilities, the image path and, when known, the
+  with ``hit`` and ``review_first`` columns, MARCO's four-class outcome (``marco_class``), all 10 probabilities, the image path and, when known, the
   protein and the well's cocktail (a hit without its condition is not actionable);
 - ``quarantined.csv``: what could not be labelled, and why;
 - ``report.html``: self-contained (images embedded as base64): banner, summary,
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -48,8 +50,19 @@ TOP_THUMBNAILS = 24
 #: Hit rows in the Markdown (the Dagster UI truncates long metadata anyway).
 TOP_MARKDOWN_ROWS = 10
 THUMBNAIL_PX = 160
+#: The review budget when the config sets none: the top 5% of a plate's labelled images, at
+#: least 8 (77 of a 1536-well plate, 20 of 384, 8 of 96). The hit threshold is set for 95%
+#: crystal recall, so a weak model flags most of a plate; the budget is the first pass an
+#: expert can do in one sitting, and the map marks it apart from the rest of the hits.
+DEFAULT_REVIEW_SHARE = 0.05
+MIN_REVIEW_WELLS = 8
 SYNTHETIC_BANNER = ("This plate was labelled by a model trained on synthetic images. Its labels show that the "
                     "pipeline runs; they are not evidence about real crystals.")
+
+
+def default_review_wells(n_labelled: int) -> int:
+    """Wells in the default review budget for a plate with ``n_labelled`` labelled images."""
+    return min(n_labelled, max(MIN_REVIEW_WELLS, math.ceil(DEFAULT_REVIEW_SHARE * n_labelled)))
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class PlateReport:
     markdown: str
     map_png: bytes | None
     hits: list[LabelledImage]
+    review_first: list[LabelledImage]  # the hits inside the review budget, highest crystal_prob first
 
 
 @dataclass(frozen=True)
@@ -117,7 +131,9 @@ def write_plate_report(
     ``plate_format`` None means the images are not wells of a plate (loose files):
     everything but the map is written. ``conditions`` maps canonical well names to
     condition columns (at least ``cocktail``); ``plate_meta`` may carry ``protein``.
-    ``review_top_n`` or ``review_recall`` add a review budget (:func:`review_budget`) to the summary.
+    ``review_top_n`` or ``review_recall`` set the review budget (:func:`review_budget`; unset, the top
+    :data:`DEFAULT_REVIEW_SHARE` of the plate): the hits inside it are the ones to review first,
+    drawn apart on the map, listed first and marked in ``hits.csv``.
     ``timeline`` (the plate's inspections, :mod:`crystal_pipeline.plates.timeline`) puts the hits new
     since the previous inspection first, frames them on the map, and shows hits across inspections.
     """
@@ -131,6 +147,10 @@ def write_plate_report(
     conditions = {k: dict(v) for k, v in (conditions or {}).items()}
     ranked = sorted(labels.rows, key=lambda r: (-r.crystal_prob, r.image_id))
     hits = [r for r in ranked if r.crystal_prob >= crystal_threshold]
+    if review_top_n is None and review_recall is None:
+        review_top_n = default_review_wells(len(labels.rows))
+    budget = review_budget(labels.rows, top_n=review_top_n, recall=review_recall)
+    review_first = hits[:budget.wells]  # hits are a prefix of ranked: the budget's wells that are hits
     missing = labels.missing_wells(plate_format)
     paths: dict[str, Path] = {}
 
@@ -138,14 +158,16 @@ def write_plate_report(
     new_hits = {h.slot for h in timeline.new_hits(inspection)} if timeline is not None else set()
     map_png = None
     if plate_format is not None:
-        map_png = plate_map_png(plate_key, plate_format, labels, crystal_threshold, new_hits)
+        map_png = plate_map_png(plate_key, plate_format, labels, crystal_threshold, new_hits,
+                                review_first={r.slot for r in review_first})
         paths["map_png"] = atomic_write_bytes(out / "plate_map.png", map_png)
-    paths["csv"] = atomic_write_bytes(out / "hits.csv", _hits_csv(ranked, crystal_threshold, plate_meta, conditions))
+    paths["csv"] = atomic_write_bytes(out / "hits.csv", _hits_csv(ranked, crystal_threshold, len(review_first),
+                                                                 plate_meta, conditions))
     paths["quarantined_csv"] = atomic_write_bytes(out / "quarantined.csv", _quarantine_csv(labels))
     summary = _summary(plate_key, plate_format, labels, missing, hits, model_version, crystal_threshold, plate_meta)
-    budget = review_budget(labels.rows, top_n=review_top_n, recall=review_recall)
-    if budget is not None:
-        summary["review budget"] = budget.describe()
+    summary["review budget"] = budget.describe()
+    summary["review first"] = (f"{len(review_first)} of {len(hits)} hits (the budget's wells that reach the "
+                               f"threshold; large stars on the map)")
     if timeline is not None and inspection in timeline.inspections:
         summary.update(timeline_report.summary_items(timeline, inspection))
     markdown = _markdown(plate_key, summary, map_png, ranked, hits, labels, synthetic_model, crystal_threshold,
@@ -156,7 +178,7 @@ def write_plate_report(
                  plate_meta, conditions,
                  timeline_report.html_parts(timeline, inspection, _thumbnail) if timeline is not None else [])
     paths["html"] = atomic_write_text(out / "report.html", page)
-    return PlateReport(paths=paths, markdown=markdown, map_png=map_png, hits=hits)
+    return PlateReport(paths=paths, markdown=markdown, map_png=map_png, hits=hits, review_first=review_first)
 
 
 # -- tables ------------------------------------------------------------------------
@@ -167,18 +189,19 @@ def _condition_columns(conditions: Mapping[str, Mapping[str, Any]]) -> list[str]
     return list(cols)
 
 
-def _hits_csv(ranked: list[LabelledImage], threshold: float, plate_meta: Mapping[str, Any],
+def _hits_csv(ranked: list[LabelledImage], threshold: float, n_review_first: int, plate_meta: Mapping[str, Any],
               conditions: Mapping[str, Mapping[str, Any]]) -> bytes:
     cond_cols = _condition_columns(conditions)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["rank", "image_id", "well", "drop", "class_id", "class_name", "marco_class", "crystal_prob", "hit",
-                     *[f"p_{n}" for n in CLASS_NAMES], "path", "protein", *cond_cols])
+                     "review_first", *[f"p_{n}" for n in CLASS_NAMES], "path", "protein", *cond_cols])
     protein = plate_meta.get("protein", "")
     for rank, r in enumerate(ranked, 1):
         cond = conditions.get(r.well, {})
         writer.writerow([rank, r.image_id, r.well, r.drop, r.class_id, r.class_name, r.marco_class, f"{r.crystal_prob:.6f}",
-                         int(r.crystal_prob >= threshold), *[f"{p:.6f}" for p in r.probs], str(r.path), protein,
+                         int(r.crystal_prob >= threshold), int(rank <= n_review_first),
+                         *[f"{p:.6f}" for p in r.probs], str(r.path), protein,
                          *[cond.get(c, "") for c in cond_cols]])
     return buffer.getvalue().encode()
 

@@ -1,7 +1,9 @@
 """The plate map: a plate's grid as a crystallographer reads it, one PNG.
 
-Each well is coloured by its predicted class (tab10, in class order), carries a black
-dot sized by its crystal probability and a star when it is a hit; quarantined wells
+Each well is coloured by its predicted class (tab10, in class order) and carries a black
+dot sized by its crystal probability. A hit inside the review budget (the wells to look
+at first) gets a large gold star, any other hit a small white one, so a weak model that
+flags most of a plate still gives a map with a short list on it; quarantined wells
 are hatched with a ``Q``, wells with no file stay pale grey. A plate with several drops
 per well draws each well as that many side-by-side cells, drop 1 on the left. Wells
 named in ``new_hits`` (hits that were not hits at the previous inspection) get a red
@@ -32,13 +34,17 @@ QUARANTINE_COLOUR = "#555555"
 
 
 NEW_HIT_COLOUR = "#e00000"
+REVIEW_FIRST_COLOUR = "#ffc400"
 
 
 def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crystal_threshold: float,
-                  new_hits: frozenset[str] | set[str] = frozenset()) -> bytes:
+                  new_hits: frozenset[str] | set[str] = frozenset(),
+                  review_first: frozenset[str] | set[str] | None = None) -> bytes:
     """The plate grid as PNG bytes (see the module docstring for the encoding).
 
-    ``new_hits``: slot names (``A01``, ``A01_2``) to frame in red as new since the previous inspection."""
+    ``new_hits``: slot names (``A01``, ``A01_2``) to frame in red as new since the previous inspection.
+    ``review_first``: slot names of the hits to review first (large gold stars; the other hits get
+    small stars). None draws every hit alike."""
     plt = pyplot()
     from matplotlib.colors import to_rgb
     from matplotlib.patches import Rectangle
@@ -49,6 +55,7 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
     grid[:] = to_rgb(MISSING_COLOUR)
     dots: list[tuple[int, int, float]] = []
     stars: list[tuple[int, int]] = []
+    first: list[tuple[int, int]] = []
     counts: Counter[int] = Counter()
     framed: list[tuple[int, int]] = []
     for r in labels.rows:
@@ -60,7 +67,7 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
         counts[r.class_id] += 1
         dots.append((row, col, r.crystal_prob))
         if r.crystal_prob >= crystal_threshold:
-            stars.append((row, col))
+            (first if review_first is not None and r.slot in review_first else stars).append((row, col))
         if r.slot in new_hits:
             framed.append((row, col))
     q_cells = {pos for q in labels.quarantined
@@ -77,7 +84,13 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
         ax.scatter(d[:, 1], d[:, 0], s=np.clip(d[:, 2], 0, 1) * scale * 0.6, c="black", linewidths=0)
     if stars:
         s = np.array(stars)
-        ax.scatter(s[:, 1], s[:, 0], s=scale * 0.9, marker="*", c="white", edgecolors="black", linewidths=0.6)
+        small = review_first is not None
+        ax.scatter(s[:, 1], s[:, 0], s=scale * (0.25 if small else 0.9), marker="*", c="white", edgecolors="black",
+                   linewidths=0.3 if small else 0.6)
+    if first:
+        f = np.array(first)
+        ax.scatter(f[:, 1], f[:, 0], s=scale * 1.3, marker="*", c=REVIEW_FIRST_COLOUR, edgecolors="black",
+                   linewidths=0.7, zorder=3)
     font = {96: 9, 384: 7, 1536: 5}[plate_format]
     for row, col in q_cells:
         ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, hatch="////", edgecolor="white",
@@ -99,14 +112,17 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
         ax.vlines(inner, -0.5, n_rows - 0.5, colors="white", linewidth=0.15)
     ax.tick_params(which="minor", length=0)
     n_missing = len(labels.missing_wells(plate_format))
+    n_hits = len(stars) + len(first)
+    review = f", {len(first)} to review first" if review_first is not None else ""
     ax.set_title(f"{plate_key}: {len(labels.rows)} labelled, {len(labels.quarantined)} quarantined, "
-                 f"{n_missing} missing, {len(stars)} hits (crystal p >= {crystal_threshold:.2f})", fontsize=10)
-    _legend(ax, counts, len(q_cells), n_missing, len(framed) if new_hits else None, crystal_threshold)
+                 f"{n_missing} missing, {n_hits} hits (crystal p >= {crystal_threshold:.2f}){review}", fontsize=10)
+    _legend(ax, counts, len(q_cells), n_missing, len(framed) if new_hits else None, crystal_threshold,
+            len(first) if review_first is not None else None)
     return figure_png(fig)
 
 
 def _legend(ax, counts: Counter[int], n_quarantined: int, n_missing: int, n_new: int | None,
-            crystal_threshold: float) -> None:
+            crystal_threshold: float, n_first: int | None = None) -> None:
     """The key beside the grid: classes with counts, quarantined, missing, new hits (when framed), marks."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -118,8 +134,12 @@ def _legend(ax, counts: Counter[int], n_quarantined: int, n_missing: int, n_new:
         *([Patch(facecolor="none", edgecolor=NEW_HIT_COLOUR, label=f"new hit since last inspection ({n_new})")]
           if n_new is not None else []),
         Line2D([], [], marker="o", color="black", linestyle="", markersize=5, label="dot size = crystal p"),
-        Line2D([], [], marker="*", color="white", markeredgecolor="black", linestyle="", markersize=10,
-               label=f"hit: crystal p >= {crystal_threshold:.2f}"),
+        *([Line2D([], [], marker="*", color=REVIEW_FIRST_COLOUR, markeredgecolor="black", linestyle="",
+                  markersize=12, label=f"review first: top hits in the budget ({n_first})")]
+          if n_first is not None else []),
+        Line2D([], [], marker="*", color="white", markeredgecolor="black", linestyle="",
+               markersize=6 if n_first is not None else 10,
+               label=f"{'other ' if n_first is not None else ''}hit: crystal p >= {crystal_threshold:.2f}"),
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 

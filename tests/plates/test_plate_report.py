@@ -122,3 +122,52 @@ def test_review_budget_by_top_n_or_by_expected_recall(tmp_path):
                                 crystal_threshold=0.5, review_recall=0.5)
     assert f"top {k} wells by crystal_prob hold an expected" in report.markdown
     assert "review budget" in report.paths["html"].read_text()
+
+
+def _review_first_rows(report) -> list[dict]:
+    with open(report.paths["csv"], newline="") as handle:
+        return [r for r in csv.DictReader(handle) if r["review_first"] == "1"]
+
+
+def test_review_first_is_the_budgets_hits_by_default_and_from_config(tmp_path):
+    from crystal_pipeline.plates.report import default_review_wells
+
+    labels = _labels(1536, tmp_path, seed=3)
+    ranked = sorted(labels.rows, key=lambda r: -r.crystal_prob)
+    # A threshold that flags most of the plate, as a weak model's 95%-recall threshold does.
+    threshold = ranked[int(0.7 * len(ranked))].crystal_prob
+    report = write_plate_report(tmp_path / "default", "P", 1536, labels, model_version="v1", synthetic_model=False,
+                                crystal_threshold=threshold)
+    n = default_review_wells(len(labels.rows))
+    assert n == 77 and len(report.hits) > 1000  # 5% of 1531 labelled wells, rounded up
+    assert [r.image_id for r in report.review_first] == [r.image_id for r in ranked[:n]]
+    assert [r["image_id"] for r in _review_first_rows(report)] == [r.image_id for r in ranked[:n]]
+    assert f"{n} of {len(report.hits)} hits" in report.markdown
+
+    # From config: the top 5 wells; or a recall target. Only hits can be 'review first'.
+    top5 = write_plate_report(tmp_path / "top5", "P", 1536, labels, model_version="v1", synthetic_model=False,
+                              crystal_threshold=threshold, review_top_n=5)
+    assert [r["well"] for r in _review_first_rows(top5)] == [r.well for r in ranked[:5]]
+    strict = ranked[2].crystal_prob  # only three wells reach it
+    few = write_plate_report(tmp_path / "few", "P", 1536, labels, model_version="v1", synthetic_model=False,
+                             crystal_threshold=strict, review_top_n=50)
+    assert len(few.hits) == 3 and [r.well for r in few.review_first] == [r.well for r in ranked[:3]]
+    assert len(_review_first_rows(few)) == 3
+
+
+def test_review_first_stars_are_drawn_apart_on_the_map(tmp_path):
+    from crystal_pipeline.reporting.plate_map import REVIEW_FIRST_COLOUR, plate_map_png
+
+    labels = _labels(96, tmp_path, seed=4)
+    top = [r.slot for r in sorted(labels.rows, key=lambda r: -r.crystal_prob)]
+    gold = np.array([int(REVIEW_FIRST_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
+
+    def gold_pixels(review_first):
+        png = plate_map_png("P", 96, labels, 0.0, review_first=review_first)
+        img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+        return int((np.abs(img - gold).sum(axis=2) < 30).sum())
+
+    assert gold_pixels(None) == 0  # every hit alike: no gold anywhere
+    legend = gold_pixels(set())  # the key's star only
+    one, four = gold_pixels(set(top[:1])) - legend, gold_pixels(set(top[:4])) - legend
+    assert one > 10 and four > 3 * one  # one large star per review-first well, on the grid
