@@ -4,7 +4,9 @@ Each drawing function takes a ``strength`` in (0, 1] (how obvious the feature is
 dense or faint precipitate, big or micro crystals, ...) and returns the evidence it
 left, which ``render`` turns into how visible each attribute is to an annotator. The
 same strength drives the pixels and the annotators' trouble, so images that experts
-disagree on are the ones that actually look ambiguous.
+disagree on are the ones that actually look ambiguous. Crystals draw on their own layers,
+push the precipitate aside where they lie, and are measured in the finished picture
+(``render.crystal_visibility``).
 
 Shapes are drawn with Pillow's C rasteriser on 8-bit layers (absorption and glare),
 point clouds with ``np.bincount``; the only full-image float work is a handful of
@@ -20,6 +22,12 @@ from scipy import ndimage
 from crystal_pipeline.synthetic.scene import Scene, pixel_grid, smooth_noise
 
 
+# The layers only crystals draw on, so the picture can be composed without them.
+CRYSTAL_LAYERS = ("crystal_dark", "crystal_glare")
+# Share of the precipitate's (and skin's) absorption a crystal's body pushes aside.
+CRYSTAL_DISPLACES = 0.85
+
+
 class Canvas:
     """Absorption and glare layers over a scene; only the drop layers are masked."""
 
@@ -31,7 +39,7 @@ class Canvas:
         self._layers: dict[str, tuple[Image.Image, ImageDraw.ImageDraw]] = {}
 
     def layer(self, name: str) -> ImageDraw.ImageDraw:
-        """8-bit drawing layers: ``dark``/``glare`` inside the drop, ``dirt`` anywhere."""
+        """8-bit drawing layers: ``dark``/``glare`` (and the crystals' own pair) inside the drop, ``dirt`` anywhere."""
         if name not in self._layers:
             img = Image.new("L", (self.size, self.size), 0)
             self._layers[name] = (img, ImageDraw.Draw(img))
@@ -42,10 +50,18 @@ class Canvas:
             return 0.0
         return np.asarray(self._layers[name][0], dtype=np.float32) * (1 / 255.0)
 
-    def compose(self) -> np.ndarray:
+    def compose(self, without: tuple[str, ...] = ()) -> np.ndarray:
+        """The image; ``without`` names layers to leave out (the crystals', to see what they add)."""
         inside = self.scene.inside
-        absorb = np.clip(self.absorb + self._array("dark"), 0.0, 0.97) * inside
-        glare = self._array("glare")
+        layer = lambda name: 0.0 if name in without else self._array(name)  # noqa: E731
+        dark_crystal, glare_crystal = (layer(name) for name in CRYSTAL_LAYERS)
+        grains = self.absorb
+        if not isinstance(dark_crystal, float):
+            # A crystal is solid: the precipitate and film around it do not lie inside it, so
+            # it shows as a faceted window in a grainy drop (as on real plates), not under it.
+            grains = grains * np.where(dark_crystal > 0, 1.0 - CRYSTAL_DISPLACES, 1.0).astype(np.float32)
+        absorb = np.clip(grains + self._array("dark") + dark_crystal, 0.0, 0.97) * inside
+        glare = self._array("glare") + glare_crystal
         image = self.scene.base * (1.0 - absorb)
         if not isinstance(glare, float):
             image = image + 0.6 * glare * inside * self.scene.level
@@ -149,7 +165,7 @@ _HABITS = {"needle": _needle, "plate": _plate, "cube": _cube}
 def crystals(canvas: Canvas, rng: np.random.Generator, strength: float) -> dict[str, float]:
     """Faceted crystals: a few big ones, many small ones, or a shower of microcrystals."""
     k, drop = canvas.k, canvas.scene.drop
-    draw, glare = canvas.layer("dark"), canvas.layer("glare")
+    draw, glare = canvas.layer("crystal_dark"), canvas.layer("crystal_glare")
     contrast = rng.uniform(0.55, 1.1) * (0.6 + 0.4 * strength)
     length = k * (2.5 + 55.0 * strength**1.4)  # px at this size: near-invisible to large
     habit = str(rng.choice(["needle", "plate", "cube", "plate", "cube"]))

@@ -5,6 +5,8 @@ strength) is drawn from a distribution that the ``difficulty`` knob shifts towar
 the faint end. The returned ``WellTruth`` says how visible each present attribute
 ended up (after blur and hiding behind other contents) and which absent attributes
 the image falsely suggests (decoys); annotators are simulated from exactly these.
+Crystals, the attribute every figure turns on, take their visibility from the pixels
+(:func:`crystal_visibility`), so no expert agrees on a crystal the photograph does not show.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from crystal_pipeline.classes import CLASSES
 from crystal_pipeline.synthetic import contents
 from crystal_pipeline.synthetic.imager import IMAGER_A, Imager
-from crystal_pipeline.synthetic.scene import draw_nuisance, draw_scene, finish
+from crystal_pipeline.synthetic.scene import Nuisance, draw_nuisance, draw_scene, finish
 
 DEFAULT_DIFFICULTY = 0.5
 
@@ -48,6 +51,39 @@ def draw_strength(rng: np.random.Generator, difficulty: float) -> float:
     return float(np.clip(rng.beta(a, b), 0.03, 1.0))
 
 
+# How far a crystal's pixels must stand out: above this much plus three times the sensor
+# noise plus ``CLUTTER_WEIGHT`` local standard deviations of the picture without the crystals.
+EDGE_CONTRAST = 0.06
+CLUTTER_WEIGHT = 1.5
+
+
+def crystal_visibility(composed: np.ndarray, hidden: np.ndarray, nuisance: Nuisance) -> float:
+    """How visible the crystals are in the photograph, 0..1, from its pixels.
+
+    ``composed`` and ``hidden`` are the scene with and without the crystal layers, before
+    the camera. Both go through the camera's blur and contrast; a pixel shows crystal when
+    the crystals change it by more than the noise and the local texture of everything else
+    (a glint among dense grains does not stand out; one in a clear drop does). The count of
+    such pixels is read as an edge length at 256 px and mapped as the size-based estimate
+    in ``contents.crystals`` maps its crystal length.
+    """
+    size = composed.shape[0]
+    k = size / 256.0
+    sigma = nuisance.blur * k
+
+    def camera(image: np.ndarray) -> np.ndarray:
+        if sigma > 0.3:
+            image = ndimage.gaussian_filter(image, sigma, truncate=2.5)
+        return image * nuisance.contrast
+
+    seen, rest = camera(composed), camera(hidden)
+    mean = ndimage.gaussian_filter(rest, 2 * k)
+    clutter = np.sqrt(np.maximum(ndimage.gaussian_filter(rest * rest, 2 * k) - mean * mean, 0.0))
+    stands_out = np.abs(seen - rest) > EDGE_CONTRAST + 3 * nuisance.noise + CLUTTER_WEIGHT * clutter
+    length = np.sqrt(np.count_nonzero(stands_out)) / k
+    return float(np.clip((length - 2.0) / 25.0, 0, 1) ** 0.6)
+
+
 def render_well(
     rng: np.random.Generator, class_id: int, size: int = 256, difficulty: float = DEFAULT_DIFFICULTY,
     imager: Imager = IMAGER_A,
@@ -76,16 +112,18 @@ def render_well(
     if "precipitate" not in attributes and rng.random() < 0.2 + 0.3 * difficulty:
         for key, value in contents.stray_grains(canvas, rng, rng.random()).items():
             decoys[key[6:]] = max(decoys.get(key[6:], 0.0), value)
-    image = finish(rng, canvas.compose(), nuisance)
+    composed = canvas.compose()
+    if "crystal" in evidence:
+        # Crystals are what the annotators are asked about, so their visibility comes from
+        # the pixels: what the crystal layers change in the photograph, against the clutter
+        # the other contents leave there (microcrystals in precipitate, among oil droplets).
+        hidden = canvas.compose(without=contents.CRYSTAL_LAYERS)
+        evidence["crystal"] = min(evidence["crystal"], crystal_visibility(composed, hidden, nuisance))
+    image = finish(rng, composed, nuisance)
 
-    # Hiding: microcrystals in precipitate, crystals among oil droplets, skin under grains.
+    # Hiding: a faint skin under grains.
     if "skin" in evidence and "precipitate" in strengths:
         evidence["skin"] *= 1.0 - 0.5 * strengths["precipitate"]
-    if "crystal" in evidence:
-        if "precipitate" in strengths:
-            evidence["crystal"] *= 1.0 - 0.55 * strengths["precipitate"]
-        if "phase_separation" in evidence:
-            evidence["crystal"] *= 1.0 - 0.3 * evidence["phase_separation"]
     blur = min(nuisance.blur / 2.5, 1.0)
     visibility = {a: float(np.clip(v * (1.0 - 0.45 * blur * (1.0 - v)) * (0.75 + 0.25 * min(nuisance.contrast, 1.0)), 0, 1))
                   for a, v in evidence.items()}
