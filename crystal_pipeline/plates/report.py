@@ -167,7 +167,7 @@ def write_plate_report(
     summary = _summary(plate_key, plate_format, labels, missing, hits, model_version, crystal_threshold, plate_meta)
     summary["review budget"] = budget.describe()
     summary["review first"] = (f"{len(review_first)} of {len(hits)} hits (the budget's wells that reach the "
-                               f"threshold; large stars on the map)")
+                               f"threshold{'; large stars on the map' if map_png is not None else ''})")
     if timeline is not None and inspection in timeline.inspections:
         summary.update(timeline_report.summary_items(timeline, inspection))
     markdown = _markdown(plate_key, summary, map_png, ranked, hits, labels, synthetic_model, crystal_threshold,
