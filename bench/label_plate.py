@@ -16,9 +16,16 @@ are the comparable numbers, DESIGN.md "Measuring speed"):
 - ``end_to_end``: label_plate (decode overlapped with inference) + the DuckDB write
   of the plate's prediction rows in one transaction, seconds per plate.
 
+It also runs on a GPU box, whose python has torch, numpy, pyarrow and Pillow only
+(``--device cuda``): without DuckDB the warehouse write is left out (``duckdb_write_s``
+null), without scipy the synthetic PNG plate is skipped, and ``--plate DIR`` benchmarks
+any folder of well images (``A01.png`` ...) instead of the built-in plates. On CUDA the
+model-only figure times the eager module on the GPU (the fast path is CPU-only).
+
 Usage::
 
     .venv/bin/python bench/label_plate.py [--model PATH] [--repeats 3] [--threads 2]
+    python bench/label_plate.py --device cuda --plate /data/SOME_PLATE   # on a GPU box
 """
 
 from __future__ import annotations
@@ -67,24 +74,40 @@ def sgemm_gflops(repeats: int) -> float:
 
 
 def make_plates(root: Path, wells: int) -> dict[str, Path]:
+    """The built-in plates this machine can make: each one skipped, with the reason, when not."""
     from crystal_pipeline.wells import all_wells
-    from crystal_pipeline.synthetic import write_plate
 
-    png = root / "png" / "BENCH_PNG"
-    write_plate(png, "BENCH_PNG", seed=1, wells=wells, size=256)
-    jpeg = root / "jpeg" / "BENCH_JPEG"
-    jpeg.mkdir(parents=True)
+    plates = {}
+    try:
+        from crystal_pipeline.synthetic import write_plate  # draws with scipy
+    except ImportError as exc:
+        emit(figure="skipped", plate="png", why=f"the synthetic plate needs {exc.name}, not installed here")
+    else:
+        png = root / "png" / "BENCH_PNG"
+        write_plate(png, "BENCH_PNG", seed=1, wells=wells, size=256)
+        plates["png"] = png
     sources = sorted(REAL_SAMPLES.glob("gsk_*.jpeg"))
     if not sources:
-        raise SystemExit(f"no gsk_*.jpeg under {REAL_SAMPLES}: the JPEG plate needs them")
-    for i, well in enumerate(all_wells(wells)):
-        shutil.copyfile(sources[i % len(sources)], jpeg / f"{well.name}.jpg")
-    return {"png": png, "jpeg": jpeg}
+        emit(figure="skipped", plate="jpeg", why=f"no gsk_*.jpeg under {REAL_SAMPLES}")
+    else:
+        jpeg = root / "jpeg" / "BENCH_JPEG"
+        jpeg.mkdir(parents=True)
+        for i, well in enumerate(all_wells(wells)):
+            shutil.copyfile(sources[i % len(sources)], jpeg / f"{well.name}.jpg")
+        plates["jpeg"] = jpeg
+    if not plates:
+        raise SystemExit("no plate to label: pass --plate DIR (a folder of well images)")
+    return plates
 
 
-def write_duckdb(db_path: Path, rows: list[dict]) -> None:
-    """What the plate job's warehouse write costs: replace the plate's rows in one transaction."""
-    import duckdb
+def write_duckdb(db_path: Path, rows: list[dict]) -> bool:
+    """What the plate job's warehouse write costs: replace the plate's rows in one transaction.
+
+    False (nothing written) where DuckDB is not installed, as on a GPU box."""
+    try:
+        import duckdb
+    except ImportError:
+        return False
     import pyarrow as pa
 
     table = pa.Table.from_pylist(rows)
@@ -102,6 +125,7 @@ def write_duckdb(db_path: Path, rows: list[dict]) -> None:
         con.execute("COMMIT")
     finally:
         con.close()
+    return True
 
 
 def main() -> None:
@@ -116,18 +140,45 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=imaging.default_workers(), help="model threads")
     parser.add_argument("--wells", type=int, default=1536, choices=(96, 384, 1536))
     parser.add_argument("--skip-eager-e2e", action="store_true", help="end to end with the fast path only")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (on CUDA the fast CPU path is not timed)")
+    parser.add_argument("--plate", type=Path, help="a folder of well images to label instead of the built-in plates")
+    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: label_plate's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     machine = {"cpu": cpu_name(), "cores": imaging.default_workers(), "threads": args.threads,
-               "torch": torch.__version__}
+               "torch": torch.__version__, "device": args.device}
+    if args.device.startswith("cuda"):
+        machine["gpu"] = torch.cuda.get_device_name(args.device)
     emit(figure="machine", **machine)
 
-    model = load(args.model, "cpu") if args.model else CrystalNet(resolution=128).eval()
+    model = load(args.model, args.device) if args.model else CrystalNet(resolution=128).eval().to(args.device)
+    if args.device.startswith("cuda"):
+        bench_model_only_cuda(model, args.repeats)
+        bench_plates(model, args.wells, args.repeats, skip_eager=True, plate=args.plate, workers=args.workers)
+        return
     fast = bench_model_only(model, args.threads, args.repeats)
     try:
-        bench_plates(model, args.wells, args.repeats, args.skip_eager_e2e)
+        bench_plates(model, args.wells, args.repeats, args.skip_eager_e2e, plate=args.plate, workers=args.workers)
     finally:
         fast.close()
+
+
+def bench_model_only_cuda(model, repeats: int) -> None:
+    """Batch-of-512 throughput of the module on the GPU (synchronised), for the plate figure's model share."""
+    import torch
+
+    res = model.resolution
+    batch = torch.randint(0, 256, (512, res, res), dtype=torch.uint8, device=next(model.parameters()).device)
+
+    def run():
+        with torch.inference_mode():
+            model(batch)
+        torch.cuda.synchronize()
+
+    run()
+    seconds = best_of(run, max(3, repeats))
+    emit(figure="model_only", path="cuda_eager", batch=512, resolution=res, images_per_s=round(512 / seconds, 1),
+         s_per_1536_plate=round(1536 * seconds / 512, 3))
 
 
 def bench_model_only(model, threads: int, repeats: int):
@@ -171,7 +222,8 @@ def bench_model_only(model, threads: int, repeats: int):
     return fast
 
 
-def bench_plates(model, wells: int, repeats: int, skip_eager: bool) -> None:
+def bench_plates(model, wells: int, repeats: int, skip_eager: bool, plate: Path | None = None,
+                 workers: int | None = None) -> None:
     """Decode alone, then label_plate + the DuckDB write end to end, on each kind of plate."""
     from crystal_pipeline.ingest import imaging
     from crystal_pipeline.ingest.archive import scan_plate
@@ -180,39 +232,43 @@ def bench_plates(model, wells: int, repeats: int, skip_eager: bool) -> None:
     root = Path(tempfile.mkdtemp(prefix="crystal_bench_"))
     try:
         t0 = time.perf_counter()
-        plate_dirs = make_plates(root, wells)
+        plate_dirs = {"given": plate} if plate is not None else make_plates(root, wells)
         emit(figure="setup", seconds=round(time.perf_counter() - t0, 1), root=str(root))
         for kind, plate_dir in plate_dirs.items():
             files = scan_plate(plate_dir)
+            if not files:
+                raise SystemExit(f"no images under {plate_dir}")
             paths_only = [f.path for f in files]
-            decode_s = best_of(lambda: sum(1 for _ in imaging.decode_many(paths_only, res)), repeats)
+            decode_s = best_of(lambda: sum(1 for _ in imaging.decode_many(paths_only, res, workers=workers)),
+                               repeats)
             emit(figure="decode", plate=kind, images=len(files), seconds=round(decode_s, 2),
                  images_per_s=round(len(files) / decode_s, 1))
             for cpu_path in ("fast",) if skip_eager else ("fast", "eager"):
-                _bench_end_to_end(root, kind, files, model, cpu_path, repeats)
+                _bench_end_to_end(root, kind, files, model, cpu_path, repeats, workers)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _bench_end_to_end(root: Path, kind: str, files, model, cpu_path: str, repeats: int) -> None:
+def _bench_end_to_end(root: Path, kind: str, files, model, cpu_path: str, repeats: int,
+                      workers: int | None) -> None:
     from crystal_pipeline.plates.labelling import label_plate
 
     best = None
     for i in range(repeats):
         t0 = time.perf_counter()
-        labels = label_plate(files, model, cpu_path=cpu_path)
+        labels = label_plate(files, model, cpu_path=cpu_path, workers=workers)
         t_label = time.perf_counter() - t0
         t1 = time.perf_counter()
-        write_duckdb(root / f"warehouse_{kind}_{cpu_path}_{i}.duckdb", labels.prediction_rows("bench"))
-        t_db = time.perf_counter() - t1
-        total = t_label + t_db
+        written = write_duckdb(root / f"warehouse_{kind}_{cpu_path}_{i}.duckdb", labels.prediction_rows("bench"))
+        t_db = time.perf_counter() - t1 if written else None
+        total = t_label + (t_db or 0.0)
         if best is None or total < best[0]:
             best = (total, t_label, t_db, labels)
     total, t_label, t_db, labels = best
     emit(figure="end_to_end", plate=kind, path=labels.timings.path, images=len(labels.rows),
          quarantined=len(labels.quarantined), s_per_plate=round(total, 2),
          images_per_s=round(len(labels.rows) / total, 1), label_s=round(t_label, 2),
-         duckdb_write_s=round(t_db, 3), model_s=round(labels.timings.model_s, 2),
+         duckdb_write_s=None if t_db is None else round(t_db, 3), model_s=round(labels.timings.model_s, 2),
          decode_wait_s=round(labels.timings.decode_wait_s, 2), repeats=repeats)
 
 

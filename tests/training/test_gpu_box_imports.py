@@ -72,3 +72,32 @@ def test_train_and_label_without_dagster_duckdb_or_pandas(tmp_path):
     assert summary["val_class_ids"] == val_ids.tolist()  # class ids 1..10 as written
     assert (tmp_path / "out" / "model.pt").is_file()
     assert (tmp_path / "out" / "report" / "hits.csv").read_text().count("\n") == 4  # header + 3 wells
+
+
+def test_plate_labelling_benchmark_runs_without_duckdb_or_scipy(tmp_path):
+    """bench/label_plate.py is how a GPU session measures the one-second plate: it must run
+    where only torch, numpy, pyarrow and Pillow are installed (no warehouse write there)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from crystal_pipeline.wells import all_wells
+
+    rng = np.random.default_rng(1)
+    plate = tmp_path / "P96"
+    plate.mkdir()
+    for well in all_wells(96):
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(plate / f"{well.name}.png")
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    prelude = PRELUDE.replace(repr(BLOCKED), repr(BLOCKED + ("scipy",)))
+    run = (f"import runpy\nsys.path.insert(0, {str(bench)!r})\n"
+           f"sys.argv = ['label_plate.py', '--plate', {str(plate)!r}, '--wells', '96', '--repeats', '1',"
+           f" '--workers', '0', '--skip-eager-e2e']\n"
+           f"runpy.run_path({str(bench / 'label_plate.py')!r}, run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", prelude + run], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    end_to_end = [f for f in figures if f["figure"] == "end_to_end"]
+    assert len(end_to_end) == 1 and end_to_end[0]["images"] == 96 and end_to_end[0]["quarantined"] == 0
+    assert end_to_end[0]["duckdb_write_s"] is None  # no DuckDB on the box: no write, and said so
+    assert {f["figure"] for f in figures} >= {"machine", "sgemm", "model_only", "decode", "end_to_end"}
