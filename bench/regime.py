@@ -14,7 +14,7 @@ and extended with more variants):
   4. CrystalNet for every ``--variant`` and ``--seeds`` (library ``train``; temperature
      fitted on val; scored on test),
   5. the baselines fitted on train and scored on the same test images, with McNemar
-     against every CrystalNet run.
+     against every CrystalNet run and between each pair of baselines.
 
 One JSON line per figure on stdout; everything also lands in ``<workdir>/regime.json``.
 
@@ -137,6 +137,7 @@ def run_baselines(tensors_128: Path, workdir: Path, crystalnets: list[dict], sin
     test = extract_features_cached(tensors_128 / "test", cache, workers=workers)
     models = fit_baselines(train.features, train.pixels, train.class_ids, seed=0, workers=workers)
     predictions = predict_proba_baselines(models, test.features, test.pixels)
+    compare_baselines(test.class_ids, {name: p.probs for name, p in predictions.items()}, sink)
     for run in crystalnets:
         if run["image_ids"] != list(test.image_ids):
             raise RuntimeError("CrystalNet's and the baselines' test images differ")
@@ -149,6 +150,22 @@ def run_baselines(tensors_128: Path, workdir: Path, crystalnets: list[dict], sin
                                          "balanced_accuracy_ci95", "crystal_auc", "crystal_auc_ci95",
                                          "mcnemar_p_vs_crystalnet")},
                   "fit_seconds": round(models[row["name"]].fit_seconds, 1)}, sink)
+
+
+def compare_baselines(class_ids, probs: dict, sink: list) -> None:
+    """Every pair of baselines on the same test images (exact McNemar), so each step of the
+    paper's order kNN < RF < NN < CrystalNet has its own paired test."""
+    from itertools import combinations
+
+    from crystal_pipeline.evaluation.metrics import predicted_classes
+    from crystal_pipeline.evaluation.uncertainty import mcnemar
+
+    right = {name: predicted_classes(p) == class_ids for name, p in probs.items()}
+    for a, b in combinations(sorted(right), 2):
+        test = mcnemar(right[a], right[b])
+        emit({"figure": "baseline_pair", "a": a, "b": b, "p": test.p_value,
+              "only_a_right": int((right[a] & ~right[b]).sum()), "only_b_right": int((right[b] & ~right[a]).sum())},
+             sink)
 
 
 def compare_variants(runs: list[dict], sink: list) -> None:
