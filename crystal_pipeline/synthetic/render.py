@@ -19,7 +19,7 @@ from scipy import ndimage
 from crystal_pipeline.classes import CLASSES
 from crystal_pipeline.synthetic import contents
 from crystal_pipeline.synthetic.imager import IMAGER_A, Imager
-from crystal_pipeline.synthetic.scene import Nuisance, draw_nuisance, draw_scene, finish
+from crystal_pipeline.synthetic.scene import Nuisance, defocus, draw_nuisance, draw_scene, finish
 
 DEFAULT_DIFFICULTY = 0.5
 
@@ -67,16 +67,8 @@ def crystal_visibility(composed: np.ndarray, hidden: np.ndarray, nuisance: Nuisa
     such pixels is read as an edge length at 256 px and mapped as the size-based estimate
     in ``contents.crystals`` maps its crystal length.
     """
-    size = composed.shape[0]
-    k = size / 256.0
-    sigma = nuisance.blur * k
-
-    def camera(image: np.ndarray) -> np.ndarray:
-        if sigma > 0.3:
-            image = ndimage.gaussian_filter(image, sigma, truncate=2.5)
-        return image * nuisance.contrast
-
-    seen, rest = camera(composed), camera(hidden)
+    k = composed.shape[0] / 256.0
+    seen, rest = (defocus(image, nuisance) * nuisance.contrast for image in (composed, hidden))
     mean = ndimage.gaussian_filter(rest, 2 * k)
     clutter = np.sqrt(np.maximum(ndimage.gaussian_filter(rest * rest, 2 * k) - mean * mean, 0.0))
     stands_out = np.abs(seen - rest) > EDGE_CONTRAST + 3 * nuisance.noise + CLUTTER_WEIGHT * clutter

@@ -174,12 +174,15 @@ def _gamma_table(gamma: float) -> np.ndarray:
     return (np.linspace(0.0, 1.0, 1024, dtype=np.float64) ** gamma).astype(np.float32)
 
 
+def defocus(image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
+    """The camera's focus blur (``nuisance.blur`` is a sigma at 256 px, scaled to the image)."""
+    sigma = nuisance.blur * image.shape[0] / 256.0
+    return ndimage.gaussian_filter(image, sigma, truncate=2.5) if sigma > 0.3 else image
+
+
 def finish(rng: np.random.Generator, image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
     """Apply focus, contrast and sensor noise, and quantise to 8-bit grey."""
-    size = image.shape[0]
-    sigma = nuisance.blur * size / 256.0
-    if sigma > 0.3:
-        image = ndimage.gaussian_filter(image, sigma, truncate=2.5)
+    image = defocus(image, nuisance)
     mean = float(image.mean())
     image = mean + nuisance.contrast * (image - mean)
     np.clip(image, 0.0, 1.0, out=image)
