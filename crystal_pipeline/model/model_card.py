@@ -14,6 +14,7 @@ Only the standard library here (the card is read by the ONNX engine on boxes wit
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping
 
 from crystal_pipeline.classes import CLASS_NAMES, CLASS_TITLES, MARCO_CLASSES, MARCO_OF_CLASS
@@ -26,6 +27,13 @@ SYNTHETIC_WARNING = ("Trained on synthetic images: its outputs show that the pip
 _HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "crystal_auc")
 _PLAIN = ("split", "n_images", "crystal_recall_target", "crystal_threshold_at_recall_target",
           "review_share_at_recall_target", "ece_before", "ece_after", "bootstrap")
+
+
+def card_paths(model_path: str | Path) -> tuple[Path, Path]:
+    """``<name>.card.json`` and ``<name>.card.md`` beside an exported ``<name>.onnx``: where the
+    exporter writes the card and where the engine looks for it."""
+    stem = Path(model_path).with_suffix("")
+    return stem.with_name(stem.name + ".card.json"), stem.with_name(stem.name + ".card.md")
 
 
 def _number(value: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from crystal_pipeline.model.model_card import CARD_METADATA_KEY
+from crystal_pipeline.model.model_card import CARD_METADATA_KEY, card_paths
 
 
 class OnnxEngineError(RuntimeError):
@@ -76,7 +76,7 @@ def _card(session: Any, path: Path) -> dict[str, Any]:
     """The model card embedded in the file, else the ``.card.json`` beside it, else empty."""
     text = session.get_modelmeta().custom_metadata_map.get(CARD_METADATA_KEY)
     if text is None:
-        beside = path.with_suffix("").with_name(path.with_suffix("").name + ".card.json")
+        beside = card_paths(path)[0]
         text = beside.read_text() if beside.is_file() else "{}"
     try:
         card = json.loads(text)

@@ -33,7 +33,7 @@ import torch
 
 from crystal_pipeline.files import atomic_write_bytes, atomic_write_text, file_sha256
 from crystal_pipeline.model.artifact import calibration_of, load
-from crystal_pipeline.model.model_card import CARD_METADATA_KEY, build_model_card, card_markdown
+from crystal_pipeline.model.model_card import CARD_METADATA_KEY, build_model_card, card_markdown, card_paths
 from crystal_pipeline.model.network import CrystalNet
 
 INPUT_NAME = "pixels"
@@ -142,7 +142,7 @@ def export_onnx(artifact_path: str | os.PathLike, out_path: str | os.PathLike, *
     entry.key, entry.value = CARD_METADATA_KEY, card_json
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx_path = atomic_write_bytes(out_path, proto.SerializeToString())
-    stem = out_path.with_suffix("")
-    json_path = atomic_write_text(stem.with_name(stem.name + ".card.json"), card_json + "\n")
-    md_path = atomic_write_text(stem.with_name(stem.name + ".card.md"), card_markdown(card))
+    json_target, md_target = card_paths(out_path)
+    json_path = atomic_write_text(json_target, card_json + "\n")
+    md_path = atomic_write_text(md_target, card_markdown(card))
     return ExportResult(onnx_path, json_path, md_path, card, diff)
