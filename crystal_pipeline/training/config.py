@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from crystal_pipeline.classes import NUM_CLASSES
 from crystal_pipeline.model import augment
+from crystal_pipeline.training import balance
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,8 @@ class TrainConfig:
             problems.append(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.init not in ("kaiming", "paper"):
             problems.append(f"init must be 'kaiming' or 'paper', got {self.init!r}")
-        if self.class_balance not in ("none", "sampling", "loss"):
-            problems.append(f"class_balance must be 'none', 'sampling' or 'loss', got {self.class_balance!r}")
+        if self.class_balance not in balance.MODES:
+            problems.append(f"class_balance must be one of {balance.MODES}, got {self.class_balance!r}")
         if not 0 <= self.balance_power <= 1:
             problems.append(f"balance_power must lie in [0, 1], got {self.balance_power}")
         if not 0 < self.scale_min <= self.scale_max:
