@@ -21,11 +21,6 @@ def annotation_errors(warehouse: Warehouse) -> pd.DataFrame:
     return warehouse.query_df("SELECT * FROM annotation_errors ORDER BY source_file, source_line")
 
 
-def votes(warehouse: Warehouse) -> pd.DataFrame:
-    """``image_id, attributes`` of every annotation row (the consensus input)."""
-    return warehouse.query_df("SELECT image_id, attributes FROM annotations")
-
-
 def votes_with_sources(warehouse: Warehouse) -> pd.DataFrame:
     """Every annotation row with its annotator and where it came from (file, line, file mtime):
     what consensus needs to let the later of two reviews win."""
