@@ -68,12 +68,13 @@ class Timeline:
     threshold: float
     wells: list[WellHistory]
 
+    def follows_another(self, inspection: str | None) -> bool:
+        """Whether ``inspection`` is one of the plate's and not its first (so it has a previous one)."""
+        return inspection in self.inspections and self.inspections.index(inspection) > 0
+
     def previous(self, inspection: str | None) -> str | None:
         """The inspection before ``inspection`` in order (None at the first, or when unknown)."""
-        if inspection not in self.inspections:
-            return None
-        i = self.inspections.index(inspection)
-        return self.inspections[i - 1] if i > 0 else None
+        return self.inspections[self.inspections.index(inspection) - 1] if self.follows_another(inspection) else None
 
     def is_hit(self, history: WellHistory, inspection: str | None) -> bool:
         seen = history.at(inspection)
@@ -83,7 +84,7 @@ class Timeline:
         """Well-drops that are hits at ``inspection`` and were not at the previous inspection
         (not a hit there, or not imaged there), most likely first. None at the first inspection:
         nothing can have changed before it."""
-        if inspection not in self.inspections or self.inspections.index(inspection) == 0:
+        if not self.follows_another(inspection):
             return []
         before = self.previous(inspection)
         new = [h for h in self.wells if self.is_hit(h, inspection) and not self.is_hit(h, before)]

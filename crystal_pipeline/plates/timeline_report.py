@@ -28,10 +28,9 @@ def _label(inspection: str | None) -> str:
 
 def summary_items(timeline: Timeline, inspection: str | None) -> dict[str, str]:
     """Lines for the report's summary table."""
-    before = timeline.previous(inspection)
-    if before is None and timeline.inspections.index(inspection) == 0:
+    if not timeline.follows_another(inspection):
         return {"inspections": f"{len(timeline.inspections)} (this is the first)"}
-    return {"inspections": f"{len(timeline.inspections)}, previous {_label(before)}",
+    return {"inspections": f"{len(timeline.inspections)}, previous {_label(timeline.previous(inspection))}",
             "new hits since previous inspection": str(len(timeline.new_hits(inspection)))}
 
 
@@ -48,7 +47,7 @@ def _new_hit_rows(timeline: Timeline, inspection: str | None) -> tuple[list[str]
 
 def markdown_lines(timeline: Timeline, inspection: str | None) -> list[str]:
     """The new-hits section in Markdown (empty at a plate's first inspection)."""
-    if inspection not in timeline.inspections or timeline.inspections.index(inspection) == 0:
+    if not timeline.follows_another(inspection):
         return []
     header, body = _new_hit_rows(timeline, inspection)
     title = f"## New hits since {_label(timeline.previous(inspection))} ({len(body)})"
@@ -60,7 +59,7 @@ def markdown_lines(timeline: Timeline, inspection: str | None) -> list[str]:
 def html_parts(timeline: Timeline, inspection: str | None, thumbnail: Thumbnail) -> list[str]:
     """New hits first (a table), then each current hit's photographs across inspections."""
     parts: list[str] = []
-    if inspection in timeline.inspections and timeline.inspections.index(inspection) > 0:
+    if timeline.follows_another(inspection):
         header, body = _new_hit_rows(timeline, inspection)
         parts.append(f"<h2>New hits since {escape(_label(timeline.previous(inspection)))} ({len(body)})</h2>")
         if body:
