@@ -143,7 +143,7 @@ def marco_outcome(probs: Sequence[float] | np.ndarray) -> str:
     """The predicted MARCO outcome of one image: the four-class probability's arg-max
     (ties go to the earlier class in :data:`MARCO_CLASSES`). Not the ten-class arg-max
     mapped: 0.3 crystal + 0.3 precipitate-crystal outweighs 0.4 clear (docs/decisions.md)."""
-    return MARCO_CLASSES[int(np.argmax(marco_probs(np.asarray(probs).reshape(1, -1))[0]))]
+    return marco_outcomes(np.asarray(probs).reshape(1, -1))[0]
 
 
 def marco_outcomes(probs: np.ndarray) -> list[str]:
