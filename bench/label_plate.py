@@ -31,8 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import sys
 import tempfile
@@ -43,26 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from machine import cpu_name  # noqa: E402  (bench/machine.py)
+from timing import best_of, best_of_interleaved, emit  # noqa: E402  (bench/timing.py)
 
 # Decode workers (forkserver) re-import this __main__ module: keep its top level
 # light, or every worker pays torch's import (seconds) before decoding a file.
 
 GFLOP_PER_IMAGE_128 = 1.04  # PERFORMANCE_NOTES.md: 521 M multiply-adds at 128 px
 REAL_SAMPLES = REPO.parent / "shared" / "real_samples"
-
-
-def emit(**fields) -> None:
-    fields.setdefault("load_avg_1min", round(os.getloadavg()[0], 2))
-    print(json.dumps(fields), flush=True)
-
-
-def best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def sgemm_gflops(repeats: int) -> float:
@@ -205,12 +190,7 @@ def bench_model_only(model, threads: int, repeats: int):
         paths = {"eager_channels_last": lambda: eager(batch), "fast": lambda: fast.logits(batch)}
         for fn in paths.values():
             fn()
-        seconds = {name: float("inf") for name in paths}
-        for _ in range(repeats):  # interleaved, so both see the same neighbours
-            for name, fn in paths.items():
-                t0 = time.perf_counter()
-                fn()
-                seconds[name] = min(seconds[name], time.perf_counter() - t0)
+        seconds = best_of_interleaved(paths, repeats)  # so both see the same neighbours
     rates = {}
     for name, s in seconds.items():
         rate = 128 / s

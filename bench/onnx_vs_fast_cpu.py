@@ -17,8 +17,6 @@ No Dagster and no DuckDB. Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import sys
 import tempfile
@@ -29,13 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from machine import cpu_name  # noqa: E402  (bench/machine.py)
+from timing import best_of_interleaved, emit  # noqa: E402  (bench/timing.py)
 
 BATCH = 128
-
-
-def emit(**fields) -> None:
-    fields.setdefault("load_avg_1min", round(os.getloadavg()[0], 2))
-    print(json.dumps(fields), flush=True)
 
 
 def _in_batches(predict, pixels):
@@ -87,10 +81,11 @@ def main() -> None:
         engines = {"fast_cpu": calibrated(fast.predict_proba, temperature), "onnxruntime": engine.predict_proba}
         try:
             _model_only(engines, pixels, args.repeats, res)
-            for name, net in (("fast_cpu", fast), ("onnxruntime", engine)):
+            # label_plate builds its own fast path from the torch model; the ONNX engine it takes as is.
+            for name, net in (("fast_cpu", model), ("onnxruntime", engine)):
                 best = float("inf")
                 for _ in range(args.repeats):
-                    labels = label_plate(files, net if name == "onnxruntime" else model, batch_size=BATCH)
+                    labels = label_plate(files, net, batch_size=BATCH)
                     best = min(best, labels.timings.total_s)
                 emit(figure="end_to_end", engine=name, path=labels.timings.path, images=len(files),
                      seconds=round(best, 2), images_per_s=round(len(files) / best, 1))
@@ -104,12 +99,8 @@ def _model_only(engines, pixels, repeats: int, res: int) -> None:
     import numpy as np
 
     outputs = {name: _in_batches(fn, pixels) for name, fn in engines.items()}  # warm-up, and the comparison
-    seconds = {name: float("inf") for name in engines}
-    for _ in range(repeats):
-        for name, fn in engines.items():
-            t0 = time.perf_counter()
-            _in_batches(fn, pixels)
-            seconds[name] = min(seconds[name], time.perf_counter() - t0)
+    seconds = best_of_interleaved({name: (lambda fn=fn: _in_batches(fn, pixels)) for name, fn in engines.items()},
+                                  repeats)
     for name, s in seconds.items():
         emit(figure="model_only", engine=name, images=len(pixels), resolution=res, batch=BATCH,
              seconds=round(s, 3), images_per_s=round(len(pixels) / s, 1))
