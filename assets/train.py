@@ -38,7 +38,8 @@ MODEL_CHECKS = [
                       description="Validation accuracy removes at least error_reduction_floor (default 25%) of the "
                                   "errors of always answering the majority class: floor = majority + 0.25 x "
                                   "(1 - majority), 0.59 at a majority rate of 0.45. accuracy_floor in the run "
-                                  "config sets an absolute floor instead."),
+                                  "config sets an absolute floor instead. Decided before promotion: a model "
+                                  "below it is registered with is_production false and never labels a plate."),
     dg.AssetCheckSpec("val_accuracy_above_majority_rate", asset="crystalnet_model",
                       description="The model beats always answering the most common class."),
 ]
@@ -48,7 +49,9 @@ MODEL_CHECKS = [
 def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, storage: StorageResource,
                      warehouse: WarehouseResource, preprocessing: PreprocessingResource,
                      compute: ComputeResource, pipes_subprocess_client: dg.PipesSubprocessClient):
-    """CrystalNet (the paper's Table 1) trained with a preset; registered in ``models``, promoted if not worse.
+    """CrystalNet (the paper's Table 1) trained with a preset; registered in ``models``; promoted when it
+    clears the accuracy floor and is not worse than production (a model below the floor is registered
+    with is_production false and never labels a plate; the metadata's ``promotion`` says why).
 
     Training runs as its own process, ``torchrun --nproc_per_node N -m crystal_pipeline
     train``, launched through Dagster Pipes (``compute.launcher``), which streams its
@@ -88,14 +91,15 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
             raise _stopped(result, train_config, run)
         class_ids = result.val_class_ids
         scores = registry.calibrate(class_ids, result.val_probs)  # T and the hit threshold, on val
-        decision = promotion.promote(wh, layout, run.model_path, scores, preset=config.preset, resolution=res,
-                                     trained_on=trained_on, device=compute.device, workers=preprocessing.workers)
+        # The floor is decided before promotion: a model below it is registered, never production.
+        floor = registry.floor_for(class_ids, absolute=config.accuracy_floor,
+                                   error_reduction=config.error_reduction_floor)
+        decision = promotion.promote(wh, layout, run.model_path, scores, floor=floor, preset=config.preset,
+                                     resolution=res, trained_on=trained_on, device=compute.device,
+                                     workers=preprocessing.workers)
         run.release(finished=True)
-    context.log.info(decision.reason)
+    (context.log.info if decision.promoted or floor.cleared_by(scores) else context.log.warning)(decision.reason)
 
-    majority = registry.majority_rate(class_ids)
-    floor = (config.accuracy_floor if config.accuracy_floor is not None
-             else registry.accuracy_floor(majority, config.error_reduction_floor))
     curve = figures.training_curves(log_lines or result.history, f"CrystalNet {config.preset} ({res} px)")
     yield dg.MaterializeResult(metadata={
         "model_version": decision.model_version,
@@ -117,20 +121,21 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         "freeze_features": train_config.freeze_features,
         "promoted": decision.promoted,
         "promotion": decision.reason,
+        "accuracy_floor": round(floor.value, 4),
+        "production_problem": decision.production_problem or "none",
         "production_val_accuracy": (None if decision.production_scores is None
                                     else finite_or_none(decision.production_scores.val_accuracy)),
         "curves": md(png_md(curve, "training curves")),
     })
-    yield dg.AssetCheckResult(check_name="val_accuracy_above_floor",
-                              passed=bool(scores.val_accuracy >= floor),
+    yield dg.AssetCheckResult(check_name="val_accuracy_above_floor", passed=floor.cleared_by(scores),
                               metadata={"val_accuracy": finite_or_none(scores.val_accuracy),
-                                        "floor": round(floor, 4), "majority_rate": round(majority, 4),
-                                        "floor_rule": ("absolute (accuracy_floor)" if config.accuracy_floor is not None
-                                                       else f"majority + {config.error_reduction_floor} x (1 - majority)")})
+                                        "floor": round(floor.value, 4), "majority_rate": round(floor.majority_rate, 4),
+                                        "floor_rule": floor.rule, "promoted": decision.promoted,
+                                        "promotion": decision.reason})
     yield dg.AssetCheckResult(check_name="val_accuracy_above_majority_rate",
-                              passed=bool(scores.val_accuracy > majority),
+                              passed=bool(scores.val_accuracy > floor.majority_rate),
                               metadata={"val_accuracy": finite_or_none(scores.val_accuracy),
-                                        "majority_rate": round(majority, 4)})
+                                        "majority_rate": round(floor.majority_rate, 4)})
 
 
 def _run_training(context, compute: ComputeResource, client: dg.PipesSubprocessClient, config: TrainRunConfig,

@@ -1,10 +1,13 @@
 """The ``models`` table: which trained models exist and which one labels plates.
 
-Promotion rule (DESIGN.md): the first model becomes production; a later one replaces
-it only when its validation accuracy and crystal recall are not worse than the
-production model's *on the same validation split* — so the production model is
+Promotion rule (DESIGN.md, with issue 18's floor): a model whose validation accuracy is
+below the accuracy floor (:class:`AccuracyFloor`) is registered but never production,
+not even the first one; above it, the first model becomes production, and a later one
+replaces production only when its validation accuracy and crystal recall are not worse
+than the production model's *on the same validation split* — so the production model is
 re-scored on today's split rather than trusted with the number it got when it was
-trained on an older one.
+trained on an older one. A production model whose file is missing or damaged cannot be
+re-scored; it is "unusable" and any new model clearing the floor replaces it.
 
 ``crystal_recall`` is the recall of the has-crystal view of the 10-way prediction
 (the paper's Table 4); ``temperature`` is the temperature fitted on validation
@@ -78,6 +81,44 @@ def new_model_version(artifact: Path, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{file_sha256(artifact)[:8]}"
 
 
+@dataclass(frozen=True)
+class AccuracyFloor:
+    """The validation accuracy a model must reach to label plates, and how it was set."""
+
+    value: float
+    majority_rate: float
+    rule: str
+
+    def cleared_by(self, scores: Scores) -> bool:
+        """True when ``scores.val_accuracy`` reaches the floor (NaN never does)."""
+        return bool(scores.val_accuracy >= self.value)
+
+
+def floor_for(class_ids: np.ndarray, *, absolute: float | None = None,
+              error_reduction: float | None = None) -> AccuracyFloor:
+    """The floor on these validation labels: ``absolute`` when given, else the majority
+    rate plus ``error_reduction`` (default :data:`DEFAULT_ERROR_REDUCTION`) of its errors."""
+    error_reduction = DEFAULT_ERROR_REDUCTION if error_reduction is None else error_reduction
+    majority = majority_rate(class_ids)
+    if absolute is not None:
+        return AccuracyFloor(float(absolute), majority, "absolute (accuracy_floor)")
+    return AccuracyFloor(accuracy_floor(majority, error_reduction), majority,
+                         f"majority + {error_reduction} x (1 - majority)")
+
+
+def promotion_decision(candidate: Scores, production: Scores | None, floor: AccuracyFloor, *,
+                       production_problem: str | None = None) -> tuple[bool, str]:
+    """Whether ``candidate`` becomes production, and why, in words: the floor first, then an
+    unusable production model (``production_problem``) is replaced, then :func:`not_worse`."""
+    if not floor.cleared_by(candidate):
+        return False, (f"below the accuracy floor: val_accuracy {candidate.val_accuracy:.4f} < floor "
+                       f"{floor.value:.4f} ({floor.rule}, majority rate {floor.majority_rate:.4f}); registered, "
+                       "not production")
+    if production_problem is not None:
+        return True, f"promoted: the production model is unusable ({production_problem}); this one clears the floor"
+    return not_worse(candidate, production)
+
+
 def not_worse(candidate: Scores, production: Scores | None) -> tuple[bool, str]:
     """Whether ``candidate`` may replace ``production``, and why, in words."""
     if production is None:
@@ -107,16 +148,21 @@ def model_row(warehouse: Warehouse, model_version: str | None = None) -> dict:
         return row
     row = production_model(warehouse)
     if row is None:
-        raise LookupError("no production model: materialize crystalnet_model first (make demo does)")
+        registered = model_table.registered_count(warehouse)
+        raise LookupError(
+            "no production model: " + (f"{registered} registered model(s), none cleared the accuracy floor; "
+                                       if registered else "none is registered; ")
+            + "materialize crystalnet_model to train one that clears the floor, or name model_version")
     return row
 
 
 def register(warehouse: Warehouse, *, model_version: str, preset: str, resolution: int, path: Path,
              trained_on: str, scores: Scores, promote: bool, parent_version: str | None = None,
-             n_train_labels: int | None = None) -> None:
+             n_train_labels: int | None = None) -> str:
     """Insert the model's row (with its file's sha256 and, for a fine-tune, its parent) and,
-    when promoted, make it the only production model (one transaction). NaN scores are stored as NULL."""
-    model_table.insert_model(
+    when promoted, make it the only production model (one transaction). NaN scores are stored as NULL.
+    A file already registered is not registered twice; returns the version holding it."""
+    return model_table.insert_model(
         warehouse, model_version=model_version, created_at=datetime.now(timezone.utc).replace(tzinfo=None),
         preset=preset, resolution=resolution, path=str(path), sha256=file_sha256(path), trained_on=trained_on,
         val_accuracy=finite_or_none(scores.val_accuracy, None), crystal_recall=finite_or_none(scores.crystal_recall, None),
@@ -126,14 +172,20 @@ def register(warehouse: Warehouse, *, model_version: str, preset: str, resolutio
         n_train_labels=n_train_labels)
 
 
+def model_by_sha256(warehouse: Warehouse, sha256: str) -> dict | None:
+    """The row registered for the file with this content, or None (promotion's idempotency key)."""
+    return model_table.model_by_sha256(warehouse, sha256)
+
+
 def parent_model(warehouse: Warehouse, init_from: str) -> dict:
     """The ``models`` row a fine-tune starts from: ``production`` or a version. LookupError
     when there is none, ValueError when its file is missing or not the one registered
     (a fine-tune must not silently start from other weights)."""
     row = model_row(warehouse, None if init_from.strip().lower() == "production" else init_from.strip())
-    problem = artifact_problem(row)
-    if problem:
-        raise ValueError(f"cannot fine-tune from {row['model_version']}: {problem}")
+    try:
+        verify_registered(row)
+    except ModelIntegrityError as error:
+        raise ValueError(f"cannot fine-tune from {row['model_version']}: {error}") from error
     return row
 
 
@@ -147,6 +199,27 @@ def artifact_problem(row: dict) -> str | None:
     if actual != row.get("sha256"):
         return f"model file {path} has sha256 {actual[:12]}..., the registry says {str(row.get('sha256'))[:12]}..."
     return None
+
+
+class ModelIntegrityError(RuntimeError):
+    """A registered model's file is missing or is not the file its ``models`` row hashed."""
+
+
+def verify_registered(row: dict) -> Path:
+    """The row's model file, after checking its sha256 against the row's; ModelIntegrityError
+    (naming the version and what is wrong) before anything reads the weights."""
+    problem = artifact_problem(row)
+    if problem:
+        raise ModelIntegrityError(f"model {row.get('model_version')}: {problem}; it was not loaded")
+    return Path(row["path"])
+
+
+def load_registered(row: dict, device: str = "auto"):
+    """The model of a ``models`` row, loaded only after its file's sha256 matched the row's:
+    every load by row goes through here, so a replaced or damaged file never labels a plate."""
+    from crystal_pipeline.model import load
+
+    return load(verify_registered(row), device)
 
 
 # Share of the majority answer's errors a model must remove to pass the accuracy floor.

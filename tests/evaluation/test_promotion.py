@@ -71,9 +71,14 @@ def scores_of(class_id: int) -> registry.Scores:
     return registry.score(np.array(VAL), probs)
 
 
-def promote(wh, layout, tmp_path, class_id: int, name: str, when: int):
+# The tests of the not-worse rule switch the floor off (these one-class models sit at or
+# below the majority rate, under any real floor); the floor's own tests use the real one.
+NO_FLOOR = registry.AccuracyFloor(0.0, 0.6, "test of the not-worse rule: no floor")
+
+
+def promote(wh, layout, tmp_path, class_id: int, name: str, when: int, floor=NO_FLOOR):
     staged = constant_model(tmp_path / "staging" / name / "model.pt", class_id)
-    return promotion.promote(wh, layout, staged, scores_of(class_id), preset="test", resolution=32,
+    return promotion.promote(wh, layout, staged, scores_of(class_id), floor=floor, preset="test", resolution=32,
                              trained_on="synthetic", device="cpu", workers=1,
                              now=datetime(2024, 1, 1, 0, 0, when, tzinfo=timezone.utc))
 
@@ -132,7 +137,8 @@ def test_production_is_rescored_on_the_split_of_today_after_labels_change(world,
     probs[:, 0] = 1.0
     today = registry.score(np.array(VAL[1:]), probs)  # the same "clear" answer: 5/9
     staged = constant_model(tmp_path / "staging" / "again" / "model.pt", 1)
-    decision = promotion.promote(wh, layout, staged, today, preset="test", resolution=32, trained_on="synthetic",
+    decision = promotion.promote(wh, layout, staged, today, floor=NO_FLOOR, preset="test", resolution=32,
+                                 trained_on="synthetic",
                                  device="cpu", workers=1)
     assert decision.production_version == first.model_version
     assert decision.production_scores.images == 9
@@ -151,7 +157,8 @@ def test_promotion_writes_the_temperature_and_calibrated_threshold_into_artifact
     scores = registry.calibrate(np.array(VAL), raw)
     assert scores.temperature > 1.0  # softened
     staged = constant_model(tmp_path / "staging" / "cal" / "model.pt", 1)
-    decision = promotion.promote(wh, layout, staged, scores, preset="test", resolution=32, trained_on="synthetic",
+    decision = promotion.promote(wh, layout, staged, scores, floor=NO_FLOOR, preset="test", resolution=32,
+                                 trained_on="synthetic",
                                  device="cpu", workers=1)
     meta = load_artifact(decision.path)
     assert calibration_of(meta) == (pytest.approx(scores.temperature), pytest.approx(scores.crystal_threshold))
@@ -163,3 +170,101 @@ def test_promotion_writes_the_temperature_and_calibrated_threshold_into_artifact
     calibrated = registry.score(np.array(VAL), raw, scores.temperature)
     assert calibrated.crystal_threshold == pytest.approx(scores.crystal_threshold)
     assert scores.crystal_threshold != pytest.approx(registry.score(np.array(VAL), raw).crystal_threshold)
+
+
+# -- issue 18: the floor before promotion, an unusable production, and kills at every step ------
+REAL_FLOOR = registry.floor_for(np.array(VAL))  # majority 0.6 -> 0.6 + 0.25 x 0.4 = 0.7
+
+
+def test_a_first_model_below_the_floor_is_registered_but_never_production(world, tmp_path):
+    wh, layout = world
+    assert REAL_FLOOR.value == pytest.approx(0.7)
+    decision = promote(wh, layout, tmp_path, 1, "weak", 0, floor=REAL_FLOOR)  # 0.6: the majority answer
+    assert not decision.promoted and "below the accuracy floor" in decision.reason and "0.7000" in decision.reason
+    row = registry.model_row(wh, decision.model_version)
+    assert row["is_production"] == False and decision.path.is_file()  # noqa: E712
+    assert registry.production_model(wh) is None
+    with pytest.raises(LookupError, match="none cleared the accuracy floor.*or name model_version"):
+        registry.model_row(wh)
+
+
+def register_production(wh, layout, class_id: int, version: str = "old"):
+    old = constant_model(layout.models_dir / version / "model.pt", class_id)
+    registry.register(wh, model_version=version, preset="test", resolution=32, path=old, trained_on="synthetic",
+                      scores=scores_of(class_id), promote=True)
+    return old
+
+
+def test_a_damaged_production_artifact_does_not_block_the_next_promotion(world, tmp_path):
+    wh, layout = world
+    old = register_production(wh, layout, 1)
+    data = bytearray(old.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    old.write_bytes(bytes(data))
+    decision = promote(wh, layout, tmp_path, 2, "new", 0)  # worse than "old" was, but "old" is unusable
+    assert decision.promoted and "unusable" in decision.reason and "sha256" in decision.production_problem
+    assert production_version(wh) == decision.model_version
+
+
+def test_a_rescore_that_raises_loses_nothing_and_a_rerun_completes(world, tmp_path, monkeypatch):
+    wh, layout = world
+    register_production(wh, layout, 2)
+    staged = constant_model(tmp_path / "staging" / "kept" / "model.pt", 1)
+
+    def locked(*args, **kwargs):
+        raise RuntimeError("warehouse locked")
+
+    monkeypatch.setattr(promotion, "rescore", locked)
+    with pytest.raises(RuntimeError, match="warehouse locked"):
+        promotion.promote(wh, layout, staged, scores_of(1), floor=NO_FLOOR, preset="test", resolution=32,
+                          trained_on="synthetic", device="cpu", workers=1)
+    assert staged.is_file() and sorted(p.parent.name for p in layout.models_dir.glob("*/model.pt")) == ["old"]
+    monkeypatch.undo()
+    decision = promotion.promote(wh, layout, staged, scores_of(1), floor=NO_FLOOR, preset="test", resolution=32,
+                                 trained_on="synthetic", device="cpu", workers=1)
+    assert decision.promoted and not staged.exists()
+
+
+CHILD = """
+import sys
+from pathlib import Path
+import numpy as np
+from crystal_pipeline.evaluation import promotion, registry
+from crystal_pipeline.layout import DataLayout
+from crystal_pipeline.warehouse import Warehouse
+
+layout = DataLayout.under(Path(sys.argv[1]))
+val = np.array({val})
+probs = np.zeros((len(val), 10), dtype=np.float32)
+probs[:, 0] = 1.0
+promotion.promote(Warehouse(layout.warehouse), layout, Path(sys.argv[2]), registry.score(val, probs),
+                  floor=registry.AccuracyFloor(0.0, 0.6, "test"), preset="test", resolution=32,
+                  trained_on="synthetic", device="cpu", workers=1)
+"""
+
+
+@pytest.mark.parametrize("point", ["promotion.during_rescore", "promotion.after_move", "promotion.before_row",
+                                   "promotion.after_row"])
+def test_promotion_killed_at_each_step_then_rerun_registers_the_model_exactly_once(world, tmp_path, point):
+    """SIGKILL (no finally, no cleanup) at each step of promote; a plain re-run with the same
+    staged file completes: one row for the new file, the file in place with the row's sha256,
+    exactly one production model, no second version folder, the staged copy gone."""
+    from crystal_pipeline.files import file_sha256
+    from tests.crash_harness import killed_at
+
+    wh, layout = world
+    register_production(wh, layout, 2)  # 0.3: the new "clear" model (0.6) replaces it
+    staged = constant_model(tmp_path / "staging" / "run" / "model.pt", 1)
+    code = CHILD.format(val=VAL).replace("sys.argv[1]", repr(str(layout.data_dir))).replace(
+        "sys.argv[2]", repr(str(staged)))
+    killed_at(point, code)
+    assert staged.is_file()  # whatever step it died at, the trained model is still somewhere
+    decision = promotion.promote(wh, layout, staged, scores_of(1), floor=NO_FLOOR, preset="test", resolution=32,
+                                 trained_on="synthetic", device="cpu", workers=1)
+    rows = wh.query_df("SELECT model_version, path, sha256, is_production FROM models WHERE model_version <> 'old'")
+    assert len(rows) == 1 and rows["model_version"].item() == decision.model_version
+    assert file_sha256(rows["path"].item()) == rows["sha256"].item()
+    assert int(wh.scalar("SELECT count(*) FROM models WHERE is_production")) == 1
+    assert production_version(wh) == decision.model_version
+    assert sorted(p.parent.name for p in layout.models_dir.glob("*/model.pt")) == sorted(["old", decision.model_version])
+    assert not staged.exists()

@@ -62,3 +62,36 @@ def test_model_row_by_version_or_production_and_clear_errors(tmp_path):
     assert registry.model_row(wh)["model_version"] == "v1" == registry.model_row(wh, "v1")["model_version"]
     with pytest.raises(LookupError, match="'v2' is not in the models table"):
         registry.model_row(wh, "v2")
+
+
+def test_load_registered_checks_the_sha256_before_torch_reads_the_file(tmp_path, monkeypatch):
+    import pytest
+    import torch
+
+    from crystal_pipeline.model import CrystalNet, save_artifact
+
+    wh = Warehouse(tmp_path / "w.duckdb")
+    wh.ensure_schema()
+    path = save_artifact(tmp_path / "m.pt", CrystalNet(num_classes=10, resolution=32, augment_params=None))
+    registry.register(wh, model_version="v1", preset="smoke", resolution=32, path=path, trained_on="synthetic",
+                      scores=registry.Scores(0.5, 0.5, 0.5, 0.5, 1), promote=True)
+    row = registry.model_row(wh)
+    assert registry.load_registered(row, "cpu").resolution == 32
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01  # one bit of the weights
+    path.write_bytes(bytes(data))
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load ran on a file whose sha256 does not match its row")
+
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(registry.ModelIntegrityError, match="model v1: .*the registry says .*not loaded"):
+        registry.load_registered(row, "cpu")
+    # Registering the same file again is a no-op: the row of the first registration holds it.
+    assert registry.register(wh, model_version="v1-again", preset="smoke", resolution=32, path=path,
+                             trained_on="synthetic", scores=registry.Scores(0.5, 0.5, 0.5, 0.5, 1),
+                             promote=False) == "v1-again"
+    assert registry.register(wh, model_version="v1-third", preset="smoke", resolution=32, path=path,
+                             trained_on="synthetic", scores=registry.Scores(0.5, 0.5, 0.5, 0.5, 1),
+                             promote=True) == "v1-again"
+    assert int(wh.scalar("SELECT count(*) FROM models")) == 2 and registry.production_model(wh)["model_version"] == "v1"
