@@ -3,8 +3,16 @@
 The sensor watches the incoming folder; ``label_plate_job`` ingests the plate's files
 (same quarantine rules as the archive), labels every well with the production
 CrystalNet, stores the predictions, and publishes a plate report.
+
+One model per plate run: ``plate_predictions`` resolves the model once (config
+``model_version``, else production) and its value, a :class:`PlateRun`, names it to
+``plate_timeline`` and ``plate_report``, which read that version's ``predictions`` rows.
+``plate_predictions`` is two ops: inference (pool ``gpu`` on a machine with an NVIDIA
+device, none on CPU) and the warehouse write (pool ``duckdb``), so labelling a plate never
+holds the warehouse's single-writer slot while the model runs.
 """
 
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -16,10 +24,11 @@ from crystal_pipeline.evaluation import registry
 from crystal_pipeline.ingest import archive
 from crystal_pipeline.ingest import incoming
 from crystal_pipeline.ingest.image_files import ingest_files
+from crystal_pipeline.plates import plate_run
+from crystal_pipeline.plates.plate_run import PlateRun
 from crystal_pipeline.warehouse import ImageScope
 from crystal_pipeline.warehouse import images as image_table
 from crystal_pipeline.warehouse import predictions as prediction_table
-from crystal_pipeline.wells import missing_wells, slot_name
 from resources import ComputeResource, StorageResource, WarehouseResource
 
 plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
@@ -55,9 +64,9 @@ def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
                            progress=progress_logger(context, "hashed and decoded"))
     rows = image_table.images_in(wh, scope, ("image_id", "well", "drop", "plate_drops", "row", "status", "error",
                                              "plate_format"))
-    fmt = _plate_format(rows)
+    fmt = plate_run.plate_format_of(rows)
     quarantined = rows[rows["status"] == "quarantined"]
-    missing = _missing_wells(rows, fmt)
+    missing = plate_run.missing_of(rows, fmt)
     yield dg.AssetCheckResult(check_name="plate_files_decodable", passed=quarantined.empty, metadata={
         "quarantined": len(quarantined), "list": md(table_md(quarantined[["image_id", "error"]], 100))})
     yield dg.MaterializeResult(metadata={
@@ -73,143 +82,145 @@ def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
     })
 
 
-def _plate_format(rows: pd.DataFrame) -> Optional[int]:
-    """The format ingest decided for the plate's ``images`` rows (None without a valid well)."""
-    formats = rows["plate_format"].dropna()
-    return int(formats.iloc[0]) if len(formats) else None
-
-
-def _missing_wells(rows: pd.DataFrame, plate_format: Optional[int]) -> list[str]:
-    """Missing wells and drops (``A01``, ``A01_2``) of the plate's ``images`` rows."""
-    if not plate_format:
-        return []
-    drops = int(rows["plate_drops"].max()) if len(rows) and rows["plate_drops"].notna().any() else 1
-    present = [slot_name(w, int(d)) for w, d, r in zip(rows["well"], rows["drop"].fillna(1), rows["row"])
-               if pd.notna(r)]
-    return missing_wells(present, plate_format, drops)
-
-
 class PlatePredictionConfig(dg.Config):
     """Which model labels the plate (default: the production model) and the batch size."""
 
     model_version: Optional[str] = None
     batch_size: int = 128
-    # Review budget in the plate report: the top N wells, or the fewest wells holding this share of the
-    # plate's expected crystals (sum of calibrated crystal_prob). Unset: the top 5% of the plate (at least 8
-    # wells; plates.report.DEFAULT_REVIEW_SHARE). The hits inside it are marked "review first".
+
+
+class PlateReportConfig(dg.Config):
+    """Review budget in the plate report: the top N wells, or the fewest wells holding this share of the
+    plate's expected crystals (sum of calibrated crystal_prob). Unset: the top 5% of the plate (at least 8
+    wells; plates.report.DEFAULT_REVIEW_SHARE). The hits inside it are marked "review first"."""
+
     review_top_n: Optional[int] = None
     review_recall: Optional[float] = None
 
 
 PREDICTION_CHECKS = [
-    dg.AssetCheckSpec("every_well_accounted_for", asset="plate_predictions",
-                      description="labelled + quarantined = files found, and + missing = the plate's format; "
-                                  "fails with the list when any well is quarantined or missing"),
-    dg.AssetCheckSpec("model_version_exists", asset="plate_predictions",
-                      description="The model file that labelled the plate exists and its sha256 equals its "
-                                  "models row's (not replaced or damaged since registration)."),
-    dg.AssetCheckSpec("probabilities_sum_to_one", asset="plate_predictions"),
+    dg.AssetCheckSpec("every_well_accounted_for", asset="plate_predictions", blocking=True,
+                      description="Re-derived from the warehouse after the write: every images row of the plate is "
+                                  "exactly one of labelled (a predictions row of the run's model) or quarantined. "
+                                  "Blocking: a report of a labelling that lost wells is not published."),
+    dg.AssetCheckSpec("no_missing_or_quarantined_wells", asset="plate_predictions",
+                      description="No well is quarantined or missing from the plate's format; lists them when "
+                                  "some are. Not blocking: the report lists those wells."),
+    dg.AssetCheckSpec("probabilities_sum_to_one", asset="plate_predictions", blocking=True,
+                      description="Every stored prediction's 10 probabilities sum to 1."),
 ]
 
 
-@dg.asset(group_name="plates", kinds={"pytorch", "duckdb"}, pool="duckdb", partitions_def=plates_partitions,
-          deps=[plate_images], check_specs=PREDICTION_CHECKS)
-def plate_predictions(context: dg.AssetExecutionContext, config: PlatePredictionConfig,
-                      warehouse: WarehouseResource, compute: ComputeResource):
-    """Every decodable well labelled by CrystalNet; the plate's earlier rows for that model replaced in one transaction."""
-    from datetime import datetime, timezone
+def _inference_pool() -> Optional[str]:
+    """``gpu`` where the definitions load on a machine with an NVIDIA device (the pool training
+    holds, so plate inference and training take turns on the GPUs), else no pool: on a CPU box
+    labelling a plate must not queue behind a training run. Decided without importing torch."""
+    return "gpu" if Path("/dev/nvidiactl").exists() else None
 
+
+@dg.op(pool=_inference_pool(), ins={"plate_images": dg.In(dg.Nothing)})
+def label_plate_wells(context: dg.OpExecutionContext, config: PlatePredictionConfig,
+                      warehouse: WarehouseResource, compute: ComputeResource):
+    """Resolve the model once, check its file against its row (sha256) before loading it, and label
+    every decodable well; nothing is written (a damaged model fails here, and no row changes)."""
     from crystal_pipeline.ingest.image_files import well_files_from_images
     from crystal_pipeline.plates.labelling import label_plate
-    from crystal_pipeline.model import load
 
     key, plate_id, inspection = _plate(context)
     wh = warehouse.get()
     model_row = registered_model(wh, config.model_version)
-    model = load(model_row["path"], compute.device)  # a missing or unreadable file fails here, before any work
+    try:
+        model = registry.load_registered(model_row, compute.device)
+    except registry.ModelIntegrityError as error:
+        raise dg.Failure(f"{error}: re-register or retrain the model; plate {key} was not labelled") from error
     rows = image_table.images_in(wh, ImageScope.of_plate(plate_id, inspection))
     labels = label_plate(well_files_from_images(rows), model, batch_size=config.batch_size,
                          progress=progress_logger(context, "labelled"))
+    context.log.info(f"plate {key}: labelled with {model_row['model_version']}")
+    return plate_run.plate_run_of(model_row, model, labels, rows), labels
+
+
+@dg.op(pool="duckdb", out={"result": dg.Out(), **{f"plate_predictions_{c.name}": dg.Out(is_required=False)
+                                                  for c in PREDICTION_CHECKS}})
+def write_plate_predictions(context: dg.OpExecutionContext, warehouse: WarehouseResource, labelled):
+    """The plate's rows for the run's model replaced in one transaction, then the checks from the warehouse."""
+    from datetime import datetime, timezone
+
+    run, labels = labelled
+    key, plate_id, inspection = _plate(context)
+    wh = warehouse.get()
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    frame = pd.DataFrame(labels.prediction_rows(model_row["model_version"], now),
+    frame = pd.DataFrame(labels.prediction_rows(run.model_version, now),
                          columns=list(prediction_table.PREDICTION_COLUMNS))
-    prediction_table.replace_plate_predictions(wh, plate_id, inspection, model_row["model_version"], frame)
-    checks = list(_prediction_checks(wh, rows, labels, model_row, plate_id, inspection))
-    threshold = _threshold(model_row)
-    hits = int((frame["crystal_prob"] >= threshold).sum()) if len(frame) else 0
+    prediction_table.replace_plate_predictions(wh, plate_id, inspection, run.model_version, frame)
+    found = plate_run.prediction_checks(wh, plate_id, inspection, run)
+    hits = int((frame["crystal_prob"] >= run.crystal_threshold).sum()) if len(frame) else 0
     counts = frame["class_name"].value_counts().rename_axis("class").reset_index(name="wells") if len(frame) else frame
-    yield dg.Output(metadata={
-        "model_version": model_row["model_version"],
+    yield dg.Output(run, "result", metadata={
+        "model_version": run.model_version,
         "labelled": len(frame),
-        "quarantined": len(labels.quarantined),
+        "quarantined": len(found.quarantined),
         "crystal_hits": hits,
-        "crystal_threshold": round(threshold, 4),
+        "crystal_threshold": round(run.crystal_threshold, 4),
         "images_per_s": round(labels.timings.images_per_s, 1),
         "seconds": round(labels.timings.total_s, 2),
         "inference_path": labels.timings.path,
         "class_counts": md(table_md(counts, 10)),
-    }, value=labels)
-    yield from checks
+    })
+    yield from _check_results(found)
 
 
-def _prediction_checks(wh, rows: pd.DataFrame, labels, model_row: dict, plate_id: str, inspection):
-    """The three checks, computed from what was just written to the warehouse."""
-    import numpy as np
-
-    stored = prediction_table.plate_predictions(wh, plate_id, inspection, model_row["model_version"],
-                                                columns=("image_id", "probs"))
-    fmt = _plate_format(rows)
-    missing = _missing_wells(rows, fmt)
-    quarantined = [(q.image_id, q.reason) for q in labels.quarantined]
-    accounted = len(stored) + len(quarantined) == len(rows)
-    yield dg.AssetCheckResult(
-        check_name="every_well_accounted_for", passed=accounted and not quarantined and not missing,
-        metadata={"files": len(rows), "labelled": len(stored), "quarantined": len(quarantined),
-                  "missing_wells": len(missing), "plate_format": fmt, "accounted": accounted,
-                  "quarantined_list": md(table_md(pd.DataFrame(quarantined, columns=["image_id", "reason"]), 100)),
-                  "missing_list": ", ".join(missing[:200])})
-    problem = registry.artifact_problem(model_row)
-    yield dg.AssetCheckResult(check_name="model_version_exists", passed=problem is None,
-                              metadata={"model_version": model_row["model_version"], "path": str(model_row["path"]),
-                                        "problem": problem or "none"})
-    sums = np.array([np.sum(p) for p in stored["probs"]]) if len(stored) else np.ones(0)
-    worst = float(np.abs(sums - 1).max()) if sums.size else 0.0
-    yield dg.AssetCheckResult(check_name="probabilities_sum_to_one", passed=worst < 1e-3,
-                              metadata={"max_abs_deviation": worst, "rows": int(sums.size)})
+def _check_results(found: plate_run.PredictionChecks):
+    """The library's findings as Dagster check results."""
+    quarantined = md(table_md(pd.DataFrame(found.quarantined, columns=["image_id", "reason"]), 100))
+    counts = {"files": found.files, "labelled": found.labelled, "quarantined": len(found.quarantined),
+              "missing_wells": len(found.missing), "plate_format": found.plate_format}
+    yield dg.AssetCheckResult(asset_key="plate_predictions", check_name="every_well_accounted_for",
+                              passed=found.accounted,
+                              metadata={**counts, "accounted": found.accounted,
+                                        "unaccounted": ", ".join(found.unaccounted[:100]) or "none",
+                                        "quarantined_list": quarantined,
+                                        "missing_list": ", ".join(found.missing[:200])})
+    yield dg.AssetCheckResult(asset_key="plate_predictions", check_name="no_missing_or_quarantined_wells",
+                              passed=found.complete,
+                              metadata={**counts, "quarantined_list": quarantined,
+                                        "missing_list": ", ".join(found.missing[:200])})
+    yield dg.AssetCheckResult(asset_key="plate_predictions", check_name="probabilities_sum_to_one",
+                              passed=found.max_abs_deviation < 1e-3,
+                              metadata={"max_abs_deviation": found.max_abs_deviation, "rows": found.labelled})
 
 
-def _threshold(model_row: dict) -> float:
-    """The hit threshold stored in the model's artifact (calibrated crystal_prob keeping 95% crystal
-    recall on validation), as ``crystal-pipeline label`` reads it; for an artifact from before
-    calibration, the registry's threshold, else 0.5."""
-    from crystal_pipeline.model import ArtifactError, calibration_of, load_artifact
-
-    try:
-        meta = load_artifact(model_row["path"])
-    except ArtifactError:  # the model_version_exists check reports the file; keep the registry's number
-        meta = {}
-    return calibration_of(meta, model_row.get("crystal_threshold"))[1]
+@dg.graph_asset(group_name="plates", kinds={"pytorch", "duckdb"}, partitions_def=plates_partitions,
+                ins={"plate_images": dg.AssetIn(dagster_type=dg.Nothing)}, check_specs=PREDICTION_CHECKS,
+                config=dg.ConfigMapping(config_fn=lambda c: {"label_plate_wells": {"config": c}},
+                                        config_schema=PlatePredictionConfig.to_config_schema()))
+def plate_predictions(plate_images):
+    """Every decodable well labelled by CrystalNet (one model, resolved once for the whole plate run);
+    the plate's earlier rows for that model replaced in one transaction. Its value names the model
+    (a PlateRun) to plate_timeline and plate_report."""
+    outputs = write_plate_predictions(label_plate_wells(plate_images))
+    return {"result": outputs[0], **{f"plate_predictions_{c.name}": o for c, o in zip(PREDICTION_CHECKS, outputs[1:])}}
 
 
 @dg.asset(group_name="plates", kinds={"html"}, partitions_def=plates_partitions)
-def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfig, storage: StorageResource,
-                 warehouse: WarehouseResource, plate_predictions) -> dg.MaterializeResult:
-    """Plate map, ranked hit list and HTML page a crystallographer can act on."""
+def plate_report(context: dg.AssetExecutionContext, config: PlateReportConfig, storage: StorageResource,
+                 warehouse: WarehouseResource, plate_predictions: PlateRun) -> dg.MaterializeResult:
+    """Plate map, ranked hit list and HTML page a crystallographer can act on, from the ``predictions``
+    rows of the model plate_predictions used (its name and threshold, not today's production model's)."""
     from crystal_pipeline.plates.report import write_plate_report
     from crystal_pipeline.plates.timeline import load_timeline
 
     key, plate_id, inspection = _plate(context)
     layout = storage.layout
     wh = warehouse.get()
-    model_row = registered_model(wh, config.model_version)
+    run = plate_predictions
+    labels = plate_run.stored_labels(wh, plate_id, inspection, run)
     fmt = image_table.plate_format(wh, plate_id, inspection)
     meta, conditions = archive.plate_metadata(layout.raw_dir, plate_id, incoming.plate_folder_path(layout.incoming_dir, key))
-    threshold = _threshold(model_row)
-    timeline = load_timeline(wh, plate_id, model_row["model_version"], threshold) if inspection else None
-    report = write_plate_report(layout.plate_report_dir(key), key, int(fmt) if fmt else None, plate_predictions,
-                                model_version=model_row["model_version"],
-                                synthetic_model=model_row.get("trained_on") == "synthetic",
-                                crystal_threshold=threshold, plate_meta=meta, conditions=conditions,
+    timeline = load_timeline(wh, plate_id, run.model_version, run.crystal_threshold) if inspection else None
+    report = write_plate_report(layout.plate_report_dir(key), key, int(fmt) if fmt else None, labels,
+                                model_version=run.model_version, synthetic_model=run.synthetic_model,
+                                crystal_threshold=run.crystal_threshold, plate_meta=meta, conditions=conditions,
                                 review_top_n=config.review_top_n, review_recall=config.review_recall,
                                 timeline=timeline)
     context.log.info(f"plate report: {report.paths['html']}")
@@ -218,9 +229,10 @@ def plate_report(context: dg.AssetExecutionContext, config: PlatePredictionConfi
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.path(str(report.paths["html"])),
         "hit_list": dg.MetadataValue.path(str(report.paths["csv"])),
+        "model_version": run.model_version,
         "crystal_hits": len(report.hits),
         "review_first": len(report.review_first),
-        "crystal_threshold": round(threshold, 4),
+        "crystal_threshold": round(run.crystal_threshold, 4),
         "top_hits": md(table_md(top, 10)),
         "plate_map": md(report.markdown),
     })
