@@ -14,6 +14,8 @@ def test_evaluation_baselines_and_studies(data_dir):
 
     resources = build_resources(StorageResource(data_dir=str(data_dir)))
     instance = dg.DagsterInstance.ephemeral()
+    # accuracy_floor 0: evaluation needs a production model, and the smoke model sits below the real
+    # floor (tests/dagster_layer/test_train_asset.py tests the floor itself).
     run_config = {"ops": {
         "crystalnet_model": {"config": {"preset": "smoke", "accuracy_floor": 0.0}},
         "training_size_study": {"config": {**SMOKE, "fractions": [0.5, 1.0]}},

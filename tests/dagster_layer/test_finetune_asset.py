@@ -26,6 +26,7 @@ def test_finetune_from_production_through_both_launchers(data_dir):
 
     def materialize(launcher, **config):
         resources = {**build_resources(storage), "compute": ComputeResource(device="cpu", launcher=launcher)}
+        # accuracy_floor 0: fine-tuning needs a production parent; the smoke model is below the real floor.
         run_config = {"ops": {"crystalnet_model": {"config": {"preset": "smoke", "accuracy_floor": 0.0, **config}}}}
         result = dg.materialize([*definitions.all_assets, *definitions.all_checks], resources=resources,
                                 instance=instance, selection=dg.AssetSelection.assets("crystalnet_model"),
