@@ -267,6 +267,31 @@ def test_a_promotion_between_the_steps_does_not_change_the_model_of_the_report(t
     assert timeline.metadata["model_version"].value == first["model_version"]
 
 
+def test_a_labelling_that_does_not_account_for_every_file_publishes_no_report(trained, monkeypatch):
+    """every_well_accounted_for blocks: when the warehouse shows a file neither labelled nor
+    quarantined (here one prediction row deleted as the write lands), plate_report does not run."""
+    from crystal_pipeline.plates import plate_run
+
+    layout = DataLayout.under(trained)
+    write_plate(layout.incoming_dir / "LOST", "LOST", seed=9, wells=96, size=64)
+    real = plate_run.prediction_checks
+
+    def losing_a_row(wh, plate_id, inspection, run):
+        with wh.transaction() as con:
+            con.execute("DELETE FROM predictions WHERE image_id = (SELECT min(image_id) FROM predictions "
+                        "WHERE plate_id = ?)", [plate_id])
+        return real(wh, plate_id, inspection, run)
+
+    monkeypatch.setattr(plate_run, "prediction_checks", losing_a_row)
+    with dg.instance_for_test() as instance:
+        result = label(trained, instance, "LOST")
+    assert not result.success
+    accounted = checks(result)["every_well_accounted_for"]
+    assert not accounted.passed and accounted.metadata["unaccounted"].value.startswith("LOST")
+    assert result.asset_materializations_for_node("plate_report") == []
+    assert not (layout.plate_report_dir("LOST") / "report.html").exists()
+
+
 def test_plate_predictions_infers_outside_the_duckdb_pool_and_writes_inside_it():
     """Inference claims the gpu pool on a machine with an NVIDIA device, none on CPU; only the
     warehouse write claims duckdb. The completeness check that guards the report blocks."""

@@ -84,6 +84,10 @@ def prepared(data_dir):
 
 
 def test_stopped_run_fails_clearly_and_resumes_with_other_runtime_fields(prepared):
+    """...and the model it finishes, the first one, is below the real floor (these runs set no
+    accuracy_floor): registered, not production, so a plate run then fails saying what to do."""
+    import definitions
+    from crystal_pipeline.synthetic import write_plate
     from crystal_pipeline.training import TrainConfig
 
     resources, instance, layout = prepared
@@ -107,35 +111,22 @@ def test_stopped_run_fails_clearly_and_resumes_with_other_runtime_fields(prepare
     assert not checkpoint.parent.exists()
     assert Warehouse(layout.warehouse).scalar("SELECT count(*) FROM models") == 1
 
-
-def test_a_first_model_below_the_real_floor_is_not_production_and_a_plate_run_says_why(prepared):
-    """The real (majority-relative) floor is decided before promotion: the smoke model, below it,
-    is registered with is_production false (the first model too), the floor check fails and says
-    so, and a plate run then fails with what to do instead of labelling with it."""
-    import definitions
-    from crystal_pipeline.synthetic import write_plate
-
-    resources, instance, layout = prepared
-    result = materialize_model(resources, instance)  # no accuracy_floor: the real one
-    assert result.success
-    meta = model_meta(result)
+    # The floor is decided before promotion (issue 18): the first model is not production.
     assert meta["val_accuracy"] < meta["accuracy_floor"], "the smoke model cleared the real floor: test void"
     assert not meta["promoted"] and "below the accuracy floor" in meta["promotion"]
-    [floor_check] = [e.asset_check_evaluation_data for e in result.all_events
+    [floor_check] = [e.asset_check_evaluation_data for e in resumed.all_events
                      if e.event_type_value == "ASSET_CHECK_EVALUATION"
                      and e.asset_check_evaluation_data.check_name == "val_accuracy_above_floor"]
     assert not floor_check.passed and "registered, not production" in floor_check.metadata["promotion"].value
     wh = Warehouse(layout.warehouse)
     assert wh.query_df("SELECT is_production FROM models")["is_production"].tolist() == [False]
-
     write_plate(layout.incoming_dir / "NOPROD", "NOPROD", seed=3, wells=96, size=64)
     instance.add_dynamic_partitions("plates", ["NOPROD"])
     plate = dg.materialize([*definitions.all_assets, *definitions.all_checks], resources=resources,
                            instance=instance, partition_key="NOPROD", raise_on_error=False,
                            selection=dg.AssetSelection.assets("plate_images", "plate_predictions"))
     assert not plate.success
-    failure = failure_of(plate)
-    text = failure.user_failure_data.description
+    text = failure_of(plate).user_failure_data.description
     assert "no production model: 1 registered model(s), none cleared the accuracy floor" in text
     assert "train one that clears the floor, or name model_version" in text
     assert wh.scalar("SELECT count(*) FROM predictions") == 0
