@@ -11,8 +11,9 @@ from crystal_pipeline.warehouse import models as model_table
 
 
 def _insert(wh, version, **extra):
+    # One sha256 per file: insert_model registers a file (by its sha256) once.
     model_table.insert_model(wh, model_version=version, created_at=datetime(2026, 1, 1), preset="finetune",
-                             resolution=64, path=f"{version}.pt", sha256="x", trained_on="synthetic",
+                             resolution=64, path=f"{version}.pt", sha256=f"sha-{version}", trained_on="synthetic",
                              val_accuracy=0.5, crystal_recall=0.9, crystal_auc=0.8, crystal_threshold=0.1,
                              make_production=False, **extra)
 
