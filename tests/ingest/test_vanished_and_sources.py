@@ -77,3 +77,31 @@ def test_an_incoming_plate_named_like_an_archive_plate_is_refused_before_writing
     _plate(raw, "N1", ["A01"])
     with pytest.raises(SourceConflict, match="source incoming"):
         ingest_files(wh, archive.scan_archive(raw), source="archive")
+
+
+def test_tensors_leave_a_vanished_file_out_and_are_not_rewritten_on_every_read(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from crystal_pipeline.layout import DataLayout
+    from crystal_pipeline.tensors import preparation
+    from crystal_pipeline.warehouse import labels as label_table
+
+    raw = tmp_path / "raw"
+    wells = [f"A{c:02d}" for c in range(1, 9)]
+    _plate(raw, "P1", wells)
+    wh = Warehouse(tmp_path / "w.duckdb")
+    ingest_files(wh, archive.scan_archive(raw))
+    labels = agree([(f"P1/{w}", ("clear",)) for w in wells], ConsensusConfig(), image_table.image_statuses(wh))
+    label_table.replace_consensus_labels(wh, pd.DataFrame([vars(l) for l in labels.labels]))
+    (raw / "plates" / "P1" / "A03.png").unlink()
+    ingest_files(wh, archive.scan_archive(raw))  # consensus not re-run yet: the label is still stored
+
+    layout = DataLayout.under(tmp_path / "data")
+    writes = []
+    real = preparation.prepare_resolution
+    monkeypatch.setattr(preparation, "prepare_resolution", lambda *a, **k: writes.append(1) or real(*a, **k))
+    for split in ("train", "val", "test") * 2:
+        preparation.current_split(wh, layout, 16, split, workers=1)
+    assert len(writes) == 1  # written once, then the stored ids match the warehouse's
+    ids = [i for s in ("train", "val", "test") for i in preparation.current_split(wh, layout, 16, s).image_ids]
+    assert sorted(ids) == [f"P1/{w}" for w in wells if w != "A03"]
