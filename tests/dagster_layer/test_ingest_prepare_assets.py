@@ -1,5 +1,7 @@
 """The ingest and prepare assets on a tiny generated archive, in process."""
 
+import dataclasses
+
 import dagster as dg
 import numpy as np
 import pytest
@@ -187,3 +189,65 @@ def test_pixel_length_check_reads_the_files_not_the_schema(tmp_path):
     half = np.full((32, 32), 5.0)
     half[:17] = 1.0  # 53% of the pixels never varied
     assert not check_stats(np.zeros((32, 32)), half, 32, 1.0).ok
+
+
+def _annotations_run(data_dir, instance, **config):
+    import definitions
+
+    return dg.materialize([*definitions.all_assets, *definitions.all_checks],
+                          resources=build_resources(StorageResource(data_dir=str(data_dir))), instance=instance,
+                          selection=dg.AssetSelection.assets("annotations"), raise_on_error=False,
+                          run_config={"ops": {"annotations": {"config": config}}} if config else None)
+
+
+def _failure(result):
+    [event] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return event.step_failure_data.error.message
+
+
+def test_an_annotations_refresh_refuses_to_wipe_the_votes(data_dir):
+    import definitions
+
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([*definitions.all_assets, *definitions.all_checks],
+                          resources=build_resources(StorageResource(data_dir=str(data_dir))), instance=instance,
+                          selection=dg.AssetSelection.assets("raw_images", "annotations")).success
+    wh = Warehouse(DataLayout.under(data_dir).warehouse)
+    votes = wh.query_df("SELECT * FROM annotations ORDER BY ALL")
+    assert len(votes) > 0
+    folder = data_dir / "raw" / "annotations"
+
+    folder.rename(data_dir / "raw" / "annotations.moved")
+    result = _annotations_run(data_dir, instance)
+    assert not result.success
+    message = _failure(result)
+    assert f"the annotations folder {folder} is missing" in message and f"all {len(votes)} stored votes" in message
+    assert "allow_vote_loss" in message
+    assert wh.query_df("SELECT * FROM annotations ORDER BY ALL").equals(votes)
+
+    # One of the two plates' CSVs gone: half the votes, refused above a 30% allowance, accepted when allowed.
+    (data_dir / "raw" / "annotations.moved").rename(folder)
+    csvs = sorted(folder.glob("*.csv"))
+    csvs[0].rename(data_dir / csvs[0].name)
+    result = _annotations_run(data_dir, instance, max_vote_loss_share=0.3)
+    assert not result.success and "max_vote_loss_share = 0.3" in _failure(result)
+    assert wh.query_df("SELECT * FROM annotations ORDER BY ALL").equals(votes)
+    assert _annotations_run(data_dir, instance, allow_vote_loss=True).success
+    assert 0 < wh.scalar("SELECT count(*) FROM annotations") < len(votes)
+
+
+def test_a_failing_label_check_stops_the_tensors(data_dir, monkeypatch):
+    """stored_label_checks is blocking: image_tensors waits for it and does not run when it fails."""
+    import definitions
+    from crystal_pipeline.ingest import quality
+
+    real = quality.label_table_checks
+    monkeypatch.setattr(quality, "label_table_checks", lambda stored: [
+        dataclasses.replace(o, passed=False) if o.name == "class_ids_in_range" else o for o in real(stored)])
+    result = dg.materialize([*definitions.all_assets, *definitions.all_checks],
+                            resources=build_resources(StorageResource(data_dir=str(data_dir))),
+                            instance=dg.DagsterInstance.ephemeral(),
+                            selection=dg.AssetSelection.groups("ingest", "prepare"), raise_on_error=False)
+    assert not result.success and check_results(result)["class_ids_in_range"] is False
+    assert result.asset_materializations_for_node("consensus_labels")
+    assert result.asset_materializations_for_node("image_tensors") == []
