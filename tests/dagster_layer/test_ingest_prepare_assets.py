@@ -251,3 +251,30 @@ def test_a_failing_label_check_stops_the_tensors(data_dir, monkeypatch):
     assert not result.success and check_results(result)["class_ids_in_range"] is False
     assert result.asset_materializations_for_node("consensus_labels")
     assert result.asset_materializations_for_node("image_tensors") == []
+
+
+def test_a_vanished_well_of_a_plate_counts_as_missing_not_present(tmp_path):
+    import definitions
+    from PIL import Image
+
+    storage = StorageResource(data_dir=str(tmp_path / "data"))
+    folder = storage.layout.incoming_dir / "GONE"
+    folder.mkdir(parents=True)
+    (folder / "plate.json").write_text('{"format": 96}')
+    for row in "AB":
+        Image.new("L", (16, 16), 9).save(folder / f"{row}01.png")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("plates", ["GONE"])
+
+    def plate_images():
+        result = dg.materialize([*definitions.all_assets], resources=build_resources(storage), instance=instance,
+                                selection=dg.AssetSelection.assets("plate_images"), partition_key="GONE")
+        return metadata(result, "plate_images")
+
+    assert plate_images()["missing_wells"] == 94
+    (folder / "B01.png").unlink()
+    meta = plate_images()
+    assert (meta["missing_wells"], meta["quarantined"]) == (95, 0)
+    assert "B01" in meta["missing"]
+    status = Warehouse(storage.layout.warehouse).scalar("SELECT status FROM images WHERE image_id = 'GONE/B01'")
+    assert status == "vanished"
