@@ -208,9 +208,11 @@ def refuse_destructive_refresh(folder: Path, stored: Iterable[tuple[str, str]], 
     knob = "set allow_vote_loss: true (or raise max_vote_loss_share) in the annotations asset's run config"
     problem = annotations_folder_problem(folder)
     if problem and not allow_vote_loss:
+        loss = (f"which would remove all {len(stored)} stored votes" if stored
+                else "an archive's annotations folder is required even before any vote is stored")
         raise AnnotationRefreshRefused(
-            f"{problem}: refusing to refresh the annotations, which would remove all {len(stored)} stored votes; "
-            f"nothing was written. Restore the folder, or {knob} to accept it.")
+            f"{problem}: refusing to refresh the annotations, {loss}; nothing was written. "
+            f"Restore the folder, or {knob} to accept it.")
     share = lost / len(stored) if stored else 0.0
     if share > max_vote_loss_share and not allow_vote_loss:
         raise AnnotationRefreshRefused(
