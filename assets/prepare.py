@@ -56,7 +56,9 @@ def _preview(split_dir, resolution: int, per_class: int = 4) -> bytes | None:
     return figures.image_grid([images[i] for i in order], [labels[i] for i in order], columns=per_class * 2)
 
 
-@dg.asset_check(asset=image_tensors, description="Tensor rows equal labelled, decodable images; none lost.")
+# Blocking: normalization_stats and training do not run on tensors that lost rows or hold broken ones.
+@dg.asset_check(asset=image_tensors, blocking=True,
+                description="Tensor rows equal labelled, decodable images; none lost.")
 def tensor_rows_match_labels(storage: StorageResource, warehouse: WarehouseResource,
                              preprocessing: PreprocessingResource) -> dg.AssetCheckResult:
     layout = storage.layout
@@ -67,7 +69,7 @@ def tensor_rows_match_labels(storage: StorageResource, warehouse: WarehouseResou
         **{f"{s}_expected": int(expected.get(s, 0)) for s in SPLITS}, **{f"{s}_found": found[s] for s in SPLITS}})
 
 
-@dg.asset_check(asset=image_tensors,
+@dg.asset_check(asset=image_tensors, blocking=True,
                 description="Every part file reads back whole: its rows equal its footer's count and every "
                             "pixels value holds resolution^2 bytes.")
 def pixel_length_is_resolution_squared(storage: StorageResource,

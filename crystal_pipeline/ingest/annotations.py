@@ -166,3 +166,58 @@ def _parse_row(row: dict[str, str], plate_formats, known_image_ids) -> tuple[str
     except UnknownAttribute as exc:
         raise _RowError(str(exc)) from None
     return image, attributes
+
+
+class AnnotationRefreshRefused(RuntimeError):
+    """A refresh would destroy stored votes: the folder is gone or most votes would go."""
+
+
+#: A refresh may remove at most this share of the stored votes unless told otherwise.
+DEFAULT_MAX_VOTE_LOSS_SHARE = 0.5
+
+
+def annotations_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be read as the annotations folder (None when it can).
+
+    A missing or unreadable folder reads as "no annotations", which would replace every
+    stored vote by none; the refresh must stop instead.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"the annotations folder {folder} is missing"
+    try:
+        next(iter(folder.iterdir()), None)
+    except OSError as error:
+        return f"the annotations folder {folder} is unreadable ({error.strerror or error})"
+    return None
+
+
+def refuse_destructive_refresh(folder: Path, stored: Iterable[tuple[str, str]], read: Iterable[tuple[str, str]], *,
+                               max_vote_loss_share: float = DEFAULT_MAX_VOTE_LOSS_SHARE,
+                               allow_vote_loss: bool = False) -> int:
+    """Raise :class:`AnnotationRefreshRefused` before a refresh that would wipe the votes.
+
+    ``stored`` and ``read`` are the ``(image_id, annotator)`` votes in the warehouse and
+    in the CSVs just read; a stored vote that is not read again is lost (a renamed CSV
+    loses none). Refused: a missing or unreadable folder, or losing more than
+    ``max_vote_loss_share`` of the stored votes. ``allow_vote_loss`` lets both through
+    (a deliberate clean-up). Returns the number of votes the refresh removes.
+    """
+    stored, read = set(stored), set(read)
+    lost = len(stored - read)
+    knob = "set allow_vote_loss: true (or raise max_vote_loss_share) in the annotations asset's run config"
+    problem = annotations_folder_problem(folder)
+    if problem and not allow_vote_loss:
+        loss = (f"which would remove all {len(stored)} stored votes" if stored
+                else "an archive's annotations folder is required even before any vote is stored")
+        raise AnnotationRefreshRefused(
+            f"{problem}: refusing to refresh the annotations, {loss}; nothing was written. "
+            f"Restore the folder, or {knob} to accept it.")
+    share = lost / len(stored) if stored else 0.0
+    if share > max_vote_loss_share and not allow_vote_loss:
+        raise AnnotationRefreshRefused(
+            f"refusing to refresh the annotations from {folder}: {lost} of the {len(stored)} stored votes "
+            f"({100 * share:.0f}%) are no longer in its CSVs ({len(read)} votes read), more than "
+            f"max_vote_loss_share = {max_vote_loss_share}; nothing was written. Restore the missing CSVs, or "
+            f"{knob} to accept the loss.")
+    return lost

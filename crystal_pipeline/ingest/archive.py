@@ -212,8 +212,13 @@ def provenance(raw_dir: Path) -> str:
     return "synthetic" if (Path(raw_dir) / SYNTHETIC_MARKER).exists() else str(raw_dir)
 
 
+def annotations_dir(raw_dir: Path) -> Path:
+    """``<raw_dir>/annotations``: the experts' and reviewers' CSVs."""
+    return Path(raw_dir) / "annotations"
+
+
 def annotation_files(raw_dir: Path) -> list[Path]:
-    folder = Path(raw_dir) / "annotations"
+    folder = annotations_dir(raw_dir)
     return sorted(p for p in folder.glob("*.csv") if p.is_file()) if folder.is_dir() else []
 
 

@@ -71,8 +71,8 @@ def agree(votes: Iterable[tuple[str, tuple[str, ...]]], config: ConsensusConfig 
           image_status: dict[str, str] | None = None, hashes: dict[str, str] | None = None) -> ConsensusResult:
     """Labels from ``(image_id, attributes)`` votes (one per annotator).
 
-    ``image_status`` (image_id -> images.status) excludes quarantined images: a
-    label without a decodable picture cannot be trained on. ``hashes`` (image_id ->
+    ``image_status`` (image_id -> images.status) excludes quarantined and vanished
+    images: a label without a decodable picture on disk cannot be trained on. ``hashes`` (image_id ->
     sha256) puts byte-identical files on one side of the split.
     """
     split = config.split  # validates split_by and the fractions before any work
@@ -83,7 +83,8 @@ def agree(votes: Iterable[tuple[str, tuple[str, ...]]], config: ConsensusConfig 
     for image_id in sorted(by_image):
         sets = by_image[image_id]
         if image_status is not None and image_status.get(image_id) != "ok":
-            result.exclude(image_id, "image quarantined")
+            result.exclude(image_id, "image vanished" if image_status.get(image_id) == "vanished"
+                           else "image quarantined")
             continue
         n = len(sets)
         if n < config.min_annotators:

@@ -5,7 +5,12 @@ truncated or undecodable file is quarantined with its reason before anything
 downstream trusts it; every other file goes on. Re-ingesting is incremental: a file
 whose path, size and modification time match its stored row is not read again, so
 a second run over the same archive changes nothing and a new plate adds only its
-own rows.
+own rows. A stored file no longer on disk is marked ``vanished`` (it leaves consensus,
+tensors and the plate's present wells); when it reappears it is read again.
+
+The archive and the incoming folder never overwrite each other's rows: a scan that
+meets a row of the same image id from the other source refuses before writing
+(:class:`SourceConflict`), since the image id names no source (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -69,6 +74,10 @@ def inspect_files(paths: Sequence[str], *, workers: int | None = None,
     return results
 
 
+class SourceConflict(ValueError):
+    """A scan found image ids already stored from another source (archive vs incoming)."""
+
+
 @dataclass
 class IngestSummary:
     found: int = 0
@@ -114,7 +123,7 @@ def ingest_files(
         except OSError:
             size, mtime = None, None
         before = known.get(wf.image_id)
-        if before is not None and before == (str(wf.path), size, mtime):
+        if before is not None and before.same_file(str(wf.path), size, mtime):
             summary.unchanged += 1
             continue
         if before is None:
@@ -124,6 +133,7 @@ def ingest_files(
         todo.append((wf, size, mtime))
     found_ids = {wf.image_id for wf in files}
     summary.vanished = sorted(set(known) - found_ids)
+    _refuse_other_source(warehouse, source, found_ids, known)
 
     log.info("%d files found: %d new, %d changed, %d unchanged", len(files), summary.new, summary.changed,
              summary.unchanged)
@@ -139,11 +149,33 @@ def ingest_files(
             str(wf.path), digest, width, height, mode, "quarantined" if error else "ok", error, source,
             size, mtime, now, wf.drop, wf.plate_drops,
         ))
-    if rows:
+    newly_vanished = [i for i in summary.vanished if known[i].status != "vanished"]
+    if rows or newly_vanished:
         frame = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
-        image_table.upsert_images(warehouse, frame)
+        image_table.upsert_images(warehouse, frame, vanished=newly_vanished)
+    if newly_vanished:
+        log.warning("%d files vanished from disk since the last scan (marked vanished), e.g. %s",
+                    len(newly_vanished), ", ".join(newly_vanished[:5]))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _refuse_other_source(warehouse: Warehouse, source: str, found_ids: set[str],
+                         known: dict[str, image_table.FileState]) -> None:
+    """Raise :class:`SourceConflict` when a found file's id, or a stored row in the scan's
+    scope, belongs to the other source: upserting or marking it would destroy that row."""
+    clashes = image_table.sources_of(warehouse, sorted(found_ids), other_than=source)
+    clashes.update({i: s.source for i, s in known.items() if s.source != source})
+    if not clashes:
+        return
+    ids = sorted(clashes)
+    plates = sorted({i.split("/", 1)[0] for i in ids})
+    others = sorted(set(clashes.values()))
+    raise SourceConflict(
+        f"refusing to ingest {len(ids)} {source} image(s) of plate(s) {', '.join(plates[:5])}: their image ids "
+        f"are already stored from source {', '.join(others)} (e.g. {', '.join(ids[:3])}); writing them would "
+        f"overwrite those rows. Rename the {source} plate folder (plate ids must be unique across the archive "
+        f"and the incoming folder); nothing was written.")
 
 
 def well_files_from_images(frame: pd.DataFrame) -> list[WellFile]:

@@ -1,8 +1,13 @@
 """The ``images`` table: one row per image file, from the archive or the incoming folder.
 
 Reads return pandas frames (small: one plate, or a summary); the one write replaces
-rows by ``image_id`` in one transaction. Which rows a scan owns is an
-:class:`ImageScope`, a typed value: callers never pass SQL.
+rows by ``image_id`` and marks the scan's vanished rows in one transaction. Which rows a
+scan owns is an :class:`ImageScope`, a typed value: callers never pass SQL.
+
+``status`` is ``ok``, ``quarantined`` (the file does not decode) or ``vanished`` (the
+file was ingested once and is no longer on disk). Reads of a plate's files
+(:func:`images_in`) leave vanished rows out by default, so a vanished well counts as
+missing, not as a file to label or quarantine.
 """
 
 from __future__ import annotations
@@ -51,24 +56,61 @@ class ImageScope:
 EVERYTHING = ImageScope()
 
 
-def file_states(warehouse: Warehouse, scope: ImageScope = EVERYTHING) -> dict[str, tuple]:
-    """``image_id -> (path, file_size, file_mtime_ns)`` of the stored rows in ``scope``."""
+@dataclass(frozen=True)
+class FileState:
+    """What a scan compares a file on disk with: where it was, its size and mtime, and
+    the row's ``status`` and ``source``."""
+
+    path: str
+    file_size: Optional[int]
+    file_mtime_ns: Optional[int]
+    status: str
+    source: str
+
+    def same_file(self, path: str, size: Optional[int], mtime_ns: Optional[int]) -> bool:
+        """The stored row still describes this file (a vanished row never does: it is read again)."""
+        return self.status != "vanished" and (self.path, self.file_size, self.file_mtime_ns) == (path, size, mtime_ns)
+
+
+def file_states(warehouse: Warehouse, scope: ImageScope = EVERYTHING) -> dict[str, FileState]:
+    """``image_id -> FileState`` of the stored rows in ``scope``."""
     where, params = scope.where()
-    frame = warehouse.query_df(f"SELECT image_id, path, file_size, file_mtime_ns FROM images WHERE {where}", params)
-    return {r.image_id: (r.path, r.file_size, r.file_mtime_ns) for r in frame.itertuples(index=False)}
+    frame = warehouse.query_df(
+        f"SELECT image_id, path, file_size, file_mtime_ns, status, source FROM images WHERE {where}", params)
+    return {r.image_id: FileState(r.path, None if pd.isna(r.file_size) else int(r.file_size),
+                                  None if pd.isna(r.file_mtime_ns) else int(r.file_mtime_ns), r.status, r.source)
+            for r in frame.itertuples(index=False)}
 
 
-def upsert_images(warehouse: Warehouse, frame: pd.DataFrame) -> None:
-    """Replace the rows whose ``image_id`` is in ``frame`` by ``frame``'s (one transaction)."""
+def sources_of(warehouse: Warehouse, image_ids: list[str], *, other_than: str) -> dict[str, str]:
+    """``image_id -> source`` of the stored rows among ``image_ids`` whose source is not ``other_than``."""
+    if not image_ids:
+        return {}
+    frame = warehouse.query_df(
+        "SELECT image_id, source FROM images WHERE source <> ? AND image_id IN (SELECT unnest(?::VARCHAR[]))",
+        [other_than, list(image_ids)])
+    return dict(frame.itertuples(index=False))
+
+
+def upsert_images(warehouse: Warehouse, frame: pd.DataFrame, vanished: list[str] = ()) -> None:
+    """Replace the rows whose ``image_id`` is in ``frame`` by ``frame``'s and mark the
+    ``vanished`` ids' rows ``status = 'vanished'`` (one transaction: a scan's result is
+    stored whole or not at all)."""
     with warehouse.transaction() as con:
         replace_rows(con, "images", frame, key="image_id")
+        if vanished:
+            con.execute("UPDATE images SET status = 'vanished', error = 'file vanished from disk: ' || path "
+                        "WHERE image_id IN (SELECT unnest(?::VARCHAR[]))", [list(vanished)])
 
 
-def images_in(warehouse: Warehouse, scope: ImageScope, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """The rows in ``scope`` (all columns, or ``columns``), by image id."""
+def images_in(warehouse: Warehouse, scope: ImageScope, columns: tuple[str, ...] | None = None, *,
+              with_vanished: bool = False) -> pd.DataFrame:
+    """The rows in ``scope`` (all columns, or ``columns``), by image id; without the
+    vanished rows unless ``with_vanished`` (a vanished file is not there to label)."""
     where, params = scope.where()
     names = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-    return warehouse.query_df(f"SELECT {names} FROM images WHERE {where} ORDER BY image_id", params)
+    present = "" if with_vanished else " AND status <> 'vanished'"
+    return warehouse.query_df(f"SELECT {names} FROM images WHERE {where}{present} ORDER BY image_id", params)
 
 
 def plate_format(warehouse: Warehouse, plate_id: str, inspection: Optional[str]) -> Optional[int]:
@@ -79,11 +121,13 @@ def plate_format(warehouse: Warehouse, plate_id: str, inspection: Optional[str])
 
 
 def plates_summary(warehouse: Warehouse, scope: ImageScope = EVERYTHING) -> pd.DataFrame:
-    """Per plate imaging: format, images and quarantined count."""
+    """Per plate imaging: format, images on disk, quarantined and vanished counts."""
     where, params = scope.where()
     return warehouse.query_df(
-        "SELECT plate_id, inspection, any_value(plate_format) AS format, count(*) AS images, "
-        f"count(*) FILTER (status = 'quarantined') AS quarantined FROM images WHERE {where} "
+        "SELECT plate_id, inspection, any_value(plate_format) AS format, "
+        "count(*) FILTER (status <> 'vanished') AS images, "
+        "count(*) FILTER (status = 'quarantined') AS quarantined, "
+        f"count(*) FILTER (status = 'vanished') AS vanished FROM images WHERE {where} "
         "GROUP BY ALL ORDER BY plate_id, inspection", params)
 
 
@@ -105,7 +149,7 @@ def image_ids(warehouse: Warehouse) -> set[str]:
 
 
 def image_statuses(warehouse: Warehouse) -> dict[str, str]:
-    """``image_id -> status`` (``ok`` or ``quarantined``)."""
+    """``image_id -> status`` (``ok``, ``quarantined`` or ``vanished``)."""
     return dict(warehouse.query_df("SELECT image_id, status FROM images").itertuples(index=False))
 
 

@@ -20,23 +20,19 @@ def consensus_labels(warehouse: Warehouse) -> pd.DataFrame:
     return warehouse.query_df("SELECT * FROM consensus_labels ORDER BY image_id")
 
 
-def stored_splits_with_hashes(warehouse: Warehouse) -> pd.DataFrame:
-    """``image_id, split, sha256`` of every stored label (sha256 None without an images row),
-    by image id: what the leak and share checks read."""
-    return warehouse.query_df(
-        "SELECT l.image_id, l.split, any_value(i.sha256) AS sha256 FROM consensus_labels l "
-        "LEFT JOIN images i USING (image_id) GROUP BY l.image_id, l.split ORDER BY l.image_id")
-
-
 def stored_labels_with_images(warehouse: Warehouse) -> pd.DataFrame:
-    """Every stored label with how many ``images`` rows its id names and how many of those decode.
+    """Every stored label with the ``images`` row its id names, by image id: what the
+    label, share and leak checks read.
 
-    Columns: the label's columns plus ``image_rows`` and ``ok_rows``; a label whose
-    picture is missing or quarantined has ``ok_rows`` 0.
+    Columns: the label's columns; the image's ``plate_id, inspection, well, drop, path,
+    sha256`` (None without a row); ``image_rows`` (1 with a row, else 0) and ``ok_rows``
+    (1 when that row decodes and is on disk, ``status = 'ok'``).
     """
     return warehouse.query_df(
-        "SELECT l.*, count(i.image_id) AS image_rows, count(i.image_id) FILTER (i.status = 'ok') AS ok_rows "
-        "FROM consensus_labels l LEFT JOIN images i USING (image_id) GROUP BY ALL ORDER BY l.image_id")
+        'SELECT l.*, i.plate_id, i.inspection, i.well, i."drop", i.path, i.sha256, '
+        "CAST(i.image_id IS NOT NULL AS INTEGER) AS image_rows, "
+        "CAST(coalesce(i.status = 'ok', FALSE) AS INTEGER) AS ok_rows "
+        "FROM consensus_labels l LEFT JOIN images i USING (image_id) ORDER BY l.image_id")
 
 
 def labelled_count(warehouse: Warehouse) -> int:

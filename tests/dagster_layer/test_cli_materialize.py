@@ -31,3 +31,22 @@ def test_dagster_asset_materialize_cli_runs_ingest_prepare_and_train(tmp_path, t
     assert layout.model_path(wh.scalar("SELECT model_version FROM models")).is_file()
     # The run is recorded in the instance the UI opens.
     assert any((data / "dagster_home").rglob("*.db"))
+
+
+@pytest.mark.slow
+def test_a_failing_blocking_check_stops_the_cli_run_before_the_tensors(tmp_path, tiny_archive):
+    """The real CLI: split_shares judged strictly (run config) fails, so image_tensors never runs."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_archive, data / "raw")
+    strict = {"share_min_groups": 1, "share_tolerance": 0.0}
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "definitions",
+         "--select", "group:ingest or group:prepare",
+         "--config-json", json.dumps({"ops": {"consensus_labels": {"config": strict}}})],
+        cwd=REPO, env=cli_env(data), capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "blocking asset check failed" in output and "split_shares" in output, output[-3000:]
+    layout = DataLayout.under(data)
+    assert Warehouse(layout.warehouse).scalar("SELECT count(*) FROM consensus_labels") > 0  # labels stored
+    assert not layout.tensors_dir(128).exists()  # ... but nothing was prepared from them

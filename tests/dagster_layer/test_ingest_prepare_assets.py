@@ -1,5 +1,7 @@
 """The ingest and prepare assets on a tiny generated archive, in process."""
 
+import dataclasses
+
 import dagster as dg
 import numpy as np
 import pytest
@@ -126,7 +128,8 @@ def run_checks(data_dir, *names):
     assert len(keys) == len(names)
     result = dg.materialize([*definitions.all_assets, *definitions.all_checks],
                             resources=build_resources(StorageResource(data_dir=str(data_dir))),
-                            instance=dg.DagsterInstance.ephemeral(), selection=dg.AssetSelection.checks(*keys))
+                            instance=dg.DagsterInstance.ephemeral(), selection=dg.AssetSelection.checks(*keys),
+                            raise_on_error=False)  # a failing blocking check fails its step
     return check_results(result)
 
 
@@ -186,3 +189,87 @@ def test_pixel_length_check_reads_the_files_not_the_schema(tmp_path):
     half = np.full((32, 32), 5.0)
     half[:17] = 1.0  # 53% of the pixels never varied
     assert not check_stats(np.zeros((32, 32)), half, 32, 1.0).ok
+
+
+def _annotations_run(data_dir, instance, **config):
+    import definitions
+
+    return dg.materialize([*definitions.all_assets, *definitions.all_checks],
+                          resources=build_resources(StorageResource(data_dir=str(data_dir))), instance=instance,
+                          selection=dg.AssetSelection.assets("annotations"), raise_on_error=False,
+                          run_config={"ops": {"annotations": {"config": config}}} if config else None)
+
+
+def _failure(result):
+    [event] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return event.step_failure_data.error.message
+
+
+def test_an_annotations_refresh_refuses_to_wipe_the_votes(data_dir):
+    import definitions
+
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([*definitions.all_assets, *definitions.all_checks],
+                          resources=build_resources(StorageResource(data_dir=str(data_dir))), instance=instance,
+                          selection=dg.AssetSelection.assets("raw_images", "annotations")).success
+    wh = Warehouse(DataLayout.under(data_dir).warehouse)
+    votes = wh.query_df("SELECT * FROM annotations ORDER BY ALL")
+    assert len(votes) > 0
+    folder = data_dir / "raw" / "annotations"
+
+    folder.rename(data_dir / "raw" / "annotations.moved")
+    result = _annotations_run(data_dir, instance)
+    assert not result.success
+    message = _failure(result)
+    assert f"the annotations folder {folder} is missing" in message and f"all {len(votes)} stored votes" in message
+    assert "allow_vote_loss" in message
+    assert wh.query_df("SELECT * FROM annotations ORDER BY ALL").equals(votes)
+
+    # Back, with a 30% allowance in run config: the refresh runs (nothing lost) and reports it.
+    (data_dir / "raw" / "annotations.moved").rename(folder)
+    result = _annotations_run(data_dir, instance, max_vote_loss_share=0.3)
+    assert result.success and metadata(result, "annotations")["stored_votes_removed"] == 0
+
+
+def test_a_failing_label_check_stops_the_tensors(data_dir, monkeypatch):
+    """stored_label_checks is blocking: image_tensors waits for it and does not run when it fails."""
+    import definitions
+    from crystal_pipeline.ingest import quality
+
+    real = quality.label_table_checks
+    monkeypatch.setattr(quality, "label_table_checks", lambda stored: [
+        dataclasses.replace(o, passed=False) if o.name == "class_ids_in_range" else o for o in real(stored)])
+    result = dg.materialize([*definitions.all_assets, *definitions.all_checks],
+                            resources=build_resources(StorageResource(data_dir=str(data_dir))),
+                            instance=dg.DagsterInstance.ephemeral(),
+                            selection=dg.AssetSelection.groups("ingest", "prepare"), raise_on_error=False)
+    assert not result.success and check_results(result)["class_ids_in_range"] is False
+    assert result.asset_materializations_for_node("consensus_labels")
+    assert result.asset_materializations_for_node("image_tensors") == []
+
+
+def test_a_vanished_well_of_a_plate_counts_as_missing_not_present(tmp_path):
+    import definitions
+    from PIL import Image
+
+    storage = StorageResource(data_dir=str(tmp_path / "data"))
+    folder = storage.layout.incoming_dir / "GONE"
+    folder.mkdir(parents=True)
+    (folder / "plate.json").write_text('{"format": 96}')
+    for row in "AB":
+        Image.new("L", (16, 16), 9).save(folder / f"{row}01.png")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("plates", ["GONE"])
+
+    def plate_images():
+        result = dg.materialize([*definitions.all_assets], resources=build_resources(storage), instance=instance,
+                                selection=dg.AssetSelection.assets("plate_images"), partition_key="GONE")
+        return metadata(result, "plate_images")
+
+    assert plate_images()["missing_wells"] == 94
+    (folder / "B01.png").unlink()
+    meta = plate_images()
+    assert (meta["missing_wells"], meta["quarantined"]) == (95, 0)
+    assert "B01" in meta["missing"]
+    status = Warehouse(storage.layout.warehouse).scalar("SELECT status FROM images WHERE image_id = 'GONE/B01'")
+    assert status == "vanished"

@@ -1,6 +1,6 @@
 """A time-course archive (every plate imaged at several inspections, plus byte-identical
 files in different wells) through ingest and consensus: no well and no file hash on two
-sides, and the leak check fails when the stored table leaks."""
+sides, and the leak check fails (blocking the tensors) when the stored table leaks."""
 
 import shutil
 
@@ -41,13 +41,14 @@ def _write_time_course(raw):
     return source, target
 
 
-def _materialize(data_dir):
+def _materialize(data_dir, *groups, raise_on_error=True):
     import definitions
 
     return dg.materialize(
         [*definitions.all_assets, *definitions.all_checks],
         resources=build_resources(StorageResource(data_dir=str(data_dir))),
-        instance=dg.DagsterInstance.ephemeral(), selection=dg.AssetSelection.groups("ingest"), raise_on_error=True)
+        instance=dg.DagsterInstance.ephemeral(), selection=dg.AssetSelection.groups("ingest", *groups),
+        raise_on_error=raise_on_error)
 
 
 def _checks(result):
@@ -88,6 +89,11 @@ def test_leak_check_fails_when_the_stored_table_leaks(tmp_path, monkeypatch):
     # A buggy writer: the paper's random split by image stored while the run's rule is "well".
     real = consensus.assign_sides
     monkeypatch.setattr(consensus, "assign_sides", lambda images, config: real(images, SplitConfig(by="image")))
-    check = _checks(_materialize(data))["no_leak_across_sides"]
+    result = _materialize(data, "prepare", raise_on_error=False)
+    check = _checks(result)["no_leak_across_sides"]
     assert not check.passed
     assert check.metadata["groups_on_two_sides"].value > 0  # inspections of one well on different sides
+    # Blocking: the run fails at consensus_labels and nothing downstream is materialized.
+    assert not result.success
+    assert result.asset_materializations_for_node("image_tensors") == []
+    assert not DataLayout.under(data).tensors_dir(128).exists()

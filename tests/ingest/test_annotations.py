@@ -1,3 +1,7 @@
+from pathlib import Path
+
+import pytest
+
 from crystal_pipeline.ingest.annotations import read_annotations
 
 FORMATS = {"P1": 96, "P2@day3": 1536}
@@ -60,3 +64,28 @@ def test_a_file_without_the_required_columns_is_one_error(tmp_path):
     assert table.annotations == []
     assert [(e.source_file, e.source_line) for e in table.errors] == [("odd.csv", 1), ("empty.csv", None)]
     assert "plate_id" in table.errors[0].reason and "attributes" in table.errors[0].reason
+
+
+def test_a_refresh_losing_most_votes_or_its_folder_is_refused(tmp_path, monkeypatch):
+    from crystal_pipeline.ingest.annotations import AnnotationRefreshRefused, refuse_destructive_refresh
+
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    stored = [(f"P/A{i:02d}", who) for i in range(1, 11) for who in ("ann1", "ann2")]
+    assert refuse_destructive_refresh(folder, stored, stored[::-1]) == 0  # order, files: nothing lost
+    half = stored[:10]
+    assert refuse_destructive_refresh(folder, stored, half) == 10  # 50% is not more than 0.5
+    with pytest.raises(AnnotationRefreshRefused, match=r"11 of the 20 stored votes \(55%\).*max_vote_loss_share = 0.5"):
+        refuse_destructive_refresh(folder, stored, stored[:9])
+    with pytest.raises(AnnotationRefreshRefused, match="max_vote_loss_share = 0.3"):
+        refuse_destructive_refresh(folder, stored, half, max_vote_loss_share=0.3)
+    assert refuse_destructive_refresh(folder, stored, [], allow_vote_loss=True) == 20
+    with pytest.raises(AnnotationRefreshRefused, match=f"the annotations folder {tmp_path / 'gone'} is missing"):
+        refuse_destructive_refresh(tmp_path / "gone", [], [])
+    # Unreadable (chmod 0 does not stop root, so the listing itself fails here).
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(AnnotationRefreshRefused, match=r"unreadable \(Permission denied\).*all 20 stored votes"):
+        refuse_destructive_refresh(folder, stored, [])
