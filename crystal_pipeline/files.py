@@ -69,9 +69,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 def process_alive(pid: int) -> bool:
     """True while process ``pid`` exists on this host and is not a zombie.
 
-    Writers leave temp folders and lock files named after their pid; this is how the
-    next writer tells a live owner from one that died (a zombie writes nothing). One
-    definition for the tensor writer, the training staging locks and the service."""
+    The service uses it for the processes it started (their pid files). Locks do not:
+    a pid can be reused by an unrelated process, so the tensor writers and the training
+    staging folders hold kernel-released flocks instead (:mod:`crystal_pipeline.locks`)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text()
     except OSError:  # no /proc (macOS) or no such process
