@@ -138,7 +138,7 @@ def _check_batch(part: Path, class_ids: np.ndarray, pixels: pa.Array) -> None:
 
 
 #: Tries at one consistent listing before giving up; each waits a little longer for the
-#: writer, whose commit is two renames microseconds apart.
+#: writer (whose commit, where the system cannot exchange folders, is two renames apart).
 _GENERATION_ATTEMPTS = 5
 
 

@@ -5,7 +5,8 @@ Guarantees, so the assets around it stay thin:
 - Streaming: rows are decoded in parallel and written a row group at a time; memory is
   bounded by the decode window and one row group per split, whatever the archive size.
 - Atomic per split: each split is written into a hidden temp directory beside its target
-  and renamed into place only when every split of the write is complete. A crash leaves
+  and swapped into place (``files.exchange_paths``; two renames where the system cannot
+  exchange) only when every split of the write is complete. A crash leaves
   the previous tensors (or nothing) under the split's name, never half a split, and
   readers never see old and new part files mixed (the reader reads one directory's
   files, :mod:`crystal_pipeline.tensors.reader`).
@@ -44,6 +45,7 @@ import pyarrow.parquet as pq
 
 from crystal_pipeline import locks
 from crystal_pipeline.faults import crash_point
+from crystal_pipeline.files import exchange_paths
 from crystal_pipeline.ingest.imaging import UnreadableImage, decode_many
 from crystal_pipeline.tensors.fingerprint import SplitHasher, combine
 from crystal_pipeline.tensors.schema import (
@@ -179,9 +181,12 @@ class _SplitWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def commit(self) -> Path | None:
-        """Two renames on one filesystem; returns the previous split's folder, for the caller
-        to delete once every split of the write is in."""
+        """One atomic exchange of the new folder with the old (two renames where the system
+        has no exchange); returns the previous split's folder, for the caller to delete once
+        every split of the write is in."""
         old = None
+        if self.target.exists() and exchange_paths(self.tmp, self.target):
+            return self.tmp  # now holds the previous split
         if self.target.exists():
             old = self.target.parent / f".{self.split}.old-{os.getpid()}-{uuid.uuid4().hex[:12]}"
             os.rename(self.target, old)
@@ -218,7 +223,7 @@ class _SplitWriters:
             writer.abort()
 
     def commit(self) -> None:
-        # Sequential renames: a crash between two splits' commits (microseconds) would pair a
+        # One split after another: a crash between two splits' commits (microseconds) would pair a
         # new split with an old one; the content fingerprint tells the two states apart.
         crash_point("tensors.before_commit")
         olds = []

@@ -8,6 +8,7 @@ what the dead one left and ends with exactly what a never-killed write gives.
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -18,12 +19,15 @@ from tests.crash_harness import killed_at, run_clean
 
 RES = 8
 #: The commit's kill points in the order a write reaches them, and what each leaves per split.
+#: ``between_renames`` exists only where the system cannot exchange two folders atomically
+#: (``files.exchange_paths``): that child is made to fall back to two renames.
 STATES = {
     "tensors.before_commit": {"train": "old", "val": "old", "test": "old"},
     "tensors.between_renames": {"train": "absent", "val": "old", "test": "old"},
     "tensors.between_splits": {"train": "new", "val": "old", "test": "old"},
     "tensors.after_commit": {"train": "new", "val": "new", "test": "new"},
 }
+_NO_EXCHANGE = "import crystal_pipeline.tensors.writer as w\nw.exchange_paths = lambda a, b: False\n"
 
 
 def _rows(folder, gen: str) -> list[tuple[str, int, str, str]]:
@@ -69,7 +73,7 @@ def test_a_kill_at_each_commit_step_leaves_whole_generations_and_a_rerun_complet
     write_tensors(_rows(images, "old"), out, RES, workers=1, rows_per_part=4, splits=SPLITS)
 
     for point, expected in STATES.items():
-        killed_at(point, _child(images, out))
+        killed_at(point, (_NO_EXCHANGE if point == "tensors.between_renames" else "") + _child(images, out))
         assert {split: _state(out / split, per_split[split]) for split in SPLITS} == expected, point
 
     run_clean(_child(images, out))  # the dead writers' lock is free; their temp folders go
@@ -79,3 +83,12 @@ def test_a_kill_at_each_commit_step_leaves_whole_generations_and_a_rerun_complet
         got, want = read_split(out / split, RES), read_split(never_killed / split, RES)
         assert got.image_ids == want.image_ids
         np.testing.assert_array_equal(got.class_ids, want.class_ids)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="renameat2(RENAME_EXCHANGE) is Linux's")
+def test_the_exchange_commit_never_passes_between_two_renames(images, tmp_path):
+    out = tmp_path / "r8"
+    write_tensors(_rows(images, "old"), out, RES, workers=1, splits=SPLITS)
+    run_clean(_child(images, out), env={"CRYSTAL_CRASH_AT": "tensors.between_renames"})  # never reached
+    assert sorted(p.name for p in out.iterdir()) == sorted(SPLITS)
+    assert read_split(out / "train", RES).image_ids == [r[0] for r in _rows(images, "new") if r[2] == "train"]
