@@ -83,3 +83,20 @@ def test_layout_names_the_lock_beside_the_resolution(tmp_path):
     assert layout.tensors_lock(64) == layout.tensors_dir(64).parent / ".r64.lock"
     with pytest.raises(TensorDataError, match="no part-"):
         read_split(layout.tensors_split_dir(64, "train"))
+
+
+def test_stats_wait_for_a_tensor_writer_of_their_resolution(tmp_path):
+    from crystal_pipeline.tensors import load_stats
+    from crystal_pipeline.tensors.preparation import write_stats
+
+    layout = DataLayout.under(tmp_path)
+    write_split(layout.tensors_dir(RES), "train", *_generation(1))
+    done = threading.Event()
+    with locks.exclusive(layout.tensors_lock(RES)):  # a writer is replacing the splits
+        thread = threading.Thread(target=lambda: (write_stats(layout, RES), done.set()))
+        thread.start()
+        time.sleep(0.3)
+        assert not done.is_set() and not layout.stats_path(RES).exists()
+    thread.join(timeout=30)
+    mean, _ = load_stats(layout.stats_path(RES), RES)
+    assert float(mean.mean()) == 1.0  # generation 1's pixels, read after the writer let go
