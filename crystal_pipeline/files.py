@@ -9,6 +9,8 @@ it (permissions, fsync, clean-up) reaches every writer.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import os
 import tempfile
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 _CHUNK = 1 << 20
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], *, mode: int = 0o644,
@@ -69,9 +73,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 def process_alive(pid: int) -> bool:
     """True while process ``pid`` exists on this host and is not a zombie.
 
-    Writers leave temp folders and lock files named after their pid; this is how the
-    next writer tells a live owner from one that died (a zombie writes nothing). One
-    definition for the tensor writer, the training staging locks and the service."""
+    The service uses it for the processes it started (their pid files). Locks do not:
+    a pid can be reused by an unrelated process, so the tensor writers and the training
+    staging folders hold kernel-released flocks instead (:mod:`crystal_pipeline.locks`)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text()
     except OSError:  # no /proc (macOS) or no such process
@@ -83,3 +87,31 @@ def process_alive(pid: int) -> bool:
             return True
         return True
     return state[state.rfind(")") + 2:].split()[0] != "Z"
+
+
+def _renameat2():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not glibc >= 2.28 (macOS, musl)
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing paths (files or folders) in one atomic step; False where the system
+    cannot (not Linux, an old kernel, a filesystem without it), for the caller's fallback.
+
+    ``renameat2(RENAME_EXCHANGE)``: a reader of ``b`` sees the old entry or the new one,
+    never neither, which two renames cannot give (the tensor writer's commit)."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(a), None, os.fspath(b))

@@ -87,6 +87,17 @@ class DataLayout:
     def stats_path(self, resolution: int) -> Path:
         return self.tensors_dir(resolution) / "stats.npz"
 
+    def tensors_lock(self, resolution: int) -> Path:
+        """What the tensor writers of one resolution lock (``crystal_pipeline.locks``)."""
+        return self.tensors_lock_in(self.tensors_dir(resolution))
+
+    @staticmethod
+    def tensors_lock_in(tensors_dir: str | os.PathLike) -> Path:
+        """The lock file of a tensors folder the writer was handed directly (studies, tests):
+        beside it (``tensors/.r64.lock``), so the folder holds only splits and stats."""
+        folder = Path(tensors_dir).absolute()
+        return folder.parent / f".{folder.name}.lock"
+
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"

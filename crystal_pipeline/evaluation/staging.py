@@ -3,16 +3,19 @@
 ```
 <models>/_training/<identity_key>/<run_id>/model.pt        the artifact, until promotion moves it
                                           /model.pt.ckpt   the checkpoint a stopped run leaves
-                                          /run.lock        held while a run works here
+                                          /run.lock        flock'ed while a run works here
                                           /FINISHED        the run ended (a kept checkpoint is not resumable)
 ```
 
 ``identity_key`` is ``TrainConfig.identity_key()``: a config without its runtime fields,
 so changing ``log_every`` or ``max_updates_this_session`` still resumes. A run claims
-its folder by creating ``run.lock`` with ``O_EXCL`` (exactly one process can), so two
-concurrent runs never share files; ``resume`` adopts the newest checkpoint of the same
-identity whose folder no running run holds. A lock left by a process that died on
-this host (its pid is gone) is stale and may be taken over.
+its folder by taking an exclusive ``flock`` on ``run.lock`` (:mod:`crystal_pipeline.locks`)
+and keeps the descriptor open for its whole life, so two concurrent runs never share
+files; ``resume`` adopts the newest checkpoint of the same identity whose folder no
+running run holds. The kernel drops the lock when its holder dies (SIGKILL, OOM, a lost
+pod), so a dead run's folder is resumable at once: there is no "stale lock" to judge,
+and neither a reused pid nor two runs judging the same lock stale can break it. The
+file's text (run id, pid, host, start) is for people only.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from crystal_pipeline.files import process_alive
+from crystal_pipeline import locks
 from crystal_pipeline.layout import DataLayout
 
 MODEL_FILE = "model.pt"
@@ -41,6 +44,8 @@ class StagingRun:
     folder: Path
     run_id: str
     resumed: bool
+    #: The descriptor whose flock holds ``run.lock``; None once released.
+    lock_fd: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def model_path(self) -> Path:
@@ -59,18 +64,22 @@ class StagingRun:
         is left; otherwise it is marked finished so a kept checkpoint is never resumed."""
         if finished:
             (self.folder / FINISHED_FILE).touch()
+        # Unlinked while still held: a claimer that opened the old file notices (locks.py).
         (self.folder / LOCK_FILE).unlink(missing_ok=True)
         if finished and {p.name for p in self.folder.iterdir()} <= {FINISHED_FILE}:
             for p in self.folder.iterdir():
                 p.unlink()
             self.folder.rmdir()
+        if self.lock_fd is not None:
+            locks.release(self.lock_fd)
+            self.lock_fd = None
 
     def __enter__(self) -> "StagingRun":
         return self
 
     def __exit__(self, *exc) -> None:
         # An exception leaves the checkpoint resumable; a clean exit is the caller's release.
-        if (self.folder / LOCK_FILE).exists():
+        if self.lock_fd is not None:
             self.release(finished=False)
 
 
@@ -80,15 +89,19 @@ def claim(layout: DataLayout, identity_key: str, run_id: str, *, resume: bool) -
     ``<identity_key>/<run_id>`` folder."""
     if resume:
         for ckpt in resumable_checkpoints(layout, identity_key):
-            if _try_lock(ckpt.parent, run_id):
-                if ckpt.is_file():  # not consumed between the listing and the lock
-                    return StagingRun(ckpt.parent, run_id, resumed=True)
-                (ckpt.parent / LOCK_FILE).unlink(missing_ok=True)
+            fd = _try_lock(ckpt.parent, run_id)
+            if fd is None:
+                continue
+            # Not consumed or finished between the listing and the lock.
+            if ckpt.is_file() and not (ckpt.parent / FINISHED_FILE).exists():
+                return StagingRun(ckpt.parent, run_id, resumed=True, lock_fd=fd)
+            locks.release(fd)
     folder = layout.training_run_dir(identity_key, run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    if not _try_lock(folder, run_id):
+    fd = _try_lock(folder, run_id)
+    if fd is None:
         raise RuntimeError(f"staging folder {folder} is held by another run with the same id")
-    return StagingRun(folder, run_id, resumed=False)
+    return StagingRun(folder, run_id, resumed=False, lock_fd=fd)
 
 
 def resumable_checkpoints(layout: DataLayout, identity_key: str) -> list[Path]:
@@ -98,36 +111,20 @@ def resumable_checkpoints(layout: DataLayout, identity_key: str) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
 
 
-def _try_lock(folder: Path, run_id: str) -> bool:
-    """Create ``folder/run.lock`` exclusively; take over a stale one once."""
-    for _ in range(2):
-        try:
-            fd = os.open(folder / LOCK_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if not _stale(folder / LOCK_FILE):
-                return False
-            (folder / LOCK_FILE).unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                       "since": time.strftime("%Y-%m-%dT%H:%M:%S")}, handle)
-        return True
-    return False
-
-
-def _stale(lock: Path) -> bool:
-    """A lock whose process is gone from this host; unreadable or foreign locks are held."""
+def _try_lock(folder: Path, run_id: str) -> int | None:
+    """Lock ``folder/run.lock`` without waiting: its descriptor (the lock lasts while it is
+    open), or None while another run holds it. Records who holds it, for people."""
     try:
-        owner = json.loads(lock.read_text())
-    except (OSError, ValueError):
-        return False
-    if owner.get("host") != socket.gethostname():
-        return False
-    try:
-        pid = int(owner["pid"])
-    except (KeyError, ValueError, TypeError):
-        return False
-    return not process_alive(pid)
+        fd = locks.try_acquire(folder / LOCK_FILE)
+    except FileNotFoundError:  # the folder was removed (a finished run) since it was listed
+        return None
+    if fd is None:
+        return None
+    owner = json.dumps({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+                        "since": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, owner, 0)
+    return fd
 
 
 def checkpoint_update(path: Path) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from crystal_pipeline import tensors
+from crystal_pipeline import locks, tensors
 from crystal_pipeline.layout import DataLayout
 from crystal_pipeline.tensors.schema import SPLITS
 from crystal_pipeline.warehouse import Warehouse
@@ -30,9 +30,13 @@ def write_split_tensors(warehouse: Warehouse, layout: DataLayout, resolution: in
 
 
 def write_stats(layout: DataLayout, resolution: int):
-    """Per-pixel mean and std of the training split, saved beside the tensors."""
-    mean, std = tensors.compute_stats(layout.tensors_split_dir(resolution, "train"))
-    tensors.save_stats(layout.stats_path(resolution), mean, std)
+    """Per-pixel mean and std of the training split, saved beside the tensors.
+
+    Under the resolution's writer lock: no tensor write commits between reading the split
+    and saving, so the stats on disk are always those of the last committed train split."""
+    with locks.exclusive(layout.tensors_lock(resolution)):
+        mean, std = tensors.compute_stats(layout.tensors_split_dir(resolution, "train"))
+        tensors.save_stats(layout.stats_path(resolution), mean, std)
     return mean, std
 
 

@@ -9,12 +9,23 @@ Guarantees: rows come in part-file then row order (deterministic); every part is
 against the format (pixel width, no null pixels, class ids in 1..10) and a violation is a
 :class:`TensorDataError` naming the file; a whole split is read into arrays allocated once
 at their final size, so the peak is the split plus one batch.
+
+One generation: a writer replaces a split by renaming a new folder over it, possibly
+while a reader reads (another training run, a study). :func:`read_split` and
+:func:`iter_batches` therefore open every part file of one listing, relative to one
+open handle of the folder, before reading a row, and check that the path still names
+that folder afterwards; open files survive their deletion. They read exactly one
+written generation, or, when the folder keeps being replaced, fail with a
+:class:`TensorDataError` that says so: never a mix, never uninitialised rows.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import mmap
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,14 +81,23 @@ def resolve_tensors_dir(path: str | os.PathLike, resolution: int) -> Path:
     )
 
 
-def _pixel_width(part: Path) -> int:
+def _schema_width(part: Path, schema: pa.Schema) -> int:
+    """Bytes per ``pixels`` value of a part file's schema."""
     try:
-        pixels = pq.read_schema(part).field("pixels").type
-    except (pa.ArrowInvalid, KeyError, OSError) as exc:
+        pixels = schema.field("pixels").type
+    except KeyError as exc:
         raise TensorDataError(f"{part}: cannot read tensors: {exc}") from exc
     if not pa.types.is_fixed_size_binary(pixels):
         raise TensorDataError(f"{part}: pixels are {pixels}, expected fixed_size_binary")
     return pixels.byte_width
+
+
+def _pixel_width(part: Path) -> int:
+    try:
+        schema = pq.read_schema(part)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TensorDataError(f"{part}: cannot read tensors: {exc}") from exc
+    return _schema_width(part, schema)
 
 
 def split_resolution(split_dir: str | os.PathLike) -> int:
@@ -117,50 +137,123 @@ def _check_batch(part: Path, class_ids: np.ndarray, pixels: pa.Array) -> None:
         raise TensorDataError(f"{part}: class_id outside {MIN_CLASS_ID}..{MAX_CLASS_ID}")
 
 
-def iter_batches(split_dir: str | os.PathLike, batch_rows: int = 1024, max_parts: int | None = None
-                 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
-    """Stream a split (its first ``max_parts`` part files; None: all) as
-    ``(image_ids, class_ids int64 1..10, pixels uint8 (n, res, res))``.
+#: Tries at one consistent listing before giving up; each waits a little longer for the
+#: writer (whose commit, where the system cannot exchange folders, is two renames apart).
+_GENERATION_ATTEMPTS = 5
 
-    The pixel arrays are read-only views into Arrow memory; copy one to keep or modify it.
-    """
-    side = split_resolution(split_dir)
-    for part in _parts(split_dir)[:max_parts]:
-        if _pixel_width(part) != side * side:
-            raise TensorDataError(f"{part}: pixels are not {side}x{side} like the split's first part")
+
+def _map_part(dir_fd: int, path: Path) -> pq.ParquetFile:
+    """One part file, opened relative to its folder's handle and memory-mapped (faster than
+    a Python file object; the mapping outlives a later unlink of the file)."""
+    fd = os.open(path.name, os.O_RDONLY, dir_fd=dir_fd)
+    try:
+        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except ValueError as exc:  # an empty file cannot be mapped
+        raise TensorDataError(f"{path}: cannot read tensors: empty file") from exc
+    finally:
+        os.close(fd)
+    try:
+        return pq.ParquetFile(pa.BufferReader(pa.py_buffer(mapped)))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TensorDataError(f"{path}: cannot read tensors: {exc}") from exc
+
+
+def _try_generation(split_dir: Path, max_parts: int | None) -> list[tuple[Path, pq.ParquetFile]] | None:
+    """The parts of the folder ``split_dir`` names now, all opened; None if it was replaced
+    meanwhile (the listing may then be of a folder being deleted)."""
+    dir_fd = os.open(split_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        names = sorted(n for n in os.listdir(dir_fd) if fnmatch.fnmatchcase(n, PART_GLOB))[:max_parts]
+        opened = [(split_dir / name, _map_part(dir_fd, split_dir / name)) for name in names]
+        now, held = os.stat(split_dir), os.fstat(dir_fd)
+        return opened if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) else None
+    finally:
+        os.close(dir_fd)
+
+
+def _open_generation(split_dir: str | os.PathLike, max_parts: int | None) -> list[tuple[Path, pq.ParquetFile]]:
+    """Every part file (the first ``max_parts``) of one written generation of a split, open."""
+    split_dir = Path(split_dir)
+    for attempt in range(_GENERATION_ATTEMPTS):
+        time.sleep(0.005 * attempt * attempt)
         try:
-            with pq.ParquetFile(part) as pf:
-                for batch in pf.iter_batches(batch_size=batch_rows):
-                    if batch.num_rows == 0:
-                        continue
-                    class_ids = batch.column("class_id").to_numpy().astype(np.int64)
-                    pixels = batch.column("pixels")
-                    _check_batch(part, class_ids, pixels)
-                    yield batch.column("image_id").to_pylist(), class_ids, _pixels_view(pixels, side)
+            parts = _try_generation(split_dir, max_parts)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # the folder is between its two renames, or a part was deleted under us
+        if parts is not None:
+            if not parts:
+                raise TensorDataError(f"no {PART_GLOB} files in {split_dir}")
+            return parts
+    if not split_dir.is_dir():
+        raise TensorDataError(f"no {PART_GLOB} files in {split_dir} (no such folder)")
+    raise TensorDataError(f"{split_dir} was replaced by a tensor writer {_GENERATION_ATTEMPTS} times while "
+                          "being opened; read it again once the writer is done")
+
+
+def _generation_side(parts: list[tuple[Path, pq.ParquetFile]]) -> int:
+    """The square side of one generation's images; every part must agree with the first."""
+    widths = [_schema_width(path, pf.schema_arrow) for path, pf in parts]
+    side = math.isqrt(widths[0])
+    if side * side != widths[0]:
+        raise TensorDataError(f"{parts[0][0]}: pixels of {widths[0]} bytes are not a square image")
+    for (path, _), width in zip(parts, widths):
+        if width != side * side:
+            raise TensorDataError(f"{path}: pixels are not {side}x{side} like the split's first part")
+    return side
+
+
+def _batches(parts: list[tuple[Path, pq.ParquetFile]], side: int, batch_rows: int
+             ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    for part, pf in parts:
+        try:
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                if batch.num_rows == 0:
+                    continue
+                class_ids = batch.column("class_id").to_numpy().astype(np.int64)
+                pixels = batch.column("pixels")
+                _check_batch(part, class_ids, pixels)
+                yield batch.column("image_id").to_pylist(), class_ids, _pixels_view(pixels, side)
         except (pa.ArrowInvalid, KeyError, OSError) as exc:
             raise TensorDataError(f"{part}: cannot read tensors: {exc}") from exc
 
 
+def iter_batches(split_dir: str | os.PathLike, batch_rows: int = 1024, max_parts: int | None = None
+                 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """Stream a split (its first ``max_parts`` part files; None: all) as
+    ``(image_ids, class_ids int64 1..10, pixels uint8 (n, res, res))``, all of one generation.
+
+    The pixel arrays are read-only views into Arrow memory; copy one to keep or modify it.
+    """
+    parts = _open_generation(split_dir, max_parts)
+    yield from _batches(parts, _generation_side(parts), batch_rows)
+
+
 def read_split(split_dir: str | os.PathLike, resolution: int | None = None, *,
                max_parts: int | None = None) -> Split:
-    """A whole split in memory (see :class:`Split`); ``resolution``, when given, must match.
-    ``max_parts`` reads only the first part files (a preview needs no more).
+    """A whole split in memory (see :class:`Split`), of one generation; ``resolution``, when
+    given, must match. ``max_parts`` reads only the first part files (a preview needs no more).
 
     The pixel array is allocated once at its final size (no concatenation copy), so the
-    peak is the split's size plus one batch.
+    peak is the split's size plus one batch. Its size comes from the footers of the very
+    files read, so every row is filled.
     """
-    side = split_resolution(split_dir)
+    parts = _open_generation(split_dir, max_parts)
+    side = _generation_side(parts)
     if resolution is not None and side != resolution:
         raise TensorDataError(f"{split_dir}: images are {side} px, expected {resolution}")
-    n = count_rows(split_dir, max_parts)
+    n = sum(pf.metadata.num_rows for _, pf in parts)
     image_ids: list[str] = []
     class_ids = np.empty(n, dtype=np.int64)
     pixels = np.empty((n, side, side), dtype=np.uint8)
     at = 0
-    for ids, classes, px in iter_batches(split_dir, max_parts=max_parts):
+    for ids, classes, px in _batches(parts, side, 1024):
         k = len(ids)
+        if at + k > n:
+            raise TensorDataError(f"{split_dir}: more rows than the footers of its part files say")
         image_ids.extend(ids)
         class_ids[at:at + k] = classes
         pixels[at:at + k] = px
         at += k
+    if at != n:
+        raise TensorDataError(f"{split_dir}: {at} rows read, its part files' footers say {n}")
     return Split(image_ids, class_ids, pixels)

@@ -5,9 +5,16 @@ Guarantees, so the assets around it stay thin:
 - Streaming: rows are decoded in parallel and written a row group at a time; memory is
   bounded by the decode window and one row group per split, whatever the archive size.
 - Atomic per split: each split is written into a hidden temp directory beside its target
-  and renamed into place only when every split of the write is complete. A crash leaves
+  and swapped into place (``files.exchange_paths``; two renames where the system cannot
+  exchange) only when every split of the write is complete. A crash leaves
   the previous tensors (or nothing) under the split's name, never half a split, and
-  readers never see old and new part files mixed.
+  readers never see old and new part files mixed (the reader reads one directory's
+  files, :mod:`crystal_pipeline.tensors.reader`).
+- One writer per folder: a write holds the folder's ``flock`` (``DataLayout.tensors_lock_in``,
+  :mod:`crystal_pipeline.locks`) from its first file to its commit, so concurrent writers
+  of one resolution (the studies, training and the prepare assets under the multiprocess
+  executor) take turns, and any temp folder found while holding it was left by a killed
+  writer (the kernel freed its lock): it is removed, no pid judgment needed.
 - Bad files never crash a write: an image that fails to decode here is skipped and listed
   in the summary (ingest should already have quarantined it).
 - Only valid rows: a row without a class id, or with one outside 1..10, fails the write.
@@ -23,17 +30,22 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import tee
 from pathlib import Path
 from typing import NamedTuple
 
+from crystal_pipeline.layout import DataLayout
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crystal_pipeline.files import process_alive
+from crystal_pipeline import locks
+from crystal_pipeline.faults import crash_point
+from crystal_pipeline.files import exchange_paths
 from crystal_pipeline.ingest.imaging import UnreadableImage, decode_many
 from crystal_pipeline.tensors.fingerprint import SplitHasher, combine
 from crystal_pipeline.tensors.schema import (
@@ -45,7 +57,7 @@ from crystal_pipeline.tensors.schema import (
     tensor_schema,
 )
 
-_TEMP_RE = re.compile(r"^\.(?P<split>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
+_TEMP_RE = re.compile(r"^\.(?P<split>.+)\.(?:tmp|old)-\d+-[0-9a-f]+$")
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -168,20 +180,24 @@ class _SplitWriter:
                 pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def commit(self) -> None:
-        """Two renames on one filesystem; the old split is deleted only once the new is in."""
+    def commit(self) -> Path | None:
+        """One atomic exchange of the new folder with the old (two renames where the system
+        has no exchange); returns the previous split's folder, for the caller to delete once
+        every split of the write is in."""
         old = None
+        if self.target.exists() and exchange_paths(self.tmp, self.target):
+            return self.tmp  # now holds the previous split
         if self.target.exists():
             old = self.target.parent / f".{self.split}.old-{os.getpid()}-{uuid.uuid4().hex[:12]}"
             os.rename(self.target, old)
+            crash_point("tensors.between_renames")
         try:
             os.rename(self.tmp, self.target)
         except BaseException:
             if old is not None:
                 os.rename(old, self.target)  # put the previous split back
             raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        return old
 
 
 class _SplitWriters:
@@ -207,10 +223,17 @@ class _SplitWriters:
             writer.abort()
 
     def commit(self) -> None:
-        # Sequential renames: a crash between two splits' commits (microseconds) would pair a
+        # One split after another: a crash between two splits' commits (microseconds) would pair a
         # new split with an old one; the content fingerprint tells the two states apart.
-        for writer in self.by_split.values():
-            writer.commit()
+        crash_point("tensors.before_commit")
+        olds = []
+        for i, writer in enumerate(self.by_split.values()):
+            if i:
+                crash_point("tensors.between_splits")
+            olds.append(writer.commit())
+        crash_point("tensors.after_commit")
+        for old in filter(None, olds):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 class _ProgressReporter:
@@ -232,30 +255,25 @@ class _ProgressReporter:
 
 
 def _remove_stale_temps(out_dir: Path) -> None:
-    """Temp/old dirs left by a writer that was killed (its pid is gone) are garbage."""
-    if not out_dir.is_dir():
-        return
+    """Temp/old dirs found while holding the folder's lock were left by a killed writer."""
     for entry in out_dir.iterdir():
-        m = _TEMP_RE.match(entry.name)
-        if not (m and entry.is_dir()):
-            continue
-        pid = int(m["pid"])
-        if pid != os.getpid() and process_alive(pid):
-            continue
-        shutil.rmtree(entry, ignore_errors=True)
+        if _TEMP_RE.match(entry.name) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
-
-def _open_out_dir(out_dir: str | os.PathLike, resolution: int, rows_per_part: int) -> Path:
-    """Check the arguments, create ``out_dir`` and clear what dead writers left in it."""
+@contextmanager
+def _locked_out_dir(out_dir: str | os.PathLike, resolution: int, rows_per_part: int) -> Iterator[Path]:
+    """Check the arguments, create ``out_dir``, hold its writer lock and clear what killed
+    writers left in it."""
     if resolution < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
     if rows_per_part < 1:
         raise ValueError(f"rows_per_part must be positive, got {rows_per_part}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(out)
-    return out
+    with locks.exclusive(DataLayout.tensors_lock_in(out)):
+        _remove_stale_temps(out)
+        yield out
 
 
 def _decode_into(rows: Iterable[tuple], writers: _SplitWriters, resolution: int, *, workers: int | None,
@@ -318,22 +336,34 @@ def write_tensors(
     left alone. ``progress(done, total)`` is called about every 1% (``total`` is None
     when ``rows`` has no length).
     """
-    out = _open_out_dir(out_dir, resolution, rows_per_part)
     reporter = _ProgressReporter(progress, len(rows) if hasattr(rows, "__len__") else None)  # type: ignore[arg-type]
     started = time.perf_counter()
-    writers = _SplitWriters(out, resolution, rows_per_part, compression)
-    try:
+    failures: list[DecodeFailure] = []
+
+    def fill(writers: _SplitWriters) -> None:
         for split in splits:
             writers[split]
-        failures = _decode_into(rows, writers, resolution, workers=workers, chunksize=chunksize,
-                                reporter=reporter)
+        failures.extend(_decode_into(rows, writers, resolution, workers=workers, chunksize=chunksize,
+                                     reporter=reporter))
+
+    with _locked_out_dir(out_dir, resolution, rows_per_part) as out:
+        writers = _write_locked(out, resolution, rows_per_part, compression, fill)
+        reporter.final()
+        return _summary(out, resolution, writers, failures, reporter.done, time.perf_counter() - started)
+
+
+def _write_locked(out: Path, resolution: int, rows_per_part: int, compression: str,
+                  fill: Callable[[_SplitWriters], None]) -> _SplitWriters:
+    """``fill`` the splits of one write, then commit them all (or abort them all on any error)."""
+    writers = _SplitWriters(out, resolution, rows_per_part, compression)
+    try:
+        fill(writers)
         writers.finish()
     except BaseException:
         writers.abort()
         raise
     writers.commit()
-    reporter.final()
-    return _summary(out, resolution, writers, failures, reporter.done, time.perf_counter() - started)
+    return writers
 
 
 def write_split(out_dir: str | os.PathLike, split: str, image_ids: Sequence[str], class_ids: Sequence[int],
@@ -348,15 +378,12 @@ def write_split(out_dir: str | os.PathLike, split: str, image_ids: Sequence[str]
     if pixels.ndim != 3 or pixels.shape[1] != pixels.shape[2] or not len(pixels) == len(image_ids) == len(class_ids):
         raise ValueError(f"need N square images with N ids and class ids, got pixels {pixels.shape}, "
                          f"{len(image_ids)} ids, {len(class_ids)} class ids")
-    out = _open_out_dir(out_dir, pixels.shape[1], rows_per_part)
-    writers = _SplitWriters(out, pixels.shape[1], rows_per_part, compression)
-    try:
+
+    def fill(writers: _SplitWriters) -> None:
         writer = writers[split]
         for image_id, class_id, image in zip(image_ids, class_ids, pixels):
             writer.append(str(image_id), int(class_id), image.tobytes())
-        writers.finish()
-    except BaseException:
-        writers.abort()
-        raise
-    writers.commit()
-    return combine([(split, writer.hasher.digest())])
+
+    with _locked_out_dir(out_dir, pixels.shape[1], rows_per_part) as out:
+        writers = _write_locked(out, pixels.shape[1], rows_per_part, compression, fill)
+    return combine([(split, writers[split].hasher.digest())])

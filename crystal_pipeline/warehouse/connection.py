@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import duckdb
 import pandas as pd
 
+from crystal_pipeline.faults import crash_point
 from crystal_pipeline.warehouse.schema import SCHEMA
 
 log = logging.getLogger(__name__)
@@ -124,25 +125,24 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame
     inserted by name, so its column order does not matter; an empty frame only deletes.
     ``where`` is SQL written inside this package, never a caller's text.
     """
-    if key is not None:
-        if len(frame) == 0:
-            return
-        name = f"_replace_{table}"
-        con.register(name, frame)
-        try:
-            con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {name})")
-            _insert(con, table, name, frame.columns)
-        finally:
-            con.unregister(name)
+    if key is not None and len(frame) == 0:
         return
-    con.execute(f"DELETE FROM {table}" + (f" WHERE {where}" if where else ""), list(params))
-    if len(frame):
-        name = f"_replace_{table}"
+    name = f"_replace_{table}"
+    if len(frame):  # an empty frame (perhaps without columns) is only a delete
         con.register(name, frame)
-        try:
+    try:
+        if key is not None:
+            con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {name})")
+        else:
+            con.execute(f"DELETE FROM {table}" + (f" WHERE {where}" if where else ""), list(params))
+        crash_point("warehouse.replace_rows.after_delete")
+        if len(frame):
             _insert(con, table, name, frame.columns)
-        finally:
+    finally:
+        if len(frame):
             con.unregister(name)
+    # The caller's transaction commits next: a kill here must leave the old rows (tests/warehouse).
+    crash_point("warehouse.replace_rows.before_commit")
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, view: str, columns: Sequence[str]) -> None:
