@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
+from crystal_pipeline.synthetic.blur import gaussian_filter
 from crystal_pipeline.synthetic.scene import Scene, pixel_grid, smooth_noise
 
 
@@ -102,7 +102,7 @@ def precipitate(canvas: Canvas, rng: np.random.Generator, strength: float) -> di
     weight = rng.uniform(0.2, 1.0, len(ix)).astype(np.float32)
     grains = np.bincount(iy * size + ix, weights=weight, minlength=size * size).reshape(size, size)
     grain = rng.uniform(0.5, 1.3) * k
-    grains = ndimage.gaussian_filter(grains.astype(np.float32), grain, truncate=2.0)
+    grains = gaussian_filter(grains.astype(np.float32), grain, truncate=2.0)
     darkness = rng.uniform(0.6, 1.6) * (0.5 + strength)
     canvas.absorb += np.minimum(grains * darkness * (1.0 + 2 * grain), 0.9)
     if strength > 0.45 or clumped:
@@ -325,6 +325,6 @@ def stray_grains(canvas: Canvas, rng: np.random.Generator, amount: float) -> dic
     ix = np.clip(pts[:, 0].astype(np.int32), 0, size - 1)
     iy = np.clip(pts[:, 1].astype(np.int32), 0, size - 1)
     grains = np.bincount(iy * size + ix, minlength=size * size).reshape(size, size).astype(np.float32)
-    grains = ndimage.gaussian_filter(grains, 0.7 * canvas.k, truncate=2.0)
+    grains = gaussian_filter(grains, 0.7 * canvas.k, truncate=2.0)
     canvas.absorb += np.minimum(grains * rng.uniform(0.8, 1.6), 0.6)
     return {"decoy_precipitate": float(0.25 + 0.55 * amount)}

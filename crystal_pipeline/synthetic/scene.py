@@ -13,8 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
+from crystal_pipeline.synthetic.blur import gaussian_filter
 from crystal_pipeline.synthetic.imager import IMAGER_A, Imager
 
 
@@ -177,7 +177,7 @@ def _gamma_table(gamma: float) -> np.ndarray:
 def defocus(image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
     """The camera's focus blur (``nuisance.blur`` is a sigma at 256 px, scaled to the image)."""
     sigma = nuisance.blur * image.shape[0] / 256.0
-    return ndimage.gaussian_filter(image, sigma, truncate=2.5) if sigma > 0.3 else image
+    return gaussian_filter(image, sigma, truncate=2.5) if sigma > 0.3 else image
 
 
 def finish(rng: np.random.Generator, image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
