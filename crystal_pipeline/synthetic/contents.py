@@ -52,7 +52,12 @@ class Canvas:
         return np.asarray(self._layers[name][0], dtype=np.float32) * (1 / 255.0)
 
     def compose(self, without: tuple[str, ...] = ()) -> np.ndarray:
-        """The image; ``without`` names layers to leave out (the crystals', to see what they add)."""
+        """The image; ``without`` names layers to leave out (the crystals', to see what they add).
+
+        Under imager HWI's oil lighting (``scene.edge_light``, ``scene.dirt_glow``; zero for A
+        and B, whose pictures are composed exactly as before) the edges of what absorbs light
+        up and dirt over the black surround glows.
+        """
         inside = self.scene.inside
         layer = lambda name: 0.0 if name in without else self._array(name)  # noqa: E731
         dark_crystal, glare_crystal = (layer(name) for name in CRYSTAL_LAYERS)
