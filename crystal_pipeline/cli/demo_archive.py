@@ -26,9 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--difficulty", type=float, default=None, help="0 (obvious) .. 1 (faint); default 0.5")
     parser.add_argument("--class-mix", type=_class_mix, default=None,
                         help="weights like clear=5,crystal=2 (default: the paper's Table 2 mix)")
-    parser.add_argument("--imager", default="A", type=str.upper, choices=("A", "B"),
+    parser.add_argument("--imager", default="A", type=str.upper, choices=("A", "B", "HWI"),
                         help="the lab's camera: A (default) or B, another illumination, contrast, drop size, blur, "
-                             "noise and well rim (crystal_pipeline/synthetic/imager.py)")
+                             "noise and well rim; or HWI, the paper's kind of imager: a bright drop under oil on "
+                             "black in 4:3 frames, lighting fixed per plate (crystal_pipeline/synthetic/imager.py)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an archive already in --out")
 

@@ -2,7 +2,7 @@
 
 There is no public copy of the HWI images, so the demo, the tests and the benchmark
 run on a generated archive in exactly the input format real archives use. Imports
-here stay light (numpy, Pillow, scipy); nothing imports Dagster.
+here stay light (numpy, Pillow; no scipy, which the GPU box lacks); nothing imports Dagster.
 """
 
 from crystal_pipeline.synthetic.archive import ArchiveSummary, PlateSummary, plate_ids, write_archive, write_plate

@@ -4,22 +4,26 @@ The committed ``docs/images/synthetic_classes.png`` is regenerated with
 ``python -m crystal_pipeline.synthetic.contact_sheet docs/images/synthetic_classes.png``;
 columns run from the most obvious example of a class to the least (by the rendered
 difficulty), so the sheet shows the range a classifier faces, not only the easy end.
+``--imager HWI`` draws the HWI imager's sheet (``docs/images/synthetic_hwi_contact_sheet.png``):
+every image lit as one plate's (its lighting is fixed per plate), 4:3 frames.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from crystal_pipeline.classes import CLASS_IDS, CLASS_TITLES
+from crystal_pipeline.synthetic.hwi import plate_lighting
+from crystal_pipeline.synthetic.imager import DEFAULT_IMAGER, imager_named
 from crystal_pipeline.synthetic.render import DEFAULT_DIFFICULTY, render_well
 
 
 def contact_sheet(path: str | Path, per_class: int = 8, size: int = 192, seed: int = 0,
-                  difficulty: float = DEFAULT_DIFFICULTY) -> Path:
+                  difficulty: float = DEFAULT_DIFFICULTY, imager: str = DEFAULT_IMAGER) -> Path:
     """Write the grid as an 8-bit grey PNG and return its path."""
     import matplotlib
 
@@ -27,10 +31,14 @@ def contact_sheet(path: str | Path, per_class: int = 8, size: int = 192, seed: i
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    fig, axes = plt.subplots(len(CLASS_IDS), per_class, figsize=(per_class * 1.2 + 1.6, len(CLASS_IDS) * 1.2 + 0.4),
+    camera = imager_named(imager)
+    lighting = plate_lighting(seed, 0, camera) if camera.optics is not None else None
+    aspect = camera.optics.aspect if camera.optics is not None else 1.0
+    fig, axes = plt.subplots(len(CLASS_IDS), per_class,
+                             figsize=(per_class * 1.2 * aspect + 1.6, len(CLASS_IDS) * 1.2 + 0.4),
                              gridspec_kw={"wspace": 0.04, "hspace": 0.06})
     for r, class_id in enumerate(CLASS_IDS):
-        examples = [render_well(np.random.default_rng([seed, class_id, j]), class_id, size, difficulty)
+        examples = [render_well(np.random.default_rng([seed, class_id, j]), class_id, size, difficulty, camera, lighting)
                     for j in range(per_class)]
         examples.sort(key=lambda e: e[1].difficulty)
         for c, (pixels, truth) in enumerate(examples):
@@ -42,7 +50,8 @@ def contact_sheet(path: str | Path, per_class: int = 8, size: int = 192, seed: i
                 spine.set_visible(False)
             ax.text(3, size - 6, f"d={truth.difficulty:.2f}", color="yellow", fontsize=5.5)
         axes[r, 0].set_ylabel(f"{class_id}. {CLASS_TITLES[r]}", rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"Synthetic drop images per class (difficulty knob {difficulty}; d = rendered difficulty)",
+    lab = "" if camera.name == DEFAULT_IMAGER else f", imager {camera.name}"
+    fig.suptitle(f"Synthetic drop images per class (difficulty knob {difficulty}; d = rendered difficulty{lab})",
                  fontsize=9, y=0.995)
     fig.subplots_adjust(left=0.17, right=0.99, bottom=0.01, top=0.96)
     buf = io.BytesIO()
@@ -55,4 +64,8 @@ def contact_sheet(path: str | Path, per_class: int = 8, size: int = 192, seed: i
 
 
 if __name__ == "__main__":
-    print(contact_sheet(sys.argv[1] if len(sys.argv) > 1 else "docs/images/synthetic_classes.png"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", nargs="?", default="docs/images/synthetic_classes.png")
+    parser.add_argument("--imager", default=DEFAULT_IMAGER, help="A (default), B or HWI")
+    args = parser.parse_args()
+    print(contact_sheet(args.path, imager=args.imager))

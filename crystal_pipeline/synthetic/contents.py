@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
+from crystal_pipeline.synthetic.blur import gaussian_filter
 from crystal_pipeline.synthetic.scene import Scene, pixel_grid, smooth_noise
 
 
@@ -33,15 +33,16 @@ class Canvas:
 
     def __init__(self, scene: Scene):
         self.scene = scene
-        self.size = scene.size
+        self.size = scene.size  # rows: every length scales with it (``k``)
+        self.height, self.width = scene.base.shape
         self.k = scene.size / 256.0
-        self.absorb = np.zeros((self.size, self.size), np.float32)  # inside the drop
+        self.absorb = np.zeros((self.height, self.width), np.float32)  # inside the drop
         self._layers: dict[str, tuple[Image.Image, ImageDraw.ImageDraw]] = {}
 
     def layer(self, name: str) -> ImageDraw.ImageDraw:
         """8-bit drawing layers: ``dark``/``glare`` (and the crystals' own pair) inside the drop, ``dirt`` anywhere."""
         if name not in self._layers:
-            img = Image.new("L", (self.size, self.size), 0)
+            img = Image.new("L", (self.width, self.height), 0)
             self._layers[name] = (img, ImageDraw.Draw(img))
         return self._layers[name][1]
 
@@ -51,7 +52,12 @@ class Canvas:
         return np.asarray(self._layers[name][0], dtype=np.float32) * (1 / 255.0)
 
     def compose(self, without: tuple[str, ...] = ()) -> np.ndarray:
-        """The image; ``without`` names layers to leave out (the crystals', to see what they add)."""
+        """The image; ``without`` names layers to leave out (the crystals', to see what they add).
+
+        Under imager HWI's oil lighting (``scene.edge_light``, ``scene.dirt_glow``; zero for A
+        and B, whose pictures are composed exactly as before) the edges of what absorbs light
+        up and dirt over the black surround glows.
+        """
         inside = self.scene.inside
         layer = lambda name: 0.0 if name in without else self._array(name)  # noqa: E731
         dark_crystal, glare_crystal = (layer(name) for name in CRYSTAL_LAYERS)
@@ -60,18 +66,35 @@ class Canvas:
             # A crystal is solid: the precipitate and film around it do not lie inside it, so
             # it shows as a faceted window in a grainy drop (as on real plates), not under it.
             grains = grains * np.where(dark_crystal > 0, 1.0 - CRYSTAL_DISPLACES, 1.0).astype(np.float32)
-        absorb = np.clip(grains + self._array("dark") + dark_crystal, 0.0, 0.97) * inside
+        absorb = np.clip(grains + self._array("dark") + dark_crystal, 0.0, 0.97)
+        if self.scene.edge_light:  # oil lighting (imager HWI): edges of what absorbs scatter light
+            edges = _edges(absorb) * (self.scene.edge_light * self.scene.level)
+        absorb = absorb * inside
         glare = self._array("glare") + glare_crystal
         image = self.scene.base * (1.0 - absorb)
+        if self.scene.edge_light:
+            image = image + edges * inside
         if not isinstance(glare, float):
             image = image + 0.6 * glare * inside * self.scene.level
         dirt = self._array("dirt")
         if not isinstance(dirt, float):
             image = image * (1.0 - np.clip(dirt, 0.0, 0.97))
+            if self.scene.dirt_glow:  # on the black surround dust catches the light instead
+                image = image + self.scene.dirt_glow * dirt * (1.0 - inside)
         glint = self._array("glint")
         if not isinstance(glint, float):
             image = image + 0.5 * glint
         return image.astype(np.float32)
+
+
+def _edges(absorb: np.ndarray) -> np.ndarray:
+    """Gradient magnitude by central differences (0 on the frame's edge): a bright halo on
+    both sides of every outline and grain, the way oil-lit edges scatter light."""
+    gx = np.zeros_like(absorb)
+    gy = np.zeros_like(absorb)
+    gx[:, 1:-1] = absorb[:, 2:] - absorb[:, :-2]
+    gy[1:-1, :] = absorb[2:, :] - absorb[:-2, :]
+    return np.sqrt(gx * gx + gy * gy) * 0.5
 
 
 def _shade(value: float) -> int:
@@ -83,7 +106,7 @@ def _shade(value: float) -> int:
 
 def precipitate(canvas: Canvas, rng: np.random.Generator, strength: float) -> dict[str, float]:
     """Granular precipitate from a light dusting to heavy dark clumps."""
-    size, k, drop = canvas.size, canvas.k, canvas.scene.drop
+    height, width, k, drop = canvas.height, canvas.width, canvas.k, canvas.scene.drop
     area = np.pi * drop.radius**2
     density = 0.004 + 0.35 * strength**1.6  # particles per pixel
     n = int(area * density)
@@ -97,16 +120,16 @@ def precipitate(canvas: Canvas, rng: np.random.Generator, strength: float) -> di
     else:
         pts = drop.sample_points(rng, n, reach=0.97)
         clumped = 0.0
-    ix = np.clip(pts[:, 0].astype(np.int32), 0, size - 1)
-    iy = np.clip(pts[:, 1].astype(np.int32), 0, size - 1)
+    ix = np.clip(pts[:, 0].astype(np.int32), 0, width - 1)
+    iy = np.clip(pts[:, 1].astype(np.int32), 0, height - 1)
     weight = rng.uniform(0.2, 1.0, len(ix)).astype(np.float32)
-    grains = np.bincount(iy * size + ix, weights=weight, minlength=size * size).reshape(size, size)
+    grains = np.bincount(iy * width + ix, weights=weight, minlength=height * width).reshape(height, width)
     grain = rng.uniform(0.5, 1.3) * k
-    grains = ndimage.gaussian_filter(grains.astype(np.float32), grain, truncate=2.0)
+    grains = gaussian_filter(grains.astype(np.float32), grain, truncate=2.0)
     darkness = rng.uniform(0.6, 1.6) * (0.5 + strength)
     canvas.absorb += np.minimum(grains * darkness * (1.0 + 2 * grain), 0.9)
     if strength > 0.45 or clumped:
-        cloud = np.maximum(smooth_noise(rng, size, int(rng.integers(4, 9))), 0)
+        cloud = np.maximum(smooth_noise(rng, height, int(rng.integers(4, 9)), width), 0)
         canvas.absorb += cloud * rng.uniform(0.05, 0.35) * strength
     # Fine bright grains read as microcrystals to some experts.
     crystal_decoy = strength * (1.0 - strength) * 2.0 * (1.2 - grain / k) if rng.random() < 0.6 else 0.0
@@ -219,14 +242,14 @@ def phase_droplets(canvas: Canvas, rng: np.random.Generator, strength: float) ->
 
 def skin(canvas: Canvas, rng: np.random.Generator, strength: float) -> dict[str, float]:
     """A wrinkled protein film: folded lines over part or all of the drop surface."""
-    size, k, drop = canvas.size, canvas.k, canvas.scene.drop
-    yy, xx = pixel_grid(size)
+    height, width, k, drop = canvas.height, canvas.width, canvas.k, canvas.scene.drop
+    yy, xx = pixel_grid(height, width)
     theta = rng.uniform(0, np.pi)
     freq = rng.uniform(0.25, 0.6) / k
-    warp = smooth_noise(rng, size, int(rng.integers(3, 7))) * rng.uniform(4, 12)
+    warp = smooth_noise(rng, height, int(rng.integers(3, 7)), width) * rng.uniform(4, 12)
     phase = freq * (xx * np.cos(theta) + yy * np.sin(theta)) + warp
     lines = (1.0 - np.abs(np.sin(phase))) ** rng.uniform(3, 8)
-    patch = np.clip(smooth_noise(rng, size, 3) * 1.5 + rng.uniform(-0.2, 1.2), 0, 1)
+    patch = np.clip(smooth_noise(rng, height, 3, width) * 1.5 + rng.uniform(-0.2, 1.2), 0, 1)
     amplitude = 0.1 + 0.7 * strength
     canvas.absorb += lines * patch * amplitude + patch * amplitude * rng.uniform(0.05, 0.25)
     # The film's folded edge.
@@ -239,8 +262,9 @@ def skin(canvas: Canvas, rng: np.random.Generator, strength: float) -> dict[str,
 # --- junk and dust ----------------------------------------------------------------------
 
 
-def _fibre(draw, rng, size, k):
-    x, y = rng.uniform(0, size, 2)
+def _fibre(draw, rng, canvas):
+    size, k = canvas.size, canvas.k
+    x, y = rng.uniform(0, (canvas.width, canvas.height))
     angle = rng.uniform(0, 2 * np.pi)
     steps = int(rng.integers(12, 40))
     step = size * rng.uniform(0.15, 0.6) / steps
@@ -250,6 +274,11 @@ def _fibre(draw, rng, size, k):
         x, y = x + step * np.cos(angle), y + step * np.sin(angle)
         pts.append((x, y))
     draw.line(pts, fill=_shade(rng.uniform(120, 230)), width=max(1, int(rng.uniform(1, 3) * k)))
+
+
+def _anywhere(canvas: Canvas, rng: np.random.Generator) -> np.ndarray:
+    """A point in the frame's central 80% (x, y): where dust on the seal shows."""
+    return rng.uniform((0.1 * canvas.width, 0.1 * canvas.height), (0.9 * canvas.width, 0.9 * canvas.height))
 
 
 def _speck(draw, rng, x, y, r, shade):
@@ -272,16 +301,16 @@ def _bubble(draw, glint, rng, x, y, r, k):
 
 def junk(canvas: Canvas, rng: np.random.Generator, strength: float) -> dict[str, float]:
     """Fibres, dust, debris and air bubbles: things that are not the experiment."""
-    size, k, drop = canvas.size, canvas.k, canvas.scene.drop
+    k, drop = canvas.k, canvas.scene.drop
     draw = canvas.layer("dirt")
     kinds = rng.choice(["fibre", "dust", "debris", "bubble"], size=int(rng.integers(1, 3)), replace=False)
     for kind in kinds:
         if kind == "fibre":
             for _ in range(int(rng.integers(1, 4))):
-                _fibre(draw, rng, size, k)
+                _fibre(draw, rng, canvas)
         elif kind == "dust":
             for _ in range(int(rng.integers(5, 40))):
-                x, y = rng.uniform(0.1 * size, 0.9 * size, 2)
+                x, y = _anywhere(canvas, rng)
                 _speck(draw, rng, x, y, k * rng.uniform(0.7, 1.5 + 3.0 * strength), rng.uniform(100, 230))
         elif kind == "debris":
             for (x, y) in drop.sample_points(rng, int(rng.integers(1, 5)), reach=1.1):
@@ -301,14 +330,14 @@ def junk(canvas: Canvas, rng: np.random.Generator, strength: float) -> dict[str,
 
 def stray_dust(canvas: Canvas, rng: np.random.Generator, amount: float) -> dict[str, float]:
     """A few specks that real plates carry whatever their class: junk's confound."""
-    size, k = canvas.size, canvas.k
+    k = canvas.k
     draw = canvas.layer("dirt")
     count = int(rng.integers(1, 2 + int(6 * amount)))
     for _ in range(count):
-        x, y = rng.uniform(0.1 * size, 0.9 * size, 2)
+        x, y = _anywhere(canvas, rng)
         _speck(draw, rng, x, y, k * rng.uniform(0.6, 1.5 + 2 * amount), rng.uniform(80, 200))
     if rng.random() < 0.15 * amount:
-        _fibre(draw, rng, size, k)
+        _fibre(draw, rng, canvas)
         return {"decoy_junk": 0.6 * amount}
     return {"decoy_junk": 0.2 * amount}
 
@@ -319,12 +348,12 @@ def stray_grains(canvas: Canvas, rng: np.random.Generator, amount: float) -> dic
     Light precipitate against clear is the commonest disagreement between experts;
     this draws the 'clear' side of that boundary.
     """
-    size, drop = canvas.size, canvas.scene.drop
-    n = int((20 + 400 * amount) * (drop.radius / (0.3 * size)) ** 2)
+    height, width, drop = canvas.height, canvas.width, canvas.scene.drop
+    n = int((20 + 400 * amount) * (drop.radius / (0.3 * canvas.size)) ** 2)
     pts = drop.sample_points(rng, n, reach=0.95)
-    ix = np.clip(pts[:, 0].astype(np.int32), 0, size - 1)
-    iy = np.clip(pts[:, 1].astype(np.int32), 0, size - 1)
-    grains = np.bincount(iy * size + ix, minlength=size * size).reshape(size, size).astype(np.float32)
-    grains = ndimage.gaussian_filter(grains, 0.7 * canvas.k, truncate=2.0)
+    ix = np.clip(pts[:, 0].astype(np.int32), 0, width - 1)
+    iy = np.clip(pts[:, 1].astype(np.int32), 0, height - 1)
+    grains = np.bincount(iy * width + ix, minlength=height * width).reshape(height, width).astype(np.float32)
+    grains = gaussian_filter(grains, 0.7 * canvas.k, truncate=2.0)
     canvas.absorb += np.minimum(grains * rng.uniform(0.8, 1.6), 0.6)
     return {"decoy_precipitate": float(0.25 + 0.55 * amount)}

@@ -13,6 +13,12 @@ drawn in the same order from the same generator, so an archive written with imag
 byte-identical to one written before (tests/synthetic/test_imager.py hashes one).
 Imager B draws the same number of values in the same order, only from other ranges,
 and adds a bright reflection on the well wall on every image.
+
+Imager HWI (issue 17) is another kind of camera: the Hauptman-Woodward imager the paper's
+images came from, a bright microbatch drop under oil glowing on a near-black surround in
+4:3 frames. Its :class:`OilOptics` are drawn once per plate (:mod:`.hwi`), as a real
+imager's lighting and geometry are fixed across a plate, and each image jitters a little
+around them; its blur, noise, contrast and gamma ranges are per-plate ranges too.
 """
 
 from __future__ import annotations
@@ -23,8 +29,43 @@ Range = tuple[float, float]
 
 
 @dataclass(frozen=True)
+class OilOptics:
+    """An HWI-style imager's lighting of a 1536-well microbatch drop under oil.
+
+    Ranges (low, high) drawn once per plate (``hwi.draw_plate_lighting``); brightness in
+    0..1 before the camera's gamma and noise. The levels aim at what HWI's photographs
+    show: a surround about 20 of 255, a drop centre about 150, the drop about 40% of the
+    frame, and a bright rim at its edge.
+    """
+
+    aspect: float = 4 / 3  # frame width / height (public HWI samples: 696 x 520)
+    surround: Range = (0.065, 0.095)  # the black plate around the lit well
+    drop_level: Range = (0.52, 0.62)  # brightness inside the drop
+    drop_radius: Range = (0.395, 0.425)  # of the frame height: pi r^2 is ~40% of a 4:3 frame
+    rim: Range = (0.22, 0.38)  # the bright ring at the drop's edge, over the drop level
+    rim_width: Range = (1.2, 2.6)  # px at 256 rows
+    meniscus: Range = (0.0, 0.12)  # a darker band just inside the rim
+    lens: Range = (0.0, 0.15)  # drop brighter in the centre than near its edge
+    haze: Range = (0.05, 0.14)  # oil-lit glow just outside the drop
+    haze_reach: Range = (5.0, 14.0)  # its decay length, px at 256 rows
+    haze_texture: Range = (0.1, 0.35)  # low-frequency unevenness of the surround
+    wall: Range = (0.02, 0.07)  # the well walls' faint glow, left and right of the drop
+    wall_offset: Range = (0.5, 0.58)  # wall distance from the centre, of the frame height
+    vignette: Range = (0.0, 0.15)
+    tilt: Range = (0.0, 0.12)  # illumination gradient across the frame
+    edge_light: Range = (0.8, 1.6)  # edges of crystals, grains, droplets scatter light
+    dirt_glow: Range = (0.15, 0.35)  # dust and fibres over the black surround glow
+    offset: float = 0.02  # the plate's drops off the frame centre, sd of frame height
+    jitter: float = 0.02  # per image: drop position (of height), size and brightness (relative)
+
+
+@dataclass(frozen=True)
 class Imager:
-    """Ranges (low, high) of uniform draws, one per scene or camera property."""
+    """Ranges (low, high) of uniform draws, one per scene or camera property.
+
+    With ``optics`` set (imager HWI) the scene comes from those optics instead of the
+    well fields, and the camera ranges (blur, noise, contrast, gamma) are drawn per plate.
+    """
 
     name: str
     well_radius: Range = (0.43, 0.53)  # fraction of the image side
@@ -40,6 +81,7 @@ class Imager:
     noise_difficulty: float = 0.03
     contrast: Range = (0.65, 1.2)
     gamma: Range = (0.8, 1.25)
+    optics: OilOptics | None = None
 
 
 IMAGER_A = Imager("A")
@@ -63,12 +105,23 @@ IMAGER_B = Imager(
     gamma=(1.05, 1.35),
 )
 
-IMAGERS: dict[str, Imager] = {imager.name: imager for imager in (IMAGER_A, IMAGER_B)}
+# HWI: drop under oil on black, 4:3 frames; a sharper, quieter camera than A's, fixed per plate.
+IMAGER_HWI = Imager(
+    "HWI",
+    blur=(0.25, 0.7),
+    noise=(0.006, 0.014),
+    noise_difficulty=0.015,
+    contrast=(0.92, 1.08),
+    gamma=(0.92, 1.08),
+    optics=OilOptics(),
+)
+
+IMAGERS: dict[str, Imager] = {imager.name: imager for imager in (IMAGER_A, IMAGER_B, IMAGER_HWI)}
 DEFAULT_IMAGER = "A"
 
 
 def imager_named(name: str) -> Imager:
-    """The imager called ``name`` ('A' or 'B'); ValueError naming the choices otherwise."""
+    """The imager called ``name`` ('A', 'B' or 'HWI', any case); ValueError naming the choices otherwise."""
     try:
         return IMAGERS[name.upper()]
     except (KeyError, AttributeError):

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from crystal_pipeline.classes import CLASSES
-from crystal_pipeline.synthetic import contents
+from crystal_pipeline.synthetic import contents, hwi
+from crystal_pipeline.synthetic.blur import gaussian_filter
 from crystal_pipeline.synthetic.imager import IMAGER_A, Imager
 from crystal_pipeline.synthetic.scene import Nuisance, defocus, draw_nuisance, draw_scene, finish
 
@@ -69,8 +69,8 @@ def crystal_visibility(composed: np.ndarray, hidden: np.ndarray, nuisance: Nuisa
     """
     k = composed.shape[0] / 256.0
     seen, rest = (defocus(image, nuisance) * nuisance.contrast for image in (composed, hidden))
-    mean = ndimage.gaussian_filter(rest, 2 * k)
-    clutter = np.sqrt(np.maximum(ndimage.gaussian_filter(rest * rest, 2 * k) - mean * mean, 0.0))
+    mean = gaussian_filter(rest, 2 * k)
+    clutter = np.sqrt(np.maximum(gaussian_filter(rest * rest, 2 * k) - mean * mean, 0.0))
     stands_out = np.abs(seen - rest) > EDGE_CONTRAST + 3 * nuisance.noise + CLUTTER_WEIGHT * clutter
     length = np.sqrt(np.count_nonzero(stands_out)) / k
     return float(np.clip((length - 2.0) / 25.0, 0, 1) ** 0.6)
@@ -78,12 +78,22 @@ def crystal_visibility(composed: np.ndarray, hidden: np.ndarray, nuisance: Nuisa
 
 def render_well(
     rng: np.random.Generator, class_id: int, size: int = 256, difficulty: float = DEFAULT_DIFFICULTY,
-    imager: Imager = IMAGER_A,
+    imager: Imager = IMAGER_A, lighting: hwi.PlateLighting | None = None,
 ) -> tuple[np.ndarray, WellTruth]:
-    """An 8-bit grey ``size``x``size`` image of class ``class_id``, as ``imager`` takes it, and its truth."""
+    """An 8-bit grey image of class ``class_id``, as ``imager`` takes it, and its truth.
+
+    ``size`` rows; square for imagers A and B, ``round(size * 4/3)`` wide for HWI, whose
+    plate's ``lighting`` (``hwi.plate_lighting``; the middle of its ranges when None) is
+    the same for every well of a plate.
+    """
     attributes = CLASSES[class_id][1]
-    scene = draw_scene(rng, size, imager)
-    nuisance = draw_nuisance(rng, difficulty, imager)
+    if imager.optics is None:
+        scene = draw_scene(rng, size, imager)
+        nuisance = draw_nuisance(rng, difficulty, imager)
+    else:
+        lighting = lighting or hwi.nominal_lighting(imager)
+        scene = hwi.draw_scene(rng, size, lighting)
+        nuisance = hwi.draw_nuisance(rng, difficulty, lighting, imager)
     canvas = contents.Canvas(scene)
     strengths: dict[str, float] = {}
     evidence: dict[str, float] = {}

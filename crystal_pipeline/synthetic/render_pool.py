@@ -24,6 +24,7 @@ from PIL import Image
 
 from crystal_pipeline.files import atomic_write_bytes
 from crystal_pipeline.synthetic.annotators import Annotator, annotate
+from crystal_pipeline.synthetic.hwi import plate_lighting
 from crystal_pipeline.synthetic.imager import DEFAULT_IMAGER, imager_named
 from crystal_pipeline.synthetic.render import render_well
 from crystal_pipeline.wells import all_wells
@@ -64,10 +65,12 @@ def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]
     key = plate_key(chunk.plate_id)
     plate_dir = Path(chunk.plate_dir)
     imager = imager_named(chunk.imager)
+    # An imager with fixed per-plate optics (HWI) lights every well of the plate the same way.
+    lighting = plate_lighting(chunk.seed, key, imager) if imager.optics is not None else None
     out = []
     for index, class_id in zip(chunk.well_indices, chunk.class_ids):
         rng = np.random.default_rng([chunk.seed, key, index, 0])
-        pixels, truth = render_well(rng, class_id, chunk.size, chunk.difficulty, imager)
+        pixels, truth = render_well(rng, class_id, chunk.size, chunk.difficulty, imager, lighting)
         _write_png(plate_dir / f"{wells[index].name}.png", pixels)
         labels = []
         if chunk.pool is not None:

@@ -13,24 +13,26 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
+from crystal_pipeline.synthetic.blur import gaussian_filter
 from crystal_pipeline.synthetic.imager import IMAGER_A, Imager
 
 
 @lru_cache(maxsize=8)
-def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column coordinates of pixel centres, shared read-only per size."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+def pixel_grid(size: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column coordinates of pixel centres (``size`` rows, ``width`` or ``size`` columns),
+    shared read-only per shape."""
+    yy, xx = np.mgrid[0:size, 0:width or size].astype(np.float32)
     yy.setflags(write=False)
     xx.setflags(write=False)
     return yy, xx
 
 
-def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Zero-mean, unit-ish low-frequency noise: a few random cells, bicubic-upsampled."""
+def smooth_noise(rng: np.random.Generator, size: int, cells: int, width: int | None = None) -> np.ndarray:
+    """Zero-mean, unit-ish low-frequency noise: a few random cells, bicubic-upsampled to
+    ``size`` rows and ``width`` (or ``size``) columns."""
     coarse = rng.standard_normal((cells, cells)).astype(np.float32)
-    return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.BICUBIC))
+    return np.asarray(Image.fromarray(coarse, mode="F").resize((width or size, size), Image.BICUBIC))
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,29 @@ def _ripple(c: np.ndarray, s: np.ndarray, ripple) -> np.ndarray:
 class Scene:
     """The class-free image: base brightness field and the drop's soft mask."""
 
-    size: int
+    size: int  # rows; the frame is square unless ``base`` is wider (the HWI imager's 4:3)
     base: np.ndarray  # float32 brightness before contents, 0..1
     inside: np.ndarray  # float32 soft drop mask, 0..1
     drop: Drop
     level: float  # typical brightness inside the drop
+    # How the oil-lit HWI imager shows the contents (:mod:`.hwi`); zero for imagers A and B.
+    edge_light: float = 0.0  # edges of what absorbs scatter light into the camera, x level
+    dirt_glow: float = 0.0  # dirt on the black surround glows instead of shadowing
+
+
+def drop_geometry(drop: Drop, yy: np.ndarray, xx: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel: radius relative to the drop's (``rho``), distance to the rippled outline
+    (about pixels, negative inside) and the soft drop mask, 0.7 px wide at 256 px."""
+    c, s = float(np.cos(drop.angle)), float(np.sin(drop.angle))
+    dx, dy = xx - drop.cx, yy - drop.cy
+    u = (dx * c + dy * s) / drop.ax
+    v = (-dx * s + dy * c) / drop.by
+    r = np.sqrt(u * u + v * v) + 1e-6
+    rho = r / drop.radius
+    outline = 1.0 + _ripple(u / r, v / r, drop.ripple)
+    dist = (rho - outline) * drop.radius
+    inside = 1.0 / (1.0 + np.exp(np.clip(dist / (0.7 * k), -30, 30)))
+    return rho, dist, inside
 
 
 def draw_scene(rng: np.random.Generator, size: int, imager: Imager = IMAGER_A) -> Scene:
@@ -122,15 +142,7 @@ def draw_scene(rng: np.random.Generator, size: int, imager: Imager = IMAGER_A) -
         angle=float(rng.uniform(0, np.pi)),
         ripple=tuple((h, rng.uniform(0, 0.05) / h, rng.uniform(0, 2 * np.pi)) for h in (2, 3, 5)),
     )
-    c, s = float(np.cos(drop.angle)), float(np.sin(drop.angle))
-    dx, dy = xx - drop.cx, yy - drop.cy
-    u = (dx * c + dy * s) / drop.ax
-    v = (-dx * s + dy * c) / drop.by
-    r = np.sqrt(u * u + v * v) + 1e-6
-    rho = r / radius
-    outline = 1.0 + _ripple(u / r, v / r, drop.ripple)
-    dist = (rho - outline) * radius  # about pixels, negative inside
-    inside = 1.0 / (1.0 + np.exp(np.clip(dist / (0.7 * k), -30, 30)))
+    rho, dist, inside = drop_geometry(drop, yy, xx, k)
 
     # Inside the drop: own brightness, lens shading, and the meniscus band.
     tone = rng.uniform(0.82, 1.12)
@@ -177,7 +189,7 @@ def _gamma_table(gamma: float) -> np.ndarray:
 def defocus(image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
     """The camera's focus blur (``nuisance.blur`` is a sigma at 256 px, scaled to the image)."""
     sigma = nuisance.blur * image.shape[0] / 256.0
-    return ndimage.gaussian_filter(image, sigma, truncate=2.5) if sigma > 0.3 else image
+    return gaussian_filter(image, sigma, truncate=2.5) if sigma > 0.3 else image
 
 
 def finish(rng: np.random.Generator, image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
