@@ -130,8 +130,18 @@ class DataLayout:
     def evaluation_report_html(self, model_version: str) -> Path:
         return self.evaluation_report_dir(model_version) / "report.html"
 
+    @property
+    def plate_reports_dir(self) -> Path:
+        return self.reports_dir / "plates"
+
     def plate_report_dir(self, partition_key: str) -> Path:
-        return self.reports_dir / "plates" / partition_key
+        """``reports/plates/<key>``; ValueError when the key would resolve anywhere else (``..``,
+        ``a/b``, an absolute path): a report never leaves its folder, whatever the key says."""
+        parent = self.plate_reports_dir.resolve()
+        folder = (parent / partition_key).resolve()
+        if folder.parent != parent:
+            raise ValueError(f"plate key {partition_key!r} does not name a folder directly under {parent}")
+        return folder
 
     def plate_report_html(self, partition_key: str) -> Path:
         return self.plate_report_dir(partition_key) / "report.html"

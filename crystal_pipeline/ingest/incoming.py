@@ -11,6 +11,10 @@ well (``plate.json``'s format and drops, else 1536 and 1) or carries a completio
 still writing must not be labelled half-way. The signature of a plate folder is a
 hash of its file names, sizes and modification times, so a corrected plate gets a
 new signature (and a new run) while an unchanged one never runs twice.
+
+A folder whose name cannot be a plate id or an inspection
+(:func:`~crystal_pipeline.ingest.naming.name_part_problem`: ``x@y``, a control
+character, too long) is never run: it is listed with the reason, and nothing is written.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crystal_pipeline.ingest import archive
+from crystal_pipeline.ingest.naming import name_part_problem
 
 COMPLETION_MARKERS = ("COMPLETE", ".complete")
 DEFAULT_FORMAT = 1536
@@ -35,6 +40,7 @@ class PlateFolder:
     expected_wells: int
     has_marker: bool
     signature: str
+    refused: str | None = None  # why the folder's name cannot be a plate id or inspection
 
     @property
     def complete(self) -> bool:
@@ -76,15 +82,28 @@ def find_plates(incoming_dir: Path) -> list[PlateFolder]:
         return []
     found: list[PlateFolder] = []
     for plate_dir in sorted(p for p in incoming_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        refused = name_part_problem("plate id", plate_dir.name)
+        if refused:
+            found.append(_refused(plate_dir, plate_dir.name, refused))
+            continue
         top = _folder(plate_dir.name, plate_dir.name, None, plate_dir, plate_dir)
         if top is not None and top.image_files:
             found.append(top)
         for sub in sorted(p for p in plate_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            refused = name_part_problem("inspection", sub.name)
+            if refused:
+                found.append(_refused(sub, f"{plate_dir.name}/{sub.name}", refused))
+                continue
             key = archive.plate_key(plate_dir.name, sub.name)
             folder = _folder(key, plate_dir.name, sub.name, sub, plate_dir)
             if folder is not None:
                 found.append(folder)
     return found
+
+
+def _refused(path: Path, shown: str, why: str) -> PlateFolder:
+    """A folder listed only to say why it never runs; its key is the quoted folder path (never a partition)."""
+    return PlateFolder(repr(shown), path.name, None, path, 0, 0, False, "", refused=why)
 
 
 def plate_folder_path(incoming_dir: Path, key: str) -> Path:
@@ -107,6 +126,9 @@ def decide(plates: list[PlateFolder], previous: dict[str, str]) -> SensorDecisio
     """
     ready, skipped, seen = [], {}, {}
     for plate in plates:
+        if plate.refused:
+            skipped[plate.key] = f"refused: {plate.refused}; rename the folder"
+            continue
         seen[plate.key] = plate.signature
         if not plate.complete:
             skipped[plate.key] = "incomplete: " + plate.why_not_complete()

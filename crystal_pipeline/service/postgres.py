@@ -72,6 +72,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def write_secret(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text``, readable by its owner only from its first byte: the
+    file is created with mode 0600 (``O_EXCL``: never an existing file, nor through a link),
+    not written and then chmod-ed, which leaves it world-readable for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
 @dataclass
 class EmbeddedPostgres:
     """One cluster folder; :meth:`start` runs the server as a child process."""
@@ -125,8 +134,7 @@ class EmbeddedPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
         account = self._run_as()
         if not self.password_file.is_file():
-            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            self.password_file.chmod(0o600)
+            write_secret(self.password_file, secrets.token_urlsafe(24) + "\n")
         if account is not None:
             os.chown(self.root, account.pw_uid, account.pw_gid)
             self.root.chmod(0o700)
@@ -143,8 +151,8 @@ class EmbeddedPostgres:
         if self.initialized():
             return
         pwfile = self.root / ".initdb-password"
-        pwfile.write_text(self.password() + "\n")
-        pwfile.chmod(0o600)
+        pwfile.unlink(missing_ok=True)  # left by an initdb killed half-way
+        write_secret(pwfile, self.password() + "\n")
         if account is not None:
             os.chown(pwfile, account.pw_uid, account.pw_gid)
         try:
