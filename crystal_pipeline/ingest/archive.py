@@ -67,6 +67,9 @@ def plate_key(plate_id: str, inspection: str | None) -> str:
     return f"{plate_id}@{inspection}" if inspection else plate_id
 
 
+PLATE_JSON = "plate.json"  # a plate folder's own metadata (format, drops, protein, ...)
+
+
 def split_plate_key(key: str) -> tuple[str, str | None]:
     """(plate id, inspection or None) of a partition key; InvalidName when either part could
     not have come from :func:`plate_key` over checked names (``a@b@c``, ``..``, ``a/b``)."""
@@ -84,7 +87,7 @@ def is_image_file(path: Path) -> bool:
 def read_plate_drops(plate_dir: Path) -> int | None:
     """``drops`` of ``plate.json`` (drops per well, e.g. 3 on a 96-well sitting-drop plate);
     None when absent or not a positive integer."""
-    meta = Path(plate_dir) / "plate.json"
+    meta = Path(plate_dir) / PLATE_JSON
     try:
         value = json.loads(meta.read_text()).get("drops") if meta.is_file() else None
         drops = int(value) if value is not None else None
@@ -99,7 +102,7 @@ def read_plate_drops(plate_dir: Path) -> int | None:
 
 def read_plate_format(plate_dir: Path) -> int | None:
     """The format declared in ``plate.json``; None when absent or unusable."""
-    meta = plate_dir / "plate.json"
+    meta = plate_dir / PLATE_JSON
     if not meta.is_file():
         return None
     try:
