@@ -10,6 +10,8 @@ from assets.plates import FOLDER_SIGNATURE, plate_images, plate_predictions, pla
 from crystal_pipeline.ingest.incoming import decide, find_plates
 from resources import StorageResource
 
+RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
+
 label_plate_job = dg.define_asset_job(
     "label_plate_job",
     selection=dg.AssetSelection.assets(plate_images, plate_predictions, plate_timeline, plate_report),
@@ -18,6 +20,11 @@ label_plate_job = dg.define_asset_job(
     # The steps run one after another: in the run worker's own process they skip a
     # process start (and a torch import) each, and a killed worker takes its step with it.
     executor_def=dg.in_process_executor,
+    # Dagster's run retries (on in dagster.yaml and the serve profile) re-execute a failed
+    # plate run from its failure, step failures included (a warehouse lock held past its
+    # wait, a model file mid-promotion): a plate run is cheap and idempotent. Training
+    # and the studies keep the instance default, no retry of a raised error.
+    tags={RETRY_ON_STEP_FAILURE_TAG: "true"},
 )
 
 

@@ -107,3 +107,25 @@ def test_a_plate_without_metadata_is_labelled_as_it_is_once_settled(tmp_path, mo
                    .removeprefix("no plate ready. ").split("; ") if not part.endswith("unchanged"))
     assert skipped["FRESH"].endswith("labelled as it is once unchanged for 5 min")
     assert skipped["DECLARED"] == "incomplete: 90 of 96 wells and no completion marker (COMPLETE or .complete)"
+
+
+def test_plate_runs_are_retried_after_a_step_failure_and_other_runs_are_not(tmp_path):
+    """Dagster's run-retry decision (the daemon's ``should_retry``) on the project's own dagster.yaml."""
+    import yaml
+    from dagster._core.storage.tags import RUN_FAILURE_REASON_TAG
+    from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
+
+    from assets.plate_sensor import label_plate_job
+    from tests.conftest import REPO
+
+    settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    with dg.instance_for_test(overrides={"run_retries": settings["run_retries"]}) as instance:
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        step_failure = {RUN_FAILURE_REASON_TAG: "STEP_FAILURE"}
+        plate_run = instance.create_run_for_job(plate_job, tags={**label_plate_job.tags, **step_failure,
+                                                                 "plate": "P1"})
+        other_run = instance.create_run_for_job(plate_job, tags=step_failure)
+        for run in (plate_run, other_run):
+            instance.report_run_failed(run)
+        assert should_retry(instance.get_run_by_id(plate_run.run_id), instance)
+        assert not should_retry(instance.get_run_by_id(other_run.run_id), instance)
