@@ -8,6 +8,7 @@ import dagster as dg
 from assets.plate_timeline import plate_timeline
 from assets.plates import FOLDER_SIGNATURE, plate_images, plate_predictions, plate_report, plates_partitions
 from crystal_pipeline.ingest.incoming import decide, find_plates
+from crystal_pipeline.service.run_records import rerun_command
 from resources import StorageResource
 
 RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
@@ -45,9 +46,6 @@ def labelled_signature(instance: dg.DagsterInstance, key: str) -> str | None:
     return None if value is None else value.value
 
 
-PLATE_ASSETS = "plate_images,plate_predictions,plate_timeline,plate_report"
-
-
 def failed_plate_run(instance: dg.DagsterInstance, key: str, signature: str) -> str | None:
     """Why the plate's files, as they are now, are not labelled: its latest run for this
     signature FAILED and Dagster's run retries will not retry it (the run's
@@ -64,7 +62,7 @@ def failed_plate_run(instance: dg.DagsterInstance, key: str, signature: str) -> 
         return None
     tries = int(run.tags.get("dagster/retry_number", "0")) + 1
     return (f"run {run.run_id[:8]} FAILED after {tries} attempt(s); re-run: re-execute it in the UI, or "
-            f"`dagster asset materialize -m definitions --select {PLATE_ASSETS} --partition '{key}'`")
+            f"`{rerun_command(key)}`")
 
 
 def evaluate_incoming(incoming_dir, cursor: str | None, has_partition, labelled=lambda key: None,
