@@ -129,3 +129,23 @@ def test_plate_runs_are_retried_after_a_step_failure_and_other_runs_are_not(tmp_
             instance.report_run_failed(run)
         assert should_retry(instance.get_run_by_id(plate_run.run_id), instance)
         assert not should_retry(instance.get_run_by_id(other_run.run_id), instance)
+
+
+def test_a_hostile_partition_key_fails_the_plate_run_with_the_reason_and_writes_nothing(tmp_path):
+    """A partition added by hand (the UI, the API) never reaches the files: `..` would be the
+    data dir itself, `a@b@c` two separators."""
+    from assets.plates import plate_images, plates_partitions
+    from resources import StorageResource, build_resources
+
+    data = tmp_path / "data"
+    wells(data / "incoming" / "P1", 4, {"format": 96})
+    before = sorted(tmp_path.rglob("*"))
+    with dg.instance_for_test() as instance:
+        for key, reason in (("..", "plate id '..' is a path step"), ("a@b@c", "inspection 'b@c' holds '@'")):
+            instance.add_dynamic_partitions(plates_partitions.name, [key])
+            result = dg.materialize([plate_images], partition_key=key, instance=instance, raise_on_error=False,
+                                    resources=build_resources(StorageResource(data_dir=str(data))))
+            assert not result.success
+            [failure] = [e for e in result.all_events if e.is_step_failure]
+            assert reason in failure.step_failure_data.error.to_string()
+    assert sorted(tmp_path.rglob("*")) == before

@@ -99,3 +99,23 @@ def test_json_in_the_review_page_cannot_open_a_comment_or_close_its_script():
     assert not set("<>&'") & set(block)
     assert json.loads(block)["plate_key"] == key
     assert "<!--" not in page and "<script>&" not in page
+
+
+def test_a_plate_and_protein_named_to_break_the_page_stay_text_in_the_report(tmp_path):
+    """The whole plate report (map, tables, review block) for a plate ``<!--<script>`` of a
+    protein ``</script><b>x</b>&amp;``: the page's own elements are the only ones in it."""
+    from crystal_pipeline.plates.labelling import LabelledImage, LabelTimings, PlateLabels
+    from crystal_pipeline.plates.report import write_plate_report
+
+    key, protein = "<!--<script>", "</script><b>x</b>&amp;"
+    img = tmp_path / "A01.png"
+    Image.new("L", (16, 16), 90).save(img)
+    rows = [LabelledImage(image_id=f"{key}/A01", well="A01", path=img, class_id=3, class_name="crystals",
+                          crystal_prob=0.9, probs=(0.02, 0.02, 0.9, 0.01, 0.01, 0.01, 0.01, 0.01, 0.005, 0.005))]
+    labels = PlateLabels(rows, [], LabelTimings(0, 0, 0, 0, 1, "cpu"), files=1, resolution=64)
+    report = write_plate_report(tmp_path / "out", key, 96, labels, model_version="v1", synthetic_model=True,
+                                crystal_threshold=0.5, plate_meta={"protein": protein})
+    page = report.paths["html"].read_text()
+    assert "<!--" not in page and "<b>x</b>" not in page and "&amp;amp;" in page
+    assert page.count("<script") == page.count("</script>") == 2  # the review data block and its code
+    assert "&lt;!--&lt;script&gt;" in page
