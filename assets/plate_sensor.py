@@ -8,7 +8,10 @@ import dagster as dg
 from assets.plate_timeline import plate_timeline
 from assets.plates import FOLDER_SIGNATURE, plate_images, plate_predictions, plate_report, plates_partitions
 from crystal_pipeline.ingest.incoming import decide, find_plates
+from crystal_pipeline.service.run_records import rerun_command
 from resources import StorageResource
+
+RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
 
 label_plate_job = dg.define_asset_job(
     "label_plate_job",
@@ -18,6 +21,11 @@ label_plate_job = dg.define_asset_job(
     # The steps run one after another: in the run worker's own process they skip a
     # process start (and a torch import) each, and a killed worker takes its step with it.
     executor_def=dg.in_process_executor,
+    # Dagster's run retries (on in dagster.yaml and the serve profile) re-execute a failed
+    # plate run from its failure, step failures included (a warehouse lock held past its
+    # wait, a model file mid-promotion): a plate run is cheap and idempotent. Training
+    # and the studies keep the instance default, no retry of a raised error.
+    tags={RETRY_ON_STEP_FAILURE_TAG: "true"},
 )
 
 
@@ -38,7 +46,27 @@ def labelled_signature(instance: dg.DagsterInstance, key: str) -> str | None:
     return None if value is None else value.value
 
 
-def evaluate_incoming(incoming_dir, cursor: str | None, has_partition, labelled=lambda key: None) -> dg.SensorResult:
+def failed_plate_run(instance: dg.DagsterInstance, key: str, signature: str) -> str | None:
+    """Why the plate's files, as they are now, are not labelled: its latest run for this
+    signature FAILED and Dagster's run retries will not retry it (the run's
+    ``dagster/will_retry`` tag is not ``true``), with the commands that re-run it; None otherwise.
+
+    The run retries re-execute a failed run as a new run carrying the same ``plate`` and
+    ``plate_signature`` tags (and ``dagster/parent_run_id``), so the latest run is the last try.
+    """
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"plate": key, "plate_signature": signature}), limit=1)
+    if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
+        return None
+    run = runs[0]
+    if run.tags.get("dagster/will_retry") == "true":
+        return None
+    tries = int(run.tags.get("dagster/retry_number", "0")) + 1
+    return (f"run {run.run_id[:8]} FAILED after {tries} attempt(s); re-run: re-execute it in the UI, or "
+            f"`{rerun_command(key)}`")
+
+
+def evaluate_incoming(incoming_dir, cursor: str | None, has_partition, labelled=lambda key: None,
+                      failed=lambda key, signature: None) -> dg.SensorResult:
     """One tick: which plates to register and run, and why others wait.
 
     The cursor remembers, per plate key, the folder signature seen on the last tick
@@ -47,13 +75,18 @@ def evaluate_incoming(incoming_dir, cursor: str | None, has_partition, labelled=
     (:func:`labelled_signature`), so a plate labelled by any run, before a restart or a
     fresh cursor, is not requested again while its files are unchanged. The run key
     carries the signature too, so Dagster itself also refuses a duplicate of its own runs.
+    ``failed(key, signature)`` (:func:`failed_plate_run`) says why a requested plate's run
+    failed past its retries: the skip message shows it instead of "already labelled".
     """
     state = json.loads(cursor) if cursor else {}
     seen, requested = state.get("seen", {}), state.get("requested", {})
     decision = decide(find_plates(incoming_dir), seen)
-    runs, new_keys = [], []
+    runs, new_keys, failures = [], [], []
     for plate in decision.ready:
         if requested.get(plate.key) == plate.signature:
+            why = failed(plate.key, plate.signature)
+            if why:
+                failures.append(f"{plate.key}: {why}")
             continue
         if labelled(plate.key) == plate.signature:
             requested[plate.key] = plate.signature  # remembered: the records are read once per signature
@@ -63,9 +96,10 @@ def evaluate_incoming(incoming_dir, cursor: str | None, has_partition, labelled=
         runs.append(dg.RunRequest(run_key=f"{plate.key}:{plate.signature}", partition_key=plate.key,
                                   tags={"plate": plate.key, "plate_signature": plate.signature}))
         requested[plate.key] = plate.signature
-    waiting = "; ".join(f"{k}: {why}" for k, why in sorted(decision.skipped.items()))
-    if decision.ready and not runs:
-        waiting = "; ".join(filter(None, [f"{len(decision.ready)} plate(s) already labelled and unchanged", waiting]))
+    waiting = "; ".join([*failures, *(f"{k}: {why}" for k, why in sorted(decision.skipped.items()))])
+    unchanged = len(decision.ready) - len(runs) - len(failures)
+    if unchanged and not runs:
+        waiting = "; ".join(filter(None, [f"{unchanged} plate(s) already labelled and unchanged", waiting]))
     new_cursor = json.dumps({"seen": decision.seen, "requested": requested}, sort_keys=True)
     return dg.SensorResult(
         run_requests=runs,
@@ -81,7 +115,8 @@ def evaluate_incoming(incoming_dir, cursor: str | None, has_partition, labelled=
 def incoming_plates_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     result = evaluate_incoming(storage.layout.incoming_dir, context.cursor,
                                lambda key: context.instance.has_dynamic_partition(plates_partitions.name, key),
-                               lambda key: labelled_signature(context.instance, key))
+                               lambda key: labelled_signature(context.instance, key),
+                               lambda key, signature: failed_plate_run(context.instance, key, signature))
     if result.run_requests:
         context.log.info("requesting " + ", ".join(r.partition_key for r in result.run_requests))
     return result

@@ -17,6 +17,23 @@ ENV_DATA_DIR = "CRYSTAL_DATA_DIR"
 ENV_RAW_DIR = "CRYSTAL_RAW_DIR"
 ENV_INCOMING_DIR = "CRYSTAL_INCOMING_DIR"
 ENV_FILENAME_PATTERN = "CRYSTAL_FILENAME_PATTERN"
+ENV_PLATE_SETTLE_MINUTES = "CRYSTAL_PLATE_SETTLE_MINUTES"
+DEFAULT_PLATE_SETTLE_MINUTES = 30.0
+
+
+def plate_settle_minutes() -> float:
+    """How long a plate folder with neither ``plate.json`` nor a completion marker must stay
+    unchanged before the sensor labels it as it is (``CRYSTAL_PLATE_SETTLE_MINUTES``, default 30)."""
+    text = os.environ.get(ENV_PLATE_SETTLE_MINUTES)
+    if not text:
+        return DEFAULT_PLATE_SETTLE_MINUTES
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise ValueError(f"{ENV_PLATE_SETTLE_MINUTES}={text!r} is not a number of minutes") from None
+    if minutes < 0:
+        raise ValueError(f"{ENV_PLATE_SETTLE_MINUTES}={text!r} is negative")
+    return minutes
 
 
 def default_filename_pattern() -> str | None:
@@ -141,8 +158,18 @@ class DataLayout:
     def evaluation_report_html(self, model_version: str) -> Path:
         return self.evaluation_report_dir(model_version) / "report.html"
 
+    @property
+    def plate_reports_dir(self) -> Path:
+        return self.reports_dir / "plates"
+
     def plate_report_dir(self, partition_key: str) -> Path:
-        return self.reports_dir / "plates" / partition_key
+        """``reports/plates/<key>``; ValueError when the key would resolve anywhere else (``..``,
+        ``a/b``, an absolute path): a report never leaves its folder, whatever the key says."""
+        parent = self.plate_reports_dir.resolve()
+        folder = (parent / partition_key).resolve()
+        if folder.parent != parent:
+            raise ValueError(f"plate key {partition_key!r} does not name a folder directly under {parent}")
+        return folder
 
     def plate_report_html(self, partition_key: str) -> Path:
         return self.plate_report_dir(partition_key) / "report.html"

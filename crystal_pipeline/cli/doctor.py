@@ -1,7 +1,8 @@
 """``crystal-pipeline doctor``: one line per thing the service depends on; exit 1 if one fails.
 
 Checks the serve profile (``make serve``): its instance storage, the daemon's
-heartbeats, the warehouse's lock, the production model, the free disk. See
+heartbeats, plate runs failed past their retries (each with the command that re-runs
+it), the warehouse's lock, the production model, the free disk. See
 :mod:`crystal_pipeline.service.health` for what each check means.
 """
 

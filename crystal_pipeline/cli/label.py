@@ -14,7 +14,9 @@ expression or a preset such as ``plate_well_drop`` for ``97wo_01A_1.jpg``); when
 name. A folder whose file names are not
 wells (loose photographs) is labelled file by file: the ids are the file names and
 the report has the ranked list and thumbnails but no map. Nothing is written into
-the input folder; the default output is ``<data_dir>/reports/plates/<plate>/``.
+the input folder; the default output is ``<data_dir>/reports/plates/<plate>/``. A plate
+id that cannot be a folder or a key (``x@y``, a pattern's ``..``; see
+:func:`crystal_pipeline.ingest.naming.name_part_problem`) is an error before any work.
 
 torch is imported inside :func:`run` so that listing the commands stays fast.
 """
@@ -22,6 +24,7 @@ torch is imported inside :func:`run` so that listing the commands stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -61,19 +64,12 @@ def run(args: argparse.Namespace) -> int:
     from crystal_pipeline.plates import report as plate_report
     from crystal_pipeline.layout import DataLayout
 
-    try:  # before any decoding: a wrong path must not cost a plate's worth of work first
-        net = _open_model(args)
-    except (model_lib.ArtifactError, RuntimeError) as error:
-        return _fail(str(error))
-    meta = getattr(net, "artifact_meta", {}) or {}
-    threshold = args.threshold if args.threshold is not None else model_lib.calibration_of(meta)[1]
-    model_version = str(meta.get("model_version") or Path(args.model).resolve().parent.name)
-
-    try:
+    # Names first (a listing, no decoding): a hostile plate id is refused before any model is read.
+    try:  # a bad pattern, or a plate id that must never become a folder or a key
         naming = DataLayout.from_env().naming
+        files, plate_format = find_images(plate_dir, naming)
     except ValueError as error:
         return _fail(str(error))
-    files, plate_format = find_images(plate_dir, naming)
     inspections = sorted({f.inspection for f in files if f.inspection})
     if len(inspections) > 1 or (inspections and any(f.inspection is None for f in files)):
         return _fail(f"{plate_dir} holds several imagings ({', '.join(inspections)}); label one at a time, "
@@ -81,7 +77,18 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         return _fail(f"no image files ({', '.join(sorted(_extensions()))}) in {plate_dir}")
     key = archive.plate_key(files[0].plate_id, files[0].inspection)
-    out = Path(args.out) if args.out else DataLayout.from_env().plate_report_dir(key)
+    try:
+        out = Path(args.out) if args.out else DataLayout.from_env().plate_report_dir(key)
+    except ValueError as error:
+        return _fail(str(error))
+
+    try:  # before any decoding: a wrong path must not cost a plate's worth of work first
+        net = _open_model(args)
+    except (model_lib.ArtifactError, RuntimeError) as error:
+        return _fail(str(error))
+    meta = getattr(net, "artifact_meta", {}) or {}
+    threshold = args.threshold if args.threshold is not None else model_lib.calibration_of(meta)[1]
+    model_version = str(meta.get("model_version") or Path(args.model).resolve().parent.name)
 
     labels = labelling.label_plate(files, net, batch_size=args.batch_size, workers=args.workers)
     report = plate_report.write_plate_report(
@@ -138,34 +145,43 @@ def find_images(folder: Path, naming=None):
 
     With no well name at all the folder is loose photographs: each file is its own
     id (its file name) and nothing is quarantined for its name.
+
+    RefusedName (a ValueError) when the plate id, the folder's name or a file name's
+    ``plate`` group, cannot be a plate id: nothing is labelled under such a name.
     """
     from crystal_pipeline.ingest import archive
-    from crystal_pipeline.ingest.naming import DEFAULT_NAMING
+    from crystal_pipeline.ingest.naming import DEFAULT_NAMING, check_name_part
 
     naming = naming or DEFAULT_NAMING
-    files = archive.scan_plate(folder, _plate_named(folder, naming), naming=naming)
+    folder_name = Path(os.path.abspath(folder)).name  # `label .` and `label ..` name the real folder
+    plate_id = check_name_part("plate id", _plate_named(folder, folder_name, naming))
+    files = archive.scan_plate(folder, plate_id, naming=naming)
     if any(f.row is not None for f in files):
         return files, files[0].plate_format
     loose = sorted(p for p in folder.iterdir() if archive.is_image_file(p))
-    return [archive.WellFile(image_id=p.name, plate_id=folder.name, inspection=None, plate_format=None,
+    return [archive.WellFile(image_id=p.name, plate_id=check_name_part("plate id", folder_name), inspection=None,
+                             plate_format=None,
                              well=p.stem, well_index=None, row=None, col=None, path=p) for p in loose], None
 
 
-def _plate_named(folder: Path, naming) -> str:
-    """The plate id the file names agree on (the naming's ``plate`` group), else the folder's name."""
+def _plate_named(folder: Path, folder_name: str, naming) -> str:
+    """The plate id the file names agree on (the naming's ``plate`` group), else the folder's name;
+    a file whose ``plate`` group is refused (RefusedName) stops the command rather than being skipped."""
     from crystal_pipeline.ingest import archive
-    from crystal_pipeline.ingest.naming import InvalidName
+    from crystal_pipeline.ingest.naming import InvalidName, RefusedName
 
     if not naming.names_plate:
-        return folder.name
+        return folder_name
     plates = set()
     for path in folder.iterdir():
         if archive.is_image_file(path):
             try:
                 plates.add(naming.parse(path.stem).plate)
+            except RefusedName:
+                raise
             except InvalidName:
                 continue
-    return plates.pop() if len(plates) == 1 else folder.name
+    return plates.pop() if len(plates) == 1 else folder_name
 
 
 def _plate_meta(plate_dir: Path) -> dict:

@@ -29,7 +29,8 @@ from typing import Iterator
 from crystal_pipeline import wells
 from crystal_pipeline.ingest.imaging import IMAGE_EXTENSIONS
 from crystal_pipeline.ingest.inspections import inspection_sort_key
-from crystal_pipeline.ingest.naming import DEFAULT_NAMING, FileNaming, InvalidName
+from crystal_pipeline.ingest.naming import (DEFAULT_NAMING, KEY_SEPARATOR, FileNaming, InvalidName,
+                                            check_name_part, name_part_problem)
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,16 @@ def plate_key(plate_id: str, inspection: str | None) -> str:
     return f"{plate_id}@{inspection}" if inspection else plate_id
 
 
+PLATE_JSON = "plate.json"  # a plate folder's own metadata (format, drops, protein, ...)
+
+
 def split_plate_key(key: str) -> tuple[str, str | None]:
-    plate_id, _, inspection = key.partition("@")
+    """(plate id, inspection or None) of a partition key; InvalidName when either part could
+    not have come from :func:`plate_key` over checked names (``a@b@c``, ``..``, ``a/b``)."""
+    plate_id, _, inspection = key.partition(KEY_SEPARATOR)
+    check_name_part("plate id", plate_id)
+    if inspection:
+        check_name_part("inspection", inspection)
     return plate_id, inspection or None
 
 
@@ -78,7 +87,7 @@ def is_image_file(path: Path) -> bool:
 def read_plate_drops(plate_dir: Path) -> int | None:
     """``drops`` of ``plate.json`` (drops per well, e.g. 3 on a 96-well sitting-drop plate);
     None when absent or not a positive integer."""
-    meta = Path(plate_dir) / "plate.json"
+    meta = Path(plate_dir) / PLATE_JSON
     try:
         value = json.loads(meta.read_text()).get("drops") if meta.is_file() else None
         drops = int(value) if value is not None else None
@@ -93,7 +102,7 @@ def read_plate_drops(plate_dir: Path) -> int | None:
 
 def read_plate_format(plate_dir: Path) -> int | None:
     """The format declared in ``plate.json``; None when absent or unusable."""
-    meta = plate_dir / "plate.json"
+    meta = plate_dir / PLATE_JSON
     if not meta.is_file():
         return None
     try:
@@ -138,9 +147,17 @@ def scan_plate(plate_dir: Path, plate_id: str | None = None, inspection: str | N
     found: list[WellFile] = []
     for insp, folder in folders:
         files = sorted(p for p in folder.iterdir() if is_image_file(p))
-        if files:
+        refused = name_part_problem("plate id", plate_id) or (insp is not None and name_part_problem("inspection", insp))
+        if files and refused:  # a hostile folder name: every file quarantined with why, nothing else
+            found.extend(_refused_wells(plate_id, insp, files, f"refused folder name: {refused}"))
+        elif files:
             found.extend(_name_wells(plate_id, insp, files, declared, drops, naming))
     return found
+
+
+def _refused_wells(plate_id: str, inspection: str | None, files: list[Path], reason: str) -> list[WellFile]:
+    return [WellFile(wells.image_id(plate_id, path.name, inspection), plate_id, inspection, None,
+                     path.stem, None, None, None, path, reason) for path in files]
 
 
 def _parse_name(path: Path, plate_id: str, inspection: str | None, declared: int | None,

@@ -9,6 +9,12 @@ only) over the file name without its extension, with named groups among ``plate`
 ``well``, ``drop``, ``inspection`` (``well`` required), or the name of a preset in
 :data:`PRESETS`. Every entry point (raw archive ingest, the plate sensor's plate
 folders, ``crystal-pipeline label``) parses names through :meth:`FileNaming.parse`.
+
+A plate id or an inspection becomes a folder name under ``reports/plates/`` and half of
+a partition key ``<plate>@<inspection>``, so every one, whether it comes from a folder
+name or from the pattern's groups, passes :func:`check_name_part` first: no path
+separator, no ``.`` or ``..``, no ``@``, no control character, at most
+:data:`MAX_NAME_LENGTH` characters. A bad one is an :class:`InvalidName` with the reason.
 """
 
 from __future__ import annotations
@@ -31,6 +37,47 @@ DEFAULT_PRESET = "well_drop"
 
 class InvalidName(ValueError):
     """A file name the naming cannot read (the file is quarantined with this reason)."""
+
+
+class RefusedName(InvalidName):
+    """A plate id or inspection that must never become a folder or a key (``..``, ``x@y``)."""
+
+
+#: The longest plate id or inspection accepted (a folder name and half a partition key).
+MAX_NAME_LENGTH = 96
+#: Separates the plate id from the inspection in a partition key (``P0001@day3``).
+KEY_SEPARATOR = "@"
+
+
+def name_part_problem(kind: str, value: str) -> str | None:
+    """Why ``value`` cannot be a ``kind`` (``plate id``, ``inspection``), or None when it can.
+
+    Checked wherever a name enters from outside (folder names, pattern groups): a
+    name that is a path step (``..``), holds a path separator, the key separator or a
+    control character, or is unbounded would let a report leave its folder or make
+    a partition key ambiguous.
+    """
+    if not value or not value.strip():
+        return f"empty {kind}"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"{kind} {value[:20]!r}... is {len(value)} characters long (at most {MAX_NAME_LENGTH})"
+    if value in (".", ".."):
+        return f"{kind} {value!r} is a path step"
+    if "/" in value or "\\" in value:
+        return f"{kind} {value!r} holds a path separator"
+    if KEY_SEPARATOR in value:
+        return f"{kind} {value!r} holds {KEY_SEPARATOR!r}, the separator of <plate>{KEY_SEPARATOR}<inspection> keys"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return f"{kind} {value!r} holds a control character"
+    return None
+
+
+def check_name_part(kind: str, value: str) -> str:
+    """``value`` when :func:`name_part_problem` finds nothing, else InvalidName with the reason."""
+    problem = name_part_problem(kind, value)
+    if problem:
+        raise RefusedName(problem)
+    return value
 
 
 @dataclass(frozen=True)
@@ -92,8 +139,16 @@ class FileNaming:
         drop_text = parts.get("drop")
         if drop_text and not (drop_text.isdigit() and int(drop_text) >= 1):
             raise InvalidName(f"{stem!r}: drop {drop_text!r} is not a number from 1")
+        plate, inspection = parts.get("plate") or None, parts.get("inspection") or None
+        try:
+            if plate is not None:
+                check_name_part("plate id", plate)
+            if inspection is not None:
+                check_name_part("inspection", inspection)
+        except RefusedName as error:
+            raise RefusedName(f"{stem!r}: {error}") from None
         return NameParts(well=parts["well"], drop=int(drop_text) if drop_text else 1,
-                         plate=parts.get("plate") or None, inspection=parts.get("inspection") or None)
+                         plate=plate, inspection=inspection)
 
 
 DEFAULT_NAMING = FileNaming.from_setting(None)

@@ -26,7 +26,6 @@ machine, and are never written into the report file itself.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,7 +35,7 @@ from crystal_pipeline.ingest.archive import split_plate_key
 from crystal_pipeline.ingest.reviews import REVIEW_PREFIX
 from crystal_pipeline.plates.labelling import LabelledImage
 from crystal_pipeline.reporting.embed import data_uri
-from crystal_pipeline.reporting.html import escape
+from crystal_pipeline.reporting.html import escape, script_json
 
 #: Wells in the review queue (the page's well box reaches every other well).
 QUEUE_SIZE = 24
@@ -73,7 +72,7 @@ def review_section(plate_key: str, rows: Sequence[LabelledImage], threshold: flo
                            "p": round(r.crystal_prob, 4),
                            "h": round(entropy(r.probs), 3), "order": i} for i, r in enumerate(by_position)},
     }
-    payload = json.dumps(data, sort_keys=True).replace("</", "<\\/")  # never closes the script element
+    payload = script_json(data)  # no value closes the script element or opens a comment
     buttons = "".join(f"<button type='button' class='attr' data-attr='{a}' title='key {i}'>"
                       f"<kbd>{i}</kbd> {escape(a)}</button>" for i, a in enumerate(ATTRIBUTES, 1))
     options = "".join(f"<option value='{escape(r.slot)}'>" for r in by_position)

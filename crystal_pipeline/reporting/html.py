@@ -3,20 +3,33 @@
 Each report keeps its own page layout and style sheet (a plate report is a
 crystallographer's work sheet, an evaluation a paper's tables); what they share is
 how a value becomes safe HTML, so an id or a cocktail with ``<`` or ``&`` in it
-can never break either page.
+can never break either page. Escaping is markupsafe's (the library Jinja2 escapes
+with), and JSON inside a ``<script>`` element is :func:`script_json` (what Jinja's
+``|tojson`` writes), so a plate named ``<!--<script>`` stays text.
 """
 
 from __future__ import annotations
 
-import html as _html
+import json
 from typing import Any, Sequence
+
+import markupsafe
 
 from crystal_pipeline.reporting.embed import data_uri
 
 
 def escape(value: Any) -> str:
     """``str(value)`` with ``& < > " '`` escaped (safe in text and in quoted attributes)."""
-    return _html.escape(str(value))
+    return str(markupsafe.escape(str(value)))
+
+
+def script_json(data: Any) -> str:
+    """``data`` as JSON safe inside ``<script type='application/json'>``: ``<``, ``>``, ``&`` and
+    ``'`` become ``\\u003c``, ``\\u003e``, ``\\u0026``, ``\\u0027``, so no value can close the element,
+    open a comment (``<!--``) or end a quoted attribute; ``JSON.parse`` reads the same data back."""
+    text = json.dumps(data, sort_keys=True)
+    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("'", "\\u0027"))
 
 
 def cells(values: Sequence[Any], tag: str = "td") -> str:

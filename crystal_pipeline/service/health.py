@@ -7,9 +7,11 @@ they look:
 - instance storage: the Postgres of the serve profile (``CRYSTAL_POSTGRES_URL``, else
   the embedded server under ``<data_dir>/postgres``) accepts a connection and holds
   Dagster's ``runs`` table (psycopg2 only, no Dagster);
-- daemon heartbeat: every daemon the instance requires has written a heartbeat in
-  the last ``heartbeat_max_age_s`` seconds (asked through the Dagster instance,
-  imported lazily: without Dagster the line fails and says so);
+- daemon heartbeat: every daemon the serve profile requires has written a heartbeat in
+  the last ``heartbeat_max_age_s`` seconds (read from the instance's tables,
+  :mod:`crystal_pipeline.service.run_records`: the library never imports Dagster);
+- plate runs: no plate's latest run failed past its retries; each that did is listed
+  with the command that re-runs it;
 - warehouse: the DuckDB file opens read-only within ``lock_wait_s`` seconds; when it
   does not, the process holding the lock is named with how long it has run;
 - production model: a model is marked production, its file matches the registered
@@ -19,7 +21,6 @@ they look:
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -29,6 +30,7 @@ from typing import Callable, Optional
 
 from crystal_pipeline.layout import DataLayout
 from crystal_pipeline.service import postgres as pg
+from crystal_pipeline.service import run_records
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Target:
         """A libpq URL for the instance database; ``LookupError`` saying why there is none."""
         if self.postgres_url:
             return pg.libpq_url(self.postgres_url)
-        root = self.layout.data_dir / "postgres"
+        root = pg.cluster_root(self.layout.data_dir)
         if not (root / "data" / "PG_VERSION").is_file():
             raise LookupError(f"no CRYSTAL_POSTGRES_URL and no embedded cluster in {root} (start `make serve`)")
         port = pg.running_port(root)
@@ -97,38 +99,56 @@ def check_instance_storage(target: Target, timeout_s: int = 5) -> Check:
     return _safe("instance storage", run)
 
 
+def _instance_db(target: Target, timeout_s: int = 5):
+    import psycopg2
+
+    return psycopg2.connect(target.resolved_postgres_url(), connect_timeout=timeout_s)
+
+
 def check_daemon_heartbeat(target: Target, max_age_s: float = 120.0) -> Check:
     def run():
+        con = _instance_db(target)
         try:
-            from dagster import DagsterInstance
-        except ImportError:
-            return False, "dagster is not importable here, so the heartbeats cannot be read"
-        if not (target.dagster_home / "dagster.yaml").is_file():
-            return False, f"no dagster.yaml in {target.dagster_home} (start `make serve`)"
-        if target.postgres_url:
-            os.environ["CRYSTAL_POSTGRES_URL"] = pg.sqlalchemy_url(target.postgres_url)
-        with DagsterInstance.from_config(str(target.dagster_home)) as instance:
-            required = list(instance.get_required_daemon_types())
-            beats = instance.get_daemon_heartbeats()
+            beats = run_records.daemon_heartbeats(con)
+        finally:
+            con.close()
         now = time.time()
         stale = []
-        for daemon in required:
+        for daemon in run_records.REQUIRED_DAEMONS:
             beat = beats.get(daemon)
             if beat is None:
                 stale.append(f"{daemon}: none")
-            elif now - beat.timestamp > max_age_s:
-                stale.append(f"{daemon}: {now - beat.timestamp:.0f}s ago")
+            elif now - beat > max_age_s:
+                stale.append(f"{daemon}: {now - beat:.0f}s ago")
         if stale:
             return False, f"no heartbeat within {max_age_s:.0f}s: " + ", ".join(stale)
-        oldest = max(now - beats[d].timestamp for d in required) if required else 0.0
-        return True, f"{len(required)} daemons, oldest heartbeat {oldest:.0f}s ago"
+        oldest = max(now - beats[d] for d in run_records.REQUIRED_DAEMONS)
+        return True, f"{len(run_records.REQUIRED_DAEMONS)} daemons, oldest heartbeat {oldest:.0f}s ago"
 
     return _safe("daemon heartbeat", run)
 
 
+def plate_runs_check(failed: list[run_records.FailedPlateRun]) -> tuple[bool, str]:
+    if not failed:
+        return True, "no plate run failed past its retries"
+    return False, (f"{len(failed)} plate run(s) failed past their retries; re-run each: "
+                   + "; ".join(f.line() for f in failed))
+
+
+def check_plate_runs(target: Target) -> Check:
+    def run():
+        con = _instance_db(target)
+        try:
+            return plate_runs_check(run_records.failed_plate_runs(con))
+        finally:
+            con.close()
+
+    return _safe("plate runs", run)
+
+
 def _lock_holder(message: str) -> str:
     """'PID 123 (python -m dagster ...), running 2h 5m' from DuckDB's lock error, when it names one."""
-    from crystal_pipeline.service.processes import command_line
+    from crystal_pipeline.service.processes import command_line, running_for_s
 
     found = re.search(r"PID (\d+)", message)
     if not found:
@@ -138,13 +158,9 @@ def _lock_holder(message: str) -> str:
     command = command_line(pid)
     if command:
         text += f" ({command[:80]})"
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+    age = running_for_s(pid)
+    if age is not None:
         text += f", running {int(age // 3600)}h {int(age % 3600 // 60)}m"
-    except (OSError, ValueError, IndexError):
-        pass
     return text
 
 
@@ -207,7 +223,9 @@ def run_checks(target: Target, *, heartbeat_max_age_s: float = 120.0, lock_wait_
                min_free_gb: float = 5.0) -> list[Check]:
     """Every check, in the order a person would fix them."""
     storage = check_instance_storage(target)
+    unreachable = "not checked: the instance storage is unreachable"
     heartbeat = (check_daemon_heartbeat(target, heartbeat_max_age_s) if storage.passed
-                 else Check("daemon heartbeat", False, "not checked: the instance storage is unreachable"))
-    return [storage, heartbeat, check_warehouse(target, lock_wait_s), check_production_model(target),
+                 else Check("daemon heartbeat", False, unreachable))
+    plates = check_plate_runs(target) if storage.passed else Check("plate runs", False, unreachable)
+    return [storage, heartbeat, plates, check_warehouse(target, lock_wait_s), check_production_model(target),
             check_free_disk(target, min_free_gb)]

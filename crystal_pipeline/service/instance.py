@@ -18,7 +18,11 @@ What the instance does, and why:
 - run monitoring: frees the pool slots a crashed run held, after a short delay;
 - run retries: a run whose worker crashed (killed, out of memory, the machine
   went away) is re-executed from the failure; a run that failed because an asset
-  or check raised is not (retrying a deterministic error only repeats it).
+  or check raised is not (retrying a deterministic error only repeats it), except
+  the plate runs: ``label_plate_job`` carries the tag
+  ``dagster/retry_on_asset_or_op_failure: true`` (a warehouse lock held past its wait
+  fails a step, and the plate's next try succeeds). Past its retries, the sensor and
+  ``crystal-pipeline doctor`` list the plate as failed, with the command to re-run it.
 """
 
 from __future__ import annotations

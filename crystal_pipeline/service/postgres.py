@@ -1,6 +1,8 @@
 """The project's own PostgreSQL server for the Dagster instance (``make serve``).
 
-The cluster lives under ``<data_dir>/postgres``::
+The cluster lives under ``<data_dir>/postgres`` (:func:`cluster_root`; when the service
+runs as root and the ``postgres`` user cannot reach the data dir, e.g. under ``/root``,
+under ``/var/lib/crystal-pipeline/postgres-<hash of the data dir>`` instead)::
 
     postgres/data/          the cluster (PGDATA), created by initdb on first start
     postgres/password       the generated password of the role ``crystal`` (mode 0600)
@@ -20,12 +22,14 @@ the data is flushed, and the server exits.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pwd
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -70,6 +74,46 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+#: Where a cluster goes when the postgres user cannot reach the data dir (persistent, unlike /var/tmp).
+FALLBACK_BASE = Path("/var/lib/crystal-pipeline")
+
+
+def _searchable_by(folder: Path, account: pwd.struct_passwd) -> bool:
+    """Whether ``account`` may pass through ``folder`` (its x bit for that user)."""
+    st = folder.stat()
+    if st.st_uid == account.pw_uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == account.pw_gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def cluster_root(data_dir: Path) -> Path:
+    """The embedded cluster's folder: ``<data_dir>/postgres``, unless the server must run as the
+    ``postgres`` user (the service runs as root) and a folder above the data dir does not let
+    that user through; then ``FALLBACK_BASE/postgres-<hash of the data dir>``, the same path
+    for the same data dir on every start (the supervisor and ``doctor`` both ask here). A
+    cluster already in the data dir stays there."""
+    data_dir = Path(data_dir).resolve()
+    preferred = data_dir / "postgres"
+    account = EmbeddedPostgres._run_as()
+    if account is None or (preferred / "data" / "PG_VERSION").is_file():
+        return preferred
+    existing = [p for p in (data_dir, *data_dir.parents) if p.exists()]
+    if all(_searchable_by(p, account) for p in existing):
+        return preferred
+    return FALLBACK_BASE / f"postgres-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]}"
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text``, readable by its owner only from its first byte: the
+    file is created with mode 0600 (``O_EXCL``: never an existing file, nor through a link),
+    not written and then chmod-ed, which leaves it world-readable for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 @dataclass
@@ -122,11 +166,12 @@ class EmbeddedPostgres:
     def ensure_cluster(self, log: IO | None = None) -> None:
         """Create the cluster on first use (initdb with the role ``crystal`` and a new password)."""
         bin_dir = find_bin_dir()
+        if self.root.parent == FALLBACK_BASE:
+            FALLBACK_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
         account = self._run_as()
         if not self.password_file.is_file():
-            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            self.password_file.chmod(0o600)
+            write_secret(self.password_file, secrets.token_urlsafe(24) + "\n")
         if account is not None:
             os.chown(self.root, account.pw_uid, account.pw_gid)
             self.root.chmod(0o700)
@@ -143,8 +188,8 @@ class EmbeddedPostgres:
         if self.initialized():
             return
         pwfile = self.root / ".initdb-password"
-        pwfile.write_text(self.password() + "\n")
-        pwfile.chmod(0o600)
+        pwfile.unlink(missing_ok=True)  # left by an initdb killed half-way
+        write_secret(pwfile, self.password() + "\n")
         if account is not None:
             os.chown(pwfile, account.pw_uid, account.pw_gid)
         try:

@@ -2,8 +2,9 @@
 
 The supervisor makes itself a child subreaper, so a process whose parent exits (a
 run worker whose code server stopped) is re-parented to the supervisor instead of
-init, and still counts as "left running" until it is ended. Everything here reads
-``/proc``; on a system without it the functions degrade to the direct children.
+init, and still counts as "left running" until it is ended. The tree, command lines
+and start times come from psutil (one library for what ``/proc`` spells differently
+on each kernel); the prctl calls are Linux's own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import ctypes
 import os
 import signal
 import time
-from pathlib import Path
+
+import psutil
 
 from crystal_pipeline.files import process_alive
 
@@ -43,34 +45,20 @@ def die_with_parent(sig: int):
     return preexec
 
 
-def _parents() -> dict[int, tuple[int, str]]:
-    """pid -> (ppid, state) for every process visible in /proc."""
-    table = {}
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces: split after the last ')'.
-        fields = stat[stat.rfind(")") + 2:].split()
-        table[int(entry.name)] = (int(fields[1]), fields[0])
-    return table
-
-
 def descendants(pid: int, *, include_zombies: bool = False) -> list[int]:
-    """Every process below ``pid`` (children, grandchildren, ...), parents first."""
-    table = _parents()
-    children: dict[int, list[int]] = {}
-    for child, (parent, state) in table.items():
-        if include_zombies or state != "Z":
-            children.setdefault(parent, []).append(child)
-    out, todo = [], list(children.get(pid, []))
-    while todo:
-        current = todo.pop(0)
-        out.append(current)
-        todo.extend(children.get(current, []))
+    """Every process below ``pid`` (children, grandchildren, ...), parents first (psutil's
+    recursive children, a breadth-first walk); empty when ``pid`` is gone."""
+    try:
+        found = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for child in found:
+        try:
+            if include_zombies or child.status() != psutil.STATUS_ZOMBIE:
+                out.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
     return out
 
 
@@ -81,9 +69,17 @@ def is_alive(pid: int) -> bool:
 
 def command_line(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline()).strip()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return ""
+
+
+def running_for_s(pid: int) -> float | None:
+    """Seconds since ``pid`` started, None when it is gone or hidden."""
+    try:
+        return max(0.0, time.time() - psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def reap_orphans(keep: set[int]) -> None:

@@ -35,7 +35,7 @@ from typing import Optional
 from crystal_pipeline.layout import DataLayout
 from crystal_pipeline.service import processes
 from crystal_pipeline.service.instance import POOLS, InstanceSettings, dagster_yaml, workspace_yaml
-from crystal_pipeline.service.postgres import EmbeddedPostgres, free_port, sqlalchemy_url
+from crystal_pipeline.service.postgres import EmbeddedPostgres, cluster_root, free_port, sqlalchemy_url
 
 log = logging.getLogger("crystal_pipeline.serve")
 
@@ -123,7 +123,7 @@ class Service:
 
         url = cfg.postgres_url
         if url is None:
-            self.postgres = EmbeddedPostgres(cfg.layout.data_dir / "postgres", port=cfg.postgres_port)
+            self.postgres = EmbeddedPostgres(cluster_root(cfg.layout.data_dir), port=cfg.postgres_port)
             self._postgres_log = open(cfg.dagster_home / "postgres.log", "a", buffering=1)
             log.info("starting PostgreSQL in %s", self.postgres.data_dir)
             self.postgres.start(log=self._postgres_log)

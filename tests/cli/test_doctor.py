@@ -106,13 +106,66 @@ def test_the_command_prints_one_line_per_check_and_exits_1(with_model, capsys):
     code = main(["doctor", "--data-dir", str(with_model), "--min-free-gb", "0.001", "--lock-wait", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert code == 1
-    assert [line.split()[0] for line in lines[:5]] == ["FAIL", "FAIL", "ok", "ok", "ok"]
+    assert [line.split()[0] for line in lines[:6]] == ["FAIL", "FAIL", "FAIL", "ok", "ok", "ok"]
     assert lines[1].split(None, 1)[1].startswith("daemon heartbeat   not checked")
-    assert lines[-1] == "3 ok, 2 failed: instance storage, daemon heartbeat"
+    assert lines[2].split(None, 1)[1].startswith("plate runs         not checked")
+    assert lines[-1] == "3 ok, 3 failed: instance storage, daemon heartbeat, plate runs"
 
 
 def test_the_console_script_runs_doctor(tmp_path):
     result = subprocess.run([sys.executable, "-m", "crystal_pipeline", "doctor", "--data-dir", str(tmp_path),
                              "--min-free-gb", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert result.stdout.splitlines()[-1].startswith("1 ok, 4 failed")
+    assert result.stdout.splitlines()[-1].startswith("1 ok, 5 failed")
+
+
+def test_the_instance_tables_say_which_plate_runs_failed_past_their_retries_without_dagster(tmp_path):
+    """The doctor's SQL (crystal_pipeline.service.run_records) on a real instance's run storage:
+    SQLite here, the same tables as the serve profile's PostgreSQL."""
+    import sqlite3
+    import time
+
+    import dagster as dg
+    from dagster._daemon.types import DaemonHeartbeat
+
+    from crystal_pipeline.service import run_records
+    from crystal_pipeline.service.health import plate_runs_check
+
+    @dg.op
+    def step():
+        pass
+
+    @dg.job
+    def job():
+        step()
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        def run(plate, status, **tags):
+            made = instance.create_run_for_job(job, tags={"plate": plate, **tags})
+            if status == "FAILURE":
+                instance.report_run_failed(made)
+            else:
+                instance.handle_run_event(made.run_id, dg.DagsterEvent(
+                    event_type_value="PIPELINE_SUCCESS", job_name=made.job_name))
+            return made
+
+        failed_once = run("P1", "FAILURE", **{"dagster/will_retry": "false"})
+        retried = run("P2", "FAILURE", **{"dagster/will_retry": "true"})  # its retry is on its way
+        last_try = run("P3@day3", "FAILURE", **{"dagster/retry_number": "2", "dagster/will_retry": "false"})
+        run("P4", "FAILURE")
+        run("P4", "SUCCESS")  # re-run by hand after the failure: fine now
+        instance.add_daemon_heartbeat(DaemonHeartbeat(time.time() - 5, "SENSOR", "d1", errors=[]))
+        con = sqlite3.connect(tmp_path / "history" / "runs.db")
+        try:
+            failed = run_records.failed_plate_runs(con)
+            beats = run_records.daemon_heartbeats(con)
+        finally:
+            con.close()
+    assert [(f.plate_key, f.run_id, f.attempts) for f in failed] == [
+        ("P1", failed_once.run_id, 1), ("P3@day3", last_try.run_id, 3)]
+    assert retried.run_id not in {f.run_id for f in failed}
+    assert set(beats) == {"SENSOR"} and 0 < time.time() - beats["SENSOR"] < 60
+    passed, detail = plate_runs_check(failed)
+    assert not passed and detail.startswith("2 plate run(s) failed past their retries")
+    assert "dagster asset materialize -m definitions --select plate_images," in detail
+    assert "--partition 'P3@day3'" in detail

@@ -55,4 +55,4 @@ def test_metrics_json_marco_block_and_report_table(tmp_path):
     assert "## MARCO's four classes" in report.markdown
     assert f"Overall: {stored['accuracy']:.4f}" in report.markdown
     assert report.tables["marco"][0] == ["Labels", "Crystals", "Precipitate", "Clear", "Other", "Total", "Recall"]
-    assert "MARCO&#x27;s four classes" in report.html or "MARCO's four classes" in report.html
+    assert "MARCO&#39;s four classes" in report.html or "MARCO's four classes" in report.html  # markupsafe's escape

@@ -21,7 +21,7 @@ from crystal_pipeline.ingest.imaging import (
     probe,
 )
 
-from conftest import REAL_SAMPLES  # noqa: E402
+from conftest import REAL_SAMPLE_COUNT, REAL_SAMPLES  # noqa: E402
 
 
 def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -267,14 +267,12 @@ def test_jpeg_draft_decode_matches_full_decode(tmp_path):
 # --- real photographs --------------------------------------------------------------------
 
 def _real_photos() -> list[Path]:
-    if not REAL_SAMPLES.is_dir():
-        pytest.skip(f"real sample photographs not found at {REAL_SAMPLES.resolve()}")
     return sorted(p for p in REAL_SAMPLES.iterdir() if is_image_path(p))
 
 
 def test_all_real_photographs_load():
     photos = _real_photos()
-    assert len(photos) == 17
+    assert len(photos) == REAL_SAMPLE_COUNT
     for path in photos:
         with Image.open(path) as im:
             expected = ImageInfo(im.width, im.height, im.mode)

@@ -1,9 +1,8 @@
-"""All 17 real drop photographs go through ingest and preprocessing like archive images."""
+"""The real drop photographs of tests/data/real_samples go through ingest and preprocessing like archive images."""
 
 import shutil
 
 import numpy as np
-import pytest
 
 from crystal_pipeline.ingest import archive
 
@@ -11,15 +10,13 @@ from crystal_pipeline import tensors
 from crystal_pipeline.ingest.image_files import ingest_files
 from crystal_pipeline.wells import all_wells
 from crystal_pipeline.warehouse import Warehouse
-from tests.conftest import REAL_SAMPLES
+from tests.conftest import REAL_SAMPLE_COUNT, REAL_SAMPLES
 
-pytestmark = pytest.mark.skipif(not REAL_SAMPLES.is_dir(),
-                                reason=f"real samples folder {REAL_SAMPLES} is absent (it lives in ../shared)")
 
 
 def test_real_photographs_ingest_and_preprocess(tmp_path):
     photos = sorted(p for p in REAL_SAMPLES.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
-    assert len(photos) == 17
+    assert len(photos) == REAL_SAMPLE_COUNT
     plate = tmp_path / "raw" / "plates" / "REAL"
     plate.mkdir(parents=True)
     # The photos keep their bytes and extensions; only the names become wells of a 96-well plate.
@@ -27,7 +24,7 @@ def test_real_photographs_ingest_and_preprocess(tmp_path):
         shutil.copy(photo, plate / f"{well.name}{photo.suffix}")
     wh = Warehouse(tmp_path / "w.duckdb")
     summary = ingest_files(wh, archive.scan_archive(tmp_path / "raw"), workers=2)
-    assert summary.found == 17 and summary.quarantined_new == 0
+    assert summary.found == REAL_SAMPLE_COUNT and summary.quarantined_new == 0
     rows = wh.query_df("SELECT image_id, path, width, height, mode FROM images ORDER BY image_id")
     assert set(rows["mode"]) >= {"RGB", "L"}  # the GSK colour JPEGs and the greyscale DLS ones
     assert (rows["width"] >= 1224).all() and (rows["height"] >= 960).all()
@@ -35,7 +32,7 @@ def test_real_photographs_ingest_and_preprocess(tmp_path):
     labelled = [(r.image_id, 1, "train" if i % 2 else "val", r.path) for i, r in enumerate(rows.itertuples())]
     out = tmp_path / "tensors" / "r128"
     result = tensors.write_tensors(labelled, out, 128, workers=2, splits=("train", "val"))
-    assert result.failures == [] and sum(result.rows_per_split.values()) == 17
+    assert result.failures == [] and sum(result.rows_per_split.values()) == REAL_SAMPLE_COUNT
     pixels = tensors.read_split(out / "train").pixels
-    assert pixels.shape == (8, 128, 128) and pixels.dtype == np.uint8
+    assert pixels.shape == (REAL_SAMPLE_COUNT // 2, 128, 128) and pixels.dtype == np.uint8
     assert all(p.std() > 2 for p in pixels)  # real content survived the crop and resize, not a flat image

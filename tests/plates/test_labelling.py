@@ -18,7 +18,7 @@ from crystal_pipeline.plates.labelling import PlateLabels, label_plate, missing_
 from crystal_pipeline.evaluation.metrics import crystal_probability
 from crystal_pipeline.model import CrystalNet, predict_proba, save_artifact
 
-from conftest import REAL_SAMPLES
+from conftest import REAL_SAMPLE_COUNT, REAL_SAMPLES
 
 RES = 64
 
@@ -119,8 +119,6 @@ def test_cli_labels_a_plate_folder(plate_96, model_path, tmp_path, capsys):
 
 
 def test_cli_labels_loose_real_images(model_path, tmp_path, capsys):
-    if not REAL_SAMPLES.is_dir():
-        pytest.skip(f"real sample images not found at {REAL_SAMPLES} (shared/real_samples is not checked out)")
     out = tmp_path / "real"
     # In a fresh interpreter, to prove the command needs neither Dagster nor DuckDB.
     code = ("import sys; from crystal_pipeline.cli import main; rc = main(sys.argv[1:]); "
@@ -132,7 +130,7 @@ def test_cli_labels_loose_real_images(model_path, tmp_path, capsys):
     with open(out / "hits.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     n_images = len([p for p in REAL_SAMPLES.iterdir() if p.suffix.lower() in (".jpg", ".jpeg")])
-    assert len(rows) == n_images == 17
+    assert len(rows) == n_images == REAL_SAMPLE_COUNT
     assert {r["image_id"] for r in rows} >= {"gsk_10.jpeg", "dls_echo_97wo_01A_1.jpg"}
     probs = [float(r["crystal_prob"]) for r in rows]
     assert probs == sorted(probs, reverse=True)

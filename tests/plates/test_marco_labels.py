@@ -1,4 +1,4 @@
-"""`crystal-pipeline label` beside a labels.csv of MARCO labels (as in shared/real_samples)."""
+"""`crystal-pipeline label` beside a labels.csv of MARCO labels (as in tests/data/real_samples)."""
 
 from __future__ import annotations
 

@@ -289,8 +289,8 @@ def test_service_runs_postgres_daemon_and_webserver_as_separate_processes(lab):
     lab.wait_until("daemon heartbeats", lambda: doctor(lab).returncode == 0, timeout_s=90)
     result = doctor(lab)
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines[:5]] == ["ok"] * 5, result.stdout
-    assert "PostgreSQL" in lines[0] and "daemons" in lines[1] and lines[-1].startswith("5 ok, 0 failed")
+    assert [line.split()[0] for line in lines[:6]] == ["ok"] * 6, result.stdout
+    assert "PostgreSQL" in lines[0] and "daemons" in lines[1] and lines[-1].startswith("6 ok, 0 failed")
 
 
 def test_twelve_plates_dropped_at_once_are_each_labelled_once_within_the_limits(lab):
