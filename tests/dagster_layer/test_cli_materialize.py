@@ -14,12 +14,16 @@ from tests.conftest import REPO, cli_env
 
 @pytest.mark.slow
 def test_dagster_asset_materialize_cli_runs_ingest_prepare_and_train(tmp_path, tiny_archive):
+    """The three groups through the real CLI, steps in one process: the multiprocess executor (a
+    spawned interpreter and a torch import per step, 2 min of the suite's 10 on 2 cores) is
+    covered by the blocking-check run below, which uses the CLI's default executor."""
     data = tmp_path / "data"
     shutil.copytree(tiny_archive, data / "raw")
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "definitions",
          "--select", "group:ingest or group:prepare or group:train",
-         "--config-json", json.dumps({"ops": {"crystalnet_model": {"config": {"preset": "smoke", "accuracy_floor": 0}}}})],
+         "--config-json", json.dumps({"execution": {"config": {"in_process": {}}},
+                                     "ops": {"crystalnet_model": {"config": {"preset": "smoke", "accuracy_floor": 0}}}})],
         cwd=REPO, env=cli_env(data), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     layout = DataLayout.under(data)

@@ -318,7 +318,9 @@ def test_two_plates_labelled_concurrently_lose_no_rows(trained):
     subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"
                     ".add_dynamic_partitions('plates', ['CONC1', 'CONC2'])"], env=env, check=True, cwd=REPO)
     procs = [subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "definitions",
-                               "--select", "plate_images,plate_predictions,plate_report", "--partition", key],
+                               "--select", "plate_images,plate_predictions,plate_report", "--partition", key,
+                               # in one process per run, as label_plate_job runs its steps
+                               "--config-json", '{"execution": {"config": {"in_process": {}}}}'],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for key in keys]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
