@@ -83,10 +83,13 @@ def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
 
 
 class PlatePredictionConfig(dg.Config):
-    """Which model labels the plate (default: the production model) and the batch size."""
+    """Which model labels the plate (default: the production model), the batch size, and the
+    arithmetic: ``auto`` (bf16 where the CPU has AMX/AVX512-BF16 or on CUDA, else fp32), ``fp32``
+    or ``bf16`` (crystal_pipeline.model.precision; the same setting as ``label --precision``)."""
 
     model_version: Optional[str] = None
     batch_size: int = 128
+    precision: str = "auto"
 
 
 class PlateReportConfig(dg.Config):
@@ -134,9 +137,14 @@ def label_plate_wells(context: dg.OpExecutionContext, config: PlatePredictionCon
     except registry.ModelIntegrityError as error:
         raise dg.Failure(f"{error}: re-register or retrain the model; plate {key} was not labelled") from error
     rows = image_table.images_in(wh, ImageScope.of_plate(plate_id, inspection))
-    labels = label_plate(well_files_from_images(rows), model, batch_size=config.batch_size,
-                         progress=progress_logger(context, "labelled"))
-    context.log.info(f"plate {key}: labelled with {model_row['model_version']}")
+    try:
+        labels = label_plate(well_files_from_images(rows), model, batch_size=config.batch_size,
+                             progress=progress_logger(context, "labelled"), precision=config.precision)
+    except ValueError as error:  # an unknown precision, or one the model's engine cannot run
+        raise dg.Failure(f"{error}; plate {key} was not labelled") from error
+    t = labels.timings
+    context.log.info(f"plate {key}: labelled with {model_row['model_version']} ({t.engine}, {t.precision}: "
+                     f"{t.precision_reason})")
     return plate_run.plate_run_of(model_row, model, labels, rows), labels
 
 
@@ -165,6 +173,9 @@ def write_plate_predictions(context: dg.OpExecutionContext, warehouse: Warehouse
         "images_per_s": round(labels.timings.images_per_s, 1),
         "seconds": round(labels.timings.total_s, 2),
         "inference_path": labels.timings.path,
+        "engine": labels.timings.engine,
+        "precision": labels.timings.precision,
+        "precision_reason": labels.timings.precision_reason,
         "class_counts": md(table_md(counts, 10)),
     })
     yield from _check_results(found)
@@ -233,6 +244,8 @@ def plate_report(context: dg.AssetExecutionContext, config: PlateReportConfig, s
         "crystal_hits": len(report.hits),
         "review_first": len(report.review_first),
         "crystal_threshold": round(run.crystal_threshold, 4),
+        "engine": run.timings.engine,
+        "precision": run.timings.precision,
         "top_hits": md(table_md(top, 10)),
         "plate_map": md(report.markdown),
     })

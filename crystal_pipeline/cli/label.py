@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="crystal_prob that makes a hit (default: the model's crystal_threshold, else "
                              f"{DEFAULT_THRESHOLD})")
-    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: all CPUs)")
+    parser.add_argument("--workers", type=int, default=None, help="decode threads (default: all CPUs)")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--marco-labels", default=None,
                         help="a CSV with file,marco_label[,label_quality] columns: write marco_vs_labels.csv/.md "
@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                         help="torch (a model.pt artifact) or onnx (a file from `crystal-pipeline export`, run by "
                              "ONNX Runtime on the CPU)")
+    # Checked in run() against crystal_pipeline.model.precision.PRECISIONS (the model package imports torch).
+    parser.add_argument("--precision", default="auto", metavar="{auto,fp32,bf16}",
+                        help="auto (bf16 where the CPU has AMX or AVX512-BF16, or on CUDA; else fp32), fp32, or bf16 "
+                             "(on a CPU without bf16 units: emulated, several times slower; docs/decisions.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,10 +64,13 @@ def run(args: argparse.Namespace) -> int:
 
     from crystal_pipeline import model as model_lib
     from crystal_pipeline.ingest import archive
+    from crystal_pipeline.model.precision import PRECISIONS
     from crystal_pipeline.plates import labelling
     from crystal_pipeline.plates import report as plate_report
     from crystal_pipeline.layout import DataLayout
 
+    if args.precision not in PRECISIONS:
+        return _fail(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     # Names first (a listing, no decoding): a hostile plate id is refused before any model is read.
     try:  # a bad pattern, or a plate id that must never become a folder or a key
         naming = DataLayout.from_env().naming
@@ -90,7 +97,11 @@ def run(args: argparse.Namespace) -> int:
     threshold = args.threshold if args.threshold is not None else model_lib.calibration_of(meta)[1]
     model_version = str(meta.get("model_version") or Path(args.model).resolve().parent.name)
 
-    labels = labelling.label_plate(files, net, batch_size=args.batch_size, workers=args.workers)
+    try:
+        labels = labelling.label_plate(files, net, batch_size=args.batch_size, workers=args.workers,
+                                       precision=args.precision)
+    except ValueError as error:  # a precision the engine cannot run (bf16 with --engine onnx)
+        return _fail(str(error))
     report = plate_report.write_plate_report(
         out, key, plate_format, labels, model_version=model_version,
         synthetic_model=meta.get("trained_on") == "synthetic", crystal_threshold=threshold,
@@ -104,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
           + f"; {len(report.hits)} hits at crystal_prob >= {threshold:.3f}, {len(report.review_first)} to review first")
     print(f"{t.images_per_s:.1f} images/s ({t.path}: {t.total_s:.2f} s in all, model {t.model_s:.2f} s, "
           f"waiting for decode {t.decode_wait_s:.2f} s)")
+    print(f"engine {t.engine}, precision {t.precision} ({t.precision_reason})")
     _marco_beside_labels(args, plate_dir, out, labels, model_version)
     print(f"report: {report.paths['html']}")
     print(f"hit list: {report.paths['csv']}")

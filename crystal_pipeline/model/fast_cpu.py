@@ -170,6 +170,9 @@ class FastCrystalNet:
     modified and may be garbage-collected).
     """
 
+    #: The arithmetic of its layers (fp32 throughout; :class:`~.bf16_cpu.Bf16CrystalNet` says bf16).
+    precision = "fp32"
+
     def __init__(self, model: CrystalNet, algorithms: dict[str, str] | None = None,
                  chunk: int = DEFAULT_CHUNK, threads: int | None = None,
                  sub_batch: int = DEFAULT_SUB_BATCH) -> None:

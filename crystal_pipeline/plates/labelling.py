@@ -8,24 +8,30 @@ Dagster). The guarantees the plate's checks rely on:
   (``labelled + quarantined == files``); a file the archive scan already flagged
   (``WellFile.error``) is quarantined with that reason and never decoded;
 - rows come back in the order of the files given, whatever the decode order;
-- decoding (worker processes, :func:`imaging.decode_many`) runs while the model
-  works on the previous batch, so a plate costs about max(decode, model), not the sum.
+- decoding (threads of a pool kept for the life of the process,
+  :func:`imaging.decode_threaded`; Pillow releases the GIL) runs while the model works on
+  the previous batch, so a plate costs about max(decode, model), not the sum, and no
+  process pool is started per plate.
 
-On CPU the model runs through :mod:`crystal_pipeline.model.fast_cpu` (same outputs,
-fewer multiplications); on CUDA through the plain module in bf16 autocast with
-channels_last, where tensor cores make the direct convolution the fast path.
+On CPU the model runs in the precision :mod:`crystal_pipeline.model.precision` chooses:
+fp32 through :mod:`crystal_pipeline.model.fast_cpu` (same outputs, fewer
+multiplications), or bf16 through :mod:`crystal_pipeline.model.bf16_cpu` where the CPU has
+AMX or AVX512-BF16; on CUDA through the plain module in bf16 autocast with channels_last,
+where tensor cores make the direct convolution the fast path. The engine and precision
+that ran are in :class:`LabelTimings`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,7 +39,11 @@ from crystal_pipeline import wells
 from crystal_pipeline.ingest.archive import WellFile
 from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_COLUMNS, marco_outcome
 
+if TYPE_CHECKING:
+    from crystal_pipeline.model.precision import PrecisionChoice
+
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,14 @@ class LabelTimings:
     total_s: float
     images_per_s: float
     images: int
-    path: str  # which inference path ran: 'cpu-fast', 'cuda-bf16', ...
+    path: str  # which inference path ran: 'cpu-fast', 'cpu-bf16', 'cuda-bf16', 'onnxruntime', ...
+    precision: str = "fp32"  # the model's arithmetic: 'fp32' or 'bf16'
+    precision_reason: str = ""  # why (model.precision.PrecisionChoice.reason)
+
+    @property
+    def engine(self) -> str:
+        """The inference engine that ran (the ``path``), as metadata and reports name it."""
+        return self.path
 
 
 @dataclass
@@ -167,6 +184,7 @@ def label_plate(
     workers: int | None = None,
     progress: Progress | None = None,
     cpu_path: str = "fast",
+    precision: str = "auto",
 ) -> PlateLabels:
     """Classify every file of a plate with ``model`` (a CrystalNet, or a prepared
     :class:`~crystal_pipeline.model.fast_cpu.FastCrystalNet`, or an
@@ -175,8 +193,11 @@ def label_plate(
     Probabilities (and so ``crystal_prob``) are calibrated with the temperature stored in
     the model's artifact (``model.artifact_meta``; T = 1 for artifacts without one).
 
-    ``workers``: decode processes (default: the CPUs this process may use; 0 or 1
-    decodes in this process). ``progress(done, total)`` is called after each batch.
+    ``workers``: decode threads (default: the CPUs this process may use; 0 or 1
+    decodes in the calling thread, before each batch). ``progress(done, total)`` is called
+    after each batch. ``precision``: ``auto``, ``fp32`` or ``bf16``
+    (:func:`crystal_pipeline.model.precision.choose_precision`); a prepared fast model or an
+    ONNX model runs in its own precision (fp32 for ONNX; asking it for bf16 is an error).
     ``cpu_path="eager"`` runs the plain module on CPU instead of the fast path (for
     comparisons and as a fallback; both give the same labels). The eager CPU and the
     CUDA paths move ``model`` to channels_last (as :func:`model.load` does on CUDA);
@@ -192,19 +213,20 @@ def label_plate(
     from crystal_pipeline.model.artifact import calibration_of
     from crystal_pipeline.model.inference import calibrated
 
-    predict, resolution, path_name, cleanup = _predictor(model, cpu_path)
+    predict, resolution, path_name, cleanup, choice = _predictor(model, cpu_path, precision)
     # An exported ONNX model has its temperature inside the graph (model.onnx_engine).
     temperature = (1.0 if getattr(model, "output_calibrated", False)
                    else calibration_of(getattr(model, "artifact_meta", None))[0])
     run = _LabelRun(files, calibrated(predict, temperature), progress)
     workers = imaging.default_workers() if workers is None else workers
-    # Keep at least a batch decoding ahead: decode_many holds 4 * workers chunks in flight.
+    # Keep at least a batch decoding ahead: decode_threaded holds 4 * workers chunks in flight.
     chunksize = max(4, math.ceil(batch_size / (4 * max(1, workers))))
     try:
-        run.feed(lambda paths: imaging.decode_many(paths, resolution, workers, chunksize), batch_size, resolution)
+        run.feed(lambda paths: imaging.decode_threaded(paths, resolution, workers, chunksize), batch_size,
+                 resolution)
     finally:
         cleanup()
-    return run.result(resolution, path_name, time.perf_counter() - started)
+    return run.result(resolution, path_name, time.perf_counter() - started, choice)
 
 
 class _LabelRun:
@@ -255,7 +277,7 @@ class _LabelRun:
         and label them in batches.
 
         One model thread: batch k runs there while this thread gathers batch k+1 from
-        the decode processes.
+        the decode threads.
         """
         from crystal_pipeline.ingest import imaging
 
@@ -290,11 +312,12 @@ class _LabelRun:
         finally:
             runner.shutdown(wait=True)
 
-    def result(self, resolution: int, path_name: str, total_s: float) -> PlateLabels:
+    def result(self, resolution: int, path_name: str, total_s: float, choice: "PrecisionChoice") -> PlateLabels:
         rows = [self.labelled[i] for i in sorted(self.labelled)]
         timings = LabelTimings(
             decode_wait_s=self.decode_wait, model_s=self.model_s, total_s=total_s,
             images_per_s=len(rows) / total_s if total_s > 0 else 0.0, images=len(rows), path=path_name,
+            precision=choice.precision, precision_reason=choice.reason,
         )
         return PlateLabels(
             rows=rows, quarantined=[self.quarantined[i] for i in sorted(self.quarantined)], timings=timings,
@@ -304,25 +327,39 @@ class _LabelRun:
         )
 
 
-Predictor = tuple[Callable[[np.ndarray], np.ndarray], int, str, Callable[[], None]]
+Predictor = tuple[Callable[[np.ndarray], np.ndarray], int, str, Callable[[], None], "PrecisionChoice"]
 
 
-def _predictor(model: Any, cpu_path: str = "fast") -> Predictor:
-    """(predict uint8 -> probs, resolution, path name, cleanup) for a model on its device."""
+def _predictor(model: Any, cpu_path: str = "fast", precision: str = "auto") -> Predictor:
+    """(predict uint8 -> probs, resolution, path name, cleanup, precision) for a model on its device."""
     import torch
 
+    from crystal_pipeline.model.bf16_cpu import Bf16CrystalNet
     from crystal_pipeline.model.fast_cpu import FastCrystalNet
     from crystal_pipeline.model.inference import batched_softmax, predict_proba
+    from crystal_pipeline.model.precision import PRECISIONS, PrecisionChoice, choose_precision
 
-    if isinstance(model, FastCrystalNet):
-        return model.predict_proba, model.resolution, "cpu-fast", lambda: None
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if isinstance(model, FastCrystalNet):  # prepared by the caller: its own precision
+        if precision not in ("auto", model.precision):
+            raise ValueError(f"a prepared {type(model).__name__} runs in {model.precision}, not {precision}")
+        name = "cpu-bf16" if model.precision == "bf16" else "cpu-fast"
+        return (model.predict_proba, model.resolution, name, lambda: None,
+                PrecisionChoice(model.precision, "the prepared model's"))
     if getattr(model, "output_calibrated", False):  # model.onnx_engine.OnnxCrystalNet (not imported: optional)
-        return model.predict_proba, model.resolution, "onnxruntime", lambda: None
+        if precision == "bf16":
+            raise ValueError("the ONNX engine runs in fp32; use --engine torch for bf16")
+        return model.predict_proba, model.resolution, "onnxruntime", lambda: None, PrecisionChoice("fp32", "ONNX: fp32")
     device = next(model.parameters()).device
+    choice = choose_precision(precision, device.type)
+    if choice.emulated:
+        log.warning("%s", choice.reason)
     if device.type == "cpu" and cpu_path == "fast":
-        fast = FastCrystalNet.from_model(model)
-        return fast.predict_proba, model.resolution, "cpu-fast", fast.close
-    if device.type == "cuda":
+        fast = (Bf16CrystalNet if choice.precision == "bf16" else FastCrystalNet).from_model(model)
+        return (fast.predict_proba, model.resolution, "cpu-bf16" if choice.precision == "bf16" else "cpu-fast",
+                fast.close, choice)
+    if device.type == "cuda" and choice.precision == "bf16":
         model.eval().to(memory_format=torch.channels_last)
         model.channels_last = True
 
@@ -330,10 +367,17 @@ def _predictor(model: Any, cpu_path: str = "fast") -> Predictor:
             return batched_softmax(model, torch.from_numpy(pixels), max(1, len(pixels)), num_classes=model.num_classes,
                                    device=device, autocast=torch.autocast("cuda", dtype=torch.bfloat16))
 
-        return predict_cuda, model.resolution, "cuda-bf16", lambda: None
+        return predict_cuda, model.resolution, "cuda-bf16", lambda: None, choice
 
     if device.type == "cpu":
         model.eval().to(memory_format=torch.channels_last)
         model.channels_last = True
+    if choice.precision == "bf16":  # eager CPU in bf16 autocast, for comparisons
+
+        def predict_autocast(pixels: np.ndarray) -> np.ndarray:
+            return batched_softmax(model, torch.from_numpy(pixels), max(1, len(pixels)), num_classes=model.num_classes,
+                                   autocast=torch.autocast("cpu", dtype=torch.bfloat16))
+
+        return predict_autocast, model.resolution, f"{device.type}-eager-bf16", lambda: None, choice
     return ((lambda pixels: predict_proba(model, pixels, batch_size=max(1, len(pixels)))), model.resolution,
-            f"{device.type}-eager", lambda: None)
+            f"{device.type}-eager", lambda: None, choice)

@@ -11,6 +11,8 @@ so a reader, e.g. the Dagster UI or a browser refreshing, never sees half a file
 - ``hits.csv``: every labelled image ranked by crystal probability (highest first)
   with ``hit`` and ``review_first`` columns, MARCO's four-class outcome (``marco_class``), all 10 probabilities, the image path and, when known, the
   protein and the well's cocktail (a hit without its condition is not actionable);
+- ``hits.meta.json``: beside ``hits.csv`` (whose columns stay as readers know them), what
+  produced it: model version, hit threshold, the inference ``engine`` and ``precision``;
 - ``quarantined.csv``: what could not be labelled, and why;
 - ``report.html``: self-contained (images embedded as base64): banner, summary,
   map, thumbnails of the top hits, hit table, quarantine list, and the review page
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 from collections import Counter
@@ -50,6 +53,8 @@ TOP_THUMBNAILS = 24
 #: Hit rows in the Markdown (the Dagster UI truncates long metadata anyway).
 TOP_MARKDOWN_ROWS = 10
 THUMBNAIL_PX = 160
+#: The metadata sidecar of hits.csv.
+HITS_META = "hits.meta.json"
 #: The review budget when the config sets none: the top 5% of a plate's labelled images, at
 #: least 8 (77 of a 1536-well plate, 20 of 384, 8 of 96). The hit threshold is set for 95%
 #: crystal recall, so a weak model flags most of a plate; the budget is the first pass an
@@ -163,6 +168,8 @@ def write_plate_report(
         paths["map_png"] = atomic_write_bytes(out / "plate_map.png", map_png)
     paths["csv"] = atomic_write_bytes(out / "hits.csv", _hits_csv(ranked, crystal_threshold, len(review_first),
                                                                  plate_meta, conditions))
+    paths["hits_meta"] = atomic_write_text(out / HITS_META, _hits_meta(labels, model_version, crystal_threshold,
+                                                                     len(hits)))
     paths["quarantined_csv"] = atomic_write_bytes(out / "quarantined.csv", _quarantine_csv(labels))
     summary = _summary(plate_key, plate_format, labels, missing, hits, model_version, crystal_threshold, plate_meta)
     summary["review budget"] = budget.describe()
@@ -206,6 +213,14 @@ def _hits_csv(ranked: list[LabelledImage], threshold: float, n_review_first: int
     return buffer.getvalue().encode()
 
 
+def _hits_meta(labels: PlateLabels, model_version: str, threshold: float, hits: int) -> str:
+    """``hits.meta.json``: what produced hits.csv, for a reader who has only the CSV's folder."""
+    t = labels.timings
+    return json.dumps({"model_version": model_version, "crystal_threshold": threshold, "labelled": len(labels.rows),
+                       "hits": hits, "engine": t.engine, "precision": t.precision,
+                       "precision_reason": t.precision_reason}, indent=1) + "\n"
+
+
 def _quarantine_csv(labels: PlateLabels) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -236,6 +251,7 @@ def _summary(plate_key, plate_format, labels, missing, hits, model_version, thre
         "crystal hits": f"{len(hits)} (crystal_prob >= {threshold:.3f})",
         "model": model_version,
         "images/s": f"{labels.timings.images_per_s:.1f} ({labels.timings.path}, {labels.timings.total_s:.1f} s)",
+        "engine": f"{labels.timings.engine}, {labels.timings.precision}",
         "classes": ", ".join(f"{CLASS_NAMES[c - 1]} {n}" for c, n in sorted(counts.items())) or "-",
         "MARCO classes": marco_counts(labels.rows),
     })
