@@ -12,6 +12,7 @@ from PIL import Image
 
 from assets.plate_sensor import evaluate_incoming, incoming_plates_sensor
 from crystal_pipeline.layout import DataLayout
+from crystal_pipeline.model.precision import choose_precision
 from crystal_pipeline.synthetic import write_plate
 from crystal_pipeline.warehouse import Warehouse
 from resources import StorageResource, build_resources
@@ -124,6 +125,14 @@ def test_label_a_plate_rerun_and_bad_wells(trained, tmp_path):
         report_dir = layout.plate_report_dir("NEWPLATE")
         for name in ("report.html", "hits.csv", "plate_map.png"):
             assert (report_dir / name).stat().st_size > 0
+        # The engine and precision auto chose on this CPU (model.precision) are in the metadata and the sidecar.
+        chosen = choose_precision("auto", "cpu").precision
+        metadata = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+                    for e in result.get_asset_materialization_events()}
+        for asset in ("plate_predictions", "plate_report"):
+            assert metadata[asset]["precision"].value == chosen
+            assert metadata[asset]["engine"].value == {"fp32": "cpu-fast", "bf16": "cpu-bf16"}[chosen]
+        assert json.loads((report_dir / "hits.meta.json").read_text())["precision"] == chosen
         # Rerun: the plate's rows are replaced, not duplicated.
         assert label(trained, instance, "NEWPLATE").success
         assert wh.scalar("SELECT count(*) FROM predictions WHERE plate_id = 'NEWPLATE'") == 96
