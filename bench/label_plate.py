@@ -12,9 +12,15 @@ are the comparable numbers, DESIGN.md "Measuring speed"):
 - ``sgemm``: 2048^3 fp32 matmul GFLOP/s on the same threads, for scale;
 - ``model_only``: images/s of eager (channels_last) and fast at batch 128, and
   model GFLOP/s (1.04 GFLOP per 128 px image, PERFORMANCE_NOTES) over sgemm GFLOP/s;
-- ``decode``: read + decode + crop + resize of the plate alone (imaging.decode_many);
+- ``decode``: read + decode + crop + resize of the plate alone on labelling's decode
+  threads (imaging.decode_threaded), with all threads and with one;
 - ``end_to_end``: label_plate (decode overlapped with inference) + the DuckDB write
-  of the plate's prediction rows in one transaction, seconds per plate.
+  of the plate's prediction rows in one transaction, seconds per plate: what the
+  ``plate_predictions`` step does (files -> predictions in DuckDB) without Dagster's own
+  step overhead; with the ``engine`` and ``precision`` that ran (``--precision``);
+- ``cli_over_naive``: ``crystal-pipeline label`` on the PNG plate as a fresh process
+  (``import torch`` and the model load included) over a naive eager fp32 model-only pass
+  (NCHW, batch 128) over 1536 images, both timed in this run (issue 19's target ratio).
 
 It also runs on a GPU box, whose python has torch, numpy, pyarrow and Pillow only
 (``--device cuda``): without DuckDB the warehouse write is left out (``duckdb_write_s``
@@ -24,7 +30,7 @@ model-only figure times the eager module on the GPU (the fast path is CPU-only).
 
 Usage::
 
-    .venv/bin/python bench/label_plate.py [--model PATH] [--repeats 3] [--threads 2]
+    .venv/bin/python bench/label_plate.py [--model PATH] [--repeats 3] [--threads 2] [--precision auto]
     python bench/label_plate.py --device cuda --plate /data/SOME_PLATE   # on a GPU box
 """
 
@@ -43,8 +49,7 @@ sys.path.insert(0, str(REPO))
 from machine import cpu_name  # noqa: E402  (bench/machine.py)
 from timing import best_of, best_of_interleaved, emit  # noqa: E402  (bench/timing.py)
 
-# Decode workers (forkserver) re-import this __main__ module: keep its top level
-# light, or every worker pays torch's import (seconds) before decoding a file.
+# Keep the top level light: --cli runs the label command in a fresh process.
 
 GFLOP_PER_IMAGE_128 = 1.04  # PERFORMANCE_NOTES.md: 521 M multiply-adds at 128 px
 REAL_SAMPLES = REPO.parent / "shared" / "real_samples"
@@ -127,7 +132,9 @@ def main() -> None:
     parser.add_argument("--skip-eager-e2e", action="store_true", help="end to end with the fast path only")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (on CUDA the fast CPU path is not timed)")
     parser.add_argument("--plate", type=Path, help="a folder of well images to label instead of the built-in plates")
-    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: label_plate's)")
+    parser.add_argument("--workers", type=int, default=None, help="decode threads (default: label_plate's)")
+    parser.add_argument("--precision", default="auto", help="label_plate's precision: auto, fp32 or bf16")
+    parser.add_argument("--skip-cli", action="store_true", help="leave out the CLI-over-naive ratio")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     machine = {"cpu": cpu_name(), "cores": imaging.default_workers(), "threads": args.threads,
@@ -139,11 +146,13 @@ def main() -> None:
     model = load(args.model, args.device) if args.model else CrystalNet(resolution=128).eval().to(args.device)
     if args.device.startswith("cuda"):
         bench_model_only_cuda(model, args.repeats)
-        bench_plates(model, args.wells, args.repeats, skip_eager=True, plate=args.plate, workers=args.workers)
+        bench_plates(model, args.wells, args.repeats, skip_eager=True, plate=args.plate, workers=args.workers,
+                     precision=args.precision)
         return
     fast = bench_model_only(model, args.threads, args.repeats)
     try:
-        bench_plates(model, args.wells, args.repeats, args.skip_eager_e2e, plate=args.plate, workers=args.workers)
+        bench_plates(model, args.wells, args.repeats, args.skip_eager_e2e, plate=args.plate, workers=args.workers,
+                     precision=args.precision, cli_model=None if args.skip_cli else (args.model or ""))
     finally:
         fast.close()
 
@@ -203,8 +212,10 @@ def bench_model_only(model, threads: int, repeats: int):
 
 
 def bench_plates(model, wells: int, repeats: int, skip_eager: bool, plate: Path | None = None,
-                 workers: int | None = None) -> None:
-    """Decode alone, then label_plate + the DuckDB write end to end, on each kind of plate."""
+                 workers: int | None = None, precision: str = "auto", cli_model: str | None = None) -> None:
+    """Decode alone, then label_plate + the DuckDB write end to end, on each kind of plate;
+    with ``cli_model`` (a model.pt, or "" for ``model`` saved to a temp artifact) the CLI's
+    plate time over a naive eager pass, on the first plate."""
     from crystal_pipeline.ingest import imaging
     from crystal_pipeline.ingest.archive import scan_plate
 
@@ -219,24 +230,61 @@ def bench_plates(model, wells: int, repeats: int, skip_eager: bool, plate: Path 
             if not files:
                 raise SystemExit(f"no images under {plate_dir}")
             paths_only = [f.path for f in files]
-            decode_s = best_of(lambda: sum(1 for _ in imaging.decode_many(paths_only, res, workers=workers)),
-                               repeats)
-            emit(figure="decode", plate=kind, images=len(files), seconds=round(decode_s, 2),
-                 images_per_s=round(len(files) / decode_s, 1))
+            for threads in dict.fromkeys((imaging.default_workers() if workers is None else workers, 1)):
+                decode_s = best_of(lambda: sum(1 for _ in imaging.decode_threaded(paths_only, res, threads)),
+                                   repeats)
+                emit(figure="decode", plate=kind, threads=threads, images=len(files), seconds=round(decode_s, 2),
+                     images_per_s=round(len(files) / decode_s, 1))
             for cpu_path in ("fast",) if skip_eager else ("fast", "eager"):
-                _bench_end_to_end(root, kind, files, model, cpu_path, repeats, workers)
+                _bench_end_to_end(root, kind, files, model, cpu_path, repeats, workers, precision)
+            if cli_model is not None:
+                _bench_cli_over_naive(root, plate_dir, model, cli_model, precision, repeats)
+                cli_model = None
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _bench_cli_over_naive(root: Path, plate_dir: Path, model, model_path: str, precision: str, repeats: int) -> None:
+    """``crystal-pipeline label`` as a fresh process (what a user waits for) over a naive eager fp32
+    model-only pass over 1536 images (NCHW, batch 128, intra-op threads), best of ``repeats`` each."""
+    import subprocess
+
+    import torch
+
+    from crystal_pipeline.model import CrystalNet, save_artifact
+
+    if not model_path:
+        model_path = str(save_artifact(root / "cli_model" / "model.pt", model.cpu(), trained_on="synthetic"))
+    command = [str(Path(sys.executable).parent / "crystal-pipeline"), "label", str(plate_dir), "--model", model_path,
+               "--out", str(root / "cli_report"), "--precision", precision, "--device", "cpu"]
+
+    def cli():
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+    res = model.resolution
+    naive = CrystalNet(resolution=res, augment_params=None).eval()
+    naive.load_state_dict(model.state_dict())
+    images = torch.randint(0, 256, (1536, res, res), dtype=torch.uint8)
+
+    def naive_pass():
+        with torch.inference_mode():
+            for i in range(0, len(images), 128):
+                naive(images[i:i + 128])
+
+    seconds = best_of_interleaved({"cli": cli, "naive": naive_pass}, repeats)
+    emit(figure="cli_over_naive", cli_s=round(seconds["cli"], 2), naive_eager_fp32_1536_s=round(seconds["naive"], 2),
+         ratio=round(seconds["cli"] / seconds["naive"], 3), precision=precision, resolution=res, repeats=repeats,
+         what="crystal-pipeline label, process start included, over an eager fp32 model-only pass")
+
+
 def _bench_end_to_end(root: Path, kind: str, files, model, cpu_path: str, repeats: int,
-                      workers: int | None) -> None:
+                      workers: int | None, precision: str = "auto") -> None:
     from crystal_pipeline.plates.labelling import label_plate
 
     best = None
     for i in range(repeats):
         t0 = time.perf_counter()
-        labels = label_plate(files, model, cpu_path=cpu_path, workers=workers)
+        labels = label_plate(files, model, cpu_path=cpu_path, workers=workers, precision=precision)
         t_label = time.perf_counter() - t0
         t1 = time.perf_counter()
         written = write_duckdb(root / f"warehouse_{kind}_{cpu_path}_{i}.duckdb", labels.prediction_rows("bench"))
@@ -245,7 +293,8 @@ def _bench_end_to_end(root: Path, kind: str, files, model, cpu_path: str, repeat
         if best is None or total < best[0]:
             best = (total, t_label, t_db, labels)
     total, t_label, t_db, labels = best
-    emit(figure="end_to_end", plate=kind, path=labels.timings.path, images=len(labels.rows),
+    emit(figure="end_to_end", plate=kind, path=labels.timings.path, precision=labels.timings.precision,
+         images=len(labels.rows),
          quarantined=len(labels.quarantined), s_per_plate=round(total, 2),
          images_per_s=round(len(labels.rows) / total, 1), label_s=round(t_label, 2),
          duckdb_write_s=None if t_db is None else round(t_db, 3), model_s=round(labels.timings.model_s, 2),
