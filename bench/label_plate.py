@@ -18,7 +18,7 @@ are the comparable numbers, DESIGN.md "Measuring speed"):
   of the plate's prediction rows in one transaction, seconds per plate: what the
   ``plate_predictions`` step does (files -> predictions in DuckDB) without Dagster's own
   step overhead; with the ``engine`` and ``precision`` that ran (``--precision``);
-- ``cli_over_naive``: ``crystal-pipeline label`` on the PNG plate as a fresh process
+- ``cli_over_naive`` (with ``--cli``): ``crystal-pipeline label`` on the first plate as a fresh process
   (``import torch`` and the model load included) over a naive eager fp32 model-only pass
   (NCHW, batch 128) over 1536 images, both timed in this run (issue 19's target ratio).
 
@@ -30,13 +30,14 @@ model-only figure times the eager module on the GPU (the fast path is CPU-only).
 
 Usage::
 
-    .venv/bin/python bench/label_plate.py [--model PATH] [--repeats 3] [--threads 2] [--precision auto]
+    .venv/bin/python bench/label_plate.py [--model PATH] [--repeats 3] [--threads 2] [--precision auto] [--cli]
     python bench/label_plate.py --device cuda --plate /data/SOME_PLATE   # on a GPU box
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -134,7 +135,8 @@ def main() -> None:
     parser.add_argument("--plate", type=Path, help="a folder of well images to label instead of the built-in plates")
     parser.add_argument("--workers", type=int, default=None, help="decode threads (default: label_plate's)")
     parser.add_argument("--precision", default="auto", help="label_plate's precision: auto, fp32 or bf16")
-    parser.add_argument("--skip-cli", action="store_true", help="leave out the CLI-over-naive ratio")
+    parser.add_argument("--cli", action="store_true",
+                        help="also time crystal-pipeline label as a fresh process over a naive eager pass (cli_over_naive)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     machine = {"cpu": cpu_name(), "cores": imaging.default_workers(), "threads": args.threads,
@@ -152,7 +154,7 @@ def main() -> None:
     fast = bench_model_only(model, args.threads, args.repeats)
     try:
         bench_plates(model, args.wells, args.repeats, args.skip_eager_e2e, plate=args.plate, workers=args.workers,
-                     precision=args.precision, cli_model=None if args.skip_cli else (args.model or ""))
+                     precision=args.precision, cli_model=(args.model or "") if args.cli else None)
     finally:
         fast.close()
 
@@ -255,11 +257,12 @@ def _bench_cli_over_naive(root: Path, plate_dir: Path, model, model_path: str, p
 
     if not model_path:
         model_path = str(save_artifact(root / "cli_model" / "model.pt", model.cpu(), trained_on="synthetic"))
-    command = [str(Path(sys.executable).parent / "crystal-pipeline"), "label", str(plate_dir), "--model", model_path,
+    command = [sys.executable, "-m", "crystal_pipeline", "label", str(plate_dir), "--model", model_path,
                "--out", str(root / "cli_report"), "--precision", precision, "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
 
     def cli():
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
 
     res = model.resolution
     naive = CrystalNet(resolution=res, augment_params=None).eval()
