@@ -131,3 +131,16 @@ def test_cli_precision_lands_in_the_report_and_beside_hits_csv(plate, model, tmp
     assert "cpu-fast, fp32" in (out / "report.md").read_text()
     assert main(["label", str(plate), "--model", str(path), "--out", str(out), "--precision", "fp16"]) == 2
     assert "--precision must be one of auto, fp32, bf16" in capsys.readouterr().err
+
+
+def test_an_onnx_model_runs_fp32_and_refuses_bf16(plate):
+    class FakeOnnx:  # what label_plate reads of model.onnx_engine.OnnxCrystalNet
+        output_calibrated, resolution, artifact_meta = True, RES, {}
+
+        def predict_proba(self, pixels):
+            return np.full((len(pixels), 10), 0.1, dtype=np.float32)
+
+    labels = label_plate(scan_plate(plate), FakeOnnx(), batch_size=16, workers=0)
+    assert (labels.timings.engine, labels.timings.precision) == ("onnxruntime", "fp32")
+    with pytest.raises(ValueError, match="ONNX engine runs in fp32"):
+        label_plate(scan_plate(plate), FakeOnnx(), precision="bf16")
