@@ -26,6 +26,8 @@ from crystal_pipeline.synthetic.scene import Scene, pixel_grid, smooth_noise
 CRYSTAL_LAYERS = ("crystal_dark", "crystal_glare")
 # Share of the precipitate's (and skin's) absorption a crystal's body pushes aside.
 CRYSTAL_DISPLACES = 0.85
+EDGE_SCALE = 1.0
+TURBID_REACH = 6.0
 
 
 class Canvas:
@@ -66,9 +68,11 @@ class Canvas:
             # A crystal is solid: the precipitate and film around it do not lie inside it, so
             # it shows as a faceted window in a grainy drop (as on real plates), not under it.
             grains = grains * np.where(dark_crystal > 0, 1.0 - CRYSTAL_DISPLACES, 1.0).astype(np.float32)
+        if self.scene.turbidity:  # grains too fine to resolve still dim the drop around them
+            grains = grains + self.scene.turbidity * gaussian_filter(grains, TURBID_REACH * self.k)
         absorb = np.clip(grains + self._array("dark") + dark_crystal, 0.0, 0.97)
         if self.scene.edge_light:  # oil lighting (imager HWI): edges of what absorbs scatter light
-            edges = _edges(absorb) * (self.scene.edge_light * self.scene.level)
+            edges = _edges(gaussian_filter(absorb, EDGE_SCALE * self.k)) * (self.scene.edge_light * self.scene.level * self.k)
         absorb = absorb * inside
         glare = self._array("glare") + glare_crystal
         image = self.scene.base * (1.0 - absorb)

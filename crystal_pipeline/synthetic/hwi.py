@@ -54,6 +54,7 @@ class PlateLighting:
     tilt_y: float
     edge_light: float
     dirt_glow: float
+    turbidity: float
     offset_x: float  # drop centre off the frame centre, of the frame height
     offset_y: float
     jitter: float
@@ -152,7 +153,7 @@ def draw_scene(rng: np.random.Generator, size: int, light: PlateLighting) -> Sce
     fx, fy = (columns - width / 2) / width, (rows - height / 2) / height
     base = base * ((1.0 + light.tilt_x * fx + light.tilt_y * fy) * (1.0 - light.vignette * (fx * fx + fy * fy) * 2.0))
     return Scene(size, base.astype(np.float32), inside.astype(np.float32), drop, float(level),
-                 edge_light=light.edge_light, dirt_glow=light.dirt_glow)
+                 edge_light=light.edge_light, dirt_glow=light.dirt_glow, turbidity=light.turbidity)
 
 
 def draw_nuisance(rng: np.random.Generator, difficulty: float, light: PlateLighting, imager: Imager) -> Nuisance:

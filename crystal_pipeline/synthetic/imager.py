@@ -55,6 +55,7 @@ class OilOptics:
     tilt: Range = (0.0, 0.12)  # illumination gradient across the frame
     edge_light: Range = (0.8, 1.6)  # edges of crystals, grains, droplets scatter light
     dirt_glow: Range = (0.15, 0.35)  # dust and fibres over the black surround glow
+    turbidity: Range = (1.5, 2.5)  # fine grains dim the drop around them: light scattered out of the aperture
     offset: float = 0.02  # the plate's drops off the frame centre, sd of frame height
     jitter: float = 0.02  # per image: drop position (of height), size and brightness (relative)
 

@@ -84,6 +84,7 @@ class Scene:
     # How the oil-lit HWI imager shows the contents (:mod:`.hwi`); zero for imagers A and B.
     edge_light: float = 0.0  # edges of what absorbs scatter light into the camera, x level
     dirt_glow: float = 0.0  # dirt on the black surround glows instead of shadowing
+    turbidity: float = 0.0  # share of the light fine grains scatter out of the objective (a dimmer drop)
 
 
 def drop_geometry(drop: Drop, yy: np.ndarray, xx: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
