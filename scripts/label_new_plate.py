@@ -19,14 +19,15 @@ sys.path.insert(0, str(REPO))
 import definitions  # noqa: E402
 from crystal_pipeline.layout import DataLayout  # noqa: E402
 from crystal_pipeline.synthetic import write_plate  # noqa: E402
+from crystal_pipeline.synthetic.archive import archive_settings  # noqa: E402
 from resources import build_resources  # noqa: E402
 
 
 def drop_plate(layout: DataLayout, plate_id: str, seed: int, wells: int) -> Path:
     """Write a synthetic plate as an imager would, and describe it in the archive's plates.csv."""
     plate_dir = layout.incoming_dir / plate_id
-    if not plate_dir.exists():
-        write_plate(plate_dir, plate_id, seed, wells=wells)
+    if not plate_dir.exists():  # drawn by the archive's own imager, at its size and difficulty
+        write_plate(plate_dir, plate_id, seed, wells=wells, **archive_settings(layout.raw_dir))
     plates_csv = layout.raw_dir / "plates.csv"
     if plates_csv.exists() and plate_id not in plates_csv.read_text():
         with plates_csv.open("a", newline="") as handle:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from crystal_pipeline.synthetic.imager import DEMO_IMAGER
+
 
 def _class_mix(text: str) -> dict[str, float]:
     """``clear=5,crystal=2`` -> weights by class name (or id)."""
@@ -22,14 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plates", type=int, default=4, help="number of plates (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     parser.add_argument("--wells", type=int, default=1536, choices=(96, 384, 1536), help="plate format")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="image rows in pixels (default: the imager's own, 128 for HWI, 256 for A and B)")
     parser.add_argument("--difficulty", type=float, default=None, help="0 (obvious) .. 1 (faint); default 0.5")
     parser.add_argument("--class-mix", type=_class_mix, default=None,
                         help="weights like clear=5,crystal=2 (default: the paper's Table 2 mix)")
-    parser.add_argument("--imager", default="A", type=str.upper, choices=("A", "B", "HWI"),
-                        help="the lab's camera: A (default) or B, another illumination, contrast, drop size, blur, "
-                             "noise and well rim; or HWI, the paper's kind of imager: a bright drop under oil on "
-                             "black in 4:3 frames, lighting fixed per plate (crystal_pipeline/synthetic/imager.py)")
+    parser.add_argument("--imager", default=DEMO_IMAGER, type=str.upper, choices=("A", "B", "HWI"),
+                        help="the lab's camera: HWI (default), the paper's kind of imager and the twin calibrated "
+                             "on its baselines: a bright drop under oil on black in 4:3 frames, lighting fixed per "
+                             "plate, one protein's outcomes per plate; or A or B, two labs' bright-field cameras "
+                             "(crystal_pipeline/synthetic/imager.py)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an archive already in --out")
 

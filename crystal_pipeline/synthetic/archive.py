@@ -28,7 +28,7 @@ from crystal_pipeline.classes import CLASS_NAMES, CLASSES, class_for_attributes,
 from crystal_pipeline.wells import PLATE_FORMATS, all_wells
 from crystal_pipeline.synthetic import annotation_files, metadata
 from crystal_pipeline.synthetic.annotators import annotator_pool
-from crystal_pipeline.synthetic.class_mix import assign_classes, normalize_mix
+from crystal_pipeline.synthetic.class_mix import assign_classes, normalize_mix, plate_mix
 from crystal_pipeline.synthetic.imager import DEFAULT_IMAGER, imager_named
 from crystal_pipeline.synthetic.render import DEFAULT_DIFFICULTY
 from crystal_pipeline.synthetic.render_pool import chunks_for_plate, plate_key, run_chunks
@@ -95,14 +95,27 @@ class ArchiveSummary:
         return data
 
 
+def archive_settings(raw_dir: str | os.PathLike) -> dict:
+    """How a generated archive was drawn (imager, size, difficulty, seed), from its
+    ``synthetic_summary.json``, so a plate added later (the demo's new plate) matches it.
+    An archive without one, or from before imagers, was drawn by imager A at 256 rows."""
+    path = Path(raw_dir) / "synthetic_summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    return {"imager": summary.get("imager", DEFAULT_IMAGER), "size": summary.get("size", 256),
+            "difficulty": summary.get("difficulty", DEFAULT_DIFFICULTY)}
+
+
 def plate_ids(count: int, prefix: str = "SYN") -> list[str]:
     return [f"{prefix}{i:04d}" for i in range(1, count + 1)]
 
 
-def plate_classes(plate_id: str, seed: int, plate_format: int, mix: Mapping[int, float]) -> np.ndarray:
-    """Latent class per well (row-major), fixed by seed and plate id."""
-    rng = np.random.default_rng([seed, plate_key(plate_id), 0xC1A55])
-    return assign_classes(rng, plate_format, mix)
+def plate_classes(plate_id: str, seed: int, plate_format: int, mix: Mapping[int, float],
+                  imager: str = DEFAULT_IMAGER) -> np.ndarray:
+    """Latent class per well (row-major), fixed by seed and plate id; the plate's own mix
+    strays from ``mix`` as the imager's screen says (``class_mix.plate_mix``)."""
+    key = plate_key(plate_id)
+    mix = plate_mix(seed, key, mix, imager_named(imager).plate_mix_concentration)
+    return assign_classes(np.random.default_rng([seed, key, 0xC1A55]), plate_format, mix)
 
 
 def _write_plate_json(plate_dir: Path, plate_id: str, plate_format: int, seed: int, size: int, difficulty: float,
@@ -134,7 +147,7 @@ def write_plate(
     plate_id: str,
     seed: int,
     wells: int = 1536,
-    size: int = 256,
+    size: int | None = None,
     class_mix: Mapping[int | str, float] | None = None,
     difficulty: float = DEFAULT_DIFFICULTY,
     workers: int | None = None,
@@ -145,12 +158,13 @@ def write_plate(
     Meant for the incoming folder the plate sensor watches: no annotations, and
     ``plate.json`` appears only after every image is in place.
     """
+    size = imager_named(imager).default_size if size is None else size
     _check_args(wells, size, seed, difficulty, imager)
     imager = imager_named(imager).name
     started = time.perf_counter()
     plate_dir = Path(plate_dir)
     plate_dir.mkdir(parents=True, exist_ok=True)
-    classes = plate_classes(plate_id, seed, wells, normalize_mix(class_mix))
+    classes = plate_classes(plate_id, seed, wells, normalize_mix(class_mix, imager), imager)
     chunks = chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, None, imager)
     results: dict[int, tuple[int, float]] = {}
 
@@ -173,7 +187,7 @@ def write_archive(
     plates: int = 4,
     seed: int = 0,
     wells: int = 1536,
-    size: int = 256,
+    size: int | None = None,
     class_mix: Mapping[int | str, float] | None = None,
     difficulty: float = DEFAULT_DIFFICULTY,
     workers: int | None = None,
@@ -191,6 +205,7 @@ def write_archive(
     lab whose camera takes the pictures. Refuses to write over an earlier archive unless
     ``overwrite`` (which removes only the paths this function writes).
     """
+    size = imager_named(imager).default_size if size is None else size
     _check_args(wells, size, seed, difficulty, imager)
     imager = imager_named(imager).name
     if plates < 1:
@@ -198,7 +213,7 @@ def write_archive(
     started = time.perf_counter()
     out = Path(out_dir)
     _clear(out, overwrite)
-    mix = normalize_mix(class_mix)
+    mix = normalize_mix(class_mix, imager)
     ids = plate_ids(plates, plate_prefix)
     numeric_plate = ids[1] if len(ids) > 1 else ids[0]
     results = _render_plates(out, ids, seed, wells, size, difficulty, mix, workers, started, imager)
@@ -253,7 +268,7 @@ def _render_plates(out: Path, ids: list[str], seed: int, wells: int, size: int, 
     for plate_id in ids:
         plate_dir = out / "plates" / plate_id
         plate_dir.mkdir()
-        classes = plate_classes(plate_id, seed, wells, mix)
+        classes = plate_classes(plate_id, seed, wells, mix, imager)
         chunks += chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, pool, imager)
         pending[plate_id] = wells
     results: dict[str, dict[int, tuple]] = {plate_id: {} for plate_id in ids}

@@ -83,6 +83,13 @@ class Imager:
     contrast: Range = (0.65, 1.2)
     gamma: Range = (0.8, 1.25)
     optics: OilOptics | None = None
+    # The screen behind the pictures: None, every plate draws the archive's class mix; a
+    # number, each plate's own mix is Dirichlet(concentration x mix) around it
+    # (``class_mix.plate_mix``), as in HWI's screen of one protein per 1536-cocktail plate,
+    # where a protein that precipitates does so in many wells.
+    plate_mix_concentration: float | None = None
+    # Rows an archive draws when no --size is given: the size its calibration holds at.
+    default_size: int = 256
 
 
 IMAGER_A = Imager("A")
@@ -106,6 +113,10 @@ IMAGER_B = Imager(
     gamma=(1.05, 1.35),
 )
 
+# How far one HWI plate's (one protein's) outcomes stray from the archive's mix: the
+# calibrated value (docs/synthetic_archive.md, "Calibrating the twin").
+PLATE_MIX_CONCENTRATION = 10.0
+
 # HWI: drop under oil on black, 4:3 frames; a sharper, quieter camera than A's, fixed per plate.
 IMAGER_HWI = Imager(
     "HWI",
@@ -115,10 +126,18 @@ IMAGER_HWI = Imager(
     contrast=(0.92, 1.08),
     gamma=(0.92, 1.08),
     optics=OilOptics(),
+    plate_mix_concentration=PLATE_MIX_CONCENTRATION,
+    # The paper's working resolution (its 128 px central square is the whole frame's
+    # height, so ingest crops without resizing); the twin is calibrated at this size: the
+    # generator is not scale-free (grain and noise are per pixel), docs/decisions.md.
+    default_size=128,
 )
 
 IMAGERS: dict[str, Imager] = {imager.name: imager for imager in (IMAGER_A, IMAGER_B, IMAGER_HWI)}
 DEFAULT_IMAGER = "A"
+#: The imager ``demo-archive`` and ``make demo`` draw with: HWI, the synthetic twin of the
+#: paper's data (issue 17). The library's default stays A, whose bytes tests pin.
+DEMO_IMAGER = "HWI"
 
 
 def imager_named(name: str) -> Imager:

@@ -34,15 +34,33 @@ def table2_shares() -> np.ndarray:
     return totals / totals.sum()
 
 
-def unanimity_matrix(difficulty: float, per_class: int = 300, seed: int = 0, size: int = 256) -> np.ndarray:
+# An imager with lighting fixed per plate (HWI) is measured over this many plates' lightings.
+LIGHTING_PLATES = 20
+
+
+def unanimity_matrix(difficulty: float, per_class: int = 300, seed: int = 0, size: int = 256,
+                     imager: str = "A") -> np.ndarray:
     """``M[c, k]``: share of wells drawn as class ``c`` that the panel unanimously labels ``k``
-    (rows over classes 1..10; a row sums to the class's unanimity rate, at most 1)."""
+    (rows over classes 1..10; a row sums to the class's unanimity rate, at most 1).
+
+    Under imager HWI well ``j`` is lit as plate ``j % LIGHTING_PLATES`` of the archive would
+    be, so the matrix averages over plates' lightings as an archive does.
+    """
+    from crystal_pipeline.synthetic.archive import plate_ids
+    from crystal_pipeline.synthetic.hwi import plate_lighting
+    from crystal_pipeline.synthetic.imager import imager_named
+    from crystal_pipeline.synthetic.render_pool import plate_key
+
+    camera = imager_named(imager)
+    lightings = ([plate_lighting(seed, plate_key(p), camera) for p in plate_ids(LIGHTING_PLATES)]
+                 if camera.optics is not None else [None])
     pool = annotator_pool(seed)
     n = len(CLASS_IDS)
     matrix = np.zeros((n, n), dtype=np.float64)
     for row, class_id in enumerate(CLASS_IDS):
         for j in range(per_class):
-            _, truth = render_well(np.random.default_rng([seed, 0xCA1, class_id, j, 0]), class_id, size, difficulty)
+            _, truth = render_well(np.random.default_rng([seed, 0xCA1, class_id, j, 0]), class_id, size, difficulty,
+                                   camera, lightings[j % len(lightings)])
             labels = annotate(np.random.default_rng([seed, 0xCA1, class_id, j, 1]), truth, pool)
             agreed = {attributes for _, attributes in labels}
             if len(agreed) == 1:
@@ -74,12 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--difficulty", type=float, required=True)
     parser.add_argument("--per-class", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=256, help="rows the archive draws (its --size)")
+    parser.add_argument("--imager", default="A")
     args = parser.parse_args(argv)
-    matrix = unanimity_matrix(args.difficulty, args.per_class, args.seed)
+    matrix = unanimity_matrix(args.difficulty, args.per_class, args.seed, args.size, args.imager)
     mix = solve_mix(matrix)
     shares = predicted_consensus(matrix, mix)
     print(json.dumps({
-        "difficulty": args.difficulty,
+        "difficulty": args.difficulty, "imager": args.imager, "size": args.size,
         "drawn_mix_percent": {c: round(100 * float(w), 2) for c, w in zip(CLASS_IDS, mix)},
         "predicted_consensus_percent": {c: round(100 * float(s), 2) for c, s in zip(CLASS_IDS, shares)},
         "table2_percent": {c: round(100 * float(s), 2) for c, s in zip(CLASS_IDS, table2_shares())},

@@ -3,6 +3,7 @@ a plate; the generator without scipy; imager A's bytes as they were."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import subprocess
@@ -53,7 +54,11 @@ def test_hwi_frames_are_a_bright_drop_on_black_in_4_3(archive):
         width, height = Image.open(path).size
         assert height == SIZE and abs(width - SIZE * 4 / 3) <= 1
     levels = np.concatenate(list(_plate_levels(archive).values()))
-    border, centre, drop_share = levels.mean(axis=0)
+    border = levels[:, 0].mean()
+    # The drop's own light, in the wells whose drop holds nothing that dims it (clear).
+    clear = [archive / "plates" / row["plate_id"] / f"{row['well']}.png"
+             for row in csv.DictReader((archive / "synthetic_truth.csv").open()) if row["class_id"] == "1"]
+    _, centre, drop_share = np.array([_levels(p) for p in clear]).mean(axis=0)
     assert 10 <= border <= 35  # HWI: about 20 of 255
     assert 120 <= centre <= 180  # about 150
     assert 0.3 <= drop_share <= 0.5  # the drop fills about 40% of the frame
@@ -141,3 +146,44 @@ def test_generator_runs_without_scipy_and_writes_the_same_bytes(archive, tmp_pat
     # The numpy blur gives scipy's bytes: the plate equals the one written here with scipy.
     for path in written:
         assert path.read_bytes() == (archive / "plates" / "SYN0001" / path.name).read_bytes(), path.name
+
+
+def test_each_hwi_plate_has_its_own_mix_around_the_archive_s():
+    """One protein per plate: plates' class mixes differ, their mean is the archive's mix,
+    and an imager without a plate-mix concentration (A) draws the archive's mix itself."""
+    from crystal_pipeline.synthetic.class_mix import normalize_mix, plate_mix
+
+    mix = normalize_mix(None, "HWI")
+    draws = np.array([[plate_mix(0, key, mix, 10.0).get(c, 0.0) for c in sorted(mix)] for key in range(400)])
+    target = np.array([mix[c] for c in sorted(mix)])
+    assert np.abs(draws.mean(axis=0) - target).max() < 0.02
+    assert draws[:, 0].std() > 0.08  # clear's share strays by about 0.14 per plate at 10
+    assert plate_mix(0, 5, mix, None) == mix
+    assert plate_mix(0, 5, mix, 10.0) == plate_mix(0, 5, mix, 10.0)
+    with pytest.raises(ValueError):
+        plate_mix(0, 5, mix, 0.0)
+
+
+def test_hwi_precipitate_dims_the_drop_and_size_defaults_to_128(tmp_path):
+    """Fine grains scatter light out of the objective (``Scene.turbidity``): under the oil
+    lighting a precipitate drop is darker than a clear one, as on HWI's plates, at the
+    size the twin is calibrated at, which is imager HWI's default."""
+    from crystal_pipeline.synthetic.archive import archive_settings
+    from crystal_pipeline.synthetic.render import render_well
+
+    light = plate_lighting(0, plate_key("SYN0001"), IMAGER_HWI)
+    centre = {}
+    for class_id in (1, 2):
+        means = []
+        for j in range(12):
+            image, _ = render_well(np.random.default_rng([7, class_id, j]), class_id, IMAGER_HWI.default_size,
+                                   imager=IMAGER_HWI, lighting=light)
+            h, w = image.shape
+            means.append(image[h // 4:3 * h // 4, (w - h) // 2 + h // 4:(w + h) // 2 - h // 4].mean())
+        centre[class_id] = float(np.median(means))
+    assert centre[2] < centre[1] - 25, centre
+    out = tmp_path / "raw"
+    write_archive(out, plates=1, wells=96, workers=1, imager="hwi")
+    assert Image.open(out / "plates" / "SYN0001" / "A01.png").size == (171, 128)
+    assert archive_settings(out) == {"imager": "HWI", "size": 128, "difficulty": 0.5}
+    assert archive_settings(tmp_path / "nothing")["imager"] == "A"
