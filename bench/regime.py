@@ -19,6 +19,7 @@ and extended with more variants):
 One JSON line per figure on stdout; everything also lands in ``<workdir>/regime.json``.
 
     .venv/bin/python bench/regime.py --workdir /tmp/regime --plates 12 --seeds 0,1,2
+    .venv/bin/python bench/regime.py --workdir /tmp/paper --plates 107 --prepare-only   # the paper's scale, timed
     .venv/bin/python bench/regime.py --workdir /tmp/regime --variant plain:class_balance=none \\
         --variant balanced:class_balance=sampling,balance_power=0.5 --seeds 0 --no-baselines
 
@@ -40,6 +41,8 @@ import numpy as np
 
 from machine import cpu_name  # bench/machine.py
 
+from crystal_pipeline.synthetic.imager import DEMO_IMAGER
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,13 +59,15 @@ def _plain(value):
     return str(value)
 
 
-def build_archive(workdir: Path, plates: int, difficulty: float, seed: int, sink: list) -> Path:
+def build_archive(workdir: Path, plates: int, difficulty: float, seed: int, sink: list, imager: str = "HWI") -> Path:
     from crystal_pipeline.synthetic import write_archive
 
     raw = workdir / "raw"
     if not (raw / "plates").is_dir():
-        summary = write_archive(raw, plates=plates, seed=seed, difficulty=difficulty, workers=os.cpu_count())
+        summary = write_archive(raw, plates=plates, seed=seed, difficulty=difficulty, workers=os.cpu_count(),
+                                imager=imager)
         emit({"figure": "archive", "plates": plates, "images": summary.images, "difficulty": difficulty,
+              "imager": imager, "size": summary.size,
               "unanimous_images": summary.unanimous_images, "seconds": round(summary.seconds, 1)}, sink)
     return raw
 
@@ -75,7 +80,8 @@ def ingest(workdir: Path, sink: list) -> None:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "definitions",
                     "--select", "group:ingest"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    emit({"figure": "ingest", "seconds": round(time.perf_counter() - started, 1)}, sink)
+    emit({"figure": "ingest", "seconds": round(time.perf_counter() - started, 1), "peak_rss_mib": _peak_rss_mib()},
+         sink)
 
 
 def prepared_tensors(workdir: Path, resolution: int) -> Path:
@@ -85,8 +91,20 @@ def prepared_tensors(workdir: Path, resolution: int) -> Path:
 
     layout = DataLayout.under(workdir)
     if not layout.stats_path(resolution).exists():
+        started = time.perf_counter()
         preparation.prepare_resolution(Warehouse(layout.warehouse), layout, resolution)
+        print(json.dumps({"figure": "prepare", "resolution": resolution,
+                          "seconds": round(time.perf_counter() - started, 1), "peak_rss_mib": _peak_rss_mib()}),
+              flush=True)
     return layout.tensors_dir(resolution)
+
+
+def _peak_rss_mib() -> dict:
+    """Peak resident memory of this process and of its finished children (the Dagster run)."""
+    import resource
+
+    return {who: round(resource.getrusage(flag).ru_maxrss / 1024) for who, flag in
+            (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}
 
 
 def run_crystalnet(tensors_dir: Path, models_dir: Path, name: str, preset: str, overrides: dict, seed: int,
@@ -202,12 +220,15 @@ def main() -> None:
     parser.add_argument("--plates", type=int, default=12)
     parser.add_argument("--difficulty", type=float, default=None, help="default: the generator's")
     parser.add_argument("--archive-seed", type=int, default=0)
+    parser.add_argument("--imager", default=DEMO_IMAGER, help="HWI (default: the twin of the paper's data), A or B")
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--variant", action="append", help="name:key=value,... (repeatable)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tensors", type=Path, help="prepared tensors (skips archive, ingest, baselines)")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="steps 1-3 only (archive, ingest, tensors at the preset's resolution and 128 px), timed")
     args = parser.parse_args()
 
     from crystal_pipeline.synthetic.render import DEFAULT_DIFFICULTY
@@ -226,14 +247,17 @@ def main() -> None:
             tensors_dir = args.tensors
         else:
             build_archive(args.workdir, args.plates, args.difficulty if args.difficulty is not None
-                          else DEFAULT_DIFFICULTY, args.archive_seed, sink)
+                          else DEFAULT_DIFFICULTY, args.archive_seed, sink, args.imager)
             ingest(args.workdir, sink)
             tensors_dir = prepared_tensors(args.workdir, resolution)
+        if args.prepare_only:
+            prepared_tensors(args.workdir, 128)
+            continue
         for seed in (int(s) for s in args.seeds.split(",")):
             runs.append(run_crystalnet(tensors_dir, args.workdir / "regime_models", name, args.preset, overrides,
                                        seed, args.device, sink))
     compare_variants(runs, sink)
-    if args.tensors is None and not args.no_baselines:
+    if args.tensors is None and not args.no_baselines and not args.prepare_only:
         run_baselines(prepared_tensors(args.workdir, 128), args.workdir, runs, sink)
     emit({"figure": "total", "seconds": round(time.perf_counter() - started, 1)}, sink)
     (args.workdir / "regime.json").write_text(json.dumps(sink, indent=1, default=_plain))

@@ -22,9 +22,10 @@ from crystal_pipeline.synthetic.imager import DEFAULT_IMAGER, imager_named
 from crystal_pipeline.synthetic.render import DEFAULT_DIFFICULTY, render_well
 
 
-def contact_sheet(path: str | Path, per_class: int = 8, size: int = 192, seed: int = 0,
+def contact_sheet(path: str | Path, per_class: int = 8, size: int | None = None, seed: int = 0,
                   difficulty: float = DEFAULT_DIFFICULTY, imager: str = DEFAULT_IMAGER) -> Path:
-    """Write the grid as an 8-bit grey PNG and return its path."""
+    """Write the grid as an 8-bit grey PNG and return its path; ``size`` rows (default: the
+    imager's own, the size its archives are drawn at: 128 for HWI, 256 for A and B)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,6 +33,7 @@ def contact_sheet(path: str | Path, per_class: int = 8, size: int = 192, seed: i
     from PIL import Image
 
     camera = imager_named(imager)
+    size = camera.default_size if size is None else size
     lighting = plate_lighting(seed, 0, camera) if camera.optics is not None else None
     aspect = camera.optics.aspect if camera.optics is not None else 1.0
     fig, axes = plt.subplots(len(CLASS_IDS), per_class,
