@@ -109,6 +109,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         "updates": result.updates,
         "resumed_from_update": resumed_from,
         "device": result.device,
+        "precision": result.precision,
         **launch,
         "val_images": len(class_ids),
         **{name: finite_or_none(getattr(scores, name))

@@ -28,6 +28,7 @@ from crystal_pipeline.training import (
     make_optimizer,
     train_step,
 )
+from crystal_pipeline.training.steps import training_precision
 
 
 def forward_flops(resolution: int) -> float:
@@ -79,7 +80,8 @@ def measure(config: TrainConfig, device: torch.device, warmup: int, updates: int
     # 0-based targets, as the loss takes them (the tensors hold class ids 1..10)
     targets = torch.randint(0, config.num_classes, (n_images,), generator=gen).to(device)
     plan = BatchPlan(n_images, config, device)
-    autocast = autocast_context(device, config.amp)
+    precision = training_precision(config, device)
+    autocast = autocast_context(device, precision.precision)
     model.train()
 
     def steps(first: int, count: int) -> None:
@@ -111,11 +113,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed updates (default: 10 GPU, 1 CPU)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="TrainConfig.precision: auto is bf16 on CUDA and on CPUs with AMX/AVX512-BF16")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
-    overrides = {"compile": args.compile}
+    overrides = {"compile": args.compile, "precision": args.precision}
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     config = TrainConfig.from_preset(args.preset, overrides)
@@ -137,7 +141,7 @@ def main() -> None:
     images_per_s = measure(config, device, warmup, updates)
     flops_per_image = 3.0 * forward_flops(config.resolution)  # forward + backward ~ 3x forward
     print(json.dumps({**common, "figure": "train_images_per_s", "value": round(images_per_s, 2),
-                      "timed_updates": updates, "warmup_updates": warmup, "amp_bf16": gpu and config.amp}))
+                      "timed_updates": updates, "warmup_updates": warmup, "precision": training_precision(config, device).precision}))
     print(json.dumps({**common, "figure": "train_gflop_per_s", "value": round(images_per_s * flops_per_image / 1e9, 2),
                       "gflop_per_image_fwd_bwd": round(flops_per_image / 1e9, 3)}))
     if not gpu:

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             "crystal_auc": result.crystal_auc,
             "images_per_s": round(result.images_per_s, 2),
             "device": result.device,
+            "precision": result.precision,
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "seconds": round(result.seconds, 2),
             "checkpoint": None if result.finished else str(result.checkpoint_path),

@@ -7,7 +7,9 @@ for a training run is ``preset``, ``config`` (the whole TrainConfig), ``normaliz
 (the stats' mean and std images), ``history``, ``tensors_fingerprint`` (the tensors'
 content fingerprint), ``trained_on``, ``val_accuracy``, ``crystal_auc``,
 ``val_predictions``, ``updates``, ``train_seconds``, ``images_per_s``, ``device``,
-``world_size``, ``torch_version``, and where the weights started (``parent_version`` and
+``world_size``, ``torch_version``, ``precision`` (the resolved training precision, 'fp32',
+'bf16' or 'mixed' when resumed sessions differed), ``precision_reason`` and ``precision_log``
+(which updates ran in which), and where the weights started (``parent_version`` and
 ``parent_sha256``, None from scratch; ``n_train_labels``). Promotion adds the calibration
 (:func:`add_calibration`): ``temperature`` (fitted on validation) and ``crystal_threshold``
 (the calibrated crystal_prob keeping 95% crystal recall on validation), so a bare box

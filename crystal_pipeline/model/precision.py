@@ -65,8 +65,11 @@ def cpu_has_bf16_units(flags: Iterable[str] | None = None) -> bool:
 
 
 def choose_precision(requested: str = "auto", device_type: str = "cpu",
-                     flags: Iterable[str] | None = None) -> PrecisionChoice:
-    """The precision to label in on ``device_type`` ('cpu', 'cuda', ...) for a ``requested`` one."""
+                     flags: Iterable[str] | None = None, *,
+                     fp32_path: str = "fp32 Winograd path") -> PrecisionChoice:
+    """The precision to label (or train, :func:`crystal_pipeline.training.steps.training_precision`)
+    in on ``device_type`` ('cpu', 'cuda', ...) for a ``requested`` one; ``fp32_path`` names
+    what ``auto`` falls back to on a CPU without bf16 units, in the reason."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if device_type == "cuda":
@@ -88,4 +91,4 @@ def choose_precision(requested: str = "auto", device_type: str = "cpu",
                                        "times slower than fp32", emulated=True)
     if units:
         return PrecisionChoice("bf16", "auto: the CPU has AMX/AVX512-BF16")
-    return PrecisionChoice("fp32", "auto: the CPU has no AMX/AVX512-BF16, fp32 Winograd path")
+    return PrecisionChoice("fp32", f"auto: the CPU has no AMX/AVX512-BF16, {fp32_path}")

@@ -27,10 +27,11 @@ from crystal_pipeline.training.steps import (
     make_model,
     make_optimizer,
     train_step,
+    training_precision,
 )
 
 __all__ = [
     "CHECKPOINT_FORMAT", "PRESETS", "RUNTIME_FIELDS", "BatchPlan", "Evaluation", "RunState", "TrainConfig",
     "TrainResult", "autocast_context", "checkpoint_path_for", "crystal_auc", "evaluate", "lr_at", "make_model",
-    "make_optimizer", "train", "train_step",
+    "make_optimizer", "train", "train_step", "training_precision",
 ]

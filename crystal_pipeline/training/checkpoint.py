@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint (``<model.pt>.ckpt``) holds the config, the weights, the optimizer state,
-the update reached, the history so far, the time and images trained, and the tensors'
+the update reached, the history so far, the time and images trained, the precision each
+stretch of updates ran in, and the tensors'
 content fingerprint (:func:`crystal_pipeline.tensors.fingerprint`, the same value the
 artifact records). It is written atomically (temp file, fsync, rename), so a crash leaves
 the previous checkpoint or the new one. A resume refuses a checkpoint whose config
@@ -34,6 +35,10 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
     images_trained: int = 0
+    # The resolved precision of each stretch of updates: [{'from_update': 0, 'precision': 'bf16'}, ...];
+    # one entry unless a resume ran in another precision (TrainConfig.precision); empty for
+    # checkpoints written before precisions were recorded.
+    precision_log: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def last_val_acc(self) -> float | None:
@@ -58,6 +63,7 @@ def save_checkpoint(path: Path, config: TrainConfig, model: torch.nn.Module, opt
         "history": state.history,
         "train_seconds": state.train_seconds,
         "images_trained": state.images_trained,
+        "precision_log": state.precision_log,
         "tensors_fingerprint": tensors_fingerprint,
     }
     atomic_write(path, functools.partial(torch.save, checkpoint))
@@ -75,6 +81,7 @@ def load_checkpoint(path: Path, config: TrainConfig, model: torch.nn.Module, opt
         history=list(checkpoint["history"]),
         train_seconds=float(checkpoint["train_seconds"]),
         images_trained=int(checkpoint["images_trained"]),
+        precision_log=list(checkpoint.get("precision_log", [])),
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from crystal_pipeline.classes import NUM_CLASSES
 from crystal_pipeline.model import augment
+from crystal_pipeline.model.precision import PRECISIONS
 from crystal_pipeline.training import balance
 
 
@@ -57,7 +58,12 @@ class TrainConfig:
     checkpoint_every: int = 2000
     log_every: int = 100
     eval_batch_size: int = 512
-    amp: bool = True  # bf16 autocast, CUDA only
+    # Arithmetic of the forward passes (training/steps.py training_precision): 'auto' is bf16
+    # autocast on CUDA and on CPUs with AMX/AVX512-BF16, fp32 elsewhere; 'fp32'; 'bf16' (on a CPU
+    # without bf16 units: emulated, slow, with a warning). Resolved per session on its machine
+    # and recorded in the checkpoint and the artifact ('precision').
+    precision: str = "auto"
+    amp: bool = True  # older switch: False means fp32 under precision='auto' (docs/decisions.md)
     channels_last: bool = True  # CUDA only
     compile: bool = False
     deterministic: bool = False
@@ -88,6 +94,10 @@ class TrainConfig:
             problems.append(f"balance_power must lie in [0, 1], got {self.balance_power}")
         if not 0 < self.scale_min <= self.scale_max:
             problems.append("need 0 < scale_min <= scale_max")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "bf16" and not self.amp:
+            problems.append("precision='bf16' contradicts amp=false (amp=false means fp32); drop amp")
         if self.freeze_features and not self.init_from:
             problems.append("freeze_features needs init_from: frozen random convolutions learn nothing")
         if problems:
@@ -188,8 +198,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "log_every": 10,
         "eval_batch_size": 256,
     },
-    # Seconds, for tests: the smallest resolution, a handful of updates.
+    # Seconds, for tests: the smallest resolution, a handful of updates; fp32, so that the
+    # tests' numbers do not depend on whether the box has bf16 units (precision='auto').
     "smoke": {
+        "precision": "fp32",
         "resolution": 32,
         "batch_size": 16,
         "updates": 12,
@@ -202,9 +214,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Settings that may change between a run and its resumption: they change how a
-# run is watched or executed, not what it computes.
+# run is watched or executed, not what it computes. 'precision' (and 'amp') do change the
+# numbers, in the last bits: they are here because 'auto' resolves on each session's machine,
+# and a run may resume elsewhere. The checkpoint records each session's resolved precision
+# and a resume in another one warns (training/loop.py); for a given precision resume is
+# bit-exact.
 RUNTIME_FIELDS = frozenset({
-    "eval_every", "checkpoint_every", "log_every", "eval_batch_size", "amp", "channels_last",
+    "eval_every", "checkpoint_every", "log_every", "eval_batch_size", "amp", "precision", "channels_last",
     "compile", "deterministic", "num_threads", "max_updates_this_session", "keep_checkpoint",
 })
 

@@ -26,6 +26,7 @@ import torch
 
 from crystal_pipeline import tensors
 from crystal_pipeline.model import CrystalNet, resolve_device, save_artifact
+from crystal_pipeline.model.precision import PrecisionChoice
 from crystal_pipeline.training.checkpoint import (
     RunState,
     checkpoint_path_for,
@@ -52,6 +53,7 @@ from crystal_pipeline.training.steps import (
     make_model,
     make_optimizer,
     train_step,
+    training_precision,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class TrainResult:
     val_class_ids: np.ndarray | None = field(default=None, repr=False)
     val_probs: np.ndarray | None = field(default=None, repr=False)
     model: CrystalNet | None = field(default=None, repr=False)
+    precision: str = "fp32"  # the resolved training precision ('mixed' when sessions differed)
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Session:
     optimizer: torch.optim.Optimizer
     net: torch.nn.Module  # the model as trained: compiled and/or DDP-wrapped
     plan: BatchPlan
+    precision: PrecisionChoice  # this session's, resolved on its machine
     autocast: Any
     train_x: torch.Tensor
     train_y: torch.Tensor  # 0-based targets for the loss
@@ -165,8 +169,9 @@ def _run(config: TrainConfig, tensors_arg: Path, out_path: Path, dev: torch.devi
     if dist_info.is_main:
         log.info(
             "training CrystalNet r%d on %d images (%d val), preset %s, updates %d..%d of %d, batch %d, "
-            "device %s x%d", config.resolution, len(data.train), len(session.val_y), config.preset, state.update,
-            end_update, config.updates, config.batch_size, dev, dist_info.world,
+            "device %s x%d, %s (%s)", config.resolution, len(data.train), len(session.val_y), config.preset,
+            state.update, end_update, config.updates, config.batch_size, dev, dist_info.world,
+            session.precision.precision, session.precision.reason,
         )
     train_updates(session, state, end_update, ckpt_path, data.fingerprint, progress)
 
@@ -174,6 +179,7 @@ def _run(config: TrainConfig, tensors_arg: Path, out_path: Path, dev: torch.devi
         path=None, finished=end_update >= config.updates, updates=end_update, history=state.history,
         val_accuracy=state.last_val_acc, crystal_auc=None, images_per_s=_images_per_s(state), device=str(dev),
         seconds=time.perf_counter() - wall0, checkpoint_path=ckpt_path, model=session.model,
+        precision=run_precision(state),
     )
     if result.finished and dist_info.is_main:
         finish(session, data, state, result, out_path, trained_on, parent)
@@ -241,10 +247,34 @@ def build_session(config: TrainConfig, data: TrainingData, dev: torch.device, di
     val_y = torch.from_numpy(data.val.class_ids - 1).to(dev) if data.val is not None else train_y[:0]
     targets = data.train.class_ids - 1
     plan = BatchPlan(len(data.train), config, dev, dist_info.rank, dist_info.world, targets=targets)
-    session = Session(config, dev, dist_info, model, optimizer, net, plan, autocast_context(dev, config.amp),
+    precision = training_precision(config, dev)
+    record_precision(state, precision, log_warnings=dist_info.is_main)
+    session = Session(config, dev, dist_info, model, optimizer, net, plan, precision,
+                      autocast_context(dev, precision.precision),
                       train_x, train_y, val_x, val_y,
                       balance.loss_weights(config.class_balance, targets, config.balance_power, dev))
     return session, state
+
+
+def record_precision(state: RunState, choice: PrecisionChoice, *, log_warnings: bool = True) -> None:
+    """Note in ``state`` the precision the updates from ``state.update`` on run in. A resume in
+    another precision than the checkpoint's is allowed (``auto`` resolves per machine) but
+    warned about: the result is then not bit-identical to an uninterrupted run in either."""
+    last = state.precision_log[-1]["precision"] if state.precision_log else None
+    if log_warnings and choice.emulated:
+        log.warning("training in bf16 on a CPU without bf16 units: emulated, slower than fp32 (%s)", choice.reason)
+    if last == choice.precision:
+        return
+    if last is not None and log_warnings:
+        log.warning("resuming at update %d in %s, the checkpoint's updates ran in %s (%s): the run will not be "
+                    "bit-identical to an uninterrupted one", state.update, choice.precision, last, choice.reason)
+    state.precision_log.append({"from_update": state.update, "precision": choice.precision})
+
+
+def run_precision(state: RunState) -> str:
+    """The precision a run trained in: one of the log's, or 'mixed' when sessions differed."""
+    seen = {entry["precision"] for entry in state.precision_log}
+    return seen.pop() if len(seen) == 1 else "mixed"
 
 
 class _Interval:
@@ -346,6 +376,7 @@ def finish(session: Session, data: TrainingData, state: RunState, result: TrainR
         val_predictions={"image_ids": result.val_image_ids, "probs": torch.from_numpy(final.probs)},
         updates=result.updates, train_seconds=state.train_seconds, images_per_s=result.images_per_s,
         device=str(session.device), world_size=session.dist.world, torch_version=str(torch.__version__),
+        precision=result.precision, precision_reason=session.precision.reason, precision_log=state.precision_log,
         **warm_start.provenance(parent, len(data.train)),
     )
     result.path = out_path

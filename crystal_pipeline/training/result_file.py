@@ -19,7 +19,8 @@ import numpy as np
 from crystal_pipeline.files import atomic_write
 from crystal_pipeline.training.loop import TrainResult
 
-_SCALARS = ("finished", "updates", "history", "val_accuracy", "crystal_auc", "images_per_s", "device", "seconds")
+_SCALARS = ("finished", "updates", "history", "val_accuracy", "crystal_auc", "images_per_s", "device", "seconds",
+            "precision")
 
 
 def write_result(result: TrainResult, path: str | os.PathLike, progress: list[dict] | None = None) -> Path:

@@ -34,13 +34,13 @@ def test_result_file_round_trips_what_train_returned(tmp_path):
                          history=[{"update": 6, "val_acc": 0.5}], val_accuracy=0.5, crystal_auc=None,
                          images_per_s=80.5, device="cpu", seconds=1.25, checkpoint_path=tmp_path / "model.pt.ckpt",
                          val_image_ids=[f"P/A{i:02d}" for i in range(7)], val_class_ids=np.arange(1, 8),
-                         val_probs=probs)
+                         val_probs=probs, precision="bf16")
     lines = [{"update": 3, "loss": 2.0}]
     back, progress = read_result(write_result(result, tmp_path / "r.npz", progress=lines))
     assert progress == lines
     assert back.path == result.path and back.checkpoint_path == result.checkpoint_path
     for name in ("finished", "updates", "history", "val_accuracy", "crystal_auc", "images_per_s", "device",
-                 "seconds", "val_image_ids"):
+                 "seconds", "val_image_ids", "precision"):
         assert getattr(back, name) == getattr(result, name), name
     np.testing.assert_array_equal(back.val_class_ids, result.val_class_ids)
     np.testing.assert_array_equal(back.val_probs, probs)  # bit for bit: promotion must not depend on the launcher

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -16,12 +17,15 @@ from crystal_pipeline import tensors as tensor_files
 from crystal_pipeline.cli import train as training_cli
 from crystal_pipeline.model import load, predict_proba
 from crystal_pipeline.training import (
+    RunState,
     TrainConfig,
     checkpoint_path_for,
     crystal_auc,
     lr_at,
     train,
+    training_precision,
 )
+from crystal_pipeline.training.loop import record_precision, run_precision
 
 RES = 32
 
@@ -58,6 +62,14 @@ def data_dir(tmp_path_factory):
 
 
 SMOKE = TrainConfig.from_preset("smoke", {"num_threads": 2})
+AVX2_ONLY = ["fpu", "sse2", "avx", "avx2", "fma"]  # /proc/cpuinfo flags, as on the Zen 3 box
+AMX = [*AVX2_ONLY, "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]  # as on a Sapphire Rapids Xeon
+
+
+def assert_same_weights(path, expected: dict[str, torch.Tensor]) -> None:
+    """The artifact at ``path`` holds exactly (bit for bit) the weights ``expected``."""
+    for key, value in load(path, device="cpu").state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +98,27 @@ def test_presets_and_overrides():
         TrainConfig.from_preset("smoke", {"batch_size": "lots"})
     with pytest.raises(ValueError, match="init"):
         TrainConfig.from_preset("smoke", {"init": "xavier"})
+
+
+def test_training_precision_follows_the_cpu_flags_and_amp():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto = TrainConfig.from_preset("demo")
+    assert auto.precision == "auto" and SMOKE.precision == "fp32"  # tests' numbers: the same on every CPU
+    assert training_precision(auto, cpu, AVX2_ONLY).precision == "fp32"
+    assert training_precision(auto, cpu, AMX).precision == "bf16"
+    assert training_precision(auto, cuda, AVX2_ONLY).precision == "bf16"  # what amp=True did on CUDA
+    no_amp = auto.with_overrides({"amp": "false"})
+    assert training_precision(no_amp, cuda, AMX).precision == training_precision(no_amp, cpu, AMX).precision == "fp32"
+    forced = training_precision(auto.with_overrides({"precision": "bf16"}), cpu, AVX2_ONLY)
+    assert forced.precision == "bf16" and forced.emulated
+    assert not training_precision(auto.with_overrides({"precision": "bf16"}), cpu, AMX).emulated
+    assert training_precision(auto.with_overrides({"precision": "fp32"}), cpu, AMX).precision == "fp32"
+    with pytest.raises(ValueError, match="contradicts amp"):
+        auto.with_overrides({"precision": "bf16", "amp": "false"})
+    with pytest.raises(ValueError, match="precision must be one of"):
+        auto.with_overrides({"precision": "fp16"})
+    # resolved per machine, so a run may resume where 'auto' resolves otherwise
+    assert auto.with_overrides({"precision": "bf16"}).identity_key() == auto.identity_key()
 
 
 def test_learning_rate_schedule():
@@ -190,9 +223,7 @@ def test_interrupted_run_resumes_to_the_same_weights(reference, data_dir, tmp_pa
     second = train(SMOKE, data_dir, out, resume=True)
     assert second.finished and second.updates == SMOKE.updates and out.is_file()
     assert [h["update"] for h in second.history] == [6, 12]
-    expected = reference[0].model.state_dict()
-    for key, value in load(out, device="cpu").state_dict().items():
-        torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
+    assert_same_weights(out, reference[0].model.state_dict())
 
 
 def test_stopped_sessions_resume_with_other_runtime_settings_to_the_same_numbers(reference, data_dir, tmp_path):
@@ -220,11 +251,49 @@ def test_stopped_sessions_resume_with_other_runtime_settings_to_the_same_numbers
     third = train(SMOKE.with_overrides({"log_every": 5, "eval_every": 7}), data_dir, out, resume=True)
     assert third.finished and third.updates == SMOKE.updates and third.path == out and not ckpt.exists()
     assert [h["update"] for h in third.history] == [2, 4, 12]  # eval_every 7: only the last
-    expected = reference[0].model.state_dict()
-    for key, value in load(out, device="cpu").state_dict().items():
-        torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
+    assert_same_weights(out, reference[0].model.state_dict())
     np.testing.assert_array_equal(third.val_probs, reference[0].val_probs)
     assert third.val_accuracy == reference[0].val_accuracy
+
+
+def test_a_bf16_run_resumes_bit_exact_and_its_artifact_records_the_precision(tmp_path):
+    """precision='bf16' trains and evaluates under CPU bf16 autocast (emulated on a CPU without
+    bf16 units, hence two updates of 4); a stopped bf16 run resumes to the uninterrupted one's
+    weights and probabilities bit for bit."""
+    data_dir = tmp_path / "data"
+    write_toy_tensors(data_dir, n_train=16, n_val=8)
+    bf16 = SMOKE.with_overrides({"precision": "bf16", "updates": 2, "batch_size": 4})
+    whole = train(bf16, data_dir, tmp_path / "whole.pt")
+    artifact = torch.load(whole.path, map_location="cpu", weights_only=True)
+    assert whole.precision == artifact["precision"] == artifact["config"]["precision"] == "bf16"
+    assert artifact["precision_log"] == [{"from_update": 0, "precision": "bf16"}]
+    assert "bf16" in artifact["precision_reason"]
+
+    out = tmp_path / "resumed.pt"
+    assert not train(bf16.with_overrides({"max_updates_this_session": 1}), data_dir, out, resume=True).finished
+    resumed = train(bf16, data_dir, out, resume=True)
+    assert_same_weights(out, whole.model.state_dict())
+    np.testing.assert_array_equal(resumed.val_probs, whole.val_probs)
+    # The recorded validation probabilities were computed in bf16: close to the fp32 model's, not equal.
+    val = tensor_files.read_split(data_dir / "tensors" / f"r{RES}" / "val", RES)
+    fp32_probs = predict_proba(load(out, device="cpu"), val.pixels)
+    assert not np.array_equal(fp32_probs, whole.val_probs)
+    np.testing.assert_allclose(fp32_probs, whole.val_probs, atol=0.05)
+
+    assert torch.load(out, weights_only=True)["precision_log"] == [{"from_update": 0, "precision": "bf16"}]
+
+
+def test_a_resume_in_another_precision_is_warned_about_and_recorded_as_mixed(caplog):
+    state = RunState(update=0)
+    record_precision(state, training_precision(SMOKE, torch.device("cpu")))
+    state.update = 5
+    record_precision(state, training_precision(SMOKE, torch.device("cpu")))  # the same: nothing new
+    assert state.precision_log == [{"from_update": 0, "precision": "fp32"}] and run_precision(state) == "fp32"
+    with caplog.at_level(logging.WARNING, logger="crystal_pipeline.training.loop"):
+        record_precision(state, training_precision(SMOKE.with_overrides({"precision": "bf16"}), torch.device("cpu"),
+                                                   AMX))
+    assert "not be bit-identical" in caplog.text
+    assert state.precision_log[1] == {"from_update": 5, "precision": "bf16"} and run_precision(state) == "mixed"
 
 
 def test_resume_refuses_a_checkpoint_of_other_tensors(data_dir, tmp_path):
