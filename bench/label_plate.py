@@ -20,18 +20,24 @@ are the comparable numbers, DESIGN.md "Measuring speed"):
   step overhead; with the ``engine`` and ``precision`` that ran (``--precision``);
 - ``cli_over_naive`` (with ``--cli``): ``crystal-pipeline label`` on the first plate as a fresh process
   (``import torch`` and the model load included) over a naive eager fp32 model-only pass
-  (NCHW, batch 128) over 1536 images, both timed in this run (issue 19's target ratio).
+  (NCHW, batch 128) over 1536 images, both timed in this run (issue 19's target ratio);
+- ``plate_batch`` (with ``--plates N``): the first plate labelled N times back to back (on
+  CUDA after one untimed plate), plates/s (issue 19 item 4: >= 3 plates/s on a GPU box), and whether
+  every plate got the first one's labels (``max_prob_change``, ``classes_changed``).
 
 It also runs on a GPU box, whose python has torch, numpy, pyarrow and Pillow only
 (``--device cuda``): without DuckDB the warehouse write is left out (``duckdb_write_s``
 null), without scipy the synthetic PNG plate is skipped, and ``--plate DIR`` benchmarks
 any folder of well images (``A01.png`` ...) instead of the built-in plates. On CUDA the
-model-only figure times the eager module on the GPU (the fast path is CPU-only).
+model-only figure times the eager module on the GPU in fp32 and in bf16 autocast (the fast
+path is CPU-only), and ``label_plate`` runs the module in bf16 autocast, batches copied from
+pinned memory, decoding on all cores through the process-wide thread pool
+(docs/running_on_gpu.md has the command).
 
 Usage::
 
     .venv/bin/python bench/label_plate.py [--model PATH] [--repeats 3] [--threads 2] [--precision auto] [--cli]
-    python bench/label_plate.py --device cuda --plate /data/SOME_PLATE   # on a GPU box
+    python bench/label_plate.py --device cuda --plates 20                 # on a GPU box (docs/running_on_gpu.md)
 """
 
 from __future__ import annotations
@@ -135,6 +141,9 @@ def main() -> None:
     parser.add_argument("--plate", type=Path, help="a folder of well images to label instead of the built-in plates")
     parser.add_argument("--workers", type=int, default=None, help="decode threads (default: label_plate's)")
     parser.add_argument("--precision", default="auto", help="label_plate's precision: auto, fp32 or bf16")
+    parser.add_argument("--batch-size", type=int, default=128, help="label_plate's batch size")
+    parser.add_argument("--plates", type=int, default=0,
+                        help="plate batch: label the first plate this many times back to back (plate_batch figure)")
     parser.add_argument("--cli", action="store_true",
                         help="also time crystal-pipeline label as a fresh process over a naive eager pass (cli_over_naive)")
     args = parser.parse_args()
@@ -149,32 +158,37 @@ def main() -> None:
     if args.device.startswith("cuda"):
         bench_model_only_cuda(model, args.repeats)
         bench_plates(model, args.wells, args.repeats, skip_eager=True, plate=args.plate, workers=args.workers,
-                     precision=args.precision)
+                     precision=args.precision, batch_size=args.batch_size, batch_plates=args.plates)
         return
     fast = bench_model_only(model, args.threads, args.repeats)
     try:
         bench_plates(model, args.wells, args.repeats, args.skip_eager_e2e, plate=args.plate, workers=args.workers,
-                     precision=args.precision, cli_model=(args.model or "") if args.cli else None)
+                     precision=args.precision, cli_model=(args.model or "") if args.cli else None,
+                     batch_size=args.batch_size, batch_plates=args.plates)
     finally:
         fast.close()
 
 
 def bench_model_only_cuda(model, repeats: int) -> None:
-    """Batch-of-512 throughput of the module on the GPU (synchronised), for the plate figure's model share."""
+    """Batch-of-512 throughput of the module on the GPU (synchronised), fp32 and bf16 autocast (what
+    label_plate runs on CUDA), for the plate figure's model share."""
+    import contextlib
+
     import torch
 
     res = model.resolution
     batch = torch.randint(0, 256, (512, res, res), dtype=torch.uint8, device=next(model.parameters()).device)
+    for path, autocast in (("cuda_eager", contextlib.nullcontext),
+                           ("cuda_eager_bf16", lambda: torch.autocast("cuda", dtype=torch.bfloat16))):
+        def run():
+            with torch.inference_mode(), autocast():
+                model(batch)
+            torch.cuda.synchronize()
 
-    def run():
-        with torch.inference_mode():
-            model(batch)
-        torch.cuda.synchronize()
-
-    run()
-    seconds = best_of(run, max(3, repeats))
-    emit(figure="model_only", path="cuda_eager", batch=512, resolution=res, images_per_s=round(512 / seconds, 1),
-         s_per_1536_plate=round(1536 * seconds / 512, 3))
+        run()
+        seconds = best_of(run, max(3, repeats))
+        emit(figure="model_only", path=path, batch=512, resolution=res, images_per_s=round(512 / seconds, 1),
+             s_per_1536_plate=round(1536 * seconds / 512, 3))
 
 
 def bench_model_only(model, threads: int, repeats: int):
@@ -214,10 +228,11 @@ def bench_model_only(model, threads: int, repeats: int):
 
 
 def bench_plates(model, wells: int, repeats: int, skip_eager: bool, plate: Path | None = None,
-                 workers: int | None = None, precision: str = "auto", cli_model: str | None = None) -> None:
+                 workers: int | None = None, precision: str = "auto", cli_model: str | None = None,
+                 batch_size: int = 128, batch_plates: int = 0) -> None:
     """Decode alone, then label_plate + the DuckDB write end to end, on each kind of plate;
     with ``cli_model`` (a model.pt, or "" for ``model`` saved to a temp artifact) the CLI's
-    plate time over a naive eager pass, on the first plate."""
+    plate time over a naive eager pass, and with ``batch_plates`` the plate batch, on the first plate."""
     from crystal_pipeline.ingest import imaging
     from crystal_pipeline.ingest.archive import scan_plate
 
@@ -238,7 +253,10 @@ def bench_plates(model, wells: int, repeats: int, skip_eager: bool, plate: Path 
                 emit(figure="decode", plate=kind, threads=threads, images=len(files), seconds=round(decode_s, 2),
                      images_per_s=round(len(files) / decode_s, 1))
             for cpu_path in ("fast",) if skip_eager else ("fast", "eager"):
-                _bench_end_to_end(root, kind, files, model, cpu_path, repeats, workers, precision)
+                _bench_end_to_end(root, kind, files, model, cpu_path, repeats, workers, precision, batch_size)
+            if batch_plates:
+                _bench_plate_batch(kind, files, model, batch_plates, workers, precision, batch_size)
+                batch_plates = 0
             if cli_model is not None:
                 _bench_cli_over_naive(root, plate_dir, model, cli_model, precision, repeats)
                 cli_model = None
@@ -280,14 +298,46 @@ def _bench_cli_over_naive(root: Path, plate_dir: Path, model, model_path: str, p
          what="crystal-pipeline label, process start included, over an eager fp32 model-only pass")
 
 
+def _bench_plate_batch(kind: str, files, model, plates: int, workers: int | None, precision: str,
+                       batch_size: int) -> None:
+    """``plates`` plates labelled back to back, on CUDA after one untimed plate (CUDA start-up,
+    cuDNN's first kernels; on a CPU the end-to-end figures before it warmed the pools): the same
+    plate's files each time, read from the page cache as a plate the imager has just written
+    would be. Every plate's labels are compared with the first's."""
+    from crystal_pipeline.plates.labelling import label_plate
+
+    def label():
+        return label_plate(files, model, workers=workers, precision=precision, batch_size=batch_size)
+
+    if next(model.parameters()).device.type == "cuda":
+        label()
+    t0 = time.perf_counter()
+    runs = [label() for _ in range(plates)]
+    seconds = time.perf_counter() - t0
+    first = runs[0]
+    first_probs = [row.probs for row in first.rows]
+    max_change = max((abs(a - b) for run in runs[1:] for row, probs in zip(run.rows, first_probs)
+                      for a, b in zip(row.probs, probs)), default=0.0)
+    changed = sum(row.class_id != ref.class_id for run in runs[1:] for row, ref in zip(run.rows, first.rows))
+    emit(figure="plate_batch", plate=kind, plates=plates, images_per_plate=len(first.rows),
+         quarantined_per_plate=len(first.quarantined), seconds=round(seconds, 3),
+         plates_per_s=round(plates / seconds, 2), s_per_plate=round(seconds / plates, 3),
+         model_s=round(sum(r.timings.model_s for r in runs), 3),
+         decode_wait_s=round(sum(r.timings.decode_wait_s for r in runs), 3), path=first.timings.path,
+         precision=first.timings.precision, batch_size=batch_size,
+         workers=workers if workers is not None else "default", max_prob_change=max_change,
+         classes_changed=changed)
+
+
 def _bench_end_to_end(root: Path, kind: str, files, model, cpu_path: str, repeats: int,
-                      workers: int | None, precision: str = "auto") -> None:
+                      workers: int | None, precision: str = "auto", batch_size: int = 128) -> None:
     from crystal_pipeline.plates.labelling import label_plate
 
     best = None
     for i in range(repeats):
         t0 = time.perf_counter()
-        labels = label_plate(files, model, cpu_path=cpu_path, workers=workers, precision=precision)
+        labels = label_plate(files, model, cpu_path=cpu_path, workers=workers, precision=precision,
+                             batch_size=batch_size)
         t_label = time.perf_counter() - t0
         t1 = time.perf_counter()
         written = write_duckdb(root / f"warehouse_{kind}_{cpu_path}_{i}.duckdb", labels.prediction_rows("bench"))
@@ -301,7 +351,7 @@ def _bench_end_to_end(root: Path, kind: str, files, model, cpu_path: str, repeat
          quarantined=len(labels.quarantined), s_per_plate=round(total, 2),
          images_per_s=round(len(labels.rows) / total, 1), label_s=round(t_label, 2),
          duckdb_write_s=None if t_db is None else round(t_db, 3), model_s=round(labels.timings.model_s, 2),
-         decode_wait_s=round(labels.timings.decode_wait_s, 2), repeats=repeats)
+         decode_wait_s=round(labels.timings.decode_wait_s, 2), batch_size=batch_size, repeats=repeats)
 
 
 if __name__ == "__main__":

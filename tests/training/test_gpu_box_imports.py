@@ -75,8 +75,9 @@ def test_train_and_label_without_dagster_duckdb_or_pandas(tmp_path):
 
 
 def test_plate_labelling_benchmark_runs_without_duckdb_or_scipy(tmp_path):
-    """bench/label_plate.py is how a GPU session measures the one-second plate: it must run
-    where only torch, numpy, pyarrow and Pillow are installed (no warehouse write there)."""
+    """bench/label_plate.py is how a GPU session measures the half-second plate and the plate
+    batch: it must run where only torch, numpy, pyarrow and Pillow are installed (no warehouse
+    write there). Here on the CPU, with a 96-well plate and a batch of two plates."""
     from pathlib import Path
 
     from PIL import Image
@@ -92,7 +93,7 @@ def test_plate_labelling_benchmark_runs_without_duckdb_or_scipy(tmp_path):
     prelude = PRELUDE.replace(repr(BLOCKED), repr(BLOCKED + ("scipy",)))
     run = (f"import runpy\nsys.path.insert(0, {str(bench)!r})\n"
            f"sys.argv = ['label_plate.py', '--plate', {str(plate)!r}, '--wells', '96', '--repeats', '1',"
-           f" '--workers', '0', '--skip-eager-e2e']\n"
+           f" '--workers', '0', '--skip-eager-e2e', '--plates', '2', '--batch-size', '40']\n"
            f"runpy.run_path({str(bench / 'label_plate.py')!r}, run_name='__main__')\n")
     done = subprocess.run([sys.executable, "-c", prelude + run], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -101,3 +102,8 @@ def test_plate_labelling_benchmark_runs_without_duckdb_or_scipy(tmp_path):
     assert len(end_to_end) == 1 and end_to_end[0]["images"] == 96 and end_to_end[0]["quarantined"] == 0
     assert end_to_end[0]["duckdb_write_s"] is None  # no DuckDB on the box: no write, and said so
     assert {f["figure"] for f in figures} >= {"machine", "sgemm", "model_only", "decode", "end_to_end"}
+    (batch,) = [f for f in figures if f["figure"] == "plate_batch"]
+    assert (batch["plates"], batch["images_per_plate"], batch["batch_size"]) == (2, 96, 40)
+    assert batch["plates_per_s"] > 0 and batch["path"] == end_to_end[0]["path"]
+    # the same plate twice, serial decode: the same labels, bit for bit
+    assert batch["max_prob_change"] == 0 and batch["classes_changed"] == 0
