@@ -16,12 +16,15 @@ import pyarrow.parquet as pq
 from crystal_pipeline import tensors as tensor_files
 from crystal_pipeline.cli import train as training_cli
 from crystal_pipeline.model import load, predict_proba
+from crystal_pipeline.model.bf16_cpu import Bf16CrystalNet
+from crystal_pipeline.model.fast_cpu import FastCrystalNet
 from crystal_pipeline.training import (
     RunState,
     TrainConfig,
     checkpoint_path_for,
     crystal_auc,
     lr_at,
+    make_model,
     train,
     training_precision,
 )
@@ -200,6 +203,37 @@ def test_artifact_round_trip(reference, data_dir):
     probs = predict_proba(model, val.pixels)
     np.testing.assert_allclose(probs, result.val_probs, atol=1e-5)
     assert result.val_accuracy == pytest.approx(float((probs.argmax(1) + 1 == val.class_ids).mean()))
+
+
+def test_fast_and_bf16_paths_compute_the_trained_models_logits(reference, data_dir):
+    """Issue 19 item 6 on trained weights: the smoke run's artifact (the trainer's updates, the
+    tensors' own normalization) as labelling loads it. The random-weight checks are
+    tests/model/test_fast_inference.py (fp32 paths) and tests/plates/test_precision_labelling.py
+    (bf16). Logits, not probabilities: a briefly trained model's softmax is near uniform, and
+    would hide a wrong layer. fp32 Winograd and direct: the eager logits to fp32 rounding and the
+    same classes; bf16: within bf16 rounding (8 significant bits through six layers)."""
+    model = load(reference[0].path, device="cpu")
+    assert not torch.equal(model.conv2.weight, make_model(SMOKE).conv2.weight)  # moved from its init
+    images = torch.from_numpy(tensor_files.read_split(data_dir / "tensors" / f"r{RES}" / "val", RES).pixels)
+    with torch.inference_mode():
+        eager = model(images).float()
+    scale = float(eager.abs().max())
+    paths = {f"fp32 {a}": FastCrystalNet.from_model(model, algorithms={"conv2": a, "conv3": a}, threads=2, sub_batch=16)
+             for a in ("winograd", "direct")}
+    paths["bf16"] = Bf16CrystalNet.from_model(model, threads=2, sub_batch=16)
+    errors = {}
+    try:
+        for name, fast in paths.items():
+            got = fast.logits(images)
+            assert got.dtype == torch.float32 and got.shape == eager.shape
+            errors[name] = float((got - eager).abs().max()) / scale
+            if name != "bf16":
+                np.testing.assert_array_equal(got.argmax(1).numpy(), eager.argmax(1).numpy())
+    finally:
+        for fast in paths.values():
+            fast.close()
+    assert errors["fp32 winograd"] < 1e-4 and errors["fp32 direct"] < 1e-4, errors
+    assert 1e-4 < errors["bf16"] < 0.05, errors  # bf16 really ran, and only rounded
 
 
 def test_same_seed_same_weights_and_a_different_seed_differs(reference, data_dir, tmp_path):
