@@ -37,6 +37,7 @@ def test_crystalnet_model_smoke_trains_registers_and_promotes(data_dir):
     [event] = results[1].asset_materializations_for_node("crystalnet_model")
     meta = {k: v.value for k, v in event.metadata.items()}
     assert meta["preset"] == "smoke" and meta["updates"] == 12
+    assert meta["precision"] == "fp32"  # the smoke preset's, on any CPU
     [first] = results[0].asset_materializations_for_node("crystalnet_model")
     first_meta = {k: v.value for k, v in first.metadata.items()}
     assert first_meta["promoted"] and first_meta["promotion"].startswith("first model")
@@ -219,6 +220,7 @@ def test_training_through_pipes_on_two_torchrun_ranks_matches_the_in_process_run
     assert metas["two_ranks"]["world_size"] == 2  # reported by rank 0 through Pipes
     assert "--nproc_per_node 2" in metas["two_ranks"]["command"]
     assert metas["two_ranks"]["updates"] == metas["in_process"]["updates"] == 12
+    assert metas["two_ranks"]["precision"] == metas["in_process"]["precision"] == "fp32"  # through --result
     assert metas["two_ranks"]["val_accuracy"] == metas["in_process"]["val_accuracy"]
     # The trainer's progress reached the step's log through Pipes.
     logs = [e.user_message for e in instance.all_logs(instance.get_runs()[0].run_id)]
