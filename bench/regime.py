@@ -59,7 +59,8 @@ def _plain(value):
     return str(value)
 
 
-def build_archive(workdir: Path, plates: int, difficulty: float, seed: int, sink: list, imager: str = "HWI") -> Path:
+def build_archive(workdir: Path, plates: int, difficulty: float, seed: int, sink: list,
+                  imager: str = DEMO_IMAGER) -> Path:
     from crystal_pipeline.synthetic import write_archive
 
     raw = workdir / "raw"
@@ -84,7 +85,7 @@ def ingest(workdir: Path, sink: list) -> None:
          sink)
 
 
-def prepared_tensors(workdir: Path, resolution: int) -> Path:
+def prepared_tensors(workdir: Path, resolution: int, sink: list | None = None) -> Path:
     from crystal_pipeline.layout import DataLayout
     from crystal_pipeline.tensors import preparation
     from crystal_pipeline.warehouse import Warehouse
@@ -93,9 +94,8 @@ def prepared_tensors(workdir: Path, resolution: int) -> Path:
     if not layout.stats_path(resolution).exists():
         started = time.perf_counter()
         preparation.prepare_resolution(Warehouse(layout.warehouse), layout, resolution)
-        print(json.dumps({"figure": "prepare", "resolution": resolution,
-                          "seconds": round(time.perf_counter() - started, 1), "peak_rss_mib": _peak_rss_mib()}),
-              flush=True)
+        emit({"figure": "prepare", "resolution": resolution, "seconds": round(time.perf_counter() - started, 1),
+              "peak_rss_mib": _peak_rss_mib()}, [] if sink is None else sink)
     return layout.tensors_dir(resolution)
 
 
@@ -249,16 +249,16 @@ def main() -> None:
             build_archive(args.workdir, args.plates, args.difficulty if args.difficulty is not None
                           else DEFAULT_DIFFICULTY, args.archive_seed, sink, args.imager)
             ingest(args.workdir, sink)
-            tensors_dir = prepared_tensors(args.workdir, resolution)
+            tensors_dir = prepared_tensors(args.workdir, resolution, sink)
         if args.prepare_only:
-            prepared_tensors(args.workdir, 128)
+            prepared_tensors(args.workdir, 128, sink)
             continue
         for seed in (int(s) for s in args.seeds.split(",")):
             runs.append(run_crystalnet(tensors_dir, args.workdir / "regime_models", name, args.preset, overrides,
                                        seed, args.device, sink))
     compare_variants(runs, sink)
     if args.tensors is None and not args.no_baselines and not args.prepare_only:
-        run_baselines(prepared_tensors(args.workdir, 128), args.workdir, runs, sink)
+        run_baselines(prepared_tensors(args.workdir, 128, sink), args.workdir, runs, sink)
     emit({"figure": "total", "seconds": round(time.perf_counter() - started, 1)}, sink)
     (args.workdir / "regime.json").write_text(json.dumps(sink, indent=1, default=_plain))
 

@@ -42,31 +42,27 @@ def _render_plate(job: tuple) -> dict:
     """One plate's unanimous images as the pipeline's 128 px view, with their labels."""
     from PIL import Image
 
-    from crystal_pipeline.classes import class_for_attributes
+    from crystal_pipeline.classes import unanimous_class
     from crystal_pipeline.ingest.imaging import _crop_resize
-    from crystal_pipeline.synthetic.annotators import annotate, annotator_pool
+    from crystal_pipeline.synthetic.annotators import annotator_pool
     from crystal_pipeline.synthetic.archive import plate_classes
     from crystal_pipeline.synthetic.class_mix import normalize_mix
     from crystal_pipeline.synthetic.hwi import plate_lighting
     from crystal_pipeline.synthetic.imager import imager_named
-    from crystal_pipeline.synthetic.render import render_well
-    from crystal_pipeline.synthetic.render_pool import plate_key
+    from crystal_pipeline.synthetic.render_pool import draw_well, plate_key
     from crystal_pipeline.wells import all_wells
 
     plate_id, seed, wells, size, difficulty, imager_name, resolution = job
     imager = imager_named(imager_name)
     key = plate_key(plate_id)
-    lighting = plate_lighting(seed, key, imager) if imager.optics is not None else None
+    lighting = plate_lighting(seed, key, imager)
     pool = annotator_pool(seed)
     classes = plate_classes(plate_id, seed, wells, normalize_mix(None, imager_name), imager_name)
     names = [w.name for w in all_wells(wells)]
     pixels, labels, drawn, ids = [], [], [], []
     for index, class_id in enumerate(classes):
-        image, truth = render_well(np.random.default_rng([seed, key, index, 0]), int(class_id), size, difficulty,
-                                   imager, lighting)
-        votes = annotate(np.random.default_rng([seed, key, index, 1]), truth, pool)
-        agreed = {attributes for _, attributes in votes}
-        label = class_for_attributes(next(iter(agreed))) if len(agreed) == 1 else None
+        image, _, votes = draw_well(seed, key, index, int(class_id), size, difficulty, imager, lighting, pool)
+        label = unanimous_class(attributes for _, attributes in votes)
         drawn.append(int(class_id))
         if label is None:
             continue
@@ -104,10 +100,10 @@ def draw(plates: int, seed: int, wells: int, size: int, difficulty: float, image
 
 def sides(ids: list[str]) -> np.ndarray:
     """The pipeline's own split (``split_by: well``, 70/10/20) of these image ids."""
-    from crystal_pipeline.ingest.splits import SplitConfig, group_key, side_for
+    from crystal_pipeline.ingest.splits import assign_sides
 
-    config = SplitConfig()
-    return np.asarray([side_for(group_key(i, config.by), config) for i in ids])
+    side = assign_sides((image_id, None) for image_id in ids)
+    return np.asarray([side[image_id] for image_id in ids])
 
 
 def _ci(right: np.ndarray) -> tuple[float, float]:

@@ -92,6 +92,14 @@ def class_for_attributes(attributes: Iterable[str]) -> int | None:
     return _BY_SET.get(frozenset(attributes))
 
 
+def unanimous_class(attribute_sets: Iterable[Iterable[str]]) -> int | None:
+    """The class every annotator's attribute set agrees on, or None when they differ (or the
+    one set they share has no class): the paper's unanimity filter, as the synthetic archive
+    counts it."""
+    agreed = {frozenset(attributes) for attributes in attribute_sets}
+    return class_for_attributes(next(iter(agreed))) if len(agreed) == 1 else None
+
+
 def class_name(class_id: int) -> str:
     return CLASSES[class_id][0]
 

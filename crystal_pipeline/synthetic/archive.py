@@ -24,7 +24,7 @@ import numpy as np
 
 from crystal_pipeline.files import atomic_write_text
 from crystal_pipeline.ingest.archive import SYNTHETIC_MARKER
-from crystal_pipeline.classes import CLASS_NAMES, CLASSES, class_for_attributes, class_name
+from crystal_pipeline.classes import CLASS_NAMES, CLASSES, class_name, unanimous_class
 from crystal_pipeline.wells import PLATE_FORMATS, all_wells
 from crystal_pipeline.synthetic import annotation_files, metadata
 from crystal_pipeline.synthetic.annotators import annotator_pool
@@ -313,8 +313,7 @@ def _annotation_tables(results: dict[str, dict[int, tuple]], ids: list[str], wel
                              "attributes": annotation_files.attribute_field(attributes)})
             tables.valid_rows += len(labels)
             tables.class_counts[class_id] += 1
-            agreed = {attributes for _, attributes in labels}
-            agreed_class = class_for_attributes(next(iter(agreed))) if len(agreed) == 1 else None
+            agreed_class = unanimous_class(attributes for _, attributes in labels)
             if agreed_class is not None:
                 tables.unanimous[agreed_class] += 1
                 tables.unanimous_correct += agreed_class == class_id

@@ -34,7 +34,7 @@ def contact_sheet(path: str | Path, per_class: int = 8, size: int | None = None,
 
     camera = imager_named(imager)
     size = camera.default_size if size is None else size
-    lighting = plate_lighting(seed, 0, camera) if camera.optics is not None else None
+    lighting = plate_lighting(seed, 0, camera)
     aspect = camera.optics.aspect if camera.optics is not None else 1.0
     fig, axes = plt.subplots(len(CLASS_IDS), per_class,
                              figsize=(per_class * 1.2 * aspect + 1.6, len(CLASS_IDS) * 1.2 + 0.4),

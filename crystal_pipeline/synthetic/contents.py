@@ -26,6 +26,9 @@ from crystal_pipeline.synthetic.scene import Scene, pixel_grid, smooth_noise
 CRYSTAL_LAYERS = ("crystal_dark", "crystal_glare")
 # Share of the precipitate's (and skin's) absorption a crystal's body pushes aside.
 CRYSTAL_DISPLACES = 0.85
+# Imager HWI's oil lighting (issue 17, docs/synthetic_archive.md): the scale (px at 256
+# rows) at which absorption is resolved before its edges light up, so grains finer than the
+# optics make no halo, and how far (px at 256 rows) fine grains dim the drop around them.
 EDGE_SCALE = 1.0
 TURBID_REACH = 6.0
 
@@ -72,7 +75,9 @@ class Canvas:
             grains = grains + self.scene.turbidity * gaussian_filter(grains, TURBID_REACH * self.k)
         absorb = np.clip(grains + self._array("dark") + dark_crystal, 0.0, 0.97)
         if self.scene.edge_light:  # oil lighting (imager HWI): edges of what absorbs scatter light
-            edges = _edges(gaussian_filter(absorb, EDGE_SCALE * self.k)) * (self.scene.edge_light * self.scene.level * self.k)
+            # A gradient per physical length (x k), so the halo does not grow as the size shrinks.
+            resolved = gaussian_filter(absorb, EDGE_SCALE * self.k)
+            edges = _edges(resolved) * (self.scene.edge_light * self.scene.level * self.k)
         absorb = absorb * inside
         glare = self._array("glare") + glare_crystal
         image = self.scene.base * (1.0 - absorb)

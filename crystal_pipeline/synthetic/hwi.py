@@ -90,8 +90,13 @@ def draw_plate_lighting(rng: np.random.Generator, imager: Imager) -> PlateLighti
     )
 
 
-def plate_lighting(seed: int, plate_key: int, imager: Imager) -> PlateLighting:
-    """The lighting of the plate whose seed part is ``plate_key``: the same for all its wells."""
+def plate_lighting(seed: int, plate_key: int, imager: Imager) -> PlateLighting | None:
+    """The lighting of the plate whose seed part is ``plate_key``: the same for all its wells.
+
+    None for an imager without fixed per-plate optics (A, B), whose scene each image draws.
+    """
+    if imager.optics is None:
+        return None
     return draw_plate_lighting(np.random.default_rng([seed, plate_key, PLATE_STREAM]), imager)
 
 

@@ -23,7 +23,7 @@ import json
 
 import numpy as np
 
-from crystal_pipeline.classes import CLASS_IDS, class_for_attributes
+from crystal_pipeline.classes import CLASS_IDS, unanimous_class
 from crystal_pipeline.synthetic.annotators import annotate, annotator_pool
 from crystal_pipeline.synthetic.class_mix import TABLE2_TOTALS
 from crystal_pipeline.synthetic.render import render_well
@@ -52,8 +52,8 @@ def unanimity_matrix(difficulty: float, per_class: int = 300, seed: int = 0, siz
     from crystal_pipeline.synthetic.render_pool import plate_key
 
     camera = imager_named(imager)
-    lightings = ([plate_lighting(seed, plate_key(p), camera) for p in plate_ids(LIGHTING_PLATES)]
-                 if camera.optics is not None else [None])
+    lightings = [plate_lighting(seed, plate_key(p), camera)
+                 for p in plate_ids(LIGHTING_PLATES if camera.optics is not None else 1)]
     pool = annotator_pool(seed)
     n = len(CLASS_IDS)
     matrix = np.zeros((n, n), dtype=np.float64)
@@ -62,11 +62,9 @@ def unanimity_matrix(difficulty: float, per_class: int = 300, seed: int = 0, siz
             _, truth = render_well(np.random.default_rng([seed, 0xCA1, class_id, j, 0]), class_id, size, difficulty,
                                    camera, lightings[j % len(lightings)])
             labels = annotate(np.random.default_rng([seed, 0xCA1, class_id, j, 1]), truth, pool)
-            agreed = {attributes for _, attributes in labels}
-            if len(agreed) == 1:
-                k = class_for_attributes(next(iter(agreed)))
-                if k is not None:
-                    matrix[row, CLASS_IDS.index(k)] += 1
+            k = unanimous_class(attributes for _, attributes in labels)
+            if k is not None:
+                matrix[row, CLASS_IDS.index(k)] += 1
     return matrix / per_class
 
 

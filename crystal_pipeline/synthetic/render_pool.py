@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import sys
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,9 @@ from PIL import Image
 
 from crystal_pipeline.files import atomic_write_bytes
 from crystal_pipeline.synthetic.annotators import Annotator, annotate
-from crystal_pipeline.synthetic.hwi import plate_lighting
-from crystal_pipeline.synthetic.imager import DEFAULT_IMAGER, imager_named
-from crystal_pipeline.synthetic.render import render_well
+from crystal_pipeline.synthetic.hwi import PlateLighting, plate_lighting
+from crystal_pipeline.synthetic.imager import DEFAULT_IMAGER, Imager, imager_named
+from crystal_pipeline.synthetic.render import WellTruth, render_well
 from crystal_pipeline.wells import all_wells
 
 PNG_COMPRESS_LEVEL = 1  # 3x faster than the default for ~15% larger files
@@ -60,21 +61,32 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue(), durable=False)
 
 
+def draw_well(seed: int, key: int, index: int, class_id: int, size: int, difficulty: float, imager: Imager,
+              lighting: PlateLighting | None, pool: Sequence[Annotator] | None) -> tuple[np.ndarray, WellTruth, list]:
+    """Well ``index`` of the plate whose seed part is ``key``, as the archive draws it: the image
+    from stream (seed, key, index, 0) and, with a ``pool``, its panel's labels from (..., 1).
+
+    One place for the streams, so a probe that skips the files (bench/twin_calibration.py)
+    draws exactly the archive's wells.
+    """
+    pixels, truth = render_well(np.random.default_rng([seed, key, index, 0]), class_id, size, difficulty, imager,
+                                lighting)
+    labels = [] if pool is None else annotate(np.random.default_rng([seed, key, index, 1]), truth, list(pool))
+    return pixels, truth, labels
+
+
 def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]]]:
     wells = all_wells(chunk.plate_format)
     key = plate_key(chunk.plate_id)
     plate_dir = Path(chunk.plate_dir)
     imager = imager_named(chunk.imager)
     # An imager with fixed per-plate optics (HWI) lights every well of the plate the same way.
-    lighting = plate_lighting(chunk.seed, key, imager) if imager.optics is not None else None
+    lighting = plate_lighting(chunk.seed, key, imager)
     out = []
     for index, class_id in zip(chunk.well_indices, chunk.class_ids):
-        rng = np.random.default_rng([chunk.seed, key, index, 0])
-        pixels, truth = render_well(rng, class_id, chunk.size, chunk.difficulty, imager, lighting)
+        pixels, truth, labels = draw_well(chunk.seed, key, index, class_id, chunk.size, chunk.difficulty, imager,
+                                          lighting, chunk.pool)
         _write_png(plate_dir / f"{wells[index].name}.png", pixels)
-        labels = []
-        if chunk.pool is not None:
-            labels = annotate(np.random.default_rng([chunk.seed, key, index, 1]), truth, list(chunk.pool))
         out.append((index, class_id, truth.difficulty, labels))
     return chunk.plate_id, out
 
