@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crystal_pipeline.classes import class_for_attributes, parse_attributes  # noqa: E402
+from crystal_pipeline.classes import parse_attributes, unanimous_class  # noqa: E402
 from crystal_pipeline.wells import parse_well  # noqa: E402
 from crystal_pipeline.synthetic import write_archive  # noqa: E402
 from machine import describe  # noqa: E402  (bench/machine.py)
@@ -53,7 +53,7 @@ def unanimous_labels(out: Path) -> dict[tuple[str, str], int]:
                     continue
     labels = {}
     for key, agreed in sets.items():
-        if len(agreed) == 1 and (cid := class_for_attributes(next(iter(agreed)))) is not None:
+        if (cid := unanimous_class(agreed)) is not None:
             labels[key] = cid
     return labels
 
