@@ -19,6 +19,12 @@ NEAREST_NEIGHBOR = "Nearest Neighbor"
 #: Side of the pixel copy kNN compares: the paper's 32 px resolution study shows most of the
 #: signal survives there, and distances over 1,024 dimensions are 16x cheaper than at 128 px.
 KNN_SIDE = 32
+#: BLAS threads the neural net fits and predicts with. Its matrices are a batch of 128 by a few
+#: hundred: too small to split, so a second BLAS thread only adds hand-offs, and next to
+#: CrystalNet's training (the two assets run at once in `make demo`) the oversubscribed cores
+#: spin. On the demo archive's 2,294 training images, under load, 1 thread fitted in 47 s
+#: against 206 s with OpenBLAS's default 2 (same 124 epochs; docs/benchmarks.md).
+MLP_BLAS_THREADS = 1
 
 
 @dataclass
@@ -81,6 +87,12 @@ def _estimators(seed: int, workers: int, knn_neighbors: int) -> dict[str, tuple[
     }
 
 
+def _blas_threads(name: str) -> int | None:
+    """BLAS threads for one baseline: None leaves the library's default (the kNN's distance
+    matrix is large enough to use every core)."""
+    return MLP_BLAS_THREADS if name == NEURAL_NET else None
+
+
 def fit_baselines(train_features: np.ndarray, train_pixels: np.ndarray, y_train, seed: int = 0,
                   *, workers: int = 1, knn_neighbors: int = 10,
                   names: tuple[str, ...] | None = None) -> dict[str, BaselineModel]:
@@ -93,6 +105,7 @@ def fit_baselines(train_features: np.ndarray, train_pixels: np.ndarray, y_train,
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
 
     y_train = np.asarray(y_train, dtype=np.int64).ravel()
     inputs = {"features": np.asarray(train_features, dtype=np.float32), "pixels": np.asarray(train_pixels)}
@@ -108,7 +121,7 @@ def fit_baselines(train_features: np.ndarray, train_pixels: np.ndarray, y_train,
         if name == NEURAL_NET:
             estimator.set_params(mlpclassifier__batch_size=min(128, len(y_train)))
         started = time.perf_counter()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), threadpool_limits(_blas_threads(name), user_api="blas"):
             warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is the budget
             estimator.fit(inputs[reads], y_train)
         fitted[name] = BaselineModel(name, reads, estimator, time.perf_counter() - started)
