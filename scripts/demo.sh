@@ -18,7 +18,11 @@ fi
 # the UI or with --select training_size_study) and the per-plate assets (partitioned).
 SELECTION="group:ingest or group:prepare or group:train or key:crystalnet_evaluation or key:baseline_models or key:model_comparison"
 echo "== materializing the pipeline: dagster asset materialize -m definitions --select '$SELECTION'"
-dagster asset materialize -m definitions --select "$SELECTION"
+# In one process: on a 2-core box the baselines and CrystalNet's training, run side by side,
+# only share the cores (and oversubscribe them), and a process per step costs seconds each
+# (docs/benchmarks.md). DEMO_EXECUTOR=multiprocess gives the parallel executor back.
+EXECUTION="{\"execution\": {\"config\": {\"${DEMO_EXECUTOR:-in_process}\": {}}}}"
+dagster asset materialize -m definitions --select "$SELECTION" --config-json "$EXECUTION"
 
 echo
 echo "Done. Results under $CRYSTAL_DATA_DIR:"

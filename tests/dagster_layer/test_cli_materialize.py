@@ -46,7 +46,10 @@ def test_a_failing_blocking_check_stops_the_cli_run_before_the_tensors(tmp_path,
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "definitions",
          "--select", "group:ingest or group:prepare",
-         "--config-json", json.dumps({"ops": {"consensus_labels": {"config": strict}}})],
+         # In process, as the CLI test above: the check's verdict does not depend on the executor,
+         # and a process per step cost this test most of its two minutes.
+         "--config-json", json.dumps({"execution": {"config": {"in_process": {}}},
+                                      "ops": {"consensus_labels": {"config": strict}}})],
         cwd=REPO, env=cli_env(data), capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
