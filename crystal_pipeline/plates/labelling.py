@@ -174,7 +174,14 @@ def missing_wells(files: Sequence[WellFile], plate_format: int | None = None) ->
     if plate_format not in wells.PLATE_FORMATS:
         raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(wells.PLATE_FORMATS)}")
     drops = max((f.plate_drops for f in files), default=1)
-    return wells.missing_wells((f.slot for f in files if f.row is not None), plate_format, drops)
+    return wells.missing_wells((f.slot for f in labelled_files(files) if f.row is not None), plate_format, drops)
+
+
+def labelled_files(files: Sequence[WellFile]) -> list[WellFile]:
+    """The files a plate's labelling accounts for: every visible picture, and a UV picture
+    only when quarantined (a UV picture without its visible one must reach the quarantine
+    list). An accepted UV picture is its visible partner's second channel, not a file of its own."""
+    return [f for f in files if f.imaging != "uv" or f.error is not None]
 
 
 def label_plate(
@@ -218,7 +225,7 @@ def label_plate(
     # An exported ONNX model has its temperature inside the graph (model.onnx_engine).
     temperature = (1.0 if getattr(model, "output_calibrated", False)
                    else calibration_of(getattr(model, "artifact_meta", None))[0])
-    run = _LabelRun(files, calibrated(predict, temperature), progress)
+    run = _LabelRun(labelled_files(files), calibrated(predict, temperature), progress)
     workers = imaging.default_workers() if workers is None else workers
     # Keep at least a batch decoding ahead: decode_threaded holds 4 * workers chunks in flight.
     chunksize = max(4, math.ceil(batch_size / (4 * max(1, workers))))
