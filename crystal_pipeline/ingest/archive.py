@@ -292,3 +292,16 @@ def plate_metadata(raw_dir: Path, plate_id: str, plate_dir: Path | None = None
             break
     conditions = read_screen(raw_dir, meta["screen"]) if meta.get("screen") else {}
     return meta, conditions
+
+
+def uv_partner_path(visible: Path) -> Path | None:
+    """The UV picture beside a visible one in the archive's own naming (``A01_2.png`` ->
+    ``A01_2.uv.png``, any image extension), or None. For a report's thumbnail only: what
+    ingest accepted is in ``images`` (``warehouse.images.uv_partners``), which also knows a
+    lab's own ``CRYSTAL_FILENAME_PATTERN`` names."""
+    visible = Path(visible)
+    for ext in sorted({visible.suffix, *IMAGE_EXTENSIONS}, key=lambda e: e != visible.suffix):
+        candidate = visible.with_name(f"{visible.stem}.uv{ext}")
+        if candidate.is_file():
+            return candidate
+    return None
