@@ -13,8 +13,9 @@ UV channel, both stacked: ``CrystalNet(in_channels=2)``), and compares on the te
 - McNemar (exact) between fused and visible, and fused and AXIS, on hit correctness.
 
 The training loop here is a plain seeded SGD loop on in-memory tensors (the pipeline's loop
-reads Parquet tensors of one channel); the recipe is the smoke preset's lr at 32 px with more
-updates. Run niced:  nice -n 10 .venv/bin/python bench/uv_fusion.py  (prints one JSON line).
+reads Parquet tensors of one channel); the recipe is the smoke preset's (lr 0.01, 32 px) with
+60 updates of 32: about 6 minutes on a shared 2-core box, far too little training to rank the
+models (docs/benchmarks.md); raise ``--updates`` and ``--wells`` where the time is there. Run niced:  nice -n 10 .venv/bin/python bench/uv_fusion.py  (prints one JSON line).
 """
 
 from __future__ import annotations
@@ -107,10 +108,10 @@ def main() -> None:
     from crystal_pipeline.synthetic.imager import DEMO_IMAGER
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wells", type=int, default=768, help="wells per plate")
-    parser.add_argument("--plates", type=int, default=2)
+    parser.add_argument("--wells", type=int, default=512, help="wells per plate")
+    parser.add_argument("--plates", type=int, default=1)
     parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--updates", type=int, default=400)
+    parser.add_argument("--updates", type=int, default=60)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--imager", default=DEMO_IMAGER)
