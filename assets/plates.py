@@ -136,7 +136,8 @@ def label_plate_wells(context: dg.OpExecutionContext, config: PlatePredictionCon
         model = registry.load_registered(model_row, compute.device)
     except registry.ModelIntegrityError as error:
         raise dg.Failure(f"{error}: re-register or retrain the model; plate {key} was not labelled") from error
-    rows = image_table.images_in(wh, ImageScope.of_plate(plate_id, inspection))
+    # With the UV rows: a fused model reads each drop's UV picture; label_plate counts only visible ones.
+    rows = image_table.images_in(wh, ImageScope.of_plate(plate_id, inspection), with_uv=True)
     try:
         labels = label_plate(well_files_from_images(rows), model, batch_size=config.batch_size,
                              progress=progress_logger(context, "labelled"), precision=config.precision)

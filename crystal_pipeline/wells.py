@@ -112,10 +112,16 @@ def slot_name(well_name: str, drop: int = 1) -> str:
     return well_name if drop == 1 else f"{well_name}_{drop}"
 
 
-def image_id(plate_id: str, well_name: str, inspection: str | None = None, drop: int = 1) -> str:
-    """``<plate_id>[@<inspection>]/<well>[_<drop>]``: readable and stable across re-ingests."""
+#: What a UV picture's image id adds to its visible partner's (``P1/A01_2`` -> ``P1/A01_2.uv``).
+UV_ID_SUFFIX = ".uv"
+
+
+def image_id(plate_id: str, well_name: str, inspection: str | None = None, drop: int = 1,
+             imaging: str = "visible") -> str:
+    """``<plate_id>[@<inspection>]/<well>[_<drop>][.uv]``: readable and stable across re-ingests.
+    A visible picture's id is what it was before UV existed; its UV partner's adds ``.uv``."""
     key = plate_id if not inspection else f"{plate_id}@{inspection}"
-    return f"{key}/{slot_name(well_name, drop)}"
+    return f"{key}/{slot_name(well_name, drop)}{UV_ID_SUFFIX if imaging == 'uv' else ''}"
 
 
 def missing_wells(present: Iterable[str], plate_format: int, drops: int = 1) -> list[str]:

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on its baselines: a bright drop under oil on black in 4:3 frames, lighting fixed per "
                              "plate, one protein's outcomes per plate; or A or B, two labs' bright-field cameras "
                              "(crystal_pipeline/synthetic/imager.py)")
+    parser.add_argument("--uv", action="store_true",
+                        help="also write a UV picture <well>.uv.png of every well, and salt crystals in some drops "
+                             "(bright in white light, dark in UV; crystal_pipeline/synthetic/uv.py)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an archive already in --out")
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             args.out, plates=args.plates, seed=args.seed, wells=args.wells, size=args.size,
             class_mix=args.class_mix,
             difficulty=DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty,
-            workers=args.workers, overwrite=args.overwrite, imager=args.imager,
+            workers=args.workers, overwrite=args.overwrite, imager=args.imager, uv=args.uv,
         )
     except (FileExistsError, ValueError) as exc:
         logging.error("%s", exc)

@@ -2,6 +2,7 @@
 
 ```
 <raw_dir>/plates/<plate_id>/[<inspection>/]<well>[_<drop>].<png|jpg|jpeg|tif|tiff|bmp>
+<raw_dir>/plates/<plate_id>/[<inspection>/]<well>[_<drop>].uv.<ext>   optional UV picture of that drop
 <raw_dir>/plates/<plate_id>/plate.json      optional {"format": 96, "drops": 3, ...}
 <raw_dir>/annotations/*.csv
 <raw_dir>/plates.csv                        optional plate_id, protein, screen, ...
@@ -11,7 +12,8 @@
 This module only reads names and small metadata files; decoding and hashing the
 images is ingest's work. It decides each file's image id and well, and which files
 must be quarantined for their name alone (a well that exists on no plate, two files
-for one well and drop, a plate or inspection in the name that is not its folder's).
+for one well and drop, a plate or inspection in the name that is not its folder's, a UV
+picture whose visible partner is not there: a UV picture is read only beside its visible one).
 File names are read by a :class:`~crystal_pipeline.ingest.naming.FileNaming` (the
 default, or the lab's ``CRYSTAL_FILENAME_PATTERN`` through ``DataLayout.naming``); the
 folders still decide plate and inspection.
@@ -29,7 +31,7 @@ from typing import Iterator
 from crystal_pipeline import wells
 from crystal_pipeline.ingest.imaging import IMAGE_EXTENSIONS
 from crystal_pipeline.ingest.inspections import inspection_sort_key
-from crystal_pipeline.ingest.naming import (DEFAULT_NAMING, KEY_SEPARATOR, FileNaming, InvalidName,
+from crystal_pipeline.ingest.naming import (DEFAULT_NAMING, KEY_SEPARATOR, UV, VISIBLE, FileNaming, InvalidName,
                                             check_name_part, name_part_problem)
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class WellFile:
     error: str | None = None
     drop: int = 1
     plate_drops: int = 1  # drops per well of this imaging: plate.json's, else the largest found
+    imaging: str = VISIBLE  # 'visible' or 'uv' (naming.IMAGING_MODES)
 
     @property
     def slot(self) -> str:
@@ -161,50 +164,56 @@ def _refused_wells(plate_id: str, inspection: str | None, files: list[Path], rea
 
 
 def _parse_name(path: Path, plate_id: str, inspection: str | None, declared: int | None,
-                naming: FileNaming) -> tuple[wells.Well | None, int, str | None]:
-    """(well, drop, error) of one file name; the name's plate and inspection must be its folder's."""
+                naming: FileNaming) -> tuple[wells.Well | None, int, str | None, str]:
+    """(well, drop, error, imaging) of one file name; the name's plate and inspection must be its folder's."""
     try:
         parts = naming.parse(path.stem)
         well = wells.parse_well(parts.well, declared)
     except (InvalidName, wells.InvalidWell) as error:
-        return None, 1, f"unknown well name: {error}"
+        return None, 1, f"unknown well name: {error}", VISIBLE
     if parts.plate is not None and parts.plate != plate_id:
-        return None, 1, f"file name {path.name!r} names plate {parts.plate!r} but lies in plate {plate_id!r}'s folder"
+        return (None, 1, f"file name {path.name!r} names plate {parts.plate!r} but lies in plate {plate_id!r}'s "
+                f"folder", parts.imaging)
     if parts.inspection is not None and parts.inspection != inspection:
         return None, 1, (f"file name {path.name!r} names inspection {parts.inspection!r} but lies in the folder "
-                         f"of inspection {inspection!r}")
-    return well, parts.drop, None
+                         f"of inspection {inspection!r}"), parts.imaging
+    return well, parts.drop, None, parts.imaging
 
 
 def _name_wells(plate_id: str, inspection: str | None, files: list[Path], declared: int | None,
                 declared_drops: int | None, naming: FileNaming) -> list[WellFile]:
     parsed = [(path, *_parse_name(path, plate_id, inspection, declared, naming)) for path in files]
-    valid = [w for _, w, _, _ in parsed if w is not None]
+    valid = [w for _, w, _, _, _ in parsed if w is not None]
     fmt = declared or (wells.smallest_format_holding(valid) if valid else None)
-    drops = declared_drops or max((d for _, w, d, _ in parsed if w is not None), default=1)
+    drops = declared_drops or max((d for _, w, d, _, _ in parsed if w is not None), default=1)
     out: list[WellFile] = []
-    taken: dict[str, Path] = {}
-    for path, well, drop, error in parsed:
+    taken: dict[tuple[str, str], Path] = {}
+    # Visible pictures first, so a UV picture can ask whether its partner was accepted.
+    for path, well, drop, error, imaging in sorted(parsed, key=lambda p: (p[4] != VISIBLE, p[0])):
         if well is None:
             # No canonical name: the file name keeps the id unique and readable.
             out.append(WellFile(wells.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
                                 path.stem, None, None, None, path, error,
-                                plate_drops=drops))
+                                plate_drops=drops, imaging=imaging))
             continue
         slot = wells.slot_name(well.name, drop)
         problem = None
-        if slot in taken:
-            problem = f"duplicate file for well {slot} (already {taken[slot].name})"
+        if (slot, imaging) in taken:
+            kind = "file" if imaging == VISIBLE else f"{imaging} file"
+            problem = f"duplicate {kind} for well {slot} (already {taken[slot, imaging].name})"
         elif drop > drops:
             problem = f"drop {drop} of well {well.name}, but plate.json says {drops} drops per well"
+        elif imaging == UV and (slot, VISIBLE) not in taken:
+            problem = f"UV picture of well {slot} without its visible picture (a UV picture is read beside one)"
         if problem:
             out.append(WellFile(wells.image_id(plate_id, path.name, inspection), plate_id, inspection, fmt,
-                                well.name, well.index(fmt), well.row, well.col, path, problem, drop, drops))
+                                well.name, well.index(fmt), well.row, well.col, path, problem, drop, drops,
+                                imaging))
             continue
-        taken[slot] = path
-        out.append(WellFile(wells.image_id(plate_id, well.name, inspection, drop), plate_id, inspection, fmt,
-                            well.name, well.index(fmt), well.row, well.col, path, None, drop, drops))
-    return out
+        taken[slot, imaging] = path
+        out.append(WellFile(wells.image_id(plate_id, well.name, inspection, drop, imaging), plate_id, inspection,
+                            fmt, well.name, well.index(fmt), well.row, well.col, path, None, drop, drops, imaging))
+    return sorted(out, key=lambda f: f.path)
 
 
 def scan_archive(raw_dir: Path, naming: FileNaming = DEFAULT_NAMING) -> list[WellFile]:
@@ -283,3 +292,16 @@ def plate_metadata(raw_dir: Path, plate_id: str, plate_dir: Path | None = None
             break
     conditions = read_screen(raw_dir, meta["screen"]) if meta.get("screen") else {}
     return meta, conditions
+
+
+def uv_partner_path(visible: Path) -> Path | None:
+    """The UV picture beside a visible one in the archive's own naming (``A01_2.png`` ->
+    ``A01_2.uv.png``, any image extension), or None. For a report's thumbnail only: what
+    ingest accepted is in ``images`` (``warehouse.images.uv_partners``), which also knows a
+    lab's own ``CRYSTAL_FILENAME_PATTERN`` names."""
+    visible = Path(visible)
+    for ext in sorted({visible.suffix, *IMAGE_EXTENSIONS}, key=lambda e: e != visible.suffix):
+        candidate = visible.with_name(f"{visible.stem}.uv{ext}")
+        if candidate.is_file():
+            return candidate
+    return None

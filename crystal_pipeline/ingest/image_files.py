@@ -153,7 +153,7 @@ def ingest_files(
         rows.append((
             wf.image_id, wf.plate_id, wf.inspection, wf.plate_format, wf.well, wf.well_index, wf.row, wf.col,
             str(wf.path), digest, width, height, mode, "quarantined" if error else "ok", error, source,
-            size, mtime, now, wf.drop, wf.plate_drops,
+            size, mtime, now, wf.drop, wf.plate_drops, wf.imaging,
         ))
     newly_vanished = [i for i in summary.vanished if known[i].status != "vanished"]
     if rows or newly_vanished:
@@ -195,5 +195,6 @@ def well_files_from_images(frame: pd.DataFrame) -> list[WellFile]:
             r.image_id, r.plate_id, value(r.inspection), value(r.plate_format) and int(r.plate_format), r.well,
             value(r.well_index) and int(r.well_index), value(r.row) and int(r.row), value(r.col) and int(r.col),
             Path(r.path), r.error if r.status == "quarantined" else None,
-            int(value(getattr(r, "drop", 1)) or 1), int(value(getattr(r, "plate_drops", 1)) or 1)))
+            int(value(getattr(r, "drop", 1)) or 1), int(value(getattr(r, "plate_drops", 1)) or 1),
+            value(getattr(r, "imaging", None)) or "visible"))
     return out

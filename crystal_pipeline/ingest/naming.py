@@ -6,8 +6,10 @@ The default naming is the archive's own, ``<well>[<sep><drop>]`` with the well a
 means drop 1. A lab whose imager names files its own way sets one regular expression
 (``CRYSTAL_FILENAME_PATTERN``, read by :class:`crystal_pipeline.layout.DataLayout`
 only) over the file name without its extension, with named groups among ``plate``,
-``well``, ``drop``, ``inspection`` (``well`` required), or the name of a preset in
-:data:`PRESETS`. Every entry point (raw archive ingest, the plate sensor's plate
+``well``, ``drop``, ``inspection``, ``imaging`` (``well`` required), or the name of a preset in
+:data:`PRESETS`. ``imaging`` says which light took the picture: ``uv`` (or ``UV``) for a UV
+picture, ``vis``/``visible`` or an empty group for white light; the presets read the archive's
+own ``<well>[_<drop>].uv`` (a UV picture beside its visible ``<well>[_<drop>]``). Every entry point (raw archive ingest, the plate sensor's plate
 folders, ``crystal-pipeline label``) parses names through :meth:`FileNaming.parse`.
 
 A plate id or an inspection becomes a folder name under ``reports/plates/`` and half of
@@ -22,15 +24,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-GROUPS = ("plate", "well", "drop", "inspection")
+GROUPS = ("plate", "well", "drop", "inspection", "imaging")
 _WELL = r"(?P<well>[A-Za-z]{1,2}0*\d{1,2}|0*\d{1,2}[A-Za-z]{1,2}|\d{1,6})"
+#: The archive's UV suffix after the well and drop (``A01_2.uv.png``): the file's imaging mode.
+_IMAGING = r"(?:\.(?P<imaging>[uU][vV]))?"
+
+#: Imaging modes of ``images.imaging``: white light (every archive has it) and UV fluorescence.
+VISIBLE, UV = "visible", "uv"
+IMAGING_MODES = (VISIBLE, UV)
+_IMAGING_WORDS = {"": VISIBLE, "vis": VISIBLE, "visible": VISIBLE, "uv": UV}
 
 #: Named patterns for common exports. ``well_drop`` is the default. ``plate_well_drop`` reads
 #: ``<plate>_<well>_<drop>`` names such as the Diamond (DLS) sample ``97wo_01A_1`` (plate 97wo,
 #: well A01 written column-first, drop 1), with any prefix before the plate (``dls_echo_97wo_01A_1``).
 PRESETS: dict[str, str] = {
-    "well_drop": rf"{_WELL}(?:(?:[_.\-]|[dD])(?P<drop>\d{{1,2}}))?",
-    "plate_well_drop": rf"(?:.*_)?(?P<plate>[^_]+)_{_WELL}_(?P<drop>\d{{1,2}})",
+    "well_drop": rf"{_WELL}(?:(?:[_.\-]|[dD])(?P<drop>\d{{1,2}}))?{_IMAGING}",
+    "plate_well_drop": rf"(?:.*_)?(?P<plate>[^_]+)_{_WELL}_(?P<drop>\d{{1,2}}){_IMAGING}",
 }
 DEFAULT_PRESET = "well_drop"
 
@@ -89,6 +98,7 @@ class NameParts:
     drop: int = 1
     plate: str | None = None
     inspection: str | None = None
+    imaging: str = VISIBLE
 
 
 @dataclass(frozen=True)
@@ -147,8 +157,11 @@ class FileNaming:
                 check_name_part("inspection", inspection)
         except RefusedName as error:
             raise RefusedName(f"{stem!r}: {error}") from None
+        imaging = _IMAGING_WORDS.get((parts.get("imaging") or "").strip().lower())
+        if imaging is None:
+            raise InvalidName(f"{stem!r}: imaging {parts['imaging']!r} is none of uv, vis, visible")
         return NameParts(well=parts["well"], drop=int(drop_text) if drop_text else 1,
-                         plate=plate, inspection=inspection)
+                         plate=plate, inspection=inspection, imaging=imaging)
 
 
 DEFAULT_NAMING = FileNaming.from_setting(None)

@@ -91,6 +91,9 @@ class CrystalNet(nn.Module):
 
     ``augment_params=None`` disables layers 2-3's randomness in training too
     (useful for overfitting tests); eval mode always uses the central crop.
+    ``in_channels=2`` is the fused visible + UV variant (issue 20: early fusion, the two
+    pictures of a drop stacked as channels of one image, normalized per channel, warped
+    together); 1, the paper's, reads (N, res, res) grey images as before.
     """
 
     def __init__(
@@ -100,18 +103,23 @@ class CrystalNet(nn.Module):
         *,
         augment_params: augment.AugmentParams | None = augment.AugmentParams(),
         cn_eps: float = CN_EPS,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, got {in_channels}")
         self.num_classes = num_classes
+        self.in_channels = in_channels
         self.resolution = resolution
         self.crop = augment.crop_size(resolution)
         self.augment_params = augment_params
         self.cn_eps = cn_eps
         # Set by whoever moves the weights to channels_last (training on CUDA, load()).
         self.channels_last = False
-        self.register_buffer("pixel_mean", torch.full((1, 1, resolution, resolution), DEFAULT_PIXEL_MEAN))
-        self.register_buffer("pixel_std", torch.full((1, 1, resolution, resolution), DEFAULT_PIXEL_STD))
-        self.conv1 = nn.Conv2d(1, 64, 5, padding=2)
+        shape = (1, in_channels, resolution, resolution)
+        self.register_buffer("pixel_mean", torch.full(shape, DEFAULT_PIXEL_MEAN))
+        self.register_buffer("pixel_std", torch.full(shape, DEFAULT_PIXEL_STD))
+        self.conv1 = nn.Conv2d(in_channels, 64, 5, padding=2)
         self.conv2 = nn.Conv2d(64, 64, 5, padding=2)
         self.conv3 = nn.Conv2d(64, 128, 5, padding=2)
         self.conv4 = nn.Conv2d(128, 128, 3, stride=2)
@@ -123,10 +131,13 @@ class CrystalNet(nn.Module):
 
     # -- normalization -------------------------------------------------------
     def set_normalization(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor) -> None:
-        """Install the training set's per-pixel mean and std images (res x res)."""
+        """Install the training set's per-pixel mean and std images (res x res; channels x res
+        x res for a model of several input channels)."""
         mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32))
         std_t = torch.as_tensor(np.asarray(std, dtype=np.float32))
         expected = (self.resolution, self.resolution)
+        if self.in_channels > 1:
+            expected = (self.in_channels, *expected)
         if tuple(mean_t.shape) != expected or tuple(std_t.shape) != expected:
             raise ValueError(
                 f"normalization stats must be {expected} images, got mean {tuple(mean_t.shape)}"
@@ -140,13 +151,13 @@ class CrystalNet(nn.Module):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Layers 0-1: grey levels -> standardized -> contrast normalized (float32)."""
-        if images.dim() == 3:
+        if images.dim() == 3 and self.in_channels == 1:
             images = images.unsqueeze(1)
-        if images.shape[-2:] != (self.resolution, self.resolution) or images.shape[1] != 1:
-            raise ValueError(
-                f"CrystalNet({self.resolution}) expects (N, {self.resolution}, {self.resolution})"
-                f" grey images, got {tuple(images.shape)}"
-            )
+        if (images.dim() != 4 or images.shape[-2:] != (self.resolution, self.resolution)
+                or images.shape[1] != self.in_channels):
+            shape = (f"(N, {self.resolution}, {self.resolution}) grey images" if self.in_channels == 1 else
+                     f"(N, {self.in_channels}, {self.resolution}, {self.resolution}) images")
+            raise ValueError(f"CrystalNet({self.resolution}) expects {shape}, got {tuple(images.shape)}")
         x = (images.float() - self.pixel_mean) / self.pixel_std
         return contrast_normalize(x, CN_WINDOW, self.cn_eps)
 
@@ -187,12 +198,15 @@ class CrystalNet(nn.Module):
     def config(self) -> dict[str, Any]:
         """What :func:`build_model` needs to rebuild this module."""
         params = self.augment_params
-        return {
+        config = {
             "num_classes": self.num_classes,
             "resolution": self.resolution,
             "cn_eps": self.cn_eps,
             "augment": None if params is None else dataclasses.asdict(params),
         }
+        if self.in_channels != 1:  # a visible-only model's config is what it was before UV
+            config["in_channels"] = self.in_channels
+        return config
 
 
 def build_model(config: dict[str, Any]) -> CrystalNet:
@@ -202,6 +216,7 @@ def build_model(config: dict[str, Any]) -> CrystalNet:
         resolution=int(config["resolution"]),
         augment_params=None if aug is None else augment.AugmentParams(**aug),
         cn_eps=float(config.get("cn_eps", CN_EPS)),
+        in_channels=int(config.get("in_channels", 1)),
     )
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from crystal_pipeline import wells
 from crystal_pipeline.ingest.archive import WellFile
+from crystal_pipeline.plates import fused_labelling
 from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_COLUMNS, marco_outcome
 
 if TYPE_CHECKING:
@@ -174,7 +175,14 @@ def missing_wells(files: Sequence[WellFile], plate_format: int | None = None) ->
     if plate_format not in wells.PLATE_FORMATS:
         raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(wells.PLATE_FORMATS)}")
     drops = max((f.plate_drops for f in files), default=1)
-    return wells.missing_wells((f.slot for f in files if f.row is not None), plate_format, drops)
+    return wells.missing_wells((f.slot for f in labelled_files(files) if f.row is not None), plate_format, drops)
+
+
+def labelled_files(files: Sequence[WellFile]) -> list[WellFile]:
+    """The files a plate's labelling accounts for: every visible picture, and a UV picture
+    only when quarantined (a UV picture without its visible one must reach the quarantine
+    list). An accepted UV picture is its visible partner's second channel, not a file of its own."""
+    return [f for f in files if f.imaging != "uv" or f.error is not None]
 
 
 def label_plate(
@@ -202,7 +210,9 @@ def label_plate(
     ``cpu_path="eager"`` runs the plain module on CPU instead of the fast path (for
     comparisons and as a fallback; both give the same labels). The eager CPU and the
     CUDA paths move ``model`` to channels_last (as :func:`model.load` does on CUDA);
-    the fast path copies the weights and leaves ``model`` as it is.
+    the fast path copies the weights and leaves ``model`` as it is. A fused visible + UV
+    model (``in_channels`` 2) reads each visible picture with its UV partner among ``files``
+    (:mod:`crystal_pipeline.plates.fused_labelling`); one without is quarantined.
     """
     from crystal_pipeline.ingest import imaging
 
@@ -218,13 +228,17 @@ def label_plate(
     # An exported ONNX model has its temperature inside the graph (model.onnx_engine).
     temperature = (1.0 if getattr(model, "output_calibrated", False)
                    else calibration_of(getattr(model, "artifact_meta", None))[0])
-    run = _LabelRun(files, calibrated(predict, temperature), progress)
     workers = imaging.default_workers() if workers is None else workers
     # Keep at least a batch decoding ahead: decode_threaded holds 4 * workers chunks in flight.
     chunksize = max(4, math.ceil(batch_size / (4 * max(1, workers))))
+    decode = lambda paths: imaging.decode_threaded(paths, resolution, workers, chunksize)  # noqa: E731
+    todo, shape = labelled_files(files), (resolution, resolution)
+    if fused_labelling.model_channels(model) > 1:  # visible + UV stacked (plates.fused_labelling)
+        todo, uv_of = fused_labelling.fused_files(files)
+        decode, shape = fused_labelling.pair_decoder(uv_of, resolution, workers, chunksize), (2, *shape)
+    run = _LabelRun(todo, calibrated(predict, temperature), progress)
     try:
-        run.feed(lambda paths: imaging.decode_threaded(paths, resolution, workers, chunksize), batch_size,
-                 resolution)
+        run.feed(decode, batch_size, shape)
     finally:
         cleanup()
     return run.result(resolution, path_name, time.perf_counter() - started, choice)
@@ -273,7 +287,7 @@ class _LabelRun:
         if self.progress is not None:
             self.progress(self.done, len(self.files))
 
-    def feed(self, decode: Callable[[list[Path]], Any], batch_size: int, resolution: int) -> None:
+    def feed(self, decode: Callable[[list[Path]], Any], batch_size: int, shape: tuple[int, ...]) -> None:
         """Decode the files (``decode(paths)`` yields ``(k, pixels or UnreadableImage)``)
         and label them in batches.
 
@@ -286,7 +300,7 @@ class _LabelRun:
         pending: Future | None = None
         try:
             batch_idx: list[int] = []
-            batch = np.empty((batch_size, resolution, resolution), dtype=np.uint8)
+            batch = np.empty((batch_size, *shape), dtype=np.uint8)  # (res, res), or (2, res, res) fused
             decoded = decode([self.files[i].path for i in self.to_decode])
             t_wait = time.perf_counter()
             for k, result in decoded:
@@ -380,7 +394,8 @@ def _predictor(model: Any, cpu_path: str = "fast", precision: str = "auto") -> P
     choice = choose_precision(precision, device.type)
     if choice.emulated:
         log.warning("%s", choice.reason)
-    if device.type == "cpu" and cpu_path == "fast":
+    # The fast CPU path is built for Table 1's one input channel; a fused model runs eager.
+    if device.type == "cpu" and cpu_path == "fast" and getattr(model, "in_channels", 1) == 1:
         fast = (Bf16CrystalNet if choice.precision == "bf16" else FastCrystalNet).from_model(model)
         return (fast.predict_proba, model.resolution, "cpu-bf16" if choice.precision == "bf16" else "cpu-fast",
                 fast.close, choice)

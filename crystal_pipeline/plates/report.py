@@ -42,6 +42,7 @@ from crystal_pipeline.files import atomic_write_bytes, atomic_write_text
 from crystal_pipeline.plates import timeline_report
 from crystal_pipeline.plates.labelling import LabelledImage, PlateLabels
 from crystal_pipeline.plates.review_page import review_section
+from crystal_pipeline.plates.uv_thumbnail import uv_thumbnail_html
 from crystal_pipeline.plates.timeline import Timeline
 from crystal_pipeline.reporting import html
 from crystal_pipeline.reporting import markdown as md
@@ -350,6 +351,7 @@ def _html_thumbnails(ranked, hits, threshold, conditions) -> list[str]:
         thumb = _thumbnail(r.path)
         img = (html.embedded_image(thumb, r.image_id, "image/jpeg") if thumb
                else "<div style='height:160px;background:#eee'>no preview</div>")
+        img += uv_thumbnail_html(r.path, r.image_id, _thumbnail)  # the drop's UV picture, where it has one
         cocktail = conditions.get(r.well, {}).get("cocktail")
         caption = f"<b>{escape(r.slot)}</b> p={r.crystal_prob:.3f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
         if cocktail:

@@ -34,6 +34,7 @@ from crystal_pipeline.classes import ATTRIBUTES, CLASS_TITLES
 from crystal_pipeline.ingest.archive import split_plate_key
 from crystal_pipeline.ingest.reviews import REVIEW_PREFIX
 from crystal_pipeline.plates.labelling import LabelledImage
+from crystal_pipeline.plates.uv_thumbnail import uv_thumbnail_html
 from crystal_pipeline.reporting.embed import data_uri
 from crystal_pipeline.reporting.html import escape, script_json
 
@@ -81,6 +82,7 @@ def review_section(plate_key: str, rows: Sequence[LabelledImage], threshold: flo
         thumb = thumbnail(r.path)
         img = (f"<img alt='{escape(r.image_id)}' src='{data_uri(thumb, 'image/jpeg')}'>" if thumb
                else "<div class='nopreview'>no preview</div>")
+        img += uv_thumbnail_html(r.path, r.image_id, thumbnail)  # the drop's UV picture, where it has one
         cards.append(f"<figure data-well='{escape(r.slot)}'>{img}<figcaption><b>{escape(r.slot)}</b> "
                      f"p={r.crystal_prob:.3f} H={entropy(r.probs):.2f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
                      "</figcaption></figure>")

@@ -73,6 +73,7 @@ class ArchiveSummary:
     numeric_well_plate: str  # annotations of this plate give wells as 1-based indices
     seconds: float = field(default=0.0, compare=False)
     imager: str = DEFAULT_IMAGER
+    uv: bool = False  # a UV picture beside every well's visible one (synthetic.uv)
 
     @property
     def unanimous_share(self) -> float:
@@ -89,6 +90,8 @@ class ArchiveSummary:
         data["malformed_total"] = self.malformed_total
         if self.imager == DEFAULT_IMAGER:  # imager A's archives stay byte-identical to earlier ones
             data.pop("imager")
+        if not self.uv:  # archives without UV pictures stay byte-identical to earlier ones
+            data.pop("uv")
         if not with_timing:
             data.pop("seconds")
             data.pop("out_dir")
@@ -101,8 +104,11 @@ def archive_settings(raw_dir: str | os.PathLike) -> dict:
     An archive without one, or from before imagers, was drawn by imager A at 256 rows."""
     path = Path(raw_dir) / "synthetic_summary.json"
     summary = json.loads(path.read_text()) if path.exists() else {}
-    return {"imager": summary.get("imager", DEFAULT_IMAGER), "size": summary.get("size", 256),
-            "difficulty": summary.get("difficulty", DEFAULT_DIFFICULTY)}
+    settings = {"imager": summary.get("imager", DEFAULT_IMAGER), "size": summary.get("size", 256),
+                "difficulty": summary.get("difficulty", DEFAULT_DIFFICULTY)}
+    if summary.get("uv"):  # a UV archive's new plate has UV pictures too
+        settings["uv"] = True
+    return settings
 
 
 def plate_ids(count: int, prefix: str = "SYN") -> list[str]:
@@ -152,11 +158,13 @@ def write_plate(
     difficulty: float = DEFAULT_DIFFICULTY,
     workers: int | None = None,
     imager: str = DEFAULT_IMAGER,
+    uv: bool = False,
 ) -> PlateSummary:
     """Write one plate's images and ``plate.json`` into ``plate_dir`` (nothing else).
 
     Meant for the incoming folder the plate sensor watches: no annotations, and
-    ``plate.json`` appears only after every image is in place.
+    ``plate.json`` appears only after every image is in place. ``uv``: a UV picture
+    ``<well>.uv.png`` beside every visible one (:mod:`.uv`).
     """
     size = imager_named(imager).default_size if size is None else size
     _check_args(wells, size, seed, difficulty, imager)
@@ -165,7 +173,7 @@ def write_plate(
     plate_dir = Path(plate_dir)
     plate_dir.mkdir(parents=True, exist_ok=True)
     classes = plate_classes(plate_id, seed, wells, normalize_mix(class_mix, imager), imager)
-    chunks = chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, None, imager)
+    chunks = chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, None, imager, uv)
     results: dict[int, tuple[int, float]] = {}
 
     def done(_plate_id, rows):
@@ -195,6 +203,7 @@ def write_archive(
     plate_prefix: str = "SYN",
     overwrite: bool = False,
     imager: str = DEFAULT_IMAGER,
+    uv: bool = False,
 ) -> ArchiveSummary:
     """Write a raw archive in DESIGN.md's input format under ``out_dir``.
 
@@ -203,7 +212,9 @@ def write_archive(
     ``synthetic_truth.csv`` (latent class and difficulty per image) and
     ``synthetic_summary.json``. ``imager`` ('A', the default, or 'B': :mod:`.imager`) is the
     lab whose camera takes the pictures. Refuses to write over an earlier archive unless
-    ``overwrite`` (which removes only the paths this function writes).
+    ``overwrite`` (which removes only the paths this function writes). ``uv``: a UV picture
+    ``<well>.uv.png`` beside every visible one, and salt crystals in some drops (:mod:`.uv`);
+    without it the archive's bytes are what they were.
     """
     size = imager_named(imager).default_size if size is None else size
     _check_args(wells, size, seed, difficulty, imager)
@@ -216,7 +227,7 @@ def write_archive(
     mix = normalize_mix(class_mix, imager)
     ids = plate_ids(plates, plate_prefix)
     numeric_plate = ids[1] if len(ids) > 1 else ids[0]
-    results = _render_plates(out, ids, seed, wells, size, difficulty, mix, workers, started, imager)
+    results = _render_plates(out, ids, seed, wells, size, difficulty, mix, workers, started, imager, uv)
     tables = _annotation_tables(results, ids, wells, numeric_plate)
     malformed = _write_tables(out, tables, ids, seed, wells, numeric_plate, plate_prefix, malformed_share)
     summary = ArchiveSummary(
@@ -237,6 +248,7 @@ def write_archive(
         numeric_well_plate=numeric_plate,
         seconds=time.perf_counter() - started,
         imager=imager,
+        uv=uv,
     )
     atomic_write_text(out / SYNTHETIC_MARKER, json.dumps(summary.to_json(with_timing=False), indent=2) + "\n")
     log.info("archive %s: %d images, %d annotation rows (+%d malformed), %.0f%% unanimous, %.1f s",
@@ -258,7 +270,7 @@ def _clear(out: Path, overwrite: bool) -> None:
 
 def _render_plates(out: Path, ids: list[str], seed: int, wells: int, size: int, difficulty: float,
                    mix, workers: int | None, started: float,
-                   imager: str = DEFAULT_IMAGER) -> dict[str, dict[int, tuple]]:
+                   imager: str = DEFAULT_IMAGER, uv: bool = False) -> dict[str, dict[int, tuple]]:
     """Every plate's images and annotations; ``plate.json`` written as each plate completes.
 
     Returns plate id -> well index -> (class id, difficulty, annotator labels).
@@ -269,7 +281,7 @@ def _render_plates(out: Path, ids: list[str], seed: int, wells: int, size: int, 
         plate_dir = out / "plates" / plate_id
         plate_dir.mkdir()
         classes = plate_classes(plate_id, seed, wells, mix, imager)
-        chunks += chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, pool, imager)
+        chunks += chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, pool, imager, uv)
         pending[plate_id] = wells
     results: dict[str, dict[int, tuple]] = {plate_id: {} for plate_id in ids}
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from crystal_pipeline.classes import CLASSES
-from crystal_pipeline.synthetic import contents, hwi
+from crystal_pipeline.synthetic import contents, hwi, uv
 from crystal_pipeline.synthetic.blur import gaussian_filter
 from crystal_pipeline.synthetic.imager import IMAGER_A, Imager
 from crystal_pipeline.synthetic.scene import Nuisance, defocus, draw_nuisance, draw_scene, finish
@@ -42,6 +42,7 @@ class WellTruth:
     difficulty: float  # 0 = unmistakable, 1 = experts cannot tell
     visibility: dict[str, float] = field(default_factory=dict)  # present attributes
     decoys: dict[str, float] = field(default_factory=dict)  # absent attributes it suggests
+    salt: float = 0.0  # salt crystals drawn (0 none .. 1 many; only when UV is drawn): not a crystal label
 
 
 def draw_strength(rng: np.random.Generator, difficulty: float) -> float:
@@ -86,6 +87,23 @@ def render_well(
     plate's ``lighting`` (``hwi.plate_lighting``; the middle of its ranges when None) is
     the same for every well of a plate.
     """
+    image, truth, _ = _render(rng, class_id, size, difficulty, imager, lighting, None)
+    return image, truth
+
+
+def render_well_uv(
+    rng: np.random.Generator, uv_rng: np.random.Generator, class_id: int, size: int = 256,
+    difficulty: float = DEFAULT_DIFFICULTY, imager: Imager = IMAGER_A, lighting: hwi.PlateLighting | None = None,
+) -> tuple[np.ndarray, np.ndarray, WellTruth]:
+    """The visible picture, the UV picture of the same drop (:mod:`.uv`) and the truth.
+
+    Everything :func:`render_well` draws comes from ``rng`` exactly as there; what UV adds
+    (salt crystals, seen in white light too, and the UV camera's noise) comes from
+    ``uv_rng`` alone, so without UV an archive's bytes are what they were."""
+    return _render(rng, class_id, size, difficulty, imager, lighting, uv_rng)
+
+
+def _render(rng, class_id, size, difficulty, imager, lighting, uv_rng):
     attributes = CLASSES[class_id][1]
     if imager.optics is None:
         scene = draw_scene(rng, size, imager)
@@ -114,6 +132,7 @@ def render_well(
     if "precipitate" not in attributes and rng.random() < 0.2 + 0.3 * difficulty:
         for key, value in contents.stray_grains(canvas, rng, rng.random()).items():
             decoys[key[6:]] = max(decoys.get(key[6:], 0.0), value)
+    salt = 0.0 if uv_rng is None else uv.draw_salt(canvas, uv_rng)
     composed = canvas.compose()
     if "crystal" in evidence:
         # Crystals are what the annotators are asked about, so their visibility comes from
@@ -132,4 +151,7 @@ def render_well(
     decoys = {a: float(v) for a, v in decoys.items() if a not in attributes}
     hardest = 1.0 - min(visibility.values(), default=1.0)
     difficulty_here = max(hardest, 0.8 * max(decoys.values(), default=0.0), 0.25 * blur)
-    return image, WellTruth(class_id, float(np.clip(difficulty_here, 0, 1)), visibility, decoys)
+    truth = WellTruth(class_id, float(np.clip(difficulty_here, 0, 1)), visibility, decoys, float(salt))
+    if uv_rng is None:
+        return image, truth, None
+    return image, uv.render_uv(canvas, uv_rng, nuisance), truth

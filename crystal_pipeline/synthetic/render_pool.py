@@ -27,7 +27,7 @@ from crystal_pipeline.files import atomic_write_bytes
 from crystal_pipeline.synthetic.annotators import Annotator, annotate
 from crystal_pipeline.synthetic.hwi import PlateLighting, plate_lighting
 from crystal_pipeline.synthetic.imager import DEFAULT_IMAGER, Imager, imager_named
-from crystal_pipeline.synthetic.render import WellTruth, render_well
+from crystal_pipeline.synthetic.render import WellTruth, render_well, render_well_uv
 from crystal_pipeline.wells import all_wells
 
 PNG_COMPRESS_LEVEL = 1  # 3x faster than the default for ~15% larger files
@@ -51,6 +51,7 @@ class _Chunk:
     class_ids: tuple[int, ...]
     pool: tuple[Annotator, ...] | None  # None: images only
     imager: str = DEFAULT_IMAGER
+    uv: bool = False  # also write each well's UV picture (synthetic.uv)
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
@@ -69,10 +70,24 @@ def draw_well(seed: int, key: int, index: int, class_id: int, size: int, difficu
     One place for the streams, so a probe that skips the files (bench/twin_calibration.py)
     draws exactly the archive's wells.
     """
-    pixels, truth = render_well(np.random.default_rng([seed, key, index, 0]), class_id, size, difficulty, imager,
-                                lighting)
-    labels = [] if pool is None else annotate(np.random.default_rng([seed, key, index, 1]), truth, list(pool))
+    pixels, _, truth, labels = draw_well_pictures(seed, key, index, class_id, size, difficulty, imager, lighting,
+                                                  pool, uv=False)
     return pixels, truth, labels
+
+
+def draw_well_pictures(seed: int, key: int, index: int, class_id: int, size: int, difficulty: float,
+                       imager: Imager, lighting: PlateLighting | None, pool: Sequence[Annotator] | None, *,
+                       uv: bool) -> tuple[np.ndarray, np.ndarray | None, WellTruth, list]:
+    """:func:`draw_well` and, with ``uv``, the well's UV picture (None without), whose own
+    draws (salt crystals, UV noise) come from stream (seed, key, index, 2) alone."""
+    rng = np.random.default_rng([seed, key, index, 0])
+    if uv:
+        pixels, uv_pixels, truth = render_well_uv(rng, np.random.default_rng([seed, key, index, 2]), class_id,
+                                                  size, difficulty, imager, lighting)
+    else:
+        (pixels, truth), uv_pixels = render_well(rng, class_id, size, difficulty, imager, lighting), None
+    labels = [] if pool is None else annotate(np.random.default_rng([seed, key, index, 1]), truth, list(pool))
+    return pixels, uv_pixels, truth, labels
 
 
 def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]]]:
@@ -84,9 +99,12 @@ def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]
     lighting = plate_lighting(chunk.seed, key, imager)
     out = []
     for index, class_id in zip(chunk.well_indices, chunk.class_ids):
-        pixels, truth, labels = draw_well(chunk.seed, key, index, class_id, chunk.size, chunk.difficulty, imager,
-                                          lighting, chunk.pool)
+        pixels, uv_pixels, truth, labels = draw_well_pictures(chunk.seed, key, index, class_id, chunk.size,
+                                                              chunk.difficulty, imager, lighting, chunk.pool,
+                                                              uv=chunk.uv)
         _write_png(plate_dir / f"{wells[index].name}.png", pixels)
+        if uv_pixels is not None:  # the UV picture beside it (ingest.archive: <well>.uv.<ext>)
+            _write_png(plate_dir / f"{wells[index].name}.uv.png", uv_pixels)
         out.append((index, class_id, truth.difficulty, labels))
     return chunk.plate_id, out
 
@@ -128,12 +146,13 @@ def run_chunks(chunks: list[_Chunk], workers: int | None, on_done) -> None:
 
 
 def chunks_for_plate(plate_dir: Path, plate_id: str, seed: int, plate_format: int, size: int,
-                     difficulty: float, classes: np.ndarray, pool, imager: str = DEFAULT_IMAGER) -> list[_Chunk]:
+                     difficulty: float, classes: np.ndarray, pool, imager: str = DEFAULT_IMAGER,
+                     uv: bool = False) -> list[_Chunk]:
     """A plate's wells in chunks of :data:`CHUNK_WELLS`; ``pool`` None renders images without annotations."""
     return [
         _Chunk(str(plate_dir), plate_id, seed, plate_format, size, difficulty,
                tuple(range(start, min(start + CHUNK_WELLS, plate_format))),
                tuple(int(c) for c in classes[start:start + CHUNK_WELLS]),
-               None if pool is None else tuple(pool), imager)
+               None if pool is None else tuple(pool), imager, uv)
         for start in range(0, plate_format, CHUNK_WELLS)
     ]

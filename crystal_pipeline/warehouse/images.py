@@ -8,6 +8,10 @@ scan owns is an :class:`ImageScope`, a typed value: callers never pass SQL.
 file was ingested once and is no longer on disk). Reads of a plate's files
 (:func:`images_in`) leave vanished rows out by default, so a vanished well counts as
 missing, not as a file to label or quarantine.
+
+``imaging`` is ``visible`` or ``uv``: a UV picture is its visible partner's companion (image
+id ``<visible id>.uv``), not a file of its own to label, so plate reads leave accepted UV
+rows out unless asked (:func:`images_in`) and :func:`uv_partners` pairs them up.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from crystal_pipeline.warehouse.connection import Warehouse, replace_rows
 IMAGE_COLUMNS = (
     "image_id", "plate_id", "inspection", "plate_format", "well", "well_index", "row", "col", "path",
     "sha256", "width", "height", "mode", "status", "error", "source", "file_size", "file_mtime_ns", "ingested_at",
-    "drop", "plate_drops",
+    "drop", "plate_drops", "imaging",
 )
 
 
@@ -104,13 +108,32 @@ def upsert_images(warehouse: Warehouse, frame: pd.DataFrame, vanished: list[str]
 
 
 def images_in(warehouse: Warehouse, scope: ImageScope, columns: tuple[str, ...] | None = None, *,
-              with_vanished: bool = False) -> pd.DataFrame:
+              with_vanished: bool = False, with_uv: bool = False) -> pd.DataFrame:
     """The rows in ``scope`` (all columns, or ``columns``), by image id; without the
-    vanished rows unless ``with_vanished`` (a vanished file is not there to label)."""
+    vanished rows unless ``with_vanished`` (a vanished file is not there to label), and
+    without the accepted UV rows unless ``with_uv`` (a UV picture goes with its visible
+    partner's row, :func:`uv_partners`). A quarantined UV row stays: the plate's
+    quarantine list must show a UV picture that came without its visible one."""
     where, params = scope.where()
     names = ", ".join(f'"{c}"' for c in columns) if columns else "*"
     present = "" if with_vanished else " AND status <> 'vanished'"
-    return warehouse.query_df(f"SELECT {names} FROM images WHERE {where}{present} ORDER BY image_id", params)
+    visible = "" if with_uv else " AND (imaging IS DISTINCT FROM 'uv' OR status = 'quarantined')"
+    return warehouse.query_df(f"SELECT {names} FROM images WHERE {where}{present}{visible} ORDER BY image_id",
+                              params)
+
+
+def uv_partners(warehouse: Warehouse, scope: ImageScope = EVERYTHING) -> dict[str, str]:
+    """``visible image_id -> path`` of the UV picture accepted beside it (status ``ok``), in ``scope``.
+
+    Ingest accepts a UV row only beside an accepted visible one, and its image id is the
+    visible id with ``.uv`` (``wells.image_id``), so the pair is found by id."""
+    from crystal_pipeline.wells import UV_ID_SUFFIX
+
+    where, params = scope.where()
+    frame = warehouse.query_df(
+        f"SELECT image_id, path FROM images WHERE {where} AND imaging = 'uv' AND status = 'ok'", params)
+    cut = len(UV_ID_SUFFIX)
+    return {i[:-cut]: p for i, p in frame.itertuples(index=False) if i.endswith(UV_ID_SUFFIX)}
 
 
 def plate_format(warehouse: Warehouse, plate_id: str, inspection: Optional[str]) -> Optional[int]:

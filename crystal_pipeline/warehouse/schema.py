@@ -46,7 +46,8 @@ SCHEMA: tuple[str, ...] = (
         file_mtime_ns BIGINT,
         ingested_at TIMESTAMP NOT NULL,
         "drop" INTEGER DEFAULT 1,
-        plate_drops INTEGER DEFAULT 1
+        plate_drops INTEGER DEFAULT 1,
+        imaging VARCHAR DEFAULT 'visible'
     )
     """,
     # Migration (issue 11): a well may hold several drops. Warehouses from before gain the
@@ -54,6 +55,9 @@ SCHEMA: tuple[str, ...] = (
     # image ids of drop 1 are unchanged, so nothing else moves.
     'ALTER TABLE images ADD COLUMN IF NOT EXISTS "drop" INTEGER DEFAULT 1',
     "ALTER TABLE images ADD COLUMN IF NOT EXISTS plate_drops INTEGER DEFAULT 1",
+    # Migration (issue 20): a drop may have a UV picture beside its visible one (``imaging`` 'uv',
+    # image id ``<visible id>.uv``). Rows from before are all white-light pictures: 'visible'.
+    "ALTER TABLE images ADD COLUMN IF NOT EXISTS imaging VARCHAR DEFAULT 'visible'",
     """
     CREATE TABLE IF NOT EXISTS annotations (
         image_id VARCHAR NOT NULL,

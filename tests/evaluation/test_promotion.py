@@ -43,7 +43,7 @@ def world(tmp_path):
         Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(path)
         image_id = f"T/W{i:02d}"
         rows.append((image_id, "T", None, 96, f"W{i:02d}", i, 1, i + 1, str(path), None, 40, 40, "L", "ok", None,
-                     "archive", path.stat().st_size, path.stat().st_mtime_ns, now, 1, 1))
+                     "archive", path.stat().st_size, path.stat().st_mtime_ns, now, 1, 1, "visible"))
         labels.append((image_id, class_id, class_name(class_id), has_crystal(class_id), 3, 1.0, split))
     image_table.upsert_images(wh, pd.DataFrame(rows, columns=list(IMAGE_COLUMNS)))
     label_table.replace_consensus_labels(wh, pd.DataFrame(labels, columns=list(label_table.LABEL_COLUMNS)))
