@@ -42,6 +42,8 @@ MAX_BORDER_SHARE = 0.1
 MAX_ELONGATION = 1.6
 #: Fewest pixels (share of the frame) of an open dark arc taken as part of a drop's ring.
 MIN_ARC = 0.003
+#: Most dark-ring components tried per picture (the largest).
+MAX_RING_CANDIDATES = 8
 #: Radius (px of the reduced copy) of the closing that finds thin dark rings, and the
 #: least depth (0..1 of full scale) a ring must have.
 RING_REACH = 5
@@ -166,12 +168,14 @@ def _candidates(g: np.ndarray):
     area = g.size
     lines = binary_closing(_dark_lines(smooth), disk(2))
     rings = label(binary_fill_holes(lines), connectivity=1)
-    for index in range(1, int(rings.max()) + 1):
+    sizes = np.bincount(rings.ravel())[1:]
+    for index in np.argsort(-sizes)[:MAX_RING_CANDIDATES] + 1:  # largest first: grains make many small ones
+        if sizes[index - 1] < MIN_ARC * area:
+            break
         region = rings == index
         if not (region & ~lines).any():
-            if region.sum() >= MIN_ARC * area:
-                yield "arc", region  # an open arc: a ring broken where the light hides it
-        elif region.sum() >= MIN_AREA * area:
+            yield "arc", region  # an open arc: a ring broken where the light hides it
+        elif sizes[index - 1] >= MIN_AREA * area:
             yield "ring", region
     bright = smooth > threshold_otsu(smooth)
     labels = label(bright, connectivity=1)
@@ -202,6 +206,16 @@ def _outline_strength(gradient: np.ndarray, ellipse) -> float:
     return float(np.quantile(gradient[y, x].max(axis=1), OUTLINE_QUANTILE))
 
 
+def _radial_residuals(points: np.ndarray, model) -> np.ndarray:
+    """About each point's distance from a fitted ellipse: its radius relative to the
+    ellipse's along the same direction, off by one, times the mean semi-axis."""
+    (ex, ey), (ea, eb), theta = model.center, model.axis_lengths, model.theta
+    c, s = np.cos(theta), np.sin(theta)
+    dx, dy = points[:, 0] - ex, points[:, 1] - ey
+    u, v = (dx * c + dy * s) / max(ea, 1e-6), (-dx * s + dy * c) / max(eb, 1e-6)
+    return np.abs(np.sqrt(u * u + v * v) - 1.0) * (ea + eb) / 2
+
+
 def _refine(smooth: np.ndarray, ellipse):
     """The ellipse refitted to the drop's edge: along rays from the centre, the sharpest step
     of the drop's own polarity (dark ring to bright well, or lit drop to dark surround)
@@ -226,7 +240,7 @@ def _refine(smooth: np.ndarray, ellipse):
     model = EllipseModel.from_estimate(points)
     if not model:
         return ellipse
-    residuals = np.abs(model.residuals(points))
+    residuals = _radial_residuals(points, model)  # skimage's exact residuals solve one problem per point: slow
     keep = residuals <= np.quantile(residuals, 2 / 3)
     model = EllipseModel.from_estimate(points[keep]) if keep.sum() >= 12 else None
     if not model:
