@@ -223,8 +223,10 @@ def label_plate(
     # Keep at least a batch decoding ahead: decode_threaded holds 4 * workers chunks in flight.
     chunksize = max(4, math.ceil(batch_size / (4 * max(1, workers))))
     try:
-        run.feed(lambda paths: imaging.decode_threaded(paths, resolution, workers, chunksize), batch_size,
-                 resolution)
+        # The square the model was trained on (preprocessing.crop; artifacts before it: the centre).
+        crop = (getattr(model, "artifact_meta", None) or {}).get("crop", imaging.DEFAULT_CROP)
+        run.feed(lambda paths: imaging.decode_threaded(paths, resolution, workers, chunksize, crop=crop),
+                 batch_size, resolution)
     finally:
         cleanup()
     return run.result(resolution, path_name, time.perf_counter() - started, choice)

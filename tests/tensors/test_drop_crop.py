@@ -72,3 +72,26 @@ def test_the_crop_is_in_the_tensors_and_their_fingerprint_and_a_change_rewrites_
     assert tensors.split_crop(layout.tensors_split_dir(32, "train")) == "drop"
     both = [(c, d) for name in tensors.SPLITS for c, d in zip(centre[name].pixels, drop[name].pixels)]
     assert both and all(_edge_max(d) < _edge_max(c) for c, d in both)
+
+
+def test_labelling_cuts_the_square_the_model_was_trained_on(tmp_path, monkeypatch):
+    import torch
+
+    from crystal_pipeline.ingest import imaging
+    from crystal_pipeline.ingest.archive import scan_plate
+    from crystal_pipeline.model import CrystalNet, load, save_artifact
+    from crystal_pipeline.plates.labelling import label_plate
+
+    for i, well in enumerate(("A01", "A02")):
+        _off_centre_drop(tmp_path / "P1" / f"{well}.png", cx=38.0 + 4 * i, seed=i)
+    torch.manual_seed(0)
+    seen = []
+    real = imaging.decode_threaded
+    monkeypatch.setattr(imaging, "decode_threaded", lambda *a, **k: seen.append(k.get("crop")) or real(*a, **k))
+    for crop in ("drop", None):  # None: an artifact from before the setting
+        meta = {"crop": crop} if crop else {}
+        path = save_artifact(tmp_path / f"{crop}.pt", CrystalNet(resolution=32).eval(), preset="smoke",
+                             trained_on="synthetic", **meta)
+        labels = label_plate(scan_plate(tmp_path / "P1"), load(path, "cpu"), workers=1, cpu_path="eager")
+        assert len(labels.rows) == 2
+    assert seen == ["drop", "centre"]
