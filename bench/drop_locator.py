@@ -37,8 +37,8 @@ from machine import cpu_name  # noqa: E402  (bench/machine.py)
 
 
 def iou_figure(name: str, drops: int, seed: int) -> dict:
-    from crystal_pipeline.ingest.drop_locator import locate_drop
-    from crystal_pipeline.synthetic.drawn_drop import draw_drop_picture, ellipse_mask
+    from crystal_pipeline.ingest.drop_locator import ellipse_mask, locate_drop
+    from crystal_pipeline.synthetic.drawn_drop import draw_drop_picture
     from crystal_pipeline.synthetic.imager import imager_named
 
     imager = imager_named(name)

@@ -128,7 +128,8 @@ def _circle_through(region: np.ndarray):
     return float(cx), float(cy), radius, radius, 0.0
 
 
-def _ellipse_mask(shape, cx, cy, a, b, angle) -> np.ndarray:
+def ellipse_mask(shape: tuple[int, int], cx: float, cy: float, a: float, b: float, angle: float) -> np.ndarray:
+    """Pixels whose centres lie inside the ellipse (semi-axes ``a`` along ``angle``, ``b`` across)."""
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
     c, s = np.cos(angle), np.sin(angle)
     u = ((xx - cx) * c + (yy - cy) * s) / max(a, 1e-6)
@@ -282,13 +283,13 @@ def locate_drop(grey: np.ndarray) -> DropLocation:
             continue
         if kind == "arc":  # the circle the arc lies on, snapped to the edge
             ellipse = _refine(smooth, _circle_through(region))
-            region = _ellipse_mask(g.shape, *ellipse)
+            region = ellipse_mask(g.shape, *ellipse)
         else:
             region = convex_hull_image(region)  # a drop is convex: grains and bites at its edge are not
             ellipse = _ellipse_of(region)
         if ellipse[2] > MAX_ELONGATION * max(ellipse[3], 1e-6):
             continue
-        fitted = _ellipse_mask(g.shape, *ellipse)
+        fitted = ellipse_mask(g.shape, *ellipse)
         fit = float((fitted & region).sum() / max(1, (fitted | region).sum()))
         if fit >= MIN_FIT:
             kept.append((kind, region, ellipse, fit))

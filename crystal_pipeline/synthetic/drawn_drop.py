@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crystal_pipeline.classes import CLASSES
+from crystal_pipeline.ingest.drop_locator import ellipse_mask
 from crystal_pipeline.synthetic import contents, hwi, render
 from crystal_pipeline.synthetic.imager import Imager
 from crystal_pipeline.synthetic.scene import Drop, draw_nuisance, draw_scene, finish
@@ -35,16 +36,6 @@ class DrawnDrop:
     def mask(self) -> np.ndarray:
         """The drop ellipse as a boolean mask of the picture (ripple left out)."""
         return ellipse_mask(self.image.shape, self.drop.cx, self.drop.cy, *self.semi_axes, self.drop.angle)
-
-
-def ellipse_mask(shape: tuple[int, int], cx: float, cy: float, a: float, b: float, angle: float) -> np.ndarray:
-    """Pixels whose centres lie inside the ellipse (semi-axes ``a`` along ``angle``, ``b`` across)."""
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
-    c, s = np.cos(angle), np.sin(angle)
-    dx, dy = xx - cx, yy - cy
-    u = (dx * c + dy * s) / max(a, 1e-6)
-    v = (-dx * s + dy * c) / max(b, 1e-6)
-    return u * u + v * v <= 1.0
 
 
 def draw_drop_picture(rng: np.random.Generator, class_id: int, size: int, imager: Imager,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crystal_pipeline.ingest.drop_locator import fallback, locate_drop
-from crystal_pipeline.synthetic.drawn_drop import draw_drop_picture, ellipse_mask
+from crystal_pipeline.ingest.drop_locator import ellipse_mask, fallback, locate_drop
+from crystal_pipeline.synthetic.drawn_drop import draw_drop_picture
 from crystal_pipeline.synthetic.imager import IMAGERS
 
 from conftest import REAL_SAMPLES  # noqa: E402

@@ -13,7 +13,7 @@ from crystal_pipeline.ingest.consensus import ConsensusConfig, agree
 from crystal_pipeline.ingest.image_files import ingest_files
 from crystal_pipeline.ingest.imaging import load_grey
 from crystal_pipeline.layout import DataLayout
-from crystal_pipeline.synthetic.drawn_drop import ellipse_mask
+from crystal_pipeline.ingest.drop_locator import ellipse_mask
 from crystal_pipeline.tensors import preparation
 from crystal_pipeline.warehouse import Warehouse
 from crystal_pipeline.warehouse import images as image_table
