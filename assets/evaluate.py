@@ -35,7 +35,8 @@ def _model_test_probs(model_row: dict, storage, wh, preprocessing, device: str):
     from crystal_pipeline.model import predict_proba
 
     model = registry.load_registered(model_row, device)  # sha256 checked against the row first
-    test = preparation.current_split(wh, storage.layout, model.resolution, EVALUATION_SPLIT, workers=preprocessing.workers)
+    test = preparation.current_split(wh, storage.layout, model.resolution, EVALUATION_SPLIT, workers=preprocessing.workers,
+                                     crop=preprocessing.crop)
     started = time.perf_counter()
     probs = predict_proba(model, test.pixels)
     return model, test, probs, time.perf_counter() - started
@@ -181,7 +182,8 @@ def training_size_study(context: dg.AssetExecutionContext, config: StudyConfig, 
     layout = storage.layout
     cfg = TrainConfig.from_preset(config.preset, {k: str(v) for k, v in config.overrides.items()})
     if not layout.stats_path(cfg.resolution).exists() or cfg.resolution != preprocessing.resolution:
-        preparation.prepare_resolution(warehouse.get(), layout, cfg.resolution, workers=preprocessing.workers)
+        preparation.prepare_resolution(warehouse.get(), layout, cfg.resolution, workers=preprocessing.workers,
+                                       crop=preprocessing.crop)
     points = run_study(layout.tensors_dir(cfg.resolution), layout.study_dir("training_size"), cfg,
                        config.fractions, device=compute.device, progress=context.log.info)
     curve = training_size_curve([p.train_images for p in points], {"CrystalNet (ours)": [p.test_accuracy for p in points]})
@@ -211,7 +213,7 @@ def resolution_study(context: dg.AssetExecutionContext, config: StudyConfig, sto
 
     def prepare(res: int) -> Path:
         if res != preprocessing.resolution or not layout.stats_path(res).exists():
-            preparation.prepare_resolution(wh, layout, res, workers=preprocessing.workers)
+            preparation.prepare_resolution(wh, layout, res, workers=preprocessing.workers, crop=preprocessing.crop)
         return layout.tensors_dir(res)
 
     points = run_study(prepare, layout.study_dir("resolution"), cfg, config.resolutions,

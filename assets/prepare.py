@@ -20,16 +20,18 @@ from resources import PreprocessingResource, StorageResource, WarehouseResource
 @dg.asset(group_name="prepare", kinds={"parquet"}, deps=[consensus_labels])
 def image_tensors(context: dg.AssetExecutionContext, storage: StorageResource, warehouse: WarehouseResource,
                   preprocessing: PreprocessingResource) -> dg.MaterializeResult:
-    """Central square crop, anti-aliased resize, 8-bit grey, one Parquet folder per split (streamed)."""
+    """Central square (or, with ``preprocessing.crop: drop``, a square around the located drop), anti-aliased resize, 8-bit grey, one Parquet folder per split (streamed)."""
     layout = storage.layout
     resolution = preprocessing.resolution
     context.log.info(f"preprocessing the labelled images to {resolution} px")
     summary = preparation.write_split_tensors(warehouse.get(), layout, resolution, workers=preprocessing.workers,
-                                              progress=progress_logger(context, "preprocessed"))
+                                              progress=progress_logger(context, "preprocessed"),
+                                              crop=preprocessing.crop)
     failures = pd.DataFrame(summary.failures, columns=["image_id", "reason"])
     preview = _preview(layout.tensors_split_dir(resolution, "train"), resolution)
     return dg.MaterializeResult(metadata={
         "resolution": resolution,
+        "crop": preprocessing.crop,
         "path": dg.MetadataValue.path(str(layout.tensors_dir(resolution))),
         **{f"{s}_rows": summary.rows_per_split.get(s, 0) for s in SPLITS},
         "decode_failures": len(failures),

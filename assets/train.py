@@ -68,7 +68,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
     res = train_config.resolution
     if res != preprocessing.resolution:
         context.log.info(f"preset {config.preset} trains at {res} px: writing tensors at that resolution")
-        preparation.prepare_resolution(wh, layout, res, workers=preprocessing.workers)
+        preparation.prepare_resolution(wh, layout, res, workers=preprocessing.workers, crop=preprocessing.crop)
     trained_on = archive.provenance(layout.raw_dir)
     log_lines: list[dict] = []
 
@@ -96,7 +96,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
                                    error_reduction=config.error_reduction_floor)
         decision = promotion.promote(wh, layout, run.model_path, scores, floor=floor, preset=config.preset,
                                      resolution=res, trained_on=trained_on, device=compute.device,
-                                     workers=preprocessing.workers)
+                                     workers=preprocessing.workers, crop=preprocessing.crop)
         run.release(finished=True)
     (context.log.info if decision.promoted or floor.cleared_by(scores) else context.log.warning)(decision.reason)
 

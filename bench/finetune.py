@@ -49,8 +49,8 @@ def emit(figure: str, **values) -> dict:
     return line
 
 
-def labelled_lab(raw: Path, workers: int) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
-    """split -> (image ids, class ids 1..10, uint8 pixels at RES) from an archive's files."""
+def labelled_lab(raw: Path, workers: int, crop: str = "centre") -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
+    """split -> (image ids, class ids 1..10, uint8 pixels at RES, cut as ``crop`` says) from an archive's files."""
     from crystal_pipeline.ingest import annotations, archive, consensus, imaging
 
     files = [f for f in archive.scan_archive(raw) if f.error is None]
@@ -60,7 +60,7 @@ def labelled_lab(raw: Path, workers: int) -> dict[str, tuple[list[str], np.ndarr
     path_of = {f.image_id: f.path for f in files}
     labels = sorted(result.labels, key=lambda label: label.image_id)
     pixels = np.empty((len(labels), RES, RES), np.uint8)
-    for index, decoded in imaging.decode_many([path_of[l.image_id] for l in labels], RES, workers=workers):
+    for index, decoded in imaging.decode_many([path_of[l.image_id] for l in labels], RES, workers=workers, crop=crop):
         pixels[index] = decoded
     out = {}
     for split in ("train", "val", "test"):

@@ -12,6 +12,7 @@ from typing import Optional
 from dagster import ConfigurableResource, PipesSubprocessClient
 from pydantic import Field
 
+from crystal_pipeline.ingest.imaging import CROPS, DEFAULT_CROP
 from crystal_pipeline.layout import DataLayout, default_data_dir, default_incoming_dir, default_raw_dir
 from crystal_pipeline.warehouse import Warehouse
 
@@ -52,7 +53,8 @@ class PreprocessingResource(ConfigurableResource):
 
     resolution: int = Field(default=128, description="Side of the square tensors (the paper: 128)")
     workers: Optional[int] = Field(default=None, description="Decode processes; default: all cores")
-
+    crop: str = Field(default=DEFAULT_CROP, description=f"Which square of each picture: one of {CROPS} "
+                      "(centre: the paper's central square; drop: a square around the located drop)")
 
 def build_resources(storage: Optional[StorageResource] = None) -> dict:
     """The resource set of the code location; tests pass their own storage."""

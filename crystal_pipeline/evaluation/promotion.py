@@ -54,7 +54,7 @@ class PromotionDecision:
 
 
 def rescore(warehouse: Warehouse, layout: DataLayout, model_row: dict, *, device: str = "auto",
-            workers: int | None = None) -> Scores:
+            workers: int | None = None, crop: str = "centre") -> Scores:
     """A registered model's scores on today's validation split, at the model's resolution
     (tensors at that resolution are rewritten first when their validation ids are stale).
     The file is checked against the row's sha256 before it is loaded (ModelIntegrityError)."""
@@ -63,14 +63,14 @@ def rescore(warehouse: Warehouse, layout: DataLayout, model_row: dict, *, device
 
     model = registry.load_registered(model_row, device)
     crash_point("promotion.during_rescore")
-    val = preparation.current_val_split(warehouse, layout, model.resolution, workers=workers)
+    val = preparation.current_val_split(warehouse, layout, model.resolution, workers=workers, crop=crop)
     temperature, _ = calibration_of(model.artifact_meta)
     return registry.score(val.class_ids, predict_proba(model, val.pixels), temperature)
 
 
 def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, scores: Scores, *,
             floor: AccuracyFloor, preset: str, resolution: int, trained_on: str, device: str = "auto",
-            workers: int | None = None, now: datetime | None = None) -> PromotionDecision:
+            workers: int | None = None, now: datetime | None = None, crop: str = "centre") -> PromotionDecision:
     """Version, compare and register the staged model; see the module docstring.
 
     ``scores`` are the new model's on today's validation split (:func:`registry.calibrate`:
@@ -91,7 +91,7 @@ def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, sco
         return PromotionDecision(done["model_version"], Path(done["path"]), bool(done["is_production"]),
                                  f"already registered as {done['model_version']} by an earlier attempt", scores,
                                  None, None, floor)
-    current, current_scores, problem = _production_now(warehouse, layout, device, workers)
+    current, current_scores, problem = _production_now(warehouse, layout, device, workers, crop)
     promoted, reason = registry.promotion_decision(scores, current_scores, floor, production_problem=problem)
     version = _adoptable_version(layout, sha) or registry.new_model_version(staged, now)
     final = _copy_verified(staged, layout.model_path(version), sha)
@@ -124,7 +124,7 @@ def _calibrated(staged: Path, scores: Scores) -> dict:
 
 
 def _production_now(warehouse: Warehouse, layout: DataLayout, device: str,
-                    workers: int | None) -> tuple[dict | None, Scores | None, str | None]:
+                    workers: int | None, crop: str = "centre") -> tuple[dict | None, Scores | None, str | None]:
     """The production row, its scores on today's split, and why it is unusable (its file
     missing, damaged or not the registered one: then no scores), for the decision."""
     from crystal_pipeline.model import ArtifactError
@@ -133,7 +133,7 @@ def _production_now(warehouse: Warehouse, layout: DataLayout, device: str,
     if current is None:
         return None, None, None
     try:
-        return current, rescore(warehouse, layout, current, device=device, workers=workers), None
+        return current, rescore(warehouse, layout, current, device=device, workers=workers, crop=crop), None
     except (registry.ModelIntegrityError, ArtifactError) as error:
         return current, None, str(error)
 

@@ -21,6 +21,11 @@ Decisions (measured in ``docs/preprocessing.md``):
   at a reduced DCT scale (``Image.draft``) no smaller than the crop needs and never below
   1/4: libjpeg's 1/8 scale keeps only each block's DC term, an 8x8 box filter that
   measurably aliases.
+- The crop is the paper's central square (``crop="centre"``, the default) or, with
+  ``crop="drop"`` (``preprocessing.crop``), a square around the drop that
+  :mod:`crystal_pipeline.ingest.drop_locator` finds, :data:`DROP_MARGIN` wider than the
+  drop and never larger than the central square, moved inside the frame where the drop
+  is near an edge; a picture whose drop is not found gets the central square.
 - EXIF orientation is ignored: plate imagers do not rotate their cameras, and a
   mis-tagged file must not silently change which pixels the crop keeps.
 """
@@ -51,6 +56,20 @@ REDUCING_GAP = 3.0
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I", "F")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _JPEG_FORMATS = ("JPEG", "MPO")  # MPO: multi-picture JPEG from some cameras; same decoder
+
+
+#: What ``preprocessing.crop`` may say: the paper's central square, or a square around the drop.
+CROPS = ("centre", "drop")
+DEFAULT_CROP = "centre"
+#: ``crop="drop"``: the square's side over the drop's diameter (room for the meniscus).
+DROP_MARGIN = 1.08
+
+
+def check_crop(crop: str) -> str:
+    """``crop`` if it is one of :data:`CROPS`, else ValueError naming them."""
+    if crop not in CROPS:
+        raise ValueError(f"unknown crop {crop!r}; expected one of {CROPS}")
+    return crop
 
 
 class UnreadableImage(Exception):
@@ -163,16 +182,39 @@ def _to_grey(im: Image.Image) -> Image.Image:
     return im.convert("RGB").convert("L")  # CMYK, YCbCr, LAB, HSV
 
 
-def _crop_resize(im: Image.Image, resolution: int) -> Image.Image:
-    """Central square, then anti-aliased resize.
+def drop_square(width: int, height: int, drop) -> tuple[int, int, int]:
+    """``(left, top, side)`` of the square around a located drop (:data:`DROP_MARGIN` of its
+    diameter, at most the central square's side), kept inside the frame; the central square
+    when the drop was not found."""
+    side = min(width, height)
+    if not drop.found:
+        return (width - side) // 2, (height - side) // 2, side
+    side = max(1, min(side, math.ceil(2 * drop.radius * DROP_MARGIN)))
+    left = min(max(round(drop.cx - side / 2), 0), width - side)
+    top = min(max(round(drop.cy - side / 2), 0), height - side)
+    return left, top, side
+
+
+def _square_box(im: Image.Image, crop: str) -> tuple[int, int, int]:
+    w, h = im.size
+    if crop == "drop":
+        from crystal_pipeline.ingest.drop_locator import locate_drop
+
+        grey = im if im.mode == "L" else im.convert("L")  # 'F' from high-bit files: clipped, only to locate
+        return drop_square(w, h, locate_drop(np.asarray(grey)))
+    side = min(w, h)
+    return (w - side) // 2, (h - side) // 2, side
+
+
+def _crop_resize(im: Image.Image, resolution: int, crop: str = DEFAULT_CROP) -> Image.Image:
+    """The square ``crop`` names, then anti-aliased resize.
 
     A hard crop first, not ``resize(box=...)``: with a box Pillow's filter reaches pixels
     outside it, so a dark well rim just beyond the crop would bleed into the edge pixels.
     Integer offsets avoid a half-pixel shift (and blur) when the sizes' difference is odd.
     """
     w, h = im.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
+    left, top, side = _square_box(im, crop)
     if side != w or side != h:
         im = im.crop((left, top, left + side, top + side))
     if side == resolution:
@@ -181,13 +223,14 @@ def _crop_resize(im: Image.Image, resolution: int) -> Image.Image:
                      reducing_gap=REDUCING_GAP)
 
 
-def _grey_square(path: str | os.PathLike, resolution: int) -> Image.Image:
+def _grey_square(path: str | os.PathLike, resolution: int, crop: str = DEFAULT_CROP) -> Image.Image:
     with _open(path) as im:
         try:
             if im.format in _JPEG_FORMATS:
-                _draft_jpeg(im, resolution)
+                # A drop's square may be a fraction of the frame: decode at twice the resolution's need.
+                _draft_jpeg(im, resolution if crop == "centre" else 2 * resolution)
             im.load()
-            out = _crop_resize(_to_grey(im), resolution)
+            out = _crop_resize(_to_grey(im), resolution, crop)
             if out is im:  # already the right square: keep it alive past close()
                 out = im.copy()
         except Exception as exc:
@@ -198,29 +241,30 @@ def _grey_square(path: str | os.PathLike, resolution: int) -> Image.Image:
     return out
 
 
-def load_grey(path: str | os.PathLike, resolution: int = 128) -> np.ndarray:
-    """The network's view of one file: ``(resolution, resolution)`` uint8, row-major.
+def load_grey(path: str | os.PathLike, resolution: int = 128, crop: str = DEFAULT_CROP) -> np.ndarray:
+    """The network's view of one file: ``(resolution, resolution)`` uint8, row-major, of the
+    square ``crop`` names (:data:`CROPS`).
 
     Raises :class:`UnreadableImage` for anything that cannot be decoded.
     """
     if resolution < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
-    return np.array(_grey_square(path, resolution), dtype=np.uint8)
+    return np.array(_grey_square(path, resolution, check_crop(crop)), dtype=np.uint8)
 
 
-def load_grey_bytes(path: str | os.PathLike, resolution: int = 128) -> bytes:
+def load_grey_bytes(path: str | os.PathLike, resolution: int = 128, crop: str = DEFAULT_CROP) -> bytes:
     """:func:`load_grey` as ``resolution**2`` raw bytes: what Parquet stores and IPC carries."""
     if resolution < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
-    return _grey_square(path, resolution).tobytes()
+    return _grey_square(path, resolution, check_crop(crop)).tobytes()
 
 
-def _decode_chunk(paths: list[str], resolution: int) -> list[bytes | UnreadableImage]:
+def _decode_chunk(paths: list[str], resolution: int, crop: str = DEFAULT_CROP) -> list[bytes | UnreadableImage]:
     """Worker body. Bytes, not arrays, cross the process boundary: cheapest to pickle."""
     out: list[bytes | UnreadableImage] = []
     for path in paths:
         try:
-            out.append(load_grey_bytes(path, resolution))
+            out.append(load_grey_bytes(path, resolution, crop))
         except UnreadableImage as exc:
             out.append(exc)
         except Exception as exc:  # a decoder bug must cost one image, not the run
@@ -250,6 +294,7 @@ def decode_many(
     chunksize: int = 16,
     *,
     as_bytes: bool = False,
+    crop: str = DEFAULT_CROP,
 ) -> Iterator[tuple[int, np.ndarray | bytes | UnreadableImage]]:
     """Decode many files in parallel, yielding ``(index, pixels | UnreadableImage)`` in order.
 
@@ -257,8 +302,10 @@ def decode_many(
     stays bounded however long the input and however slow the consumer. An unreadable
     file yields its :class:`UnreadableImage` instead of raising. ``workers`` <= 1 (or an
     input no longer than one chunk) decodes in this process: no pool start-up cost.
-    With ``as_bytes`` the pixels are ``resolution**2`` raw bytes instead of arrays.
+    With ``as_bytes`` the pixels are ``resolution**2`` raw bytes instead of arrays; ``crop``
+    is the square each picture is cut to (:data:`CROPS`).
     """
+    check_crop(crop)
     workers = default_workers() if workers is None else workers
     chunksize = max(1, int(chunksize))
 
@@ -268,13 +315,13 @@ def decode_many(
     small = hasattr(paths, "__len__") and len(paths) <= chunksize  # type: ignore[arg-type]
     if workers <= 1 or small:
         for i, path in enumerate(paths):
-            yield i, convert(_decode_chunk([os.fspath(path)], resolution)[0])
+            yield i, convert(_decode_chunk([os.fspath(path)], resolution, crop)[0])
         return
 
     chunks = _chunks((os.fspath(p) for p in paths), chunksize)
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
     try:
-        for index, result in _in_order(executor, chunks, resolution, 4 * workers):
+        for index, result in _in_order(executor, chunks, resolution, 4 * workers, crop):
             yield index, convert(result)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
@@ -285,6 +332,7 @@ def decode_threaded(
     resolution: int = 128,
     threads: int | None = None,
     chunksize: int = 4,
+    crop: str = DEFAULT_CROP,
 ) -> Iterator[tuple[int, np.ndarray | UnreadableImage]]:
     """:func:`decode_many` on threads of a pool that outlives the call (:func:`decode_pool`).
 
@@ -295,10 +343,11 @@ def decode_threaded(
     """
     threads = default_workers() if threads is None else threads
     if threads <= 1:
-        yield from decode_many(paths, resolution, workers=0)
+        yield from decode_many(paths, resolution, workers=0, crop=crop)
         return
+    check_crop(crop)
     chunks = _chunks((os.fspath(p) for p in paths), max(1, int(chunksize)))
-    for index, result in _in_order(decode_pool(threads), chunks, resolution, 4 * threads):
+    for index, result in _in_order(decode_pool(threads), chunks, resolution, 4 * threads, crop):
         yield index, _pixels(result, resolution)
 
 
@@ -335,17 +384,17 @@ if hasattr(os, "register_at_fork"):
 
 
 def _in_order(executor: Executor, chunks: Iterator[list[str]], resolution: int,
-              in_flight: int) -> Iterator[tuple[int, bytes | UnreadableImage]]:
+              in_flight: int, crop: str = DEFAULT_CROP) -> Iterator[tuple[int, bytes | UnreadableImage]]:
     """``(index, result)`` of :func:`_decode_chunk` over ``chunks`` in input order, at most
     ``in_flight`` chunks submitted ahead; a generator closed early cancels what has not started."""
-    pending = deque(executor.submit(_decode_chunk, c, resolution) for c in islice(chunks, in_flight))
+    pending = deque(executor.submit(_decode_chunk, c, resolution, crop) for c in islice(chunks, in_flight))
     index = 0
     try:
         while pending:
             results = pending.popleft().result()
             nxt = next(chunks, None)
             if nxt is not None:
-                pending.append(executor.submit(_decode_chunk, nxt, resolution))
+                pending.append(executor.submit(_decode_chunk, nxt, resolution, crop))
             for result in results:
                 yield index, result
                 index += 1

@@ -5,7 +5,8 @@ An artifact is one ``torch.save``d dict: ``format`` (:data:`ARTIFACT_FORMAT`),
 tensors, including the normalization buffers) and the metadata its writer adds, which
 for a training run is ``preset``, ``config`` (the whole TrainConfig), ``normalization``
 (the stats' mean and std images), ``history``, ``tensors_fingerprint`` (the tensors'
-content fingerprint), ``trained_on``, ``val_accuracy``, ``crystal_auc``,
+content fingerprint), ``crop`` (the square of each picture it saw: ``preprocessing.crop``),
+``trained_on``, ``val_accuracy``, ``crystal_auc``,
 ``val_predictions``, ``updates``, ``train_seconds``, ``images_per_s``, ``device``,
 ``world_size``, ``torch_version``, ``precision`` (the resolved training precision, 'fp32',
 'bf16' or 'mixed' when resumed sessions differed), ``precision_reason`` and ``precision_log``

@@ -43,16 +43,17 @@ def fused_files(files: Sequence[WellFile]) -> tuple[list[WellFile], dict[Path, P
     return out, uv_of
 
 
-def pair_decoder(uv_of: dict[Path, Path], resolution: int, workers: int, chunksize: int
+def pair_decoder(uv_of: dict[Path, Path], resolution: int, workers: int, chunksize: int, crop: str = "centre"
                  ) -> Callable[[list[Path]], Iterator[tuple[int, object]]]:
     """``decode(visible paths)`` yielding ``(k, (2, res, res) uint8 or UnreadableImage)``: both
-    pictures of each drop decoded on the same threads as a visible-only plate's, in order."""
+    pictures of each drop decoded on the same threads as a visible-only plate's, in order.
+    With ``crop='drop'`` each picture's drop is located on that picture (docs/decisions.md)."""
     from crystal_pipeline.ingest import imaging
 
     def decode(paths: list[Path]):
         both = [p for v in paths for p in (v, uv_of[v])]
         pending = None
-        for j, result in imaging.decode_threaded(both, resolution, workers, chunksize):
+        for j, result in imaging.decode_threaded(both, resolution, workers, chunksize, crop=crop):
             if j % 2 == 0:
                 pending = result
                 continue

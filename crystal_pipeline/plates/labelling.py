@@ -231,11 +231,14 @@ def label_plate(
     workers = imaging.default_workers() if workers is None else workers
     # Keep at least a batch decoding ahead: decode_threaded holds 4 * workers chunks in flight.
     chunksize = max(4, math.ceil(batch_size / (4 * max(1, workers))))
-    decode = lambda paths: imaging.decode_threaded(paths, resolution, workers, chunksize)  # noqa: E731
+    # The square the model was trained on (preprocessing.crop; artifacts before it: the centre).
+    crop = (getattr(model, "artifact_meta", None) or {}).get("crop", imaging.DEFAULT_CROP)
+    decode = lambda paths: imaging.decode_threaded(paths, resolution, workers, chunksize, crop=crop)  # noqa: E731
     todo, shape = labelled_files(files), (resolution, resolution)
     if fused_labelling.model_channels(model) > 1:  # visible + UV stacked (plates.fused_labelling)
         todo, uv_of = fused_labelling.fused_files(files)
-        decode, shape = fused_labelling.pair_decoder(uv_of, resolution, workers, chunksize), (2, *shape)
+        decode = fused_labelling.pair_decoder(uv_of, resolution, workers, chunksize, crop)
+        shape = (2, *shape)
     run = _LabelRun(todo, calibrated(predict, temperature), progress)
     try:
         run.feed(decode, batch_size, shape)

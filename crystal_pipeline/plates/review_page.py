@@ -20,6 +20,9 @@ What a reviewer does there:
 The review queue holds the wells the model is least sure of: the calibrated
 ``crystal_prob`` nearest the plate's crystal threshold (the decision a reviewer's
 answer changes), ties broken by higher entropy of the 10-class distribution.
+A second order, chosen on the page, puts first the wells whose label teaches the model
+most (:mod:`crystal_pipeline.plates.review_order`: the expected value of a correction,
+spread across classes and the plate); ``n``/``p`` walk whichever queue is shown.
 Marks survive a reload (the browser's localStorage, per plate), never leave the
 machine, and are never written into the report file itself.
 """
@@ -34,6 +37,7 @@ from crystal_pipeline.classes import ATTRIBUTES, CLASS_TITLES
 from crystal_pipeline.ingest.archive import split_plate_key
 from crystal_pipeline.ingest.reviews import REVIEW_PREFIX
 from crystal_pipeline.plates.labelling import LabelledImage
+from crystal_pipeline.plates.review_order import CLASS_DISCOUNT, NEIGHBOUR_DISCOUNT, ORDER_RULE, teaching_order
 from crystal_pipeline.plates.uv_thumbnail import uv_thumbnail_html
 from crystal_pipeline.reporting.embed import data_uri
 from crystal_pipeline.reporting.html import escape, script_json
@@ -64,10 +68,12 @@ def review_section(plate_key: str, rows: Sequence[LabelledImage], threshold: flo
     """The review page's HTML (controls, queue, data, script) for the end of the report's body."""
     plate_id, inspection = split_plate_key(plate_key)
     queue = review_queue(rows, threshold, queue_size)
+    teaches = teaching_order(rows, threshold)[:queue_size]
     by_position = sorted(rows, key=lambda r: (_row_letters(r.well), r.well, r.drop, r.image_id))
     data = {
         "plate_key": plate_key, "plate_id": plate_id, "inspection": inspection or "",
         "attributes": list(ATTRIBUTES), "prefix": REVIEW_PREFIX, "queue": [r.slot for r in queue],
+        "queues": {"probability": [r.slot for r in queue], "teaches": [r.slot for r in teaches]},
         # keyed by slot (A01, A01_2): two drops of one well are reviewed apart
         "wells": {r.slot: {"well": r.well, "drop": r.drop, "cls": CLASS_TITLES[r.class_id - 1],
                            "p": round(r.crystal_prob, 4),
@@ -77,15 +83,21 @@ def review_section(plate_key: str, rows: Sequence[LabelledImage], threshold: flo
     buttons = "".join(f"<button type='button' class='attr' data-attr='{a}' title='key {i}'>"
                       f"<kbd>{i}</kbd> {escape(a)}</button>" for i, a in enumerate(ATTRIBUTES, 1))
     options = "".join(f"<option value='{escape(r.slot)}'>" for r in by_position)
-    cards = []
-    for r in queue:
-        thumb = thumbnail(r.path)
-        img = (f"<img alt='{escape(r.image_id)}' src='{data_uri(thumb, 'image/jpeg')}'>" if thumb
-               else "<div class='nopreview'>no preview</div>")
-        img += uv_thumbnail_html(r.path, r.image_id, thumbnail)  # the drop's UV picture, where it has one
-        cards.append(f"<figure data-well='{escape(r.slot)}'>{img}<figcaption><b>{escape(r.slot)}</b> "
-                     f"p={r.crystal_prob:.3f} H={entropy(r.probs):.2f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
-                     "</figcaption></figure>")
+    thumbs: dict[Path, bytes | None] = {}
+
+    def cards(wells: Sequence[LabelledImage]) -> str:
+        out = []
+        for r in wells:
+            thumb = thumbs[r.path] if r.path in thumbs else thumbs.setdefault(r.path, thumbnail(r.path))
+            img = (f"<img alt='{escape(r.image_id)}' src='{data_uri(thumb, 'image/jpeg')}'>" if thumb
+                   else "<div class='nopreview'>no preview</div>")
+            img += uv_thumbnail_html(r.path, r.image_id, thumbnail)  # the drop's UV picture, where it has one
+            out.append(f"<figure data-well='{escape(r.slot)}'>{img}<figcaption><b>{escape(r.slot)}</b> "
+                       f"p={r.crystal_prob:.3f} H={entropy(r.probs):.2f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
+                       "</figcaption></figure>")
+        return "".join(out)
+
+    teach_rule = ORDER_RULE.format(cls=CLASS_DISCOUNT, near=NEIGHBOUR_DISCOUNT)
     return "\n".join([
         f"<style>{_CSS}</style>",
         "<section id='review'><h2>Review</h2>",
@@ -101,8 +113,12 @@ def review_section(plate_key: str, rows: Sequence[LabelledImage], threshold: flo
         "<div id='current'><span id='current-well'>No well selected.</span> "
         f"<span class='attrs'>{buttons}</span></div>",
         f"<h3>Review queue: the {len(queue)} wells the model is least sure of</h3>",
-        f"<p class='rule'>Order: {escape(QUEUE_RULE.format(threshold=threshold))}.</p>",
-        f"<div class='thumbs' id='queue'>{''.join(cards)}</div>",
+        "<p><label>Order <select id='queue-order'><option value='probability'>by crystal probability</option>"
+        "<option value='teaches'>by what a label teaches</option></select></label></p>",
+        f"<div id='queue-probability'><p class='rule'>Order: {escape(QUEUE_RULE.format(threshold=threshold))}.</p>",
+        f"<div class='thumbs' id='queue'>{cards(queue)}</div></div>",
+        f"<div id='queue-teaches' hidden><p class='rule'>Order: {escape(teach_rule)}.</p>",
+        f"<div class='thumbs'>{cards(teaches)}</div></div>",
         "<h3>Corrections CSV</h3><textarea id='csv-out' rows='8' cols='90' readonly></textarea>",
         "</section>",
         f"<script type='application/json' id='review-data'>{payload}</script>",
@@ -241,6 +257,11 @@ _SCRIPT = r"""
   wellInput.addEventListener("focus", () => wellInput.select());  // typing replaces the shown well
   wellInput.addEventListener("change", chooseTyped);
   wellInput.addEventListener("keydown", (ev) => { if (ev.key === "Enter") chooseTyped(); });
+  $("queue-order").addEventListener("change", (ev) => {  // which queue is shown and walked by n/p
+    data.queue = data.queues[ev.target.value];
+    $("queue-probability").hidden = ev.target.value !== "probability";
+    $("queue-teaches").hidden = ev.target.value !== "teaches";
+  });
   reviewer.addEventListener("input", save);
   $("export").addEventListener("click", exportCsv);
   document.addEventListener("keydown", (ev) => {

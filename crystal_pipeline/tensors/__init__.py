@@ -25,6 +25,7 @@ from crystal_pipeline.tensors.reader import (
     pixel_width,
     read_split,
     resolve_tensors_dir,
+    split_crop,
     split_resolution,
 )
 from crystal_pipeline.tensors.schema import (
@@ -42,5 +43,5 @@ __all__ = [
     "PART_GLOB", "ROW_GROUP_ROWS", "SPLITS", "STATS_FILE", "STD_FLOOR", "DecodeFailure", "Split",
     "TensorDataError", "TensorWriteSummary", "compute_stats", "count_rows", "fingerprint", "fingerprint_splits",
     "iter_batches", "load_stats", "part_files", "pixel_width", "read_split", "resolve_tensors_dir", "save_stats",
-    "split_resolution", "tensor_schema", "write_split", "write_tensors",
+    "split_crop", "split_resolution", "tensor_schema", "write_split", "write_tensors",
 ]

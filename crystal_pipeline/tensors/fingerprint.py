@@ -1,6 +1,7 @@
 """The one content fingerprint of tensors: what "the tensors a model was trained on" means.
 
-sha256 over the resolution, then every row's image id, class id and pixels in row order,
+sha256 over the resolution (and the crop, when it is not the default central square, so
+tensors of another ``preprocessing.crop`` never pass for these), then every row's image id, class id and pixels in row order,
 per split; the split digests are combined sorted by split name. It hashes content, not
 Parquet bytes, so it survives a pyarrow upgrade, another compression or part size. The
 writer computes it while writing (:attr:`TensorWriteSummary.fingerprint`), :func:`fingerprint`
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crystal_pipeline.tensors.reader import Split, iter_batches, split_resolution
+from crystal_pipeline.ingest.imaging import DEFAULT_CROP, check_crop
+from crystal_pipeline.tensors.reader import Split, iter_batches, split_crop, split_resolution
 
 _FINGERPRINT_TAG = b"crystal_pipeline.tensors/v1\0"
 _CHUNK_ROWS = 1024
@@ -29,8 +31,10 @@ _CHUNK_ROWS = 1024
 class SplitHasher:
     """Per-split digest over (image_id, class_id, pixels) in row order, at one resolution."""
 
-    def __init__(self, resolution: int):
-        self._h = hashlib.sha256(_FINGERPRINT_TAG + f"r{resolution}\0".encode())
+    def __init__(self, resolution: int, crop: str = DEFAULT_CROP):
+        # The central square hashes as before the setting existed: caches keyed by it stay valid.
+        tail = "" if check_crop(crop) == DEFAULT_CROP else f"crop={crop}\0"
+        self._h = hashlib.sha256(_FINGERPRINT_TAG + f"r{resolution}\0{tail}".encode())
 
     def update(self, image_ids: Sequence[str], class_ids: Sequence[int], pixels: Sequence[bytes]) -> None:
         h = self._h
@@ -66,7 +70,7 @@ def fingerprint(split_dirs: Iterable[str | os.PathLike] | str | os.PathLike) -> 
         split_dirs = [split_dirs]
     digests = []
     for split_dir in split_dirs:
-        hasher = SplitHasher(split_resolution(split_dir))
+        hasher = SplitHasher(split_resolution(split_dir), split_crop(split_dir))
         for ids, classes, px in iter_batches(split_dir):
             hasher.update_arrays(ids, classes, px)
         digests.append((Path(split_dir).name, hasher.digest()))
@@ -78,7 +82,7 @@ def fingerprint_splits(splits: Mapping[str, Split]) -> str:
     :func:`fingerprint` of the folders they were read from, without reading them again."""
     digests = []
     for name, split in splits.items():
-        hasher = SplitHasher(split.resolution)
+        hasher = SplitHasher(split.resolution, split.crop)
         for start in range(0, len(split), _CHUNK_ROWS):  # bounded extra memory for a big split
             stop = start + _CHUNK_ROWS
             hasher.update_arrays(split.image_ids[start:stop], split.class_ids[start:stop], split.pixels[start:stop])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from crystal_pipeline import locks, tensors
+from crystal_pipeline.ingest.imaging import DEFAULT_CROP
 from crystal_pipeline.layout import DataLayout
 from crystal_pipeline.tensors.schema import SPLITS
 from crystal_pipeline.warehouse import Warehouse
@@ -23,10 +24,11 @@ def labelled_rows(warehouse: Warehouse) -> list[tuple[str, int, str, str]]:
 
 
 def write_split_tensors(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None,
-                        progress: Callable | None = None) -> tensors.TensorWriteSummary:
-    """Every split (train, val, test) at ``resolution`` (an empty split still gets its folder)."""
+                        progress: Callable | None = None, crop: str = DEFAULT_CROP) -> tensors.TensorWriteSummary:
+    """Every split (train, val, test) at ``resolution`` cut as ``crop`` says (an empty split
+    still gets its folder)."""
     return tensors.write_tensors(labelled_rows(warehouse), layout.tensors_dir(resolution), resolution,
-                                 workers=workers, progress=progress, splits=SPLITS)
+                                 workers=workers, progress=progress, splits=SPLITS, crop=crop)
 
 
 def write_stats(layout: DataLayout, resolution: int):
@@ -41,21 +43,22 @@ def write_stats(layout: DataLayout, resolution: int):
 
 
 def prepare_resolution(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None,
-                       progress: Callable | None = None) -> tensors.TensorWriteSummary:
+                       progress: Callable | None = None, crop: str = DEFAULT_CROP) -> tensors.TensorWriteSummary:
     """Tensors and stats at ``resolution``, through the same path as the prepare assets."""
-    summary = write_split_tensors(warehouse, layout, resolution, workers=workers, progress=progress)
+    summary = write_split_tensors(warehouse, layout, resolution, workers=workers, progress=progress, crop=crop)
     write_stats(layout, resolution)
     return summary
 
 
 def current_split(warehouse: Warehouse, layout: DataLayout, resolution: int, split: str, *,
-                  workers: int | None = None) -> tensors.Split:
+                  workers: int | None = None, crop: str = DEFAULT_CROP) -> tensors.Split:
     """Today's ``split`` (``train``, ``val`` or ``test``) at ``resolution`` (a
     :class:`~crystal_pipeline.tensors.Split`: ``image_ids``, ``class_ids`` 1..10, ``pixels``).
 
     Tensors at a resolution other than the prepare group's are written on demand and may
     date from an earlier consensus; they are rewritten when the split's ids differ from
-    the warehouse's, so every model compared or evaluated is scored on the same images.
+    the warehouse's or were cut with another ``crop``, so every model compared or evaluated
+    is scored on the same images cut the same way.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -63,13 +66,13 @@ def current_split(warehouse: Warehouse, layout: DataLayout, resolution: int, spl
     split_dir = layout.tensors_split_dir(resolution, split)
     if layout.stats_path(resolution).exists() and tensors.part_files(split_dir):
         current = tensors.read_split(split_dir, resolution)
-        if list(current.image_ids) == expected:
+        if list(current.image_ids) == expected and current.crop == crop:
             return current
-    prepare_resolution(warehouse, layout, resolution, workers=workers)
+    prepare_resolution(warehouse, layout, resolution, workers=workers, crop=crop)
     return tensors.read_split(split_dir, resolution)
 
 
 def current_val_split(warehouse: Warehouse, layout: DataLayout, resolution: int, *,
-                      workers: int | None = None) -> tensors.Split:
+                      workers: int | None = None, crop: str = DEFAULT_CROP) -> tensors.Split:
     """Today's validation split (what tunes and promotes): :func:`current_split` of ``val``."""
-    return current_split(warehouse, layout, resolution, "val", workers=workers)
+    return current_split(warehouse, layout, resolution, "val", workers=workers, crop=crop)

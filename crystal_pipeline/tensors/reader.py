@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from crystal_pipeline.ingest.imaging import DEFAULT_CROP
 from crystal_pipeline.tensors.schema import MAX_CLASS_ID, MIN_CLASS_ID, PART_GLOB, STATS_FILE, TensorDataError
 
 
@@ -44,6 +45,7 @@ class Split:
     image_ids: list[str]
     class_ids: np.ndarray
     pixels: np.ndarray
+    crop: str = DEFAULT_CROP  # which square of each picture (``preprocessing.crop``)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -108,6 +110,20 @@ def split_resolution(split_dir: str | os.PathLike) -> int:
     if side * side != width:
         raise TensorDataError(f"{part}: pixels of {width} bytes are not a square image")
     return side
+
+
+def _schema_crop(schema: pa.Schema) -> str:
+    """The crop a part file's schema records; files written before the setting: the centre."""
+    return (schema.metadata or {}).get(b"crop", DEFAULT_CROP.encode()).decode()
+
+
+def split_crop(split_dir: str | os.PathLike) -> str:
+    """The crop of a split's images (``centre`` or ``drop``), from its first part's schema."""
+    part = _parts(split_dir)[0]
+    try:
+        return _schema_crop(pq.read_schema(part))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TensorDataError(f"{part}: cannot read tensors: {exc}") from exc
 
 
 def count_rows(split_dir: str | os.PathLike, max_parts: int | None = None) -> int:
@@ -256,4 +272,4 @@ def read_split(split_dir: str | os.PathLike, resolution: int | None = None, *,
         at += k
     if at != n:
         raise TensorDataError(f"{split_dir}: {at} rows read, its part files' footers say {n}")
-    return Split(image_ids, class_ids, pixels)
+    return Split(image_ids, class_ids, pixels, _schema_crop(parts[0][1].schema_arrow))

@@ -15,6 +15,7 @@ import os
 import pyarrow as pa
 
 from crystal_pipeline.classes import NUM_CLASSES
+from crystal_pipeline.ingest.imaging import DEFAULT_CROP, check_crop
 
 #: Part files of one split, in the order they are read (sorted by name).
 PART_GLOB = "part-*.parquet"
@@ -34,15 +35,16 @@ class TensorDataError(ValueError):
     """The tensors on disk are missing or do not follow the format; the message names the file."""
 
 
-def tensor_schema(resolution: int) -> pa.Schema:
-    """The fixed Parquet schema; the resolution also travels as schema metadata."""
+def tensor_schema(resolution: int, crop: str = DEFAULT_CROP) -> pa.Schema:
+    """The fixed Parquet schema; the resolution and the crop (``preprocessing.crop``: which
+    square of each picture the pixels are) also travel as schema metadata."""
     return pa.schema(
         [
             pa.field("image_id", pa.string(), nullable=False),
             pa.field("class_id", pa.int16(), nullable=False),
             pa.field("pixels", pa.binary(resolution * resolution), nullable=False),
         ],
-        metadata={b"resolution": str(resolution).encode()},
+        metadata={b"resolution": str(resolution).encode(), b"crop": check_crop(crop).encode()},
     )
 
 

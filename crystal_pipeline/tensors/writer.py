@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from crystal_pipeline import locks
 from crystal_pipeline.faults import crash_point
 from crystal_pipeline.files import exchange_paths
-from crystal_pipeline.ingest.imaging import UnreadableImage, decode_many
+from crystal_pipeline.ingest.imaging import DEFAULT_CROP, UnreadableImage, decode_many
 from crystal_pipeline.tensors.fingerprint import SplitHasher, combine
 from crystal_pipeline.tensors.schema import (
     MAX_CLASS_ID,
@@ -106,17 +106,18 @@ class TensorWriteSummary:
 class _SplitWriter:
     """Streams one split into a hidden temp dir: a row group at a time, parts of a fixed size."""
 
-    def __init__(self, out_dir: Path, split: str, resolution: int, rows_per_part: int, compression: str):
+    def __init__(self, out_dir: Path, split: str, resolution: int, rows_per_part: int, compression: str,
+                 crop: str = DEFAULT_CROP):
         self.split = check_split_name(split)
         self.target = out_dir / split
         self.tmp = out_dir / f".{split}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.tmp.mkdir(parents=True)
-        self.schema = tensor_schema(resolution)
+        self.schema = tensor_schema(resolution, crop)
         self.width = resolution * resolution
         self.rows_per_part = rows_per_part
         self.row_group_rows = min(ROW_GROUP_ROWS, rows_per_part)
         self.compression = compression
-        self.hasher = SplitHasher(resolution)
+        self.hasher = SplitHasher(resolution, crop)
         self.rows = 0
         self._part_rows = 0
         self._part_index = 0
@@ -203,15 +204,16 @@ class _SplitWriter:
 class _SplitWriters:
     """The splits of one write, opened on first use; finished, aborted or committed together."""
 
-    def __init__(self, out: Path, resolution: int, rows_per_part: int, compression: str):
-        self.out, self.resolution = out, resolution
+    def __init__(self, out: Path, resolution: int, rows_per_part: int, compression: str,
+                 crop: str = DEFAULT_CROP):
+        self.out, self.resolution, self.crop = out, resolution, crop
         self.rows_per_part, self.compression = rows_per_part, compression
         self.by_split: dict[str, _SplitWriter] = {}
 
     def __getitem__(self, split: str) -> _SplitWriter:
         if split not in self.by_split:
             self.by_split[split] = _SplitWriter(self.out, split, self.resolution, self.rows_per_part,
-                                                self.compression)
+                                                self.compression, self.crop)
         return self.by_split[split]
 
     def finish(self) -> None:
@@ -282,7 +284,7 @@ def _decode_into(rows: Iterable[tuple], writers: _SplitWriters, resolution: int,
     failures: list[DecodeFailure] = []
     meta_rows, path_rows = tee(iter(rows))
     decoded = decode_many((row[3] for row in path_rows), resolution, workers=workers, chunksize=chunksize,
-                          as_bytes=True)
+                          as_bytes=True, crop=writers.crop)
     try:
         for (image_id, class_id, split, _path), (_, result) in zip(meta_rows, decoded):
             if class_id is None:
@@ -326,6 +328,7 @@ def write_tensors(
     splits: Iterable[str] = (),
     chunksize: int = 16,
     compression: str = "zstd",
+    crop: str = DEFAULT_CROP,
 ) -> TensorWriteSummary:
     """Decode ``rows`` and write them as Parquet under ``out_dir/<split>/``.
 
@@ -334,7 +337,8 @@ def write_tensors(
     order is kept and is part of the fingerprint. Every split named in ``rows`` or in
     ``splits`` is replaced (an empty split gets one empty part); other splits on disk are
     left alone. ``progress(done, total)`` is called about every 1% (``total`` is None
-    when ``rows`` has no length).
+    when ``rows`` has no length). ``crop`` is the square each picture is cut to
+    (``preprocessing.crop``); the schema and the fingerprint record it.
     """
     reporter = _ProgressReporter(progress, len(rows) if hasattr(rows, "__len__") else None)  # type: ignore[arg-type]
     started = time.perf_counter()
@@ -347,15 +351,15 @@ def write_tensors(
                                      reporter=reporter))
 
     with _locked_out_dir(out_dir, resolution, rows_per_part) as out:
-        writers = _write_locked(out, resolution, rows_per_part, compression, fill)
+        writers = _write_locked(out, resolution, rows_per_part, compression, fill, crop)
         reporter.final()
         return _summary(out, resolution, writers, failures, reporter.done, time.perf_counter() - started)
 
 
 def _write_locked(out: Path, resolution: int, rows_per_part: int, compression: str,
-                  fill: Callable[[_SplitWriters], None]) -> _SplitWriters:
+                  fill: Callable[[_SplitWriters], None], crop: str = DEFAULT_CROP) -> _SplitWriters:
     """``fill`` the splits of one write, then commit them all (or abort them all on any error)."""
-    writers = _SplitWriters(out, resolution, rows_per_part, compression)
+    writers = _SplitWriters(out, resolution, rows_per_part, compression, crop)
     try:
         fill(writers)
         writers.finish()
@@ -367,7 +371,8 @@ def _write_locked(out: Path, resolution: int, rows_per_part: int, compression: s
 
 
 def write_split(out_dir: str | os.PathLike, split: str, image_ids: Sequence[str], class_ids: Sequence[int],
-                pixels: np.ndarray, *, rows_per_part: int = 4096, compression: str = "zstd") -> str:
+                pixels: np.ndarray, *, rows_per_part: int = 4096, compression: str = "zstd",
+                crop: str = DEFAULT_CROP) -> str:
     """Write images already in memory (uint8 ``(N, res, res)``) as split ``split`` of ``out_dir``.
 
     The same writer as :func:`write_tensors` (schema, row groups, atomic replace), for
@@ -385,5 +390,5 @@ def write_split(out_dir: str | os.PathLike, split: str, image_ids: Sequence[str]
             writer.append(str(image_id), int(class_id), image.tobytes())
 
     with _locked_out_dir(out_dir, pixels.shape[1], rows_per_part) as out:
-        writers = _write_locked(out, pixels.shape[1], rows_per_part, compression, fill)
+        writers = _write_locked(out, pixels.shape[1], rows_per_part, compression, fill, crop)
     return combine([(split, writers[split].hasher.digest())])

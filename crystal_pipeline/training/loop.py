@@ -372,6 +372,7 @@ def finish(session: Session, data: TrainingData, state: RunState, result: TrainR
         config=config.to_dict(),
         normalization={"mean": torch.from_numpy(data.mean), "std": torch.from_numpy(data.std)},
         history=state.history, tensors_fingerprint=data.fingerprint, trained_on=trained_on,
+        crop=data.train.crop,  # the square labelling must cut (preprocessing.crop)
         val_accuracy=result.val_accuracy, crystal_auc=result.crystal_auc,
         val_predictions={"image_ids": result.val_image_ids, "probs": torch.from_numpy(final.probs)},
         updates=result.updates, train_seconds=state.train_seconds, images_per_s=result.images_per_s,
