@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from crystal_pipeline.classes import CLASSES
-from crystal_pipeline.synthetic import contents, hwi
+from crystal_pipeline.synthetic import contents, geometry, hwi
 from crystal_pipeline.synthetic.blur import gaussian_filter
 from crystal_pipeline.synthetic.imager import IMAGER_A, Imager
 from crystal_pipeline.synthetic.scene import Nuisance, defocus, draw_nuisance, draw_scene, finish
@@ -42,6 +42,8 @@ class WellTruth:
     difficulty: float  # 0 = unmistakable, 1 = experts cannot tell
     visibility: dict[str, float] = field(default_factory=dict)  # present attributes
     decoys: dict[str, float] = field(default_factory=dict)  # absent attributes it suggests
+    # Where the drop and each crystal were drawn, as fractions of the picture (synthetic.geometry).
+    geometry: tuple[geometry.Shape, ...] = ()
 
 
 def draw_strength(rng: np.random.Generator, difficulty: float) -> float:
@@ -132,4 +134,7 @@ def render_well(
     decoys = {a: float(v) for a, v in decoys.items() if a not in attributes}
     hardest = 1.0 - min(visibility.values(), default=1.0)
     difficulty_here = max(hardest, 0.8 * max(decoys.values(), default=0.0), 0.25 * blur)
-    return image, WellTruth(class_id, float(np.clip(difficulty_here, 0, 1)), visibility, decoys)
+    height, width = image.shape
+    shapes = (geometry.drop_shape(scene.drop, width, height),
+              *geometry.crystal_shapes(canvas.crystal_boxes, width, height))
+    return image, WellTruth(class_id, float(np.clip(difficulty_here, 0, 1)), visibility, decoys, shapes)

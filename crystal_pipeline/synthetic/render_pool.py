@@ -75,7 +75,7 @@ def draw_well(seed: int, key: int, index: int, class_id: int, size: int, difficu
     return pixels, truth, labels
 
 
-def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]]]:
+def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list, tuple]]]:
     wells = all_wells(chunk.plate_format)
     key = plate_key(chunk.plate_id)
     plate_dir = Path(chunk.plate_dir)
@@ -87,7 +87,7 @@ def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]
         pixels, truth, labels = draw_well(chunk.seed, key, index, class_id, chunk.size, chunk.difficulty, imager,
                                           lighting, chunk.pool)
         _write_png(plate_dir / f"{wells[index].name}.png", pixels)
-        out.append((index, class_id, truth.difficulty, labels))
+        out.append((index, class_id, truth.difficulty, labels, truth.geometry))
     return chunk.plate_id, out
 
 
@@ -110,7 +110,8 @@ def _tune_allocator() -> None:
 
 def run_chunks(chunks: list[_Chunk], workers: int | None, on_done) -> None:
     """Render chunks inline (one worker) or in spawned processes; ``on_done(plate_id, rows)``
-    gets each chunk's ``(well index, class id, difficulty, annotator labels)`` as it finishes.
+    gets each chunk's ``(well index, class id, difficulty, annotator labels, geometry)`` as it
+    finishes (geometry: the well's ``WellTruth.geometry``).
 
     ``spawn`` rather than ``fork``: the caller may be a threaded Dagster or torch
     process, and forking those is unsafe.
