@@ -41,6 +41,7 @@ from crystal_pipeline.ingest.archive import WellFile
 from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_COLUMNS, marco_outcome
 
 if TYPE_CHECKING:
+    from crystal_pipeline.model.cam import CrystalPosition
     from crystal_pipeline.model.precision import PrecisionChoice
 
 Progress = Callable[[int, int], None]
@@ -59,6 +60,8 @@ class LabelledImage:
     crystal_prob: float
     probs: tuple[float, ...]
     drop: int = 1
+    # Where the crystal is (hits only, torch models: model.cam), fractions of the picture.
+    crystal: "CrystalPosition | None" = field(default=None, compare=False)
 
     @property
     def slot(self) -> str:
@@ -186,6 +189,7 @@ def label_plate(
     progress: Progress | None = None,
     cpu_path: str = "fast",
     precision: str = "auto",
+    locate_threshold: float | None = None,
 ) -> PlateLabels:
     """Classify every file of a plate with ``model`` (a CrystalNet, or a prepared
     :class:`~crystal_pipeline.model.fast_cpu.FastCrystalNet`, or an
@@ -203,6 +207,11 @@ def label_plate(
     comparisons and as a fallback; both give the same labels). The eager CPU and the
     CUDA paths move ``model`` to channels_last (as :func:`model.load` does on CUDA);
     the fast path copies the weights and leaves ``model`` as it is.
+
+    ``locate_threshold``: the images whose crystal_prob reaches it (the plate's hits) get their
+    crystal's position (``LabelledImage.crystal``, :mod:`crystal_pipeline.model.cam`), from the
+    decoded pixels kept for them alone, in batches after the plate is labelled; only for a
+    torch CrystalNet (an ONNX or prepared fast model has no gradients to follow).
     """
     from crystal_pipeline.ingest import imaging
 
@@ -222,11 +231,13 @@ def label_plate(
     workers = imaging.default_workers() if workers is None else workers
     # Keep at least a batch decoding ahead: decode_threaded holds 4 * workers chunks in flight.
     chunksize = max(4, math.ceil(batch_size / (4 * max(1, workers))))
+    run.keep_threshold = locate_threshold if hasattr(model, "conv4") else None
     try:
         run.feed(lambda paths: imaging.decode_threaded(paths, resolution, workers, chunksize), batch_size,
                  resolution)
     finally:
         cleanup()
+    run.locate(model, batch_size)
     return run.result(resolution, path_name, time.perf_counter() - started, choice)
 
 
@@ -249,16 +260,19 @@ class _LabelRun:
                 self.quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, f.error, f.drop)
         self.model_s = 0.0
         self.decode_wait = 0.0
+        self.locate_s = 0.0
         self.done = len(self.quarantined)
+        self.keep_threshold: float | None = None  # keep the pixels of rows reaching it, to locate crystals
+        self.kept: dict[int, np.ndarray] = {}
 
-    def _run_batch(self, indices: list[int], pixels: np.ndarray) -> tuple[list[int], np.ndarray, float]:
+    def _run_batch(self, indices: list[int], pixels: np.ndarray) -> tuple[list[int], np.ndarray, float, np.ndarray]:
         t0 = time.perf_counter()
         probs = self.predict(pixels)
-        return indices, probs, time.perf_counter() - t0
+        return indices, probs, time.perf_counter() - t0, pixels
 
     def _collect(self, future: Future) -> None:
         """Turn a finished batch's probabilities into labelled rows, then report progress."""
-        indices, probs, seconds = future.result()
+        indices, probs, seconds, pixels = future.result()
         self.model_s += seconds
         crystal = probs[:, list(CRYSTAL_COLUMNS)].sum(axis=1)
         best = probs.argmax(axis=1)
@@ -269,6 +283,8 @@ class _LabelRun:
                 class_name=CLASS_NAMES[int(best[row])], crystal_prob=float(crystal[row]),
                 probs=tuple(float(p) for p in probs[row]), drop=f.drop,
             )
+            if self.keep_threshold is not None and crystal[row] >= self.keep_threshold:
+                self.kept[i] = pixels[row].copy()
         self.done += len(indices)
         if self.progress is not None:
             self.progress(self.done, len(self.files))
@@ -312,6 +328,30 @@ class _LabelRun:
                 self._collect(runner.submit(self._run_batch, batch_idx, batch[: len(batch_idx)]))
         finally:
             runner.shutdown(wait=True)
+
+    def locate(self, model: Any, batch_size: int) -> None:
+        """The kept hits' crystal positions (:func:`crystal_pipeline.model.cam.crystal_positions`),
+        each against its picture's size as taken (read from the file's header)."""
+        if not self.kept:
+            return
+        import dataclasses
+
+        from PIL import Image
+
+        from crystal_pipeline.model.cam import crystal_positions
+
+        t0 = time.perf_counter()
+        order = sorted(self.kept)
+        sizes = []
+        for i in order:
+            with Image.open(self.files[i].path) as im:  # the header only: it was decoded a moment ago
+                sizes.append(im.size)
+        positions = crystal_positions(model, np.stack([self.kept[i] for i in order]), sizes, batch_size=batch_size)
+        for i, position in zip(order, positions):
+            self.labelled[i] = dataclasses.replace(self.labelled[i], crystal=position)
+        self.kept.clear()
+        self.locate_s = time.perf_counter() - t0
+        log.info("crystal positions of %d hits in %.2f s", len(order), self.locate_s)
 
     def result(self, resolution: int, path_name: str, total_s: float, choice: "PrecisionChoice") -> PlateLabels:
         rows = [self.labelled[i] for i in sorted(self.labelled)]
