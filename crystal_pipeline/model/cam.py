@@ -39,9 +39,9 @@ import torch
 from crystal_pipeline.classes import CRYSTAL_COLUMNS
 
 #: The layer and method whose map the pipeline reports (see the module docstring).
-DEFAULT_LAYER = "conv3"
+DEFAULT_LAYER = "conv4"
 METHODS = ("gradcam", "hirescam")
-DEFAULT_METHOD = "hirescam"
+DEFAULT_METHOD = "gradcam"
 #: Per layer: (stride, offset) of its cells' centres in crop pixels (pixel p spans [p, p+1)).
 #: conv3 runs after two 2x2 pools: cell c centres on pixel 4c + 2. conv4 (3x3, stride 2, no
 #: padding) runs after three pools: cell j spans pooled cells 2j..2j+2, centre 8(2j + 1.5).
