@@ -140,7 +140,8 @@ def label_plate_wells(context: dg.OpExecutionContext, config: PlatePredictionCon
     rows = image_table.images_in(wh, ImageScope.of_plate(plate_id, inspection), with_uv=True)
     try:
         labels = label_plate(well_files_from_images(rows), model, batch_size=config.batch_size,
-                             progress=progress_logger(context, "labelled"), precision=config.precision)
+                             progress=progress_logger(context, "labelled"), precision=config.precision,
+                             locate_threshold=plate_run.hit_threshold(model_row, model.artifact_meta))
     except ValueError as error:  # an unknown precision, or one the model's engine cannot run
         raise dg.Failure(f"{error}; plate {key} was not labelled") from error
     t = labels.timings

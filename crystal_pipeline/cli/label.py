@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         labels = labelling.label_plate(files, net, batch_size=args.batch_size, workers=args.workers,
-                                       precision=args.precision)
+                                       precision=args.precision, locate_threshold=threshold)
     except ValueError as error:  # a precision the engine cannot run (bf16 with --engine onnx)
         return _fail(str(error))
     report = plate_report.write_plate_report(

@@ -42,6 +42,7 @@ from crystal_pipeline.plates import fused_labelling
 from crystal_pipeline.classes import CLASS_NAMES, CRYSTAL_COLUMNS, marco_outcome
 
 if TYPE_CHECKING:
+    from crystal_pipeline.model.cam import CrystalPosition
     from crystal_pipeline.model.precision import PrecisionChoice
 
 Progress = Callable[[int, int], None]
@@ -60,6 +61,8 @@ class LabelledImage:
     crystal_prob: float
     probs: tuple[float, ...]
     drop: int = 1
+    # Where the crystal is (hits only, torch models: model.cam), fractions of the picture.
+    crystal: "CrystalPosition | None" = field(default=None, compare=False)
 
     @property
     def slot(self) -> str:
@@ -194,6 +197,7 @@ def label_plate(
     progress: Progress | None = None,
     cpu_path: str = "fast",
     precision: str = "auto",
+    locate_threshold: float | None = None,
 ) -> PlateLabels:
     """Classify every file of a plate with ``model`` (a CrystalNet, or a prepared
     :class:`~crystal_pipeline.model.fast_cpu.FastCrystalNet`, or an
@@ -213,6 +217,11 @@ def label_plate(
     the fast path copies the weights and leaves ``model`` as it is. A fused visible + UV
     model (``in_channels`` 2) reads each visible picture with its UV partner among ``files``
     (:mod:`crystal_pipeline.plates.fused_labelling`); one without is quarantined.
+
+    ``locate_threshold``: the images whose crystal_prob reaches it (the plate's hits) get their
+    crystal's position (``LabelledImage.crystal``, :mod:`crystal_pipeline.model.cam`), from the
+    decoded pixels kept for them alone, in batches after the plate is labelled; only for a
+    torch CrystalNet (an ONNX or prepared fast model has no gradients to follow).
     """
     from crystal_pipeline.ingest import imaging
 
@@ -240,10 +249,15 @@ def label_plate(
         decode = fused_labelling.pair_decoder(uv_of, resolution, workers, chunksize, crop)
         shape = (2, *shape)
     run = _LabelRun(todo, calibrated(predict, temperature), progress)
+    # Crystal positions (model.cam) map a visible picture's central square back to the picture:
+    # not yet for a fused model's two channels or a drop-centred crop (docs/decisions.md).
+    locatable = hasattr(model, "conv4") and shape == (resolution, resolution) and crop == imaging.DEFAULT_CROP
+    run.keep_threshold = locate_threshold if locatable else None
     try:
         run.feed(decode, batch_size, shape)
     finally:
         cleanup()
+    run.locate(model, batch_size)
     return run.result(resolution, path_name, time.perf_counter() - started, choice)
 
 
@@ -266,16 +280,19 @@ class _LabelRun:
                 self.quarantined[i] = QuarantinedImage(f.image_id, f.well, f.path, f.error, f.drop)
         self.model_s = 0.0
         self.decode_wait = 0.0
+        self.locate_s = 0.0
         self.done = len(self.quarantined)
+        self.keep_threshold: float | None = None  # keep the pixels of rows reaching it, to locate crystals
+        self.kept: dict[int, np.ndarray] = {}
 
-    def _run_batch(self, indices: list[int], pixels: np.ndarray) -> tuple[list[int], np.ndarray, float]:
+    def _run_batch(self, indices: list[int], pixels: np.ndarray) -> tuple[list[int], np.ndarray, float, np.ndarray]:
         t0 = time.perf_counter()
         probs = self.predict(pixels)
-        return indices, probs, time.perf_counter() - t0
+        return indices, probs, time.perf_counter() - t0, pixels
 
     def _collect(self, future: Future) -> None:
         """Turn a finished batch's probabilities into labelled rows, then report progress."""
-        indices, probs, seconds = future.result()
+        indices, probs, seconds, pixels = future.result()
         self.model_s += seconds
         crystal = probs[:, list(CRYSTAL_COLUMNS)].sum(axis=1)
         best = probs.argmax(axis=1)
@@ -286,6 +303,8 @@ class _LabelRun:
                 class_name=CLASS_NAMES[int(best[row])], crystal_prob=float(crystal[row]),
                 probs=tuple(float(p) for p in probs[row]), drop=f.drop,
             )
+            if self.keep_threshold is not None and crystal[row] >= self.keep_threshold:
+                self.kept[i] = pixels[row].copy()
         self.done += len(indices)
         if self.progress is not None:
             self.progress(self.done, len(self.files))
@@ -329,6 +348,30 @@ class _LabelRun:
                 self._collect(runner.submit(self._run_batch, batch_idx, batch[: len(batch_idx)]))
         finally:
             runner.shutdown(wait=True)
+
+    def locate(self, model: Any, batch_size: int) -> None:
+        """The kept hits' crystal positions (:func:`crystal_pipeline.model.cam.crystal_positions`),
+        each against its picture's size as taken (read from the file's header)."""
+        if not self.kept:
+            return
+        import dataclasses
+
+        from PIL import Image
+
+        from crystal_pipeline.model.cam import crystal_positions
+
+        t0 = time.perf_counter()
+        order = sorted(self.kept)
+        sizes = []
+        for i in order:
+            with Image.open(self.files[i].path) as im:  # the header only: it was decoded a moment ago
+                sizes.append(im.size)
+        positions = crystal_positions(model, np.stack([self.kept[i] for i in order]), sizes, batch_size=batch_size)
+        for i, position in zip(order, positions):
+            self.labelled[i] = dataclasses.replace(self.labelled[i], crystal=position)
+        self.kept.clear()
+        self.locate_s = time.perf_counter() - t0
+        log.info("crystal positions of %d hits in %.2f s", len(order), self.locate_s)
 
     def result(self, resolution: int, path_name: str, total_s: float, choice: "PrecisionChoice") -> PlateLabels:
         rows = [self.labelled[i] for i in sorted(self.labelled)]

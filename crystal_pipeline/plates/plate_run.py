@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,9 @@ class PlateRun:
     resolution: int
     timings: LabelTimings
     late_quarantine: tuple[QuarantinedImage, ...] = field(default=())
+    # The hits' crystal positions (image id -> model.cam.CrystalPosition): the warehouse's
+    # predictions table does not hold them, so the report gets them from the run.
+    crystal_positions: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def synthetic_model(self) -> bool:
@@ -65,8 +69,9 @@ def plate_run_of(model_row: dict, model, labels: PlateLabels, rows: pd.DataFrame
     (loaded from ``model_row``)."""
     at_ingest = set(rows.loc[rows["status"] == "quarantined", "image_id"])
     late = tuple(q for q in labels.quarantined if q.image_id not in at_ingest)
+    positions = {r.image_id: r.crystal for r in labels.rows if r.crystal is not None}
     return PlateRun(str(model_row["model_version"]), hit_threshold(model_row, model.artifact_meta),
-                    model_row.get("trained_on"), int(labels.resolution), labels.timings, late)
+                    model_row.get("trained_on"), int(labels.resolution), labels.timings, late, positions)
 
 
 def plate_format_of(rows: pd.DataFrame) -> int | None:
@@ -154,7 +159,7 @@ def stored_labels(warehouse, plate_id: str, inspection: str | None, run: PlateRu
         if len(probs) != len(CLASS_NAMES):
             raise ValueError(f"prediction of {p.image_id} by {run.model_version} has {len(probs)} probabilities")
         labelled.append(LabelledImage(p.image_id, p.well, Path(image["path"]), int(p.class_id), str(p.class_name),
-                                      float(p.crystal_prob), probs, drop))
+                                      float(p.crystal_prob), probs, drop, run.crystal_positions.get(p.image_id)))
     quarantined = _quarantined(rows, run)
     if len(labelled) + len(quarantined) != len(rows):
         raise ValueError(f"plate {plate_id} {inspection or ''}: {len(labelled)} predictions of model "

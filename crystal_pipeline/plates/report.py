@@ -10,12 +10,15 @@ so a reader, e.g. the Dagster UI or a browser refreshing, never sees half a file
   names are not wells);
 - ``hits.csv``: every labelled image ranked by crystal probability (highest first)
   with ``hit`` and ``review_first`` columns, MARCO's four-class outcome (``marco_class``), all 10 probabilities, the image path and, when known, the
-  protein and the well's cocktail (a hit without its condition is not actionable);
+  protein and the well's cocktail (a hit without its condition is not actionable), and last
+  ``crystal_x``, ``crystal_y``: where in the picture (fractions of its width and height) the
+  model's crystal map peaks, for every hit the model could trace (:mod:`crystal_pipeline.model.cam`);
 - ``hits.meta.json``: beside ``hits.csv`` (whose columns stay as readers know them), what
   produced it: model version, hit threshold, the inference ``engine`` and ``precision``;
 - ``quarantined.csv``: what could not be labelled, and why;
 - ``report.html``: self-contained (images embedded as base64): banner, summary,
-  map, thumbnails of the top hits, hit table, quarantine list, and the review page
+  map, thumbnails of the top hits (the crystal map laid over each, :mod:`.heatmap`), hit table,
+  quarantine list, and the review page
   (:mod:`crystal_pipeline.plates.review_page`: a queue of doubtful wells, the seven
   attributes by mouse or keyboard, a corrections CSV to export);
 - ``report.md``: the same summary for the Dagster UI, the map embedded.
@@ -39,7 +42,7 @@ from typing import Any, Mapping
 from crystal_pipeline import wells
 from crystal_pipeline.classes import CLASS_NAMES, CLASS_TITLES, MARCO_CLASSES
 from crystal_pipeline.files import atomic_write_bytes, atomic_write_text
-from crystal_pipeline.plates import timeline_report
+from crystal_pipeline.plates import heatmap, timeline_report
 from crystal_pipeline.plates.labelling import LabelledImage, PlateLabels
 from crystal_pipeline.plates.review_page import review_section
 from crystal_pipeline.plates.uv_thumbnail import uv_thumbnail_html
@@ -203,14 +206,16 @@ def _hits_csv(ranked: list[LabelledImage], threshold: float, n_review_first: int
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["rank", "image_id", "well", "drop", "class_id", "class_name", "marco_class", "crystal_prob", "hit",
-                     "review_first", *[f"p_{n}" for n in CLASS_NAMES], "path", "protein", *cond_cols])
+                     "review_first", *[f"p_{n}" for n in CLASS_NAMES], "path", "protein", *cond_cols,
+                     "crystal_x", "crystal_y"])
     protein = plate_meta.get("protein", "")
     for rank, r in enumerate(ranked, 1):
         cond = conditions.get(r.well, {})
         writer.writerow([rank, r.image_id, r.well, r.drop, r.class_id, r.class_name, r.marco_class, f"{r.crystal_prob:.6f}",
                          int(r.crystal_prob >= threshold), int(rank <= n_review_first),
                          *[f"{p:.6f}" for p in r.probs], str(r.path), protein,
-                         *[cond.get(c, "") for c in cond_cols]])
+                         *[cond.get(c, "") for c in cond_cols],
+                         *((f"{r.crystal.x:.4f}", f"{r.crystal.y:.4f}") if r.crystal is not None else ("", ""))])
     return buffer.getvalue().encode()
 
 
@@ -331,24 +336,30 @@ def _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_
     if map_png is not None:
         parts.append("<h2>Plate map</h2>" + html.embedded_image(map_png, "plate map"))
     parts += first
-    parts += _html_thumbnails(ranked, hits, threshold, conditions)
+    thumbnail = heatmap.thumbnails_with_heat(hits, _thumbnail, THUMBNAIL_PX)  # hits: their crystal map over them
+    parts += _html_thumbnails(ranked, hits, threshold, conditions, thumbnail)
     parts += _html_ranking(ranked, hits, plate_meta, conditions)
     parts += _html_quarantine(labels)
     if missing:
         parts.append(f"<h2>Missing wells ({len(missing)})</h2><p>{escape(', '.join(missing))}</p>")
-    parts.append(review_section(plate_key, ranked, threshold, _thumbnail))  # the page is also a review page
+    parts.append(review_section(plate_key, ranked, threshold, thumbnail))  # the page is also a review page
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _html_thumbnails(ranked, hits, threshold, conditions) -> list[str]:
+def _html_thumbnails(ranked, hits, threshold, conditions, thumbnail=None) -> list[str]:
     """The top hits (or, with none, the highest crystal probabilities) as captioned photographs."""
+    thumbnail = thumbnail or _thumbnail
     top = hits[:TOP_THUMBNAILS] if hits else ranked[:TOP_THUMBNAILS]
     heading = (f"Top {len(top)} of {len(hits)} hits" if hits
                else f"No well reaches crystal p &ge; {threshold:.3f}: the {len(top)} highest crystal probabilities")
-    parts = [f"<h2>{heading}</h2><div class='thumbs'>"]
+    parts = [f"<h2>{heading}</h2>"]
+    if any(r.crystal is not None for r in top):
+        parts.append("<p>Warm overlay: where the model sees the crystal (its crystal map); cross: the map's peak "
+                     "(crystal_x, crystal_y in hits.csv).</p>")
+    parts.append("<div class='thumbs'>")
     for r in top:
-        thumb = _thumbnail(r.path)
+        thumb = thumbnail(r.path)
         img = (html.embedded_image(thumb, r.image_id, "image/jpeg") if thumb
                else "<div style='height:160px;background:#eee'>no preview</div>")
         img += uv_thumbnail_html(r.path, r.image_id, _thumbnail)  # the drop's UV picture, where it has one

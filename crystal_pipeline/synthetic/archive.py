@@ -26,7 +26,7 @@ from crystal_pipeline.files import atomic_write_text
 from crystal_pipeline.ingest.archive import SYNTHETIC_MARKER
 from crystal_pipeline.classes import CLASS_NAMES, CLASSES, class_name, unanimous_class
 from crystal_pipeline.wells import PLATE_FORMATS, all_wells
-from crystal_pipeline.synthetic import annotation_files, metadata
+from crystal_pipeline.synthetic import annotation_files, geometry, metadata
 from crystal_pipeline.synthetic.annotators import annotator_pool
 from crystal_pipeline.synthetic.class_mix import assign_classes, normalize_mix, plate_mix
 from crystal_pipeline.synthetic.imager import DEFAULT_IMAGER, imager_named
@@ -36,7 +36,8 @@ from crystal_pipeline.synthetic.render_pool import chunks_for_plate, plate_key, 
 log = logging.getLogger(__name__)
 
 MALFORMED_SHARE = 0.005
-GENERATED = ("plates", "annotations", "screens", "plates.csv", "synthetic_truth.csv", SYNTHETIC_MARKER)
+GENERATED = ("plates", "annotations", "screens", "plates.csv", "synthetic_truth.csv", geometry.GEOMETRY_FILE,
+             SYNTHETIC_MARKER)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def write_plate(
     results: dict[int, tuple[int, float]] = {}
 
     def done(_plate_id, rows):
-        for index, class_id, hardness, _ in rows:
+        for index, class_id, hardness, *_ in rows:
             results[index] = (class_id, hardness)
 
     run_chunks(chunks, workers, done)
@@ -209,8 +210,8 @@ def write_archive(
 
     Layout: ``plates/<plate_id>/<well>.png`` + ``plate.json``, ``annotations/<plate_id>.csv``,
     ``plates.csv``, ``screens/<screen>.csv``; beside them, outside the input format,
-    ``synthetic_truth.csv`` (latent class and difficulty per image) and
-    ``synthetic_summary.json``. ``imager`` ('A', the default, or 'B': :mod:`.imager`) is the
+    ``synthetic_truth.csv`` (latent class and difficulty per image), ``synthetic_geometry.csv``
+    (where each drop and crystal was drawn: :mod:`.geometry`) and ``synthetic_summary.json``. ``imager`` ('A', the default, or 'B': :mod:`.imager`) is the
     lab whose camera takes the pictures. Refuses to write over an earlier archive unless
     ``overwrite`` (which removes only the paths this function writes). ``uv``: a UV picture
     ``<well>.uv.png`` beside every visible one, and salt crystals in some drops (:mod:`.uv`);
@@ -273,7 +274,7 @@ def _render_plates(out: Path, ids: list[str], seed: int, wells: int, size: int, 
                    imager: str = DEFAULT_IMAGER, uv: bool = False) -> dict[str, dict[int, tuple]]:
     """Every plate's images and annotations; ``plate.json`` written as each plate completes.
 
-    Returns plate id -> well index -> (class id, difficulty, annotator labels).
+    Returns plate id -> well index -> (class id, difficulty, annotator labels, geometry).
     """
     pool = annotator_pool(seed)
     chunks, pending = [], {}
@@ -304,6 +305,7 @@ class _Tables:
 
     files: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     truth_rows: list[dict] = field(default_factory=list)
+    geometry_rows: list[dict] = field(default_factory=list)
     class_counts: Counter = field(default_factory=Counter)
     unanimous: Counter = field(default_factory=Counter)  # class id -> images all annotators agreed on
     valid_rows: int = 0
@@ -318,7 +320,7 @@ def _annotation_tables(results: dict[str, dict[int, tuple]], ids: list[str], wel
     for plate_id in ids:
         rows = []
         for index in range(wells):
-            class_id, hardness, labels = results[plate_id][index]
+            class_id, hardness, labels, shapes = results[plate_id][index]
             well_text = str(index + 1) if plate_id == numeric_plate else names[index]
             for annotator, attributes in labels:
                 rows.append({"plate_id": plate_id, "well": well_text, "annotator": annotator,
@@ -331,6 +333,7 @@ def _annotation_tables(results: dict[str, dict[int, tuple]], ids: list[str], wel
                 tables.unanimous_correct += agreed_class == class_id
             tables.truth_rows.append({"plate_id": plate_id, "well": names[index], "class_id": class_id,
                                       "class_name": class_name(class_id), "difficulty": f"{hardness:.4f}"})
+            tables.geometry_rows += [shape.row(plate_id, names[index]) for shape in shapes]
         tables.files[f"{plate_id}.csv"] = rows
     return tables
 
@@ -352,4 +355,5 @@ def _write_tables(out: Path, tables: _Tables, ids: list[str], seed: int, wells: 
                                metadata.screen_rows(wells))
     annotation_files.write_csv(out / "synthetic_truth.csv", ("plate_id", "well", "class_id", "class_name", "difficulty"),
                                tables.truth_rows)
+    annotation_files.write_csv(out / geometry.GEOMETRY_FILE, geometry.COLUMNS, tables.geometry_rows)
     return malformed

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from crystal_pipeline.synthetic.blur import gaussian_filter
+from crystal_pipeline.synthetic.geometry import ExtentRecorder
 from crystal_pipeline.synthetic.scene import Scene, pixel_grid, smooth_noise
 
 
@@ -42,6 +43,8 @@ class Canvas:
         self.height, self.width = scene.base.shape
         self.k = scene.size / 256.0
         self.absorb = np.zeros((self.height, self.width), np.float32)  # inside the drop
+        # Pixel boxes (x0, y0, x1, y1) of the crystals drawn, one per crystal: the geometry truth.
+        self.crystal_boxes: list[tuple[int, int, int, int]] = []
         self._layers: dict[str, tuple[Image.Image, ImageDraw.ImageDraw]] = {}
 
     def layer(self, name: str) -> ImageDraw.ImageDraw:
@@ -197,7 +200,8 @@ _HABITS = {"needle": _needle, "plate": _plate, "cube": _cube}
 def crystals(canvas: Canvas, rng: np.random.Generator, strength: float) -> dict[str, float]:
     """Faceted crystals: a few big ones, many small ones, or a shower of microcrystals."""
     k, drop = canvas.k, canvas.scene.drop
-    draw, glare = canvas.layer("crystal_dark"), canvas.layer("crystal_glare")
+    extent = ExtentRecorder()  # passes every call through; keeps each crystal's box (synthetic.geometry)
+    draw, glare = extent.wrap(canvas.layer("crystal_dark")), extent.wrap(canvas.layer("crystal_glare"))
     contrast = rng.uniform(0.55, 1.1) * (0.6 + 0.4 * strength)
     length = k * (2.5 + 55.0 * strength**1.4)  # px at this size: near-invisible to large
     habit = str(rng.choice(["needle", "plate", "cube", "plate", "cube"]))
@@ -217,6 +221,7 @@ def crystals(canvas: Canvas, rng: np.random.Generator, strength: float) -> dict[
             x, y = pts[0]
             x, y = x + np.cos(angle) * scale / 2, y + np.sin(angle) * scale / 2
         _HABITS[habit](draw, glare, x, y, scale, angle, contrast, rng)
+        canvas.crystal_boxes.append(extent.take())
     visible = np.clip((length / k - 2.0) / 25.0, 0, 1) ** 0.6 * min(contrast, 1.0) * (1.15 if shower else 1.0)
     return {"crystal": float(np.clip(visible, 0, 1)), "decoy_precipitate": float(shower) * (1 - strength)}
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from crystal_pipeline.classes import CLASSES
-from crystal_pipeline.synthetic import contents, hwi, uv
+from crystal_pipeline.synthetic import contents, geometry, hwi, uv
 from crystal_pipeline.synthetic.blur import gaussian_filter
 from crystal_pipeline.synthetic.imager import IMAGER_A, Imager
 from crystal_pipeline.synthetic.scene import Nuisance, defocus, draw_nuisance, draw_scene, finish
@@ -43,6 +43,8 @@ class WellTruth:
     visibility: dict[str, float] = field(default_factory=dict)  # present attributes
     decoys: dict[str, float] = field(default_factory=dict)  # absent attributes it suggests
     salt: float = 0.0  # salt crystals drawn (0 none .. 1 many; only when UV is drawn): not a crystal label
+    # Where the drop and each (protein) crystal were drawn, as fractions of the picture (synthetic.geometry).
+    geometry: tuple[geometry.Shape, ...] = ()
 
 
 def draw_strength(rng: np.random.Generator, difficulty: float) -> float:
@@ -151,7 +153,10 @@ def _render(rng, class_id, size, difficulty, imager, lighting, uv_rng):
     decoys = {a: float(v) for a, v in decoys.items() if a not in attributes}
     hardest = 1.0 - min(visibility.values(), default=1.0)
     difficulty_here = max(hardest, 0.8 * max(decoys.values(), default=0.0), 0.25 * blur)
-    truth = WellTruth(class_id, float(np.clip(difficulty_here, 0, 1)), visibility, decoys, float(salt))
+    height, width = image.shape
+    shapes = (geometry.drop_shape(scene.drop, width, height),
+              *geometry.crystal_shapes(canvas.crystal_boxes, width, height))
+    truth = WellTruth(class_id, float(np.clip(difficulty_here, 0, 1)), visibility, decoys, float(salt), shapes)
     if uv_rng is None:
         return image, truth, None
     return image, uv.render_uv(canvas, uv_rng, nuisance), truth

@@ -90,7 +90,7 @@ def draw_well_pictures(seed: int, key: int, index: int, class_id: int, size: int
     return pixels, uv_pixels, truth, labels
 
 
-def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]]]:
+def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list, tuple]]]:
     wells = all_wells(chunk.plate_format)
     key = plate_key(chunk.plate_id)
     plate_dir = Path(chunk.plate_dir)
@@ -105,7 +105,7 @@ def _render_chunk(chunk: _Chunk) -> tuple[str, list[tuple[int, int, float, list]
         _write_png(plate_dir / f"{wells[index].name}.png", pixels)
         if uv_pixels is not None:  # the UV picture beside it (ingest.archive: <well>.uv.<ext>)
             _write_png(plate_dir / f"{wells[index].name}.uv.png", uv_pixels)
-        out.append((index, class_id, truth.difficulty, labels))
+        out.append((index, class_id, truth.difficulty, labels, truth.geometry))
     return chunk.plate_id, out
 
 
@@ -128,7 +128,8 @@ def _tune_allocator() -> None:
 
 def run_chunks(chunks: list[_Chunk], workers: int | None, on_done) -> None:
     """Render chunks inline (one worker) or in spawned processes; ``on_done(plate_id, rows)``
-    gets each chunk's ``(well index, class id, difficulty, annotator labels)`` as it finishes.
+    gets each chunk's ``(well index, class id, difficulty, annotator labels, geometry)`` as it
+    finishes (geometry: the well's ``WellTruth.geometry``).
 
     ``spawn`` rather than ``fork``: the caller may be a threaded Dagster or torch
     process, and forking those is unsafe.

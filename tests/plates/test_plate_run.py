@@ -72,3 +72,13 @@ def test_a_lost_or_unlabelled_well_is_unaccounted_and_the_report_refuses_it(plat
     late = QuarantinedImage("P/A07", "A07", plate.path.parent / "A07.png", "truncated since ingest")
     found = plate_run.prediction_checks(plate, "P", None, run_of("v1", [late]))
     assert found.accounted and ("P/A07", "truncated since ingest") in found.quarantined
+
+
+def test_stored_labels_carry_the_runs_crystal_positions(plate):
+    from crystal_pipeline.model.cam import CrystalPosition
+
+    position = CrystalPosition(0.3, 0.6, ((0.0, 1.0), (0.5, 0.0)), (0.25, 0.75), (0.25, 0.75))
+    run = plate_run.PlateRun("v1", 0.5, "synthetic", 32, TIMINGS, crystal_positions={"P/A01": position})
+    labels = plate_run.stored_labels(plate, "P", None, run)
+    by_id = {r.image_id: r.crystal for r in labels.rows}
+    assert by_id["P/A01"] == position and by_id["P/A02"] is None

@@ -1,0 +1,140 @@
+"""Pointing game: does the model's crystal map peak on a crystal the generator drew? (issue 20 item 4)
+
+On the has-crystal wells of a synthetic archive's test split that the model flags
+(crystal_prob >= its calibrated hit threshold), the share whose map peak
+(``model.cam.crystal_positions``) falls inside a drawn crystal's box
+(``synthetic_geometry.csv``; for an archive written before that file, the boxes are
+drawn again from the archive's seed: the same streams, so the same crystals), with a
+95% bootstrap interval. Target: >= 80%. For every layer and method of ``model.cam``, and
+beside two baselines that know nothing of the image's content: the drop's centre (from
+the geometry truth itself) and a uniform random point of the picture.
+
+    nice -n 10 python bench/crystal_position.py --raw <archive> --model <model.pt>
+
+The test split is the warehouse's rule (``ingest.splits.assign_sides`` by well, default
+seed), recomputed here from the image ids. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
+
+from crystal_pipeline.classes import CRYSTAL_COLUMNS, CRYSTAL_CLASS_IDS  # noqa: E402
+from crystal_pipeline.evaluation.uncertainty import bootstrap_mean_ci  # noqa: E402
+from crystal_pipeline.ingest.imaging import load_grey  # noqa: E402
+from crystal_pipeline.ingest.splits import assign_sides  # noqa: E402
+from crystal_pipeline.model import cam  # noqa: E402
+from crystal_pipeline.synthetic.geometry import GEOMETRY_FILE, Shape  # noqa: E402
+
+
+def read_truth(raw: Path) -> dict[str, int]:
+    return {f"{r['plate_id']}/{r['well']}": int(r["class_id"])
+            for r in csv.DictReader((raw / "synthetic_truth.csv").open())}
+
+
+def geometry(raw: Path, image_ids: list[str], classes: dict[str, int]) -> dict[str, list[Shape]]:
+    """Drawn shapes per image id: from the archive's geometry file, or drawn again from its seed."""
+    out: dict[str, list[Shape]] = {i: [] for i in image_ids}
+    if (raw / GEOMETRY_FILE).exists():
+        for r in csv.DictReader((raw / GEOMETRY_FILE).open()):
+            key = f"{r['plate_id']}/{r['well']}"
+            if key in out:
+                out[key].append(Shape(r["kind"], *(float(r[c]) for c in ("x0", "y0", "x1", "y1"))))
+        return out
+    from crystal_pipeline.synthetic.hwi import plate_lighting
+    from crystal_pipeline.synthetic.imager import imager_named
+    from crystal_pipeline.synthetic.render_pool import draw_well, plate_key
+    from crystal_pipeline.wells import all_wells
+
+    summary = json.loads((raw / "synthetic_summary.json").read_text())
+    imager = imager_named(summary.get("imager", "A"))
+    index = {w.name: i for i, w in enumerate(all_wells(summary["plate_format"]))}
+    for image_id in image_ids:
+        plate, well = image_id.split("/")
+        key = plate_key(plate)
+        _, truth, _ = draw_well(summary["seed"], key, index[well], classes[image_id], summary["size"],
+                                summary["difficulty"], imager, plate_lighting(summary["seed"], key, imager), None)
+        out[image_id] = list(truth.geometry)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many has-crystal images (0: all)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from crystal_pipeline.model import calibration_of, load
+    from crystal_pipeline.model.inference import calibrated, predict_proba
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    started = time.perf_counter()
+    classes = read_truth(args.raw)
+    sides = assign_sides((i, None) for i in classes)
+    ids = sorted(i for i, c in classes.items() if sides[i] == args.split and c in CRYSTAL_CLASS_IDS)
+    if args.limit:
+        ids = ids[: args.limit]
+    net = load(args.model, "cpu")
+    temperature, threshold = calibration_of(net.artifact_meta)
+    paths = [args.raw / "plates" / i.split("/")[0] / f"{i.split('/')[1]}.png" for i in ids]
+    pixels = np.stack([load_grey(p, net.resolution) for p in paths])
+    from PIL import Image
+
+    sizes = []
+    for p in paths:
+        with Image.open(p) as im:
+            sizes.append(im.size)
+    probs = calibrated(lambda x: predict_proba(net, x), temperature)(pixels)
+    crystal = probs[:, list(CRYSTAL_COLUMNS)].sum(axis=1)
+    flagged = np.flatnonzero(crystal >= threshold)
+    shapes = geometry(args.raw, [ids[i] for i in flagged], classes)
+    boxes = [[s for s in shapes[ids[i]] if s.kind == "crystal"] for i in flagged]
+    drops = [next(s for s in shapes[ids[i]] if s.kind == "drop") for i in flagged]
+
+    def share(points) -> dict:
+        inside = np.array([any(b.contains(x, y) for b in bs) for (x, y), bs in zip(points, boxes)], dtype=float)
+        low, high = bootstrap_mean_ci(inside) if len(inside) else (float("nan"), float("nan"))
+        return {"share": round(float(inside.mean()), 4) if len(inside) else None,
+                "ci95": [round(low, 4), round(high, 4)]}
+
+    results = {}
+    for layer in cam.LAYERS:
+        for method in cam.METHODS:
+            t0 = time.perf_counter()
+            positions = cam.crystal_positions(net, pixels[flagged], [sizes[i] for i in flagged], layer=layer,
+                                              method=method)
+            seconds = time.perf_counter() - t0
+            results[f"{layer}/{method}"] = {**share([(p.x, p.y) for p in positions]),
+                                            "images_per_s": round(len(flagged) / seconds, 1) if seconds else None}
+    rng = np.random.default_rng(0)
+    results["baseline/drop_centre"] = share([((d.x0 + d.x1) / 2, (d.y0 + d.y1) / 2) for d in drops])
+    results["baseline/random_point"] = share([tuple(rng.random(2)) for _ in drops])
+    box_area = [min(1.0, sum((b.x1 - b.x0) * (b.y1 - b.y0) for b in bs)) for bs in boxes]
+    line = {
+        "bench": "crystal_position", "machine": machine.describe(), "raw": str(args.raw), "model": str(args.model),
+        "resolution": net.resolution, "split": args.split, "has_crystal_images": len(ids),
+        "flagged": int(len(flagged)), "threshold": round(float(threshold), 4),
+        "default": f"{cam.DEFAULT_LAYER}/{cam.DEFAULT_METHOD}", "target": 0.8, "results": results,
+        "mean_box_area_share": round(float(np.mean(box_area)), 4) if box_area else None,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(line))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
