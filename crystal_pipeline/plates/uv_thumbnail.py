@@ -11,12 +11,13 @@ from crystal_pipeline.reporting.embed import data_uri
 UV_THUMBNAIL_SHARE = 45  # % of the visible thumbnail's width
 
 
-def uv_thumbnail_html(visible: Path, image_id: str, thumbnail: Callable[[Path], bytes | None]) -> str:
+def uv_thumbnail_html(visible: Path | None, image_id: str, thumbnail: Callable[[Path], bytes | None]) -> str:
     """An ``<img>`` of the drop's UV picture (``archive.uv_partner_path``), '' when it has none
-    or it does not decode: a preview must never cost the page."""
+    or it does not decode, or the well has no file (a row read back without its path): a
+    preview must never cost the page."""
     from crystal_pipeline.ingest.archive import uv_partner_path
 
-    path = uv_partner_path(visible)
+    path = None if visible is None else uv_partner_path(visible)
     thumb = thumbnail(path) if path is not None else None
     if not thumb:
         return ""
