@@ -34,16 +34,23 @@ class TensorDataError(ValueError):
     """The tensors on disk are missing or do not follow the format; the message names the file."""
 
 
-def tensor_schema(resolution: int) -> pa.Schema:
-    """The fixed Parquet schema; the resolution also travels as schema metadata."""
-    return pa.schema(
-        [
-            pa.field("image_id", pa.string(), nullable=False),
-            pa.field("class_id", pa.int16(), nullable=False),
-            pa.field("pixels", pa.binary(resolution * resolution), nullable=False),
-        ],
-        metadata={b"resolution": str(resolution).encode()},
-    )
+#: The UV picture of each row's drop (issue 20), a second pixel column of the same width,
+#: present only in tensors written from an archive with UV pictures; visible-only tensors
+#: keep exactly the three columns above (and their fingerprint).
+UV_COLUMN = "uv_pixels"
+
+
+def tensor_schema(resolution: int, *, uv: bool = False) -> pa.Schema:
+    """The fixed Parquet schema; the resolution also travels as schema metadata. ``uv``
+    adds :data:`UV_COLUMN` after ``pixels``."""
+    fields = [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("class_id", pa.int16(), nullable=False),
+        pa.field("pixels", pa.binary(resolution * resolution), nullable=False),
+    ]
+    if uv:
+        fields.append(pa.field(UV_COLUMN, pa.binary(resolution * resolution), nullable=False))
+    return pa.schema(fields, metadata={b"resolution": str(resolution).encode()})
 
 
 def check_split_name(split: str) -> str:
