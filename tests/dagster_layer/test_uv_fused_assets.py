@@ -31,9 +31,18 @@ def fused(tmp_path_factory):
     return data
 
 
-def test_uv_archive_trains_a_fused_model_that_labels_a_uv_plate(fused):
+def _label(data, key):
     import definitions
 
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("plates", [key])
+        return dg.materialize([*definitions.all_assets, *definitions.all_checks],
+                              resources=build_resources(StorageResource(data_dir=str(data))),
+                              instance=instance, selection=dg.AssetSelection.groups("plates"),
+                              partition_key=key, raise_on_error=False)
+
+
+def test_uv_archive_trains_a_fused_model_that_labels_a_uv_plate(fused):
     layout = DataLayout.under(fused)
     wh = Warehouse(layout.warehouse)
     [(model_path,)] = wh.query_df("SELECT path FROM models WHERE is_production").itertuples(index=False)
@@ -45,11 +54,17 @@ def test_uv_archive_trains_a_fused_model_that_labels_a_uv_plate(fused):
     assert not torch.equal(model.pixel_mean[0, 0], model.pixel_mean[0, 1])
 
     write_plate(layout.incoming_dir / "UVPLATE", "UVPLATE", seed=5, wells=96, size=64, uv=True)
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("plates", ["UVPLATE"])
-        result = dg.materialize([*definitions.all_assets, *definitions.all_checks],
-                                resources=build_resources(StorageResource(data_dir=str(fused))),
-                                instance=instance, selection=dg.AssetSelection.groups("plates"),
-                                partition_key="UVPLATE", raise_on_error=False)
-    assert result.success
+    assert _label(fused, "UVPLATE").success
     assert wh.scalar("SELECT count(*) FROM predictions WHERE plate_id = 'UVPLATE'") == 96
+    assert wh.scalar("SELECT count(*) FROM images WHERE plate_id = 'UVPLATE' AND status = 'quarantined'") == 0
+
+
+def test_a_visible_only_plate_is_not_labelled_by_the_fused_model(fused):
+    layout = DataLayout.under(fused)
+    write_plate(layout.incoming_dir / "VISPLATE", "VISPLATE", seed=6, wells=96, size=64)
+    result = _label(fused, "VISPLATE")
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message
+    assert "fused (visible + UV)" in message and "model_version" in message
+    assert Warehouse(layout.warehouse).scalar("SELECT count(*) FROM predictions WHERE plate_id = 'VISPLATE'") == 0
