@@ -3,8 +3,10 @@
 Layout (DESIGN.md, "Tensors (Parquet)"): ``<data_dir>/tensors/r<res>/<split>/part-NNNNN.parquet``
 with columns ``image_id`` (string), ``class_id`` (int16, the paper's class ids 1..10,
 non-null: labelled images only) and ``pixels`` (``fixed_size_binary(res*res)``, row-major
-uint8), plus ``r<res>/stats.npz`` with the training split's per-pixel float32 ``mean`` and
-``std``. Every other module of this package (writer, reader, stats, fingerprint) takes
+uint8; an archive with UV pictures adds ``uv_pixels``, :data:`UV_COLUMN`), plus
+``r<res>/stats.npz`` with the training split's per-pixel float32 ``mean`` and ``std`` (and
+``uv_mean``, ``uv_std`` beside a UV column). Every other module of this package (writer,
+reader, stats, fingerprint) takes
 these names from here, so the format is defined once.
 """
 

@@ -28,6 +28,9 @@ def fused(tmp_path_factory):
         selection=dg.AssetSelection.groups("ingest", "prepare", "train"),
         run_config={"ops": {"crystalnet_model": {"config": {"preset": "smoke", "accuracy_floor": 0.0}}}})
     assert result.success
+    [tensors_event] = [e for e in result.get_asset_materialization_events()
+                       if e.asset_key.to_user_string() == "image_tensors"]
+    assert tensors_event.step_materialization_data.materialization.metadata["uv_column"].value is True
     return data
 
 
