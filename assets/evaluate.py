@@ -33,12 +33,13 @@ def _model_test_probs(model_row: dict, storage, wh, preprocessing, device: str):
     """The model's probabilities on today's test split (reports only), at the model's resolution."""
     from crystal_pipeline.evaluation import registry
     from crystal_pipeline.model import predict_proba
+    from crystal_pipeline.model.fusion import model_inputs
 
     model = registry.load_registered(model_row, device)  # sha256 checked against the row first
     test = preparation.current_split(wh, storage.layout, model.resolution, EVALUATION_SPLIT, workers=preprocessing.workers,
                                      crop=preprocessing.crop)
     started = time.perf_counter()
-    probs = predict_proba(model, test.pixels)
+    probs = predict_proba(model, model_inputs(model, test))
     return model, test, probs, time.perf_counter() - started
 
 

@@ -128,6 +128,7 @@ def label_plate_wells(context: dg.OpExecutionContext, config: PlatePredictionCon
     every decodable well; nothing is written (a damaged model fails here, and no row changes)."""
     from crystal_pipeline.ingest.image_files import well_files_from_images
     from crystal_pipeline.plates.labelling import label_plate
+    from crystal_pipeline.plates.fused_labelling import model_mismatch
 
     key, plate_id, inspection = _plate(context)
     wh = warehouse.get()
@@ -138,8 +139,12 @@ def label_plate_wells(context: dg.OpExecutionContext, config: PlatePredictionCon
         raise dg.Failure(f"{error}: re-register or retrain the model; plate {key} was not labelled") from error
     # With the UV rows: a fused model reads each drop's UV picture; label_plate counts only visible ones.
     rows = image_table.images_in(wh, ImageScope.of_plate(plate_id, inspection), with_uv=True)
+    files = well_files_from_images(rows)
+    mismatch = model_mismatch(model, files, model_row["model_version"])
+    if mismatch is not None:
+        raise dg.Failure(f"{mismatch}; plate {key} was not labelled")
     try:
-        labels = label_plate(well_files_from_images(rows), model, batch_size=config.batch_size,
+        labels = label_plate(files, model, batch_size=config.batch_size,
                              progress=progress_logger(context, "labelled"), precision=config.precision,
                              locate_threshold=plate_run.hit_threshold(model_row, model.artifact_meta))
     except ValueError as error:  # an unknown precision, or one the model's engine cannot run

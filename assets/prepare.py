@@ -39,6 +39,7 @@ def image_tensors(context: dg.AssetExecutionContext, storage: StorageResource, w
         "seconds": round(summary.seconds, 2),
         "megabytes": round(summary.bytes_written / 2**20, 2),
         "fingerprint": summary.fingerprint,
+        "uv_column": tensors.split_has_uv(layout.tensors_split_dir(resolution, "train")),
         "preview": md(png_md(preview, "tensors by class") if preview else "", table_md(failures)),
     })
 

@@ -59,13 +59,14 @@ def rescore(warehouse: Warehouse, layout: DataLayout, model_row: dict, *, device
     (tensors at that resolution are rewritten first when their validation ids are stale).
     The file is checked against the row's sha256 before it is loaded (ModelIntegrityError)."""
     from crystal_pipeline.model import calibration_of, predict_proba
+    from crystal_pipeline.model.fusion import model_inputs
     from crystal_pipeline.tensors import preparation
 
     model = registry.load_registered(model_row, device)
     crash_point("promotion.during_rescore")
     val = preparation.current_val_split(warehouse, layout, model.resolution, workers=workers, crop=crop)
     temperature, _ = calibration_of(model.artifact_meta)
-    return registry.score(val.class_ids, predict_proba(model, val.pixels), temperature)
+    return registry.score(val.class_ids, predict_proba(model, model_inputs(model, val)), temperature)
 
 
 def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, scores: Scores, *,

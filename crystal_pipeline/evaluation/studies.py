@@ -96,10 +96,11 @@ def _point(setting: float, train_images: int, result, res_dir: Path, seconds: fl
     """One study point: the trained model scored on ``res_dir``'s test split."""
     from crystal_pipeline.evaluation.registry import score
     from crystal_pipeline.model import predict_proba
+    from crystal_pipeline.model.fusion import model_inputs
 
     test = tensors.read_split(res_dir / "test")
     if not len(test) or result.model is None:
         return StudyPoint(setting, train_images, float("nan"), None, seconds, len(test))
-    scores = score(test.class_ids, predict_proba(result.model, test.pixels))
+    scores = score(test.class_ids, predict_proba(result.model, model_inputs(result.model, test)))
     auc = None if scores.crystal_auc != scores.crystal_auc else float(scores.crystal_auc)
     return StudyPoint(setting, train_images, scores.val_accuracy, auc, seconds, len(test))

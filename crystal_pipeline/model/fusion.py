@@ -47,3 +47,16 @@ def channel_stats(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def axis_rule(visible_crystal: np.ndarray, uv_crystal: np.ndarray) -> np.ndarray:
     """AXIS's late fusion: the larger of a visible-only and a UV-only model's crystal scores."""
     return np.maximum(np.asarray(visible_crystal, dtype=np.float64), np.asarray(uv_crystal, dtype=np.float64))
+
+
+def model_inputs(model, split) -> np.ndarray:
+    """What ``model`` reads of a tensors ``Split``: its (N, res, res) visible pictures for a
+    one-channel model, visible and UV stacked for a fused one (``Split.channels``), so
+    evaluation scores a fused model on the same test wells, each with its UV picture."""
+    in_channels = int(getattr(model, "in_channels", 1))
+    if in_channels == 1:
+        return split.pixels
+    if split.uv is None:
+        raise ValueError(f"a {in_channels}-channel (visible + UV) model needs tensors with UV pictures; "
+                         "these tensors are visible only (is the archive's UV ingested?)")
+    return split.channels()

@@ -61,3 +61,16 @@ def pair_decoder(uv_of: dict[Path, Path], resolution: int, workers: int, chunksi
             yield j // 2, bad if bad is not None else np.stack([pending, result])
 
     return decode
+
+
+def model_mismatch(model, files: Sequence[WellFile], model_version: str) -> str | None:
+    """Why ``model`` must not label a plate of ``files``, or None. A fused model on a plate
+    without one accepted UV picture would quarantine every well (:data:`NO_UV`): that is a
+    wrong choice of model, not a plate of bad files, so the step fails saying which model
+    to name instead (docs/decisions.md, "Which model labels a plate"). A visible-only model
+    on a UV plate is fine: it reads the visible pictures, as before UV."""
+    if model_channels(model) == 1 or any(f.imaging == "uv" and f.error is None for f in files):
+        return None
+    return (f"the model {model_version} is fused (visible + UV) and this plate has no UV pictures; "
+            "label it with a visible-only model (plate_predictions config model_version=<a visible model's "
+            "version>) or add its UV pictures (<well>.uv.png)")

@@ -26,6 +26,7 @@ from crystal_pipeline.tensors.reader import (
     read_split,
     resolve_tensors_dir,
     split_crop,
+    split_has_uv,
     split_resolution,
 )
 from crystal_pipeline.tensors.schema import (
@@ -33,15 +34,16 @@ from crystal_pipeline.tensors.schema import (
     ROW_GROUP_ROWS,
     SPLITS,
     STATS_FILE,
+    UV_COLUMN,
     TensorDataError,
     tensor_schema,
 )
-from crystal_pipeline.tensors.stats import STD_FLOOR, compute_stats, load_stats, save_stats
+from crystal_pipeline.tensors.stats import STD_FLOOR, compute_stats, load_channel_stats, load_stats, save_stats
 from crystal_pipeline.tensors.writer import DecodeFailure, TensorWriteSummary, write_split, write_tensors
 
 __all__ = [
     "PART_GLOB", "ROW_GROUP_ROWS", "SPLITS", "STATS_FILE", "STD_FLOOR", "DecodeFailure", "Split",
-    "TensorDataError", "TensorWriteSummary", "compute_stats", "count_rows", "fingerprint", "fingerprint_splits",
-    "iter_batches", "load_stats", "part_files", "pixel_width", "read_split", "resolve_tensors_dir", "save_stats",
-    "split_crop", "split_resolution", "tensor_schema", "write_split", "write_tensors",
+    "TensorDataError", "TensorWriteSummary", "UV_COLUMN", "compute_stats", "count_rows", "fingerprint", "fingerprint_splits",
+    "iter_batches", "load_channel_stats", "load_stats", "part_files", "pixel_width", "read_split", "resolve_tensors_dir", "save_stats",
+    "split_crop", "split_has_uv", "split_resolution", "tensor_schema", "write_split", "write_tensors",
 ]

@@ -36,17 +36,24 @@ class SplitHasher:
         tail = "" if check_crop(crop) == DEFAULT_CROP else f"crop={crop}\0"
         self._h = hashlib.sha256(_FINGERPRINT_TAG + f"r{resolution}\0{tail}".encode())
 
-    def update(self, image_ids: Sequence[str], class_ids: Sequence[int], pixels: Sequence[bytes]) -> None:
+    def update(self, image_ids: Sequence[str], class_ids: Sequence[int], pixels: Sequence[bytes],
+               uv: Sequence[bytes] | None = None) -> None:
+        """``uv`` (tensors with a UV column): each row's UV bytes are hashed after its
+        pixels; without it the bytes hashed are those of visible-only tensors, unchanged."""
         h = self._h
-        for image_id, class_id, px in zip(image_ids, class_ids, pixels):
+        for i, (image_id, class_id, px) in enumerate(zip(image_ids, class_ids, pixels)):
             raw = image_id.encode("utf-8")
             h.update(len(raw).to_bytes(4, "little") + raw + int(class_id).to_bytes(4, "little", signed=True))
             h.update(px)
+            if uv is not None:
+                h.update(uv[i])
 
-    def update_arrays(self, image_ids: Sequence[str], class_ids: np.ndarray, pixels: np.ndarray) -> None:
+    def update_arrays(self, image_ids: Sequence[str], class_ids: np.ndarray, pixels: np.ndarray,
+                      uv: np.ndarray | None = None) -> None:
         """The same as :meth:`update` for a ``(n, res, res)`` uint8 block of images."""
         flat = np.ascontiguousarray(pixels).reshape(len(image_ids), -1)
-        self.update(image_ids, np.asarray(class_ids).tolist(), [row.tobytes() for row in flat])
+        uv_rows = None if uv is None else [r.tobytes() for r in np.ascontiguousarray(uv).reshape(len(image_ids), -1)]
+        self.update(image_ids, np.asarray(class_ids).tolist(), [row.tobytes() for row in flat], uv_rows)
 
     def digest(self) -> bytes:
         return self._h.digest()
@@ -71,8 +78,8 @@ def fingerprint(split_dirs: Iterable[str | os.PathLike] | str | os.PathLike) -> 
     digests = []
     for split_dir in split_dirs:
         hasher = SplitHasher(split_resolution(split_dir), split_crop(split_dir))
-        for ids, classes, px in iter_batches(split_dir):
-            hasher.update_arrays(ids, classes, px)
+        for ids, classes, px, uv in iter_batches(split_dir, with_uv=True):
+            hasher.update_arrays(ids, classes, px, uv)
         digests.append((Path(split_dir).name, hasher.digest()))
     return combine(digests)
 
@@ -85,6 +92,8 @@ def fingerprint_splits(splits: Mapping[str, Split]) -> str:
         hasher = SplitHasher(split.resolution, split.crop)
         for start in range(0, len(split), _CHUNK_ROWS):  # bounded extra memory for a big split
             stop = start + _CHUNK_ROWS
-            hasher.update_arrays(split.image_ids[start:stop], split.class_ids[start:stop], split.pixels[start:stop])
+            uv = None if split.uv is None else split.uv[start:stop]
+            hasher.update_arrays(split.image_ids[start:stop], split.class_ids[start:stop], split.pixels[start:stop],
+                                 uv)
         digests.append((name, hasher.digest()))
     return combine(digests)

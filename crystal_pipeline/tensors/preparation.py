@@ -23,12 +23,27 @@ def labelled_rows(warehouse: Warehouse) -> list[tuple[str, int, str, str]]:
     return labelled_images(warehouse)
 
 
+def labelled_rows_with_uv(warehouse: Warehouse) -> list[tuple[str, int, str, str, str | None]] | None:
+    """:func:`labelled_rows` with each image's UV picture path (None where its drop has none),
+    or None when no labelled image has a UV picture: a visible-only archive's tensors are
+    written exactly as before UV (same columns, same fingerprint)."""
+    from crystal_pipeline.warehouse.images import uv_partners
+
+    rows = labelled_rows(warehouse)
+    partners = uv_partners(warehouse)
+    if not any(row[0] in partners for row in rows):
+        return None
+    return [(*row, partners.get(row[0])) for row in rows]
+
+
 def write_split_tensors(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None,
                         progress: Callable | None = None, crop: str = DEFAULT_CROP) -> tensors.TensorWriteSummary:
     """Every split (train, val, test) at ``resolution`` cut as ``crop`` says (an empty split
-    still gets its folder)."""
-    return tensors.write_tensors(labelled_rows(warehouse), layout.tensors_dir(resolution), resolution,
-                                 workers=workers, progress=progress, splits=SPLITS, crop=crop)
+    still gets its folder); with the UV column when the archive has UV pictures of labelled drops."""
+    uv_rows = labelled_rows_with_uv(warehouse)
+    rows = labelled_rows(warehouse) if uv_rows is None else uv_rows
+    return tensors.write_tensors(rows, layout.tensors_dir(resolution), resolution,
+                                 workers=workers, progress=progress, splits=SPLITS, crop=crop, uv=uv_rows is not None)
 
 
 def write_stats(layout: DataLayout, resolution: int):
@@ -37,8 +52,10 @@ def write_stats(layout: DataLayout, resolution: int):
     Under the resolution's writer lock: no tensor write commits between reading the split
     and saving, so the stats on disk are always those of the last committed train split."""
     with locks.exclusive(layout.tensors_lock(resolution)):
-        mean, std = tensors.compute_stats(layout.tensors_split_dir(resolution, "train"))
-        tensors.save_stats(layout.stats_path(resolution), mean, std)
+        train_dir = layout.tensors_split_dir(resolution, "train")
+        mean, std = tensors.compute_stats(train_dir)
+        uv = tensors.compute_stats(train_dir, uv=True) if tensors.split_has_uv(train_dir) else None
+        tensors.save_stats(layout.stats_path(resolution), mean, std, uv)
     return mean, std
 
 
@@ -56,17 +73,20 @@ def current_split(warehouse: Warehouse, layout: DataLayout, resolution: int, spl
     :class:`~crystal_pipeline.tensors.Split`: ``image_ids``, ``class_ids`` 1..10, ``pixels``).
 
     Tensors at a resolution other than the prepare group's are written on demand and may
-    date from an earlier consensus; they are rewritten when the split's ids differ from
-    the warehouse's or were cut with another ``crop``, so every model compared or evaluated
-    is scored on the same images cut the same way.
+    date from an earlier consensus; they are rewritten when the split's ids (or whether it
+    has UV) differ from the warehouse's or were cut with another ``crop``, so every model
+    compared or evaluated is scored on the same images cut the same way.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    expected = [row[0] for row in labelled_rows(warehouse) if row[2] == split]
+    uv_rows = labelled_rows_with_uv(warehouse)
+    rows = labelled_rows(warehouse) if uv_rows is None else [r for r in uv_rows if r[4] is not None]
+    expected = [row[0] for row in rows if row[2] == split]
     split_dir = layout.tensors_split_dir(resolution, split)
     if layout.stats_path(resolution).exists() and tensors.part_files(split_dir):
         current = tensors.read_split(split_dir, resolution)
-        if list(current.image_ids) == expected and current.crop == crop:
+        if (list(current.image_ids) == expected and current.crop == crop
+                and (current.uv is not None) == (uv_rows is not None)):
             return current
     prepare_resolution(warehouse, layout, resolution, workers=workers, crop=crop)
     return tensors.read_split(split_dir, resolution)

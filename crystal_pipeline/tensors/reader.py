@@ -35,17 +35,40 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crystal_pipeline.ingest.imaging import DEFAULT_CROP
-from crystal_pipeline.tensors.schema import MAX_CLASS_ID, MIN_CLASS_ID, PART_GLOB, STATS_FILE, TensorDataError
+from crystal_pipeline.tensors.schema import (
+    MAX_CLASS_ID,
+    MIN_CLASS_ID,
+    PART_GLOB,
+    STATS_FILE,
+    UV_COLUMN,
+    TensorDataError,
+)
 
 
 @dataclass
 class Split:
-    """One split in memory: ids, class ids 1..10 (int64, N) and uint8 images (N, res, res)."""
+    """One split in memory: ids, class ids 1..10 (int64, N) and uint8 images (N, res, res);
+    ``uv``, the drops' UV pictures (N, res, res), when the tensors have a UV column."""
 
     image_ids: list[str]
     class_ids: np.ndarray
     pixels: np.ndarray
     crop: str = DEFAULT_CROP  # which square of each picture (``preprocessing.crop``)
+    uv: np.ndarray | None = None
+
+    @property
+    def in_channels(self) -> int:
+        """1 for visible-only tensors, 2 with UV (a fused model's input)."""
+        return 1 if self.uv is None else 2
+
+    def channels(self) -> np.ndarray:
+        """What a model of :attr:`in_channels` reads: the (N, res, res) pixels, or visible and
+        UV stacked as (N, 2, res, res) (``model.fusion.stack_pictures``)."""
+        if self.uv is None:
+            return self.pixels
+        from crystal_pipeline.model.fusion import stack_pictures
+
+        return stack_pictures(self.pixels, self.uv)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -122,6 +145,15 @@ def split_crop(split_dir: str | os.PathLike) -> str:
     part = _parts(split_dir)[0]
     try:
         return _schema_crop(pq.read_schema(part))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TensorDataError(f"{part}: cannot read tensors: {exc}") from exc
+
+
+def split_has_uv(split_dir: str | os.PathLike) -> bool:
+    """Whether a split's tensors carry the UV column (read from its first part's schema)."""
+    part = _parts(split_dir)[0]
+    try:
+        return UV_COLUMN in pq.read_schema(part).names
     except (pa.ArrowInvalid, OSError) as exc:
         raise TensorDataError(f"{part}: cannot read tensors: {exc}") from exc
 
@@ -218,30 +250,48 @@ def _generation_side(parts: list[tuple[Path, pq.ParquetFile]]) -> int:
     return side
 
 
+def _generation_has_uv(parts: list[tuple[Path, pq.ParquetFile]]) -> bool:
+    """Whether one generation's parts carry the UV column (all of them, or none)."""
+    has = [UV_COLUMN in pf.schema_arrow.names for _, pf in parts]
+    if any(has) and not all(has):
+        raise TensorDataError(f"{parts[has.index(not has[0])][0]}: the split's parts disagree on {UV_COLUMN}")
+    return has[0]
+
+
 def _batches(parts: list[tuple[Path, pq.ParquetFile]], side: int, batch_rows: int
-             ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+             ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None]]:
+    """``(ids, class ids, pixels, uv pixels or None)`` per batch."""
     for part, pf in parts:
         try:
+            has_uv = UV_COLUMN in pf.schema_arrow.names
             for batch in pf.iter_batches(batch_size=batch_rows):
                 if batch.num_rows == 0:
                     continue
                 class_ids = batch.column("class_id").to_numpy().astype(np.int64)
                 pixels = batch.column("pixels")
                 _check_batch(part, class_ids, pixels)
-                yield batch.column("image_id").to_pylist(), class_ids, _pixels_view(pixels, side)
+                uv = None
+                if has_uv:
+                    uv_column = batch.column(UV_COLUMN)
+                    _check_batch(part, class_ids, uv_column)
+                    uv = _pixels_view(uv_column, side)
+                yield batch.column("image_id").to_pylist(), class_ids, _pixels_view(pixels, side), uv
         except (pa.ArrowInvalid, KeyError, OSError) as exc:
             raise TensorDataError(f"{part}: cannot read tensors: {exc}") from exc
 
 
-def iter_batches(split_dir: str | os.PathLike, batch_rows: int = 1024, max_parts: int | None = None
-                 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+def iter_batches(split_dir: str | os.PathLike, batch_rows: int = 1024, max_parts: int | None = None, *,
+                 with_uv: bool = False) -> Iterator[tuple]:
     """Stream a split (its first ``max_parts`` part files; None: all) as
-    ``(image_ids, class_ids int64 1..10, pixels uint8 (n, res, res))``, all of one generation.
+    ``(image_ids, class_ids int64 1..10, pixels uint8 (n, res, res))``, all of one generation;
+    ``with_uv`` adds a fourth item, the UV pixels (None for visible-only tensors).
 
     The pixel arrays are read-only views into Arrow memory; copy one to keep or modify it.
     """
     parts = _open_generation(split_dir, max_parts)
-    yield from _batches(parts, _generation_side(parts), batch_rows)
+    _generation_has_uv(parts)
+    for ids, classes, px, uv in _batches(parts, _generation_side(parts), batch_rows):
+        yield (ids, classes, px, uv) if with_uv else (ids, classes, px)
 
 
 def read_split(split_dir: str | os.PathLike, resolution: int | None = None, *,
@@ -261,15 +311,18 @@ def read_split(split_dir: str | os.PathLike, resolution: int | None = None, *,
     image_ids: list[str] = []
     class_ids = np.empty(n, dtype=np.int64)
     pixels = np.empty((n, side, side), dtype=np.uint8)
+    uv_pixels = np.empty((n, side, side), dtype=np.uint8) if _generation_has_uv(parts) else None
     at = 0
-    for ids, classes, px in _batches(parts, side, 1024):
+    for ids, classes, px, uv in _batches(parts, side, 1024):
         k = len(ids)
         if at + k > n:
             raise TensorDataError(f"{split_dir}: more rows than the footers of its part files say")
         image_ids.extend(ids)
         class_ids[at:at + k] = classes
         pixels[at:at + k] = px
+        if uv_pixels is not None:
+            uv_pixels[at:at + k] = uv
         at += k
     if at != n:
         raise TensorDataError(f"{split_dir}: {at} rows read, its part files' footers say {n}")
-    return Split(image_ids, class_ids, pixels, _schema_crop(parts[0][1].schema_arrow))
+    return Split(image_ids, class_ids, pixels, _schema_crop(parts[0][1].schema_arrow), uv_pixels)

@@ -3,8 +3,10 @@
 Layout (DESIGN.md, "Tensors (Parquet)"): ``<data_dir>/tensors/r<res>/<split>/part-NNNNN.parquet``
 with columns ``image_id`` (string), ``class_id`` (int16, the paper's class ids 1..10,
 non-null: labelled images only) and ``pixels`` (``fixed_size_binary(res*res)``, row-major
-uint8), plus ``r<res>/stats.npz`` with the training split's per-pixel float32 ``mean`` and
-``std``. Every other module of this package (writer, reader, stats, fingerprint) takes
+uint8; an archive with UV pictures adds ``uv_pixels``, :data:`UV_COLUMN`), plus
+``r<res>/stats.npz`` with the training split's per-pixel float32 ``mean`` and ``std`` (and
+``uv_mean``, ``uv_std`` beside a UV column). Every other module of this package (writer,
+reader, stats, fingerprint) takes
 these names from here, so the format is defined once.
 """
 
@@ -35,17 +37,24 @@ class TensorDataError(ValueError):
     """The tensors on disk are missing or do not follow the format; the message names the file."""
 
 
-def tensor_schema(resolution: int, crop: str = DEFAULT_CROP) -> pa.Schema:
+#: The UV picture of each row's drop (issue 20), a second pixel column of the same width,
+#: present only in tensors written from an archive with UV pictures; visible-only tensors
+#: keep exactly the three columns above (and their fingerprint).
+UV_COLUMN = "uv_pixels"
+
+
+def tensor_schema(resolution: int, crop: str = DEFAULT_CROP, *, uv: bool = False) -> pa.Schema:
     """The fixed Parquet schema; the resolution and the crop (``preprocessing.crop``: which
-    square of each picture the pixels are) also travel as schema metadata."""
-    return pa.schema(
-        [
-            pa.field("image_id", pa.string(), nullable=False),
-            pa.field("class_id", pa.int16(), nullable=False),
-            pa.field("pixels", pa.binary(resolution * resolution), nullable=False),
-        ],
-        metadata={b"resolution": str(resolution).encode(), b"crop": check_crop(crop).encode()},
-    )
+    square of each picture the pixels are) also travel as schema metadata. ``uv`` adds
+    :data:`UV_COLUMN` after ``pixels``."""
+    fields = [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("class_id", pa.int16(), nullable=False),
+        pa.field("pixels", pa.binary(resolution * resolution), nullable=False),
+    ]
+    if uv:
+        fields.append(pa.field(UV_COLUMN, pa.binary(resolution * resolution), nullable=False))
+    return pa.schema(fields, metadata={b"resolution": str(resolution).encode(), b"crop": check_crop(crop).encode()})
 
 
 def check_split_name(split: str) -> str:

@@ -22,18 +22,22 @@ STD_FLOOR = 1.0
 
 
 def compute_stats(split_dir: str | os.PathLike, batch_rows: int = 256,
-                  std_floor: float = STD_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+                  std_floor: float = STD_FLOOR, *, uv: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel mean and std (population, 0..255 units) of a split, streamed.
 
     Sums of x and x^2 are accumulated exactly in int64 (255^2 fits uint16, so the square
     needs no float), which avoids the cancellation of float running sums; std is floored
     at ``std_floor`` (see :data:`STD_FLOOR`). Returns float32 ``(res, res)`` images.
+    ``uv``: the same of the split's UV column (tensors written with UV).
     """
     side = split_resolution(split_dir)
     total = np.zeros((side, side), dtype=np.int64)
     total_sq = np.zeros((side, side), dtype=np.int64)
     n = 0
-    for _, _, px in iter_batches(split_dir, batch_rows):
+    for _, _, visible, uv_px in iter_batches(split_dir, batch_rows, with_uv=True):
+        px = uv_px if uv else visible
+        if px is None:
+            raise TensorDataError(f"{split_dir}: no UV column to compute UV statistics from")
         x = px.astype(np.uint16)
         total += x.sum(axis=0, dtype=np.int64)
         total_sq += np.multiply(x, x).sum(axis=0, dtype=np.int64)
@@ -46,13 +50,16 @@ def compute_stats(split_dir: str | os.PathLike, batch_rows: int = 256,
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def save_stats(path: str | os.PathLike, mean: np.ndarray, std: np.ndarray) -> None:
-    """Write ``stats.npz`` (float32 ``mean`` and ``std``) atomically (:func:`crystal_pipeline.files.atomic_write`)."""
-    mean = np.asarray(mean, dtype=np.float32)
-    std = np.asarray(std, dtype=np.float32)
-    if mean.shape != std.shape:
-        raise ValueError(f"mean {mean.shape} and std {std.shape} differ in shape")
-    atomic_write(path, functools.partial(np.savez, mean=mean, std=std))
+def save_stats(path: str | os.PathLike, mean: np.ndarray, std: np.ndarray,
+               uv: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Write ``stats.npz`` (float32 ``mean`` and ``std``) atomically (:func:`crystal_pipeline.files.atomic_write`);
+    ``uv``, the UV column's ``(mean, std)``, adds ``uv_mean`` and ``uv_std``."""
+    arrays = {"mean": np.asarray(mean, dtype=np.float32), "std": np.asarray(std, dtype=np.float32)}
+    if uv is not None:
+        arrays.update(uv_mean=np.asarray(uv[0], dtype=np.float32), uv_std=np.asarray(uv[1], dtype=np.float32))
+    if len({a.shape for a in arrays.values()}) != 1:
+        raise ValueError(f"stats differ in shape: {({k: a.shape for k, a in arrays.items()})}")
+    atomic_write(path, functools.partial(np.savez, **arrays))
 
 
 def load_stats(path: str | os.PathLike, resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -67,3 +74,19 @@ def load_stats(path: str | os.PathLike, resolution: int | None = None) -> tuple[
     if mean.shape != expected or std.shape != expected or mean.ndim != 2:
         raise TensorDataError(f"{path}: stats are {mean.shape}/{std.shape}, expected {expected}")
     return mean, std
+
+
+def load_channel_stats(path: str | os.PathLike, resolution: int, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """What a model of ``in_channels`` normalizes with: :func:`load_stats` for 1, and for 2
+    (visible + UV, ``model.fusion``) the visible and UV stats stacked as ``(2, res, res)``."""
+    mean, std = load_stats(path, resolution)
+    if in_channels == 1:
+        return mean, std
+    try:
+        with np.load(path) as z:
+            uv_mean, uv_std = z["uv_mean"].astype(np.float32), z["uv_std"].astype(np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise TensorDataError(f"{path}: no UV statistics for a {in_channels}-channel model: {exc}") from exc
+    if in_channels != 2 or uv_mean.shape != mean.shape or uv_std.shape != std.shape:
+        raise TensorDataError(f"{path}: cannot give {in_channels}-channel stats from {mean.shape} images")
+    return np.stack([mean, uv_mean]), np.stack([std, uv_std])

@@ -107,12 +107,13 @@ class _SplitWriter:
     """Streams one split into a hidden temp dir: a row group at a time, parts of a fixed size."""
 
     def __init__(self, out_dir: Path, split: str, resolution: int, rows_per_part: int, compression: str,
-                 crop: str = DEFAULT_CROP):
+                 crop: str = DEFAULT_CROP, uv: bool = False):
         self.split = check_split_name(split)
         self.target = out_dir / split
         self.tmp = out_dir / f".{split}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.tmp.mkdir(parents=True)
-        self.schema = tensor_schema(resolution, crop)
+        self.schema = tensor_schema(resolution, crop, uv=uv)
+        self.uv = uv
         self.width = resolution * resolution
         self.rows_per_part = rows_per_part
         self.row_group_rows = min(ROW_GROUP_ROWS, rows_per_part)
@@ -125,13 +126,18 @@ class _SplitWriter:
         self._ids: list[str] = []
         self._classes: list[int] = []
         self._pixels: list[bytes] = []
+        self._uv: list[bytes] = []
 
-    def append(self, image_id: str, class_id: int, pixels: bytes) -> None:
+    def append(self, image_id: str, class_id: int, pixels: bytes, uv: bytes | None = None) -> None:
         if not MIN_CLASS_ID <= class_id <= MAX_CLASS_ID:
             raise ValueError(f"{image_id}: class_id {class_id} outside {MIN_CLASS_ID}..{MAX_CLASS_ID}")
+        if (uv is not None) != self.uv:
+            raise ValueError(f"{image_id}: a UV picture is needed exactly when the split has a UV column")
         self._ids.append(image_id)
         self._classes.append(class_id)
         self._pixels.append(pixels)
+        if uv is not None:
+            self._uv.append(uv)
         room = min(self.row_group_rows, self.rows_per_part - self._part_rows)
         if len(self._ids) >= room:
             self._flush()
@@ -149,18 +155,18 @@ class _SplitWriter:
         if not self._ids:
             return
         n = len(self._ids)
-        pixels = pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(self.width), n, [None, pa.py_buffer(b"".join(self._pixels))])
-        table = pa.Table.from_arrays(
-            [pa.array(self._ids, pa.string()), pa.array(self._classes, pa.int16()), pixels],
-            schema=self.schema)
-        self.hasher.update(self._ids, self._classes, self._pixels)
+        columns = [pa.array(self._ids, pa.string()), pa.array(self._classes, pa.int16())]
+        for rows in (self._pixels, self._uv) if self.uv else (self._pixels,):
+            columns.append(pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(self.width), n, [None, pa.py_buffer(b"".join(rows))]))
+        table = pa.Table.from_arrays(columns, schema=self.schema)
+        self.hasher.update(self._ids, self._classes, self._pixels, self._uv if self.uv else None)
         if self._writer is None:
             self._writer = self._open_part()
         self._writer.write_table(table, row_group_size=n)
         self.rows += n
         self._part_rows += n
-        self._ids, self._classes, self._pixels = [], [], []
+        self._ids, self._classes, self._pixels, self._uv = [], [], [], []
         if self._part_rows >= self.rows_per_part:
             self._writer.close()
             self._writer = None
@@ -205,15 +211,16 @@ class _SplitWriters:
     """The splits of one write, opened on first use; finished, aborted or committed together."""
 
     def __init__(self, out: Path, resolution: int, rows_per_part: int, compression: str,
-                 crop: str = DEFAULT_CROP):
+                 crop: str = DEFAULT_CROP, uv: bool = False):
         self.out, self.resolution, self.crop = out, resolution, crop
         self.rows_per_part, self.compression = rows_per_part, compression
+        self.uv = uv
         self.by_split: dict[str, _SplitWriter] = {}
 
     def __getitem__(self, split: str) -> _SplitWriter:
         if split not in self.by_split:
             self.by_split[split] = _SplitWriter(self.out, split, self.resolution, self.rows_per_part,
-                                                self.compression, self.crop)
+                                                self.compression, self.crop, self.uv)
         return self.by_split[split]
 
     def finish(self) -> None:
@@ -278,9 +285,45 @@ def _locked_out_dir(out_dir: str | os.PathLike, resolution: int, rows_per_part: 
         yield out
 
 
+#: Why a row of a UV write is skipped when its drop has no UV picture.
+NO_UV_PICTURE = "no UV picture beside it (tensors with UV need both pictures of every drop)"
+
+
+def _decode_pairs_into(rows: Iterable[tuple], writers: _SplitWriters, resolution: int, *, workers: int | None,
+                       chunksize: int, reporter: _ProgressReporter) -> list[DecodeFailure]:
+    """:func:`_decode_into` for rows ``(image_id, class_id, split, path, uv_path)``: both
+    pictures decoded in one parallel stream (visible, then UV, per row); a row whose UV
+    path is None, or either of whose pictures fails to decode, is skipped and listed."""
+    failures: list[DecodeFailure] = []
+    meta_rows, path_rows = tee(iter(rows))
+    paths = (p for row in path_rows for p in (row[3], row[4] if row[4] is not None else row[3]))
+    decoded = decode_many(paths, resolution, workers=workers, chunksize=chunksize, as_bytes=True,
+                          crop=writers.crop)
+    try:
+        for image_id, class_id, split, _path, uv_path in meta_rows:
+            (_, visible), (_, uv) = next(decoded), next(decoded)
+            if class_id is None:
+                raise ValueError(f"{image_id}: tensors hold labelled images only (class_id is None)")
+            writer = writers[split]
+            bad = next((r for r in (visible, uv) if isinstance(r, UnreadableImage)), None)
+            if uv_path is None:
+                failures.append(DecodeFailure(str(image_id), NO_UV_PICTURE))
+            elif bad is not None:
+                failures.append(DecodeFailure(str(image_id), bad.reason))
+            else:
+                writer.append(str(image_id), int(class_id), visible, uv)
+            reporter.step()
+    finally:
+        decoded.close()
+    return failures
+
+
 def _decode_into(rows: Iterable[tuple], writers: _SplitWriters, resolution: int, *, workers: int | None,
                  chunksize: int, reporter: _ProgressReporter) -> list[DecodeFailure]:
     """Decode every row's image in parallel (order kept) and append it to its split's writer."""
+    if writers.uv:
+        return _decode_pairs_into(rows, writers, resolution, workers=workers, chunksize=chunksize,
+                                  reporter=reporter)
     failures: list[DecodeFailure] = []
     meta_rows, path_rows = tee(iter(rows))
     decoded = decode_many((row[3] for row in path_rows), resolution, workers=workers, chunksize=chunksize,
@@ -329,6 +372,7 @@ def write_tensors(
     chunksize: int = 16,
     compression: str = "zstd",
     crop: str = DEFAULT_CROP,
+    uv: bool = False,
 ) -> TensorWriteSummary:
     """Decode ``rows`` and write them as Parquet under ``out_dir/<split>/``.
 
@@ -338,7 +382,9 @@ def write_tensors(
     ``splits`` is replaced (an empty split gets one empty part); other splits on disk are
     left alone. ``progress(done, total)`` is called about every 1% (``total`` is None
     when ``rows`` has no length). ``crop`` is the square each picture is cut to
-    (``preprocessing.crop``); the schema and the fingerprint record it.
+    (``preprocessing.crop``); the schema and the fingerprint record it. With ``uv`` each row
+    also names its drop's UV picture (``(..., path, uv_path)``, None where there is none: that
+    row is skipped and listed) and the splits get the UV column (``schema.UV_COLUMN``).
     """
     reporter = _ProgressReporter(progress, len(rows) if hasattr(rows, "__len__") else None)  # type: ignore[arg-type]
     started = time.perf_counter()
@@ -351,15 +397,16 @@ def write_tensors(
                                      reporter=reporter))
 
     with _locked_out_dir(out_dir, resolution, rows_per_part) as out:
-        writers = _write_locked(out, resolution, rows_per_part, compression, fill, crop)
+        writers = _write_locked(out, resolution, rows_per_part, compression, fill, crop, uv)
         reporter.final()
         return _summary(out, resolution, writers, failures, reporter.done, time.perf_counter() - started)
 
 
 def _write_locked(out: Path, resolution: int, rows_per_part: int, compression: str,
-                  fill: Callable[[_SplitWriters], None], crop: str = DEFAULT_CROP) -> _SplitWriters:
+                  fill: Callable[[_SplitWriters], None], crop: str = DEFAULT_CROP,
+                  uv: bool = False) -> _SplitWriters:
     """``fill`` the splits of one write, then commit them all (or abort them all on any error)."""
-    writers = _SplitWriters(out, resolution, rows_per_part, compression, crop)
+    writers = _SplitWriters(out, resolution, rows_per_part, compression, crop, uv)
     try:
         fill(writers)
         writers.finish()
@@ -372,23 +419,28 @@ def _write_locked(out: Path, resolution: int, rows_per_part: int, compression: s
 
 def write_split(out_dir: str | os.PathLike, split: str, image_ids: Sequence[str], class_ids: Sequence[int],
                 pixels: np.ndarray, *, rows_per_part: int = 4096, compression: str = "zstd",
-                crop: str = DEFAULT_CROP) -> str:
+                crop: str = DEFAULT_CROP, uv: np.ndarray | None = None) -> str:
     """Write images already in memory (uint8 ``(N, res, res)``) as split ``split`` of ``out_dir``.
 
     The same writer as :func:`write_tensors` (schema, row groups, atomic replace), for
     data derived from written tensors (the training-size study's subsets) and for tests.
-    Returns the split's content fingerprint, as :func:`fingerprint` gives it.
+    Returns the split's content fingerprint, as :func:`fingerprint` gives it. ``uv``, the
+    same drops' UV pictures (same shape), writes the UV column too.
     """
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
     if pixels.ndim != 3 or pixels.shape[1] != pixels.shape[2] or not len(pixels) == len(image_ids) == len(class_ids):
         raise ValueError(f"need N square images with N ids and class ids, got pixels {pixels.shape}, "
                          f"{len(image_ids)} ids, {len(class_ids)} class ids")
+    if uv is not None:
+        uv = np.ascontiguousarray(uv, dtype=np.uint8)
+        if uv.shape != pixels.shape:
+            raise ValueError(f"UV pictures {uv.shape} must match the visible ones {pixels.shape}")
 
     def fill(writers: _SplitWriters) -> None:
         writer = writers[split]
-        for image_id, class_id, image in zip(image_ids, class_ids, pixels):
-            writer.append(str(image_id), int(class_id), image.tobytes())
+        for i, (image_id, class_id, image) in enumerate(zip(image_ids, class_ids, pixels)):
+            writer.append(str(image_id), int(class_id), image.tobytes(), None if uv is None else uv[i].tobytes())
 
     with _locked_out_dir(out_dir, pixels.shape[1], rows_per_part) as out:
-        writers = _write_locked(out, pixels.shape[1], rows_per_part, compression, fill, crop)
+        writers = _write_locked(out, pixels.shape[1], rows_per_part, compression, fill, crop, uv is not None)
     return combine([(split, writers[split].hasher.digest())])

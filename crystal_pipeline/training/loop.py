@@ -52,6 +52,7 @@ from crystal_pipeline.training.steps import (
     lr_at,
     make_model,
     make_optimizer,
+    model_config,
     train_step,
     training_precision,
 )
@@ -95,6 +96,11 @@ class TrainingData:
     mean: np.ndarray
     std: np.ndarray
     fingerprint: str | None
+
+    @property
+    def in_channels(self) -> int:
+        """2 when the tensors carry UV pictures (a fused model is trained), else 1."""
+        return self.train.in_channels
 
 
 @dataclass
@@ -209,7 +215,10 @@ def load_data(tensors_arg: str | os.PathLike, resolution: int, *, with_fingerpri
     train_split = tensors.read_split(tensors_dir / "train", resolution)
     val_dir = tensors_dir / "val"
     val_split = tensors.read_split(val_dir, resolution) if tensors.part_files(val_dir) else None
-    mean, std = tensors.load_stats(tensors_dir / tensors.STATS_FILE, resolution)
+    if val_split is not None and len(val_split) and val_split.in_channels != train_split.in_channels:
+        raise tensors.TensorDataError(f"{tensors_dir}: train has {train_split.in_channels} channel(s), "
+                                      f"val {val_split.in_channels}; prepare the tensors again")
+    mean, std = tensors.load_channel_stats(tensors_dir / tensors.STATS_FILE, resolution, train_split.in_channels)
     fingerprint = None
     if with_fingerprint:
         splits = {"train": train_split, **({"val": val_split} if val_split is not None else {})}
@@ -221,7 +230,7 @@ def build_session(config: TrainConfig, data: TrainingData, dev: torch.device, di
                   resume_from: Path | None, parent: warm_start.Parent | None = None) -> tuple[Session, RunState]:
     """The seeded model (or the ``parent``'s weights) and optimizer, continued from
     ``resume_from`` when that checkpoint exists, placed on the device (channels_last, compile, DDP as configured)."""
-    model = make_model(config, data.mean, data.std)
+    model = make_model(config, data.mean, data.std, in_channels=data.in_channels)
     if parent is not None:
         warm_start.apply(model, parent, config.freeze_features)
     optimizer = make_optimizer(model, config)  # only the parameters that learn
@@ -241,9 +250,9 @@ def build_session(config: TrainConfig, data: TrainingData, dev: torch.device, di
     net: torch.nn.Module = torch.compile(model) if config.compile else model
     net = wrap_ddp(net, dev, dist_info)
 
-    train_x = torch.from_numpy(data.train.pixels).to(dev)
+    train_x = torch.from_numpy(data.train.channels()).to(dev)
     train_y = torch.from_numpy(data.train.class_ids - 1).to(dev)
-    val_x = torch.from_numpy(data.val.pixels).to(dev) if data.val is not None else train_x[:0]
+    val_x = torch.from_numpy(data.val.channels()).to(dev) if data.val is not None else train_x[:0]
     val_y = torch.from_numpy(data.val.class_ids - 1).to(dev) if data.val is not None else train_y[:0]
     targets = data.train.class_ids - 1
     plan = BatchPlan(len(data.train), config, dev, dist_info.rank, dist_info.world, targets=targets)
@@ -368,7 +377,7 @@ def finish(session: Session, data: TrainingData, state: RunState, result: TrainR
     result.val_image_ids = list(data.val.image_ids) if data.val is not None else []
     result.crystal_auc = crystal_auc(result.val_class_ids, final.probs)
     save_artifact(
-        out_path, session.model, model_config=config.model_config(), preset=config.preset,
+        out_path, session.model, model_config=model_config(config, data.in_channels), preset=config.preset,
         config=config.to_dict(),
         normalization={"mean": torch.from_numpy(data.mean), "std": torch.from_numpy(data.std)},
         history=state.history, tensors_fingerprint=data.fingerprint, trained_on=trained_on,

@@ -28,10 +28,17 @@ from crystal_pipeline.training import balance
 from crystal_pipeline.training.config import TrainConfig
 
 
-def make_model(config: TrainConfig, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> CrystalNet:
+def model_config(config: TrainConfig, in_channels: int = 1) -> dict:
+    """``config.model_config()`` for a model reading ``in_channels`` (2: visible + UV tensors,
+    ``model.fusion``); a visible-only model's config has no ``in_channels``, as before UV."""
+    return {**config.model_config(), **({"in_channels": in_channels} if in_channels != 1 else {})}
+
+
+def make_model(config: TrainConfig, mean: np.ndarray | None = None, std: np.ndarray | None = None, *,
+               in_channels: int = 1) -> CrystalNet:
     """Seeded construction: the same seed gives the same initial weights."""
     torch.manual_seed(config.seed)
-    model = build_model(config.model_config())
+    model = build_model(model_config(config, in_channels))
     init_weights(model, config.init)
     if mean is not None and std is not None:
         model.set_normalization(mean, std)
