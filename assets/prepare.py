@@ -13,7 +13,6 @@ from crystal_pipeline import tensors
 from crystal_pipeline.classes import CLASS_NAMES
 from crystal_pipeline.tensors.preparation import SPLITS
 from crystal_pipeline.tensors.verify import check_stats, read_back_split
-from crystal_pipeline.warehouse import labels as label_table
 from resources import PreprocessingResource, StorageResource, WarehouseResource
 
 
@@ -61,15 +60,16 @@ def _preview(split_dir, resolution: int, per_class: int = 4) -> bytes | None:
 
 # Blocking: normalization_stats and training do not run on tensors that lost rows or hold broken ones.
 @dg.asset_check(asset=image_tensors, blocking=True,
-                description="Tensor rows equal labelled, decodable images; none lost.")
+                description="Tensor rows equal labelled, decodable images (with UV: those with both pictures); none lost.")
 def tensor_rows_match_labels(storage: StorageResource, warehouse: WarehouseResource,
                              preprocessing: PreprocessingResource) -> dg.AssetCheckResult:
     layout = storage.layout
-    expected = label_table.labelled_images_per_split(warehouse.get())
+    expected, without_uv = preparation.expected_tensor_rows(warehouse.get())
     found = {s: tensors.count_rows(layout.tensors_split_dir(preprocessing.resolution, s)) for s in SPLITS}
     passed = all(found.get(s, 0) == int(expected.get(s, 0)) for s in SPLITS)
     return dg.AssetCheckResult(passed=passed, metadata={
-        **{f"{s}_expected": int(expected.get(s, 0)) for s in SPLITS}, **{f"{s}_found": found[s] for s in SPLITS}})
+        **{f"{s}_expected": int(expected.get(s, 0)) for s in SPLITS}, **{f"{s}_found": found[s] for s in SPLITS},
+        "left_out_without_uv": without_uv})
 
 
 @dg.asset_check(asset=image_tensors, blocking=True,

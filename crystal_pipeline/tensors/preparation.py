@@ -36,6 +36,25 @@ def labelled_rows_with_uv(warehouse: Warehouse) -> list[tuple[str, int, str, str
     return [(*row, partners.get(row[0])) for row in rows]
 
 
+def expected_tensor_rows(warehouse: Warehouse) -> tuple[dict[str, int], int]:
+    """``(split -> rows the tensors should hold, labelled images a UV write leaves out)``.
+
+    A visible-only archive: every labelled, decodable image. An archive with UV pictures:
+    only the drops that have both pictures (:func:`write_split_tensors` lists the others
+    among its failures), so a UV picture missing here and there does not block training.
+    """
+    from crystal_pipeline.warehouse.labels import labelled_images_per_split
+
+    uv_rows = labelled_rows_with_uv(warehouse)
+    if uv_rows is None:
+        return labelled_images_per_split(warehouse), 0
+    expected: dict[str, int] = {}
+    for row in uv_rows:
+        if row[4] is not None:
+            expected[row[2]] = expected.get(row[2], 0) + 1
+    return expected, sum(1 for row in uv_rows if row[4] is None)
+
+
 def write_split_tensors(warehouse: Warehouse, layout: DataLayout, resolution: int, *, workers: int | None = None,
                         progress: Callable | None = None, crop: str = DEFAULT_CROP) -> tensors.TensorWriteSummary:
     """Every split (train, val, test) at ``resolution`` cut as ``crop`` says (an empty split
