@@ -49,11 +49,16 @@ def axis_rule(visible_crystal: np.ndarray, uv_crystal: np.ndarray) -> np.ndarray
     return np.maximum(np.asarray(visible_crystal, dtype=np.float64), np.asarray(uv_crystal, dtype=np.float64))
 
 
+def model_channels(model) -> int:
+    """Input channels of a model (1 for every model from before UV, and for prepared engines)."""
+    return int(getattr(model, "in_channels", 1))
+
+
 def model_inputs(model, split) -> np.ndarray:
     """What ``model`` reads of a tensors ``Split``: its (N, res, res) visible pictures for a
     one-channel model, visible and UV stacked for a fused one (``Split.channels``), so
     evaluation scores a fused model on the same test wells, each with its UV picture."""
-    in_channels = int(getattr(model, "in_channels", 1))
+    in_channels = model_channels(model)
     if in_channels == 1:
         return split.pixels
     if split.uv is None:

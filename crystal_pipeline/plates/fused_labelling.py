@@ -19,11 +19,6 @@ from crystal_pipeline.ingest.archive import WellFile
 NO_UV = "no UV picture beside it: the fused visible + UV model reads both (label this plate with a visible model)"
 
 
-def model_channels(model) -> int:
-    """Input channels of a model (1 for every model from before UV, and for prepared engines)."""
-    return int(getattr(model, "in_channels", 1))
-
-
 def fused_files(files: Sequence[WellFile]) -> tuple[list[WellFile], dict[Path, Path]]:
     """(the files labelling accounts for, visible path -> its UV partner's path). Visible files
     without an accepted UV partner come back with :data:`NO_UV` as their error."""
@@ -69,6 +64,8 @@ def model_mismatch(model, files: Sequence[WellFile], model_version: str) -> str 
     wrong choice of model, not a plate of bad files, so the step fails saying which model
     to name instead (docs/decisions.md, "Which model labels a plate"). A visible-only model
     on a UV plate is fine: it reads the visible pictures, as before UV."""
+    from crystal_pipeline.model.fusion import model_channels
+
     if model_channels(model) == 1 or any(f.imaging == "uv" and f.error is None for f in files):
         return None
     return (f"the model {model_version} is fused (visible + UV) and this plate has no UV pictures; "

@@ -231,6 +231,7 @@ def label_plate(
     if cpu_path not in ("fast", "eager"):
         raise ValueError(f"cpu_path must be 'fast' or 'eager', got {cpu_path!r}")
     from crystal_pipeline.model.artifact import calibration_of
+    from crystal_pipeline.model.fusion import model_channels
     from crystal_pipeline.model.inference import calibrated
 
     predict, resolution, path_name, cleanup, choice = _predictor(model, cpu_path, precision)
@@ -244,7 +245,7 @@ def label_plate(
     crop = (getattr(model, "artifact_meta", None) or {}).get("crop", imaging.DEFAULT_CROP)
     decode = lambda paths: imaging.decode_threaded(paths, resolution, workers, chunksize, crop=crop)  # noqa: E731
     todo, shape = labelled_files(files), (resolution, resolution)
-    if fused_labelling.model_channels(model) > 1:  # visible + UV stacked (plates.fused_labelling)
+    if model_channels(model) > 1:  # visible + UV stacked (plates.fused_labelling)
         todo, uv_of = fused_labelling.fused_files(files)
         decode = fused_labelling.pair_decoder(uv_of, resolution, workers, chunksize, crop)
         shape = (2, *shape)
@@ -421,6 +422,7 @@ def _predictor(model: Any, cpu_path: str = "fast", precision: str = "auto") -> P
 
     from crystal_pipeline.model.bf16_cpu import Bf16CrystalNet
     from crystal_pipeline.model.fast_cpu import FastCrystalNet
+    from crystal_pipeline.model.fusion import model_channels
     from crystal_pipeline.model.inference import batched_softmax, predict_proba
     from crystal_pipeline.model.precision import PRECISIONS, PrecisionChoice, choose_precision
 
@@ -441,7 +443,7 @@ def _predictor(model: Any, cpu_path: str = "fast", precision: str = "auto") -> P
     if choice.emulated:
         log.warning("%s", choice.reason)
     # The fast CPU path is built for Table 1's one input channel; a fused model runs eager.
-    if device.type == "cpu" and cpu_path == "fast" and getattr(model, "in_channels", 1) == 1:
+    if device.type == "cpu" and cpu_path == "fast" and model_channels(model) == 1:
         fast = (Bf16CrystalNet if choice.precision == "bf16" else FastCrystalNet).from_model(model)
         return (fast.predict_proba, model.resolution, "cpu-bf16" if choice.precision == "bf16" else "cpu-fast",
                 fast.close, choice)
