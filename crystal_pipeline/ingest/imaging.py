@@ -182,14 +182,19 @@ def _to_grey(im: Image.Image) -> Image.Image:
     return im.convert("RGB").convert("L")  # CMYK, YCbCr, LAB, HSV
 
 
+def central_square(width: int, height: int) -> tuple[int, int, int]:
+    """``(left, top, side)`` of the paper's central square of a ``width`` x ``height`` picture."""
+    side = min(width, height)
+    return (width - side) // 2, (height - side) // 2, side
+
+
 def drop_square(width: int, height: int, drop) -> tuple[int, int, int]:
     """``(left, top, side)`` of the square around a located drop (:data:`DROP_MARGIN` of its
     diameter, at most the central square's side), kept inside the frame; the central square
     when the drop was not found."""
-    side = min(width, height)
     if not drop.found:
-        return (width - side) // 2, (height - side) // 2, side
-    side = max(1, min(side, math.ceil(2 * drop.radius * DROP_MARGIN)))
+        return central_square(width, height)
+    side = max(1, min(min(width, height), math.ceil(2 * drop.radius * DROP_MARGIN)))
     left = min(max(round(drop.cx - side / 2), 0), width - side)
     top = min(max(round(drop.cy - side / 2), 0), height - side)
     return left, top, side
@@ -202,8 +207,7 @@ def _square_box(im: Image.Image, crop: str) -> tuple[int, int, int]:
 
         grey = im if im.mode == "L" else im.convert("L")  # 'F' from high-bit files: clipped, only to locate
         return drop_square(w, h, locate_drop(np.asarray(grey)))
-    side = min(w, h)
-    return (w - side) // 2, (h - side) // 2, side
+    return central_square(w, h)
 
 
 def _crop_resize(im: Image.Image, resolution: int, crop: str = DEFAULT_CROP) -> Image.Image:

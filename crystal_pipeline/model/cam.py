@@ -121,9 +121,10 @@ def peak(heat: np.ndarray) -> tuple[float, float]:
 def square_to_picture(u: np.ndarray | float, v: np.ndarray | float, resolution: int, width: int, height: int):
     """Input-square pixel coordinates (``u`` across, ``v`` down; pixel p spans [p, p+1)) to
     fractions of a ``width`` x ``height`` picture whose central square ingest resized to
-    ``resolution`` (the same integer offsets as ``imaging``'s crop)."""
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
+    ``resolution`` (``imaging.central_square``, the crop itself)."""
+    from crystal_pipeline.ingest.imaging import central_square
+
+    left, top, side = central_square(width, height)
     scale = side / resolution
     return (left + np.asarray(u) * scale) / width, (top + np.asarray(v) * scale) / height
 
