@@ -5,6 +5,12 @@ tensors, models and reports. The raw archive defaults to ``<data_dir>/raw``
 (``CRYSTAL_RAW_DIR`` points it at a lab's real archive) and the folder the plate
 sensor watches to ``<data_dir>/incoming`` (``CRYSTAL_INCOMING_DIR``). The Dagster
 resources, the CLI and the tests all build their paths from here, so they agree.
+
+The warehouse is ``<data_dir>/warehouse.duckdb`` unless ``CRYSTAL_WAREHOUSE=ducklake``
+puts it in a DuckLake: catalog at ``CRYSTAL_WAREHOUSE_URL`` (default: the instance's
+Postgres, ``CRYSTAL_POSTGRES_URL`` or ``make serve``'s own server) and Parquet files
+under ``CRYSTAL_LAKE_DATA_PATH`` (default ``<data_dir>/lake``; shared storage when
+workers run on several machines).
 """
 
 from __future__ import annotations
@@ -19,6 +25,30 @@ ENV_INCOMING_DIR = "CRYSTAL_INCOMING_DIR"
 ENV_FILENAME_PATTERN = "CRYSTAL_FILENAME_PATTERN"
 ENV_PLATE_SETTLE_MINUTES = "CRYSTAL_PLATE_SETTLE_MINUTES"
 DEFAULT_PLATE_SETTLE_MINUTES = 30.0
+ENV_WAREHOUSE = "CRYSTAL_WAREHOUSE"
+ENV_WAREHOUSE_URL = "CRYSTAL_WAREHOUSE_URL"
+ENV_LAKE_DATA_PATH = "CRYSTAL_LAKE_DATA_PATH"
+ENV_POSTGRES_URL = "CRYSTAL_POSTGRES_URL"
+WAREHOUSE_BACKENDS = ("file", "ducklake")
+
+
+def default_warehouse_backend() -> str:
+    """``file`` (one DuckDB file, the default) or ``ducklake`` (``CRYSTAL_WAREHOUSE``)."""
+    backend = (os.environ.get(ENV_WAREHOUSE) or "file").strip().lower()
+    if backend not in WAREHOUSE_BACKENDS:
+        raise ValueError(f"{ENV_WAREHOUSE}={backend!r}: use one of {', '.join(WAREHOUSE_BACKENDS)}")
+    return backend
+
+
+def default_warehouse_url() -> str | None:
+    """The lake's catalog: ``CRYSTAL_WAREHOUSE_URL``, else the instance's ``CRYSTAL_POSTGRES_URL``,
+    else None (then the embedded server of ``make serve`` under the data dir)."""
+    return os.environ.get(ENV_WAREHOUSE_URL) or os.environ.get(ENV_POSTGRES_URL) or None
+
+
+def default_lake_data_path() -> Path | None:
+    path = os.environ.get(ENV_LAKE_DATA_PATH)
+    return Path(path).resolve() if path else None
 
 
 def plate_settle_minutes() -> float:
@@ -64,6 +94,10 @@ class DataLayout:
     incoming_dir: Path
     # How imager file names read (``CRYSTAL_FILENAME_PATTERN``; crystal_pipeline.ingest.naming).
     filename_pattern: str | None = field(default_factory=default_filename_pattern)
+    # Which warehouse (file or ducklake), the lake's catalog and its data path (module docstring).
+    warehouse_backend: str = field(default_factory=default_warehouse_backend)
+    warehouse_url: str | None = field(default_factory=default_warehouse_url)
+    lake_data_path: Path | None = field(default_factory=default_lake_data_path)
 
     @classmethod
     def from_env(cls) -> "DataLayout":
@@ -93,7 +127,13 @@ class DataLayout:
 
     @property
     def warehouse(self) -> Path:
+        """The DuckDB file of the file backend (and what ``warehouse migrate`` copies to or from)."""
         return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def lake_data_dir(self) -> Path:
+        """Where the lake backend's Parquet files go."""
+        return self.lake_data_path or self.data_dir / "lake"
 
     def tensors_dir(self, resolution: int) -> Path:
         return self.data_dir / "tensors" / f"r{resolution}"

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from crystal_pipeline.ingest.imaging import CROPS, DEFAULT_CROP
 from crystal_pipeline.layout import DataLayout, default_data_dir, default_incoming_dir, default_raw_dir
-from crystal_pipeline.warehouse import Warehouse
+from crystal_pipeline.warehouse import Warehouse, open_warehouse
 
 
 class StorageResource(ConfigurableResource):
@@ -37,15 +37,18 @@ class StorageResource(ConfigurableResource):
 
 
 class WarehouseResource(ConfigurableResource):
-    """The DuckDB warehouse file; writers also share the Dagster pool ``duckdb``."""
+    """The warehouse: a DuckDB file (writers share the Dagster pool ``duckdb``) or, with
+    ``CRYSTAL_WAREHOUSE=ducklake``, a DuckLake that plate runs write at once."""
 
     storage: StorageResource
-    path: Optional[str] = Field(default=None, description="Defaults to <data_dir>/warehouse.duckdb")
+    path: Optional[str] = Field(default=None, description="A DuckDB file; default: the backend "
+                                "$CRYSTAL_WAREHOUSE names (<data_dir>/warehouse.duckdb, or the lake)")
     lock_timeout_s: float = Field(default=300.0, description="How long to wait for another process's lock")
 
     def get(self) -> Warehouse:
-        path = Path(self.path) if self.path else self.storage.layout.warehouse
-        return Warehouse(path, lock_timeout_s=self.lock_timeout_s)
+        if self.path:
+            return Warehouse(Path(self.path), lock_timeout_s=self.lock_timeout_s)
+        return open_warehouse(self.storage.layout, lock_timeout_s=self.lock_timeout_s)
 
 
 class PreprocessingResource(ConfigurableResource):

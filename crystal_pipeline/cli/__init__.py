@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label": ("crystal_pipeline.cli.label", "label a plate folder (or loose images) and write its report"),
     "export": ("crystal_pipeline.cli.export", "write a trained model as ONNX with its model card"),
     "doctor": ("crystal_pipeline.cli.doctor", "check what the service depends on; exit 1 if anything fails"),
+    "warehouse": ("crystal_pipeline.cli.warehouse", "move the warehouse between its DuckDB file and a DuckLake"),
 }
 
 

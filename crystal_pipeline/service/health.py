@@ -55,14 +55,7 @@ class Target:
         """A libpq URL for the instance database; ``LookupError`` saying why there is none."""
         if self.postgres_url:
             return pg.libpq_url(self.postgres_url)
-        root = pg.cluster_root(self.layout.data_dir)
-        if not (root / "data" / "PG_VERSION").is_file():
-            raise LookupError(f"no CRYSTAL_POSTGRES_URL and no embedded cluster in {root} (start `make serve`)")
-        port = pg.running_port(root)
-        if port is None:
-            raise LookupError(f"the embedded PostgreSQL in {root} is not running (start `make serve`)")
-        server = pg.EmbeddedPostgres(root, port=port)
-        return pg.libpq_url(server.url())
+        return pg.running_embedded_url(self.layout.data_dir)
 
 
 def _safe(name: str, fn: Callable[[], tuple[bool, str]]) -> Check:
@@ -166,19 +159,24 @@ def _lock_holder(message: str) -> str:
 
 def check_warehouse(target: Target, lock_wait_s: float = 10.0) -> Check:
     def run():
-        from crystal_pipeline.warehouse import Warehouse, WarehouseLocked
+        from crystal_pipeline.warehouse import LakeUnavailable, WarehouseLocked, open_warehouse
 
-        path = target.layout.warehouse
-        if not path.is_file():
-            return False, f"no warehouse at {path} yet (run the pipeline once)"
+        try:
+            warehouse = open_warehouse(target.layout, lock_timeout_s=lock_wait_s)
+        except LakeUnavailable as error:
+            return False, str(error)
+        where = warehouse.describe()
+        if not warehouse.exists():
+            return False, f"no warehouse at {where} yet (run the pipeline once)"
         started = time.monotonic()
         try:
-            with Warehouse(path, lock_timeout_s=lock_wait_s).connect(read_only=True) as con:
-                tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
+            tables = warehouse.table_count()
         except WarehouseLocked as error:
-            return False, f"{path} locked for more than {lock_wait_s:.0f}s by {_lock_holder(str(error))}"
+            return False, f"{where} locked for more than {lock_wait_s:.0f}s by {_lock_holder(str(error))}"
+        except LakeUnavailable as error:
+            return False, str(error)
         waited = time.monotonic() - started
-        return True, f"{path} opens read-only ({tables} tables; waited {waited:.1f}s for the lock)"
+        return True, f"{where} opens read-only ({tables} tables; waited {waited:.1f}s)"
 
     return _safe("warehouse", run)
 
@@ -186,12 +184,12 @@ def check_warehouse(target: Target, lock_wait_s: float = 10.0) -> Check:
 def check_production_model(target: Target) -> Check:
     def run():
         from crystal_pipeline.evaluation.registry import file_sha256, production_model
-        from crystal_pipeline.warehouse import Warehouse
+        from crystal_pipeline.warehouse import open_warehouse
 
-        path = target.layout.warehouse
-        if not path.is_file():
-            return False, f"no warehouse at {path}, so no model"
-        row = production_model(Warehouse(path, lock_timeout_s=30))
+        warehouse = open_warehouse(target.layout, lock_timeout_s=30)
+        if not warehouse.exists():
+            return False, f"no warehouse at {warehouse.describe()}, so no model"
+        row = production_model(warehouse)
         if row is None:
             return False, "no production model (materialize crystalnet_model)"
         artifact = Path(row["path"])

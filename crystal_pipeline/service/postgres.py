@@ -287,6 +287,18 @@ def libpq_url(url: str) -> str:
     return f"postgresql://{rest}" if sep and scheme.startswith("postgres") else url
 
 
+def running_embedded_url(data_dir: Path) -> str:
+    """A libpq URL of the embedded server of ``data_dir`` while it runs; ``LookupError`` saying
+    why there is none. Used by ``doctor`` and by the lake warehouse's default catalog."""
+    root = cluster_root(data_dir)
+    if not (root / "data" / "PG_VERSION").is_file():
+        raise LookupError(f"no CRYSTAL_POSTGRES_URL and no embedded cluster in {root} (start `make serve`)")
+    port = running_port(root)
+    if port is None:
+        raise LookupError(f"the embedded PostgreSQL in {root} is not running (start `make serve`)")
+    return libpq_url(EmbeddedPostgres(root, port=port).url())
+
+
 def running_port(root: Path) -> Optional[int]:
     """The port of the cluster's server while it runs (line 4 of ``postmaster.pid``), else None."""
     try:

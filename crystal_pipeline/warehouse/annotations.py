@@ -12,9 +12,11 @@ from crystal_pipeline.warehouse.connection import Warehouse, replace_rows
 
 def replace_annotations(warehouse: Warehouse, rows: pd.DataFrame, errors: pd.DataFrame) -> None:
     """Make the two tables hold exactly ``rows`` and ``errors`` (one transaction)."""
-    with warehouse.transaction() as con:
+    def store(con):
         replace_rows(con, "annotations", rows)
         replace_rows(con, "annotation_errors", errors)
+
+    warehouse.write(store, scope="annotations")
 
 
 def annotation_errors(warehouse: Warehouse) -> pd.DataFrame:

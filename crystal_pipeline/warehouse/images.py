@@ -100,11 +100,13 @@ def upsert_images(warehouse: Warehouse, frame: pd.DataFrame, vanished: list[str]
     """Replace the rows whose ``image_id`` is in ``frame`` by ``frame``'s and mark the
     ``vanished`` ids' rows ``status = 'vanished'`` (one transaction: a scan's result is
     stored whole or not at all)."""
-    with warehouse.transaction() as con:
+    def store(con):
         replace_rows(con, "images", frame, key="image_id")
         if vanished:
             con.execute("UPDATE images SET status = 'vanished', error = 'file vanished from disk: ' || path "
                         "WHERE image_id IN (SELECT unnest(?::VARCHAR[]))", [list(vanished)])
+
+    warehouse.write(store, scope="images")
 
 
 def images_in(warehouse: Warehouse, scope: ImageScope, columns: tuple[str, ...] | None = None, *,

@@ -11,8 +11,7 @@ LABEL_COLUMNS = ("image_id", "class_id", "class_name", "has_crystal", "n_annotat
 
 def replace_consensus_labels(warehouse: Warehouse, labels: pd.DataFrame) -> None:
     """Make the table hold exactly ``labels`` (one transaction)."""
-    with warehouse.transaction() as con:
-        replace_rows(con, "consensus_labels", labels)
+    warehouse.write(lambda con: replace_rows(con, "consensus_labels", labels), scope="consensus_labels")
 
 
 def consensus_labels(warehouse: Warehouse) -> pd.DataFrame:

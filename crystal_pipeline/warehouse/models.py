@@ -43,7 +43,7 @@ def insert_model(warehouse: Warehouse, *, model_version: str, created_at: dateti
 
     Idempotent per file: when a row with this ``sha256`` exists already (a promotion killed
     after its row and run again), nothing is written. Returns the version that holds the file."""
-    with warehouse.transaction() as con:
+    def register(con) -> str:
         existing = con.execute("SELECT model_version FROM models WHERE sha256 = ? ORDER BY created_at LIMIT 1",
                                [sha256]).fetchone()
         if existing is not None:
@@ -57,4 +57,6 @@ def insert_model(warehouse: Warehouse, *, model_version: str, created_at: dateti
         )
         if make_production:
             con.execute("UPDATE models SET is_production = (model_version = ?)", [model_version])
-    return model_version
+        return model_version
+
+    return warehouse.write(register, scope="models")

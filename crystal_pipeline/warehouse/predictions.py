@@ -18,8 +18,9 @@ def replace_plate_predictions(warehouse: Warehouse, plate_id: str, inspection: O
                               frame: pd.DataFrame) -> None:
     """Make this plate imaging's rows for ``model_version`` exactly ``frame``'s (one transaction):
     a re-run replaces, it never duplicates."""
-    with warehouse.transaction() as con:
-        replace_rows(con, "predictions", frame, where=_PLATE_MODEL, params=[plate_id, inspection, model_version])
+    warehouse.write(lambda con: replace_rows(con, "predictions", frame, where=_PLATE_MODEL,
+                                             params=[plate_id, inspection, model_version]),
+                    scope=f"predictions/{plate_id}/{inspection}/{model_version}")
 
 
 def plate_predictions(warehouse: Warehouse, plate_id: str, inspection: Optional[str], model_version: str,

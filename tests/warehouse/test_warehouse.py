@@ -22,11 +22,13 @@ def hold_lock(path, seconds):
     return proc
 
 
-def test_schema_has_the_contract_tables(tmp_path):
-    wh = Warehouse(tmp_path / "w.duckdb")
-    wh.ensure_schema()
-    tables = set(wh.query_df("SELECT table_name FROM information_schema.tables")["table_name"])
+def test_schema_has_the_contract_tables(any_warehouse):
+    any_warehouse.ensure_schema()
+    any_warehouse.ensure_schema()  # idempotent, on both backends
+    tables = set(any_warehouse.query_df("SELECT table_name FROM information_schema.tables "
+                                        "WHERE table_catalog = current_database()")["table_name"])
     assert {"images", "annotations", "annotation_errors", "consensus_labels", "models", "predictions"} <= tables
+    assert any_warehouse.table_count() == len(tables)
 
 
 def test_readers_and_writers_wait_for_another_process_lock(tmp_path):
@@ -57,6 +59,22 @@ def test_gives_up_with_a_clear_error_after_the_timeout(tmp_path):
         proc.wait()
 
 
+def test_an_exception_rolls_the_unit_of_work_back(any_warehouse):
+    any_warehouse.ensure_schema()
+    with pytest.raises(RuntimeError):
+        with any_warehouse.transaction() as con:
+            con.execute("INSERT INTO annotation_errors VALUES ('f.csv', 1, 'r', 'raw')")
+            raise RuntimeError("boom")
+
+    def insert_then_fail(con):
+        con.execute("INSERT INTO annotation_errors VALUES ('g.csv', 1, 'r', 'raw')")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        any_warehouse.write(insert_then_fail, scope="annotation_errors")  # not a conflict: raised at once, not retried
+    assert any_warehouse.scalar("SELECT count(*) FROM annotation_errors") == 0
+
+
 def test_exception_rolls_back_and_releases_the_file(tmp_path):
     wh = Warehouse(tmp_path / "w.duckdb", lock_timeout_s=5)
     wh.ensure_schema()
@@ -72,13 +90,12 @@ def test_exception_rolls_back_and_releases_the_file(tmp_path):
     assert out.stdout.strip() == "0"
 
 
-def test_replace_rows_by_scope_by_key_and_all_or_nothing(tmp_path):
+def test_replace_rows_by_scope_by_key_and_all_or_nothing(any_warehouse):
     import pandas as pd
-    import pytest
 
     from crystal_pipeline.warehouse import replace_rows
 
-    wh = Warehouse(tmp_path / "w.duckdb")
+    wh = any_warehouse
     wh.ensure_schema()
     errors = pd.DataFrame({"raw": ["x", "y", "z"], "reason": ["r"] * 3, "source_line": [1, 2, 3],
                            "source_file": ["a.csv", "a.csv", "b.csv"]})  # column order is not the table's
@@ -152,3 +169,40 @@ def test_a_warehouse_from_before_marco_fills_marco_class_from_stored_probs(tmp_p
     stored = {row.image_id: np.asarray(row.probs, dtype=np.float32) for row in frame.itertuples()}
     assert list(frame["marco_class"]) == [marco_outcome(stored[i]) for i in frame["image_id"]]
     assert len(set(frame["marco_class"])) >= 3
+
+
+def _plate_frame(plate: str, model: str, n: int, prob: float):
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame({
+        "image_id": [f"{plate}/W{i:04d}" for i in range(n)], "plate_id": plate, "inspection": None,
+        "well": [f"W{i:04d}" for i in range(n)], "model_version": model, "class_id": 1, "class_name": "clear",
+        "crystal_prob": prob, "probs": [np.full(10, 0.1, dtype=np.float32) for _ in range(n)],
+        "marco_class": "clear", "predicted_at": pd.Timestamp("2026-12-03 12:00")})
+
+
+def test_plate_predictions_and_models_round_trip_on_both_backends(any_warehouse):
+    from datetime import datetime
+
+    import numpy as np
+
+    from crystal_pipeline.warehouse import models as model_table
+    from crystal_pipeline.warehouse import predictions as prediction_table
+
+    wh = any_warehouse
+    wh.ensure_schema()
+    prediction_table.replace_plate_predictions(wh, "P1", None, "v1", _plate_frame("P1", "v1", 40, 0.2))
+    prediction_table.replace_plate_predictions(wh, "P1", None, "v1", _plate_frame("P1", "v1", 30, 0.7))  # a re-run
+    prediction_table.replace_plate_predictions(wh, "P2", None, "v1", _plate_frame("P2", "v1", 5, 0.1))
+    rows = prediction_table.plate_predictions(wh, "P1", None, "v1")
+    assert len(rows) == 30 and set(rows["crystal_prob"]) == {0.7}  # replaced, never duplicated
+    assert np.allclose(np.asarray(rows["probs"].iloc[0], dtype=np.float32), 0.1) and len(rows["probs"].iloc[0]) == 10
+    assert wh.scalar("SELECT count(*) FROM predictions") == 35
+    for version, production in (("a", True), ("b", False)):
+        model_table.insert_model(wh, model_version=version, created_at=datetime(2026, 1, 1), preset="smoke",
+                                 resolution=64, path=f"{version}.pt", sha256=f"sha-{version}", trained_on="synthetic",
+                                 val_accuracy=0.5, crystal_recall=0.9, crystal_auc=0.8, crystal_threshold=0.1,
+                                 make_production=production)
+    assert model_table.production_model(wh)["model_version"] == "a"
+    assert bool(model_table.model_by_version(wh, "b")["is_production"]) is False
