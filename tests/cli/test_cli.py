@@ -13,7 +13,7 @@ from crystal_pipeline.cli import COMMANDS, build_parser, main
 
 
 def test_every_registered_command_is_a_module_with_add_arguments_and_run():
-    assert set(COMMANDS) == {"demo-archive", "train", "label", "export", "doctor"}
+    assert set(COMMANDS) == {"demo-archive", "train", "label", "export", "doctor", "warehouse"}
     for name, (module_name, help_text) in COMMANDS.items():
         assert module_name.startswith("crystal_pipeline.cli."), name
         module = importlib.import_module(module_name)
