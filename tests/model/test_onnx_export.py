@@ -60,8 +60,10 @@ def exported(tmp_path_factory, plate):
 def test_onnx_probabilities_equal_torch_on_a_plate(plate, exported):
     artifact, result = exported
     files = scan_plate(plate)
-    torch_fast = label_plate(files, load(artifact, "cpu"), batch_size=32, workers=0)
-    torch_eager = label_plate(files, load(artifact, "cpu"), batch_size=32, workers=0, cpu_path="eager")
+    # fp32 pinned on the torch side: ONNX runs fp32, and auto picks bf16 on a CPU with bf16 units
+    torch_fast = label_plate(files, load(artifact, "cpu"), batch_size=32, workers=0, precision="fp32")
+    torch_eager = label_plate(files, load(artifact, "cpu"), batch_size=32, workers=0, cpu_path="eager",
+                              precision="fp32")
     onnx = label_plate(files, OnnxCrystalNet(result.onnx_path), batch_size=32, workers=0)
     assert onnx.timings.path == "onnxruntime" and len(onnx.rows) == len(files) == 96
     assert 0.15 < onnx.probs.max(axis=1).min() and onnx.probs.max(axis=1).max() < 0.999  # a meaningful comparison
@@ -73,7 +75,7 @@ def test_onnx_probabilities_equal_torch_on_a_plate(plate, exported):
     # The temperature is inside the graph exactly once: the uncalibrated softmax differs.
     net = load(artifact, "cpu")
     net.artifact_meta.pop("temperature")
-    raw = label_plate(files, net, batch_size=32, workers=0)
+    raw = label_plate(files, net, batch_size=32, workers=0, precision="fp32")
     assert np.abs(onnx.probs - raw.probs).max() > 1e-2
 
 
@@ -117,7 +119,8 @@ def test_cli_export_then_label_with_onnx_engine(plate, exported, tmp_path, monke
     assert main(["export", "--model", str(artifact), "--format", "onnx", "--out", str(out)]) == 0
     assert "no evaluation metrics found" in capsys.readouterr().out
     assert json.loads(out.with_name("crystalnet.card.json").read_text())["metrics"] is None
-    assert main(["label", str(plate), "--model", str(artifact), "--out", str(tmp_path / "t"), "--workers", "0"]) == 0
+    assert main(["label", str(plate), "--model", str(artifact), "--out", str(tmp_path / "t"), "--workers", "0",
+                 "--precision", "fp32"]) == 0  # ONNX is fp32; auto would pick bf16 on a CPU with bf16 units
     assert main(["label", str(plate), "--model", str(out), "--engine", "onnx", "--out", str(tmp_path / "o"),
                  "--workers", "0"]) == 0
     torch_rows, onnx_rows = _hits(tmp_path / "t" / "hits.csv"), _hits(tmp_path / "o" / "hits.csv")
