@@ -8,8 +8,9 @@ One model per plate run: ``plate_predictions`` resolves the model once (config
 ``model_version``, else production) and its value, a :class:`PlateRun`, names it to
 ``plate_timeline`` and ``plate_report``, which read that version's ``predictions`` rows.
 ``plate_predictions`` is two ops: inference (pool ``gpu`` on a machine with an NVIDIA
-device, none on CPU) and the warehouse write (pool ``duckdb``), so labelling a plate never
-holds the warehouse's single-writer slot while the model runs.
+device, none on CPU) and the warehouse write (pool ``duckdb``; ``plate_writes`` with the lake
+warehouse, where plates write at once), so labelling a plate never holds the warehouse's
+single-writer slot while the model runs.
 """
 
 from pathlib import Path
@@ -24,6 +25,7 @@ from crystal_pipeline.evaluation import registry
 from crystal_pipeline.ingest import archive
 from crystal_pipeline.ingest import incoming
 from crystal_pipeline.ingest.image_files import ingest_files
+from crystal_pipeline.layout import default_warehouse_backend
 from crystal_pipeline.plates import plate_run
 from crystal_pipeline.plates.plate_run import PlateRun
 from crystal_pipeline.warehouse import ImageScope
@@ -44,7 +46,15 @@ def _plate(context) -> tuple[str, str, Optional[str]]:
     return key, plate_id, inspection
 
 
-@dg.asset(group_name="plates", kinds={"duckdb"}, pool="duckdb", partitions_def=plates_partitions,
+def _plate_write_pool() -> str:
+    """The pool of a plate run's warehouse steps: ``duckdb`` (a DuckDB file has one writer),
+    or with the lake warehouse ``plate_writes``, whose limit is the service's plate-run limit:
+    lake writers commit at once, each plate in one transaction, while ingest and consensus
+    keep ``duckdb`` (crystal_pipeline.service.instance)."""
+    return "plate_writes" if default_warehouse_backend() == "ducklake" else "duckdb"
+
+
+@dg.asset(group_name="plates", kinds={"duckdb"}, pool=_plate_write_pool(), partitions_def=plates_partitions,
           check_specs=[dg.AssetCheckSpec("plate_files_decodable", asset="plate_images",
                                          description="Every file of the plate decodes (quarantined ones listed).")])
 def plate_images(context: dg.AssetExecutionContext, storage: StorageResource,
@@ -155,7 +165,7 @@ def label_plate_wells(context: dg.OpExecutionContext, config: PlatePredictionCon
     return plate_run.plate_run_of(model_row, model, labels, rows), labels
 
 
-@dg.op(pool="duckdb", out={"result": dg.Out(), **{f"plate_predictions_{c.name}": dg.Out(is_required=False)
+@dg.op(pool=_plate_write_pool(), out={"result": dg.Out(), **{f"plate_predictions_{c.name}": dg.Out(is_required=False)
                                                   for c in PREDICTION_CHECKS}})
 def write_plate_predictions(context: dg.OpExecutionContext, warehouse: WarehouseResource, labelled):
     """The plate's rows for the run's model replaced in one transaction, then the checks from the warehouse."""

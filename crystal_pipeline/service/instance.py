@@ -13,8 +13,11 @@ What the instance does, and why:
   (the plate sensor's runs), and one run per plate at a time (a corrected plate
   waits for the run of its earlier version);
 - pools (op-level concurrency): ``duckdb`` (the warehouse's single writer) and
-  ``gpu`` (training), both limit 1; the supervisor sets both limits at start so they
-  show in the UI before first use;
+  ``gpu`` (training), both limit 1, and ``plate_writes``, limit ``max_plate_runs``: with
+  the DuckLake warehouse (``CRYSTAL_WAREHOUSE=ducklake``) the plate runs' warehouse
+  steps take it instead of ``duckdb``, so that many plates write at once while ingest
+  and consensus stay serialized; the supervisor sets every limit at start so they show
+  in the UI before first use;
 - run monitoring: frees the pool slots a crashed run held, after a short delay;
 - run retries: a run whose worker crashed (killed, out of memory, the machine
   went away) is re-executed from the failure; a run that failed because an asset
@@ -55,7 +58,7 @@ class InstanceSettings:
 
 
 PLATE_TAG = "plate"  # set by incoming_plates_sensor on every plate run
-POOLS = ("duckdb", "gpu")
+POOLS = ("duckdb", "gpu", "plate_writes")
 
 
 def _q(value: str) -> str:

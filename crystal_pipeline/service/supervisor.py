@@ -161,7 +161,8 @@ class Service:
         os.replace(tmp, path)
 
     def _set_pool_limits(self) -> None:
-        limits = {"duckdb": self.config.instance.duckdb_pool_limit, "gpu": self.config.instance.gpu_pool_limit}
+        limits = {"duckdb": self.config.instance.duckdb_pool_limit, "gpu": self.config.instance.gpu_pool_limit,
+                  "plate_writes": self.config.instance.max_plate_runs}  # used with the lake warehouse only
         for pool in POOLS:
             result = subprocess.run(self._dagster("instance", "concurrency", "set", pool, str(limits[pool])),
                                     cwd=self.config.project_dir, env=self.child_env(), stdin=subprocess.DEVNULL,

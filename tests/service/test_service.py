@@ -283,6 +283,7 @@ def test_service_runs_postgres_daemon_and_webserver_as_separate_processes(lab):
     assert {"key": "plate", "limit": MAX_PLATE_RUNS} in queue.tag_concurrency_limits
     for pool in ("duckdb", "gpu"):
         assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1
+    assert instance.event_log_storage.get_concurrency_info("plate_writes").slot_count == MAX_PLATE_RUNS
     assert instance.run_retries_max_retries == 2
     with urllib.request.urlopen(f"http://127.0.0.1:{lab.port}/server_info", timeout=10) as response:
         assert response.status == 200
