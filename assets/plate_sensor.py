@@ -8,6 +8,7 @@ import dagster as dg
 from assets.plate_timeline import plate_timeline
 from assets.plates import FOLDER_SIGNATURE, plate_images, plate_predictions, plate_report, plates_partitions
 from crystal_pipeline.ingest.incoming import decide, find_plates
+from crystal_pipeline.service.k8s_pod import plate_run_tags
 from crystal_pipeline.service.run_records import rerun_command
 from resources import StorageResource
 
@@ -25,7 +26,9 @@ label_plate_job = dg.define_asset_job(
     # plate run from its failure, step failures included (a warehouse lock held past its
     # wait, a model file mid-promotion): a plate run is cheap and idempotent. Training
     # and the studies keep the instance default, no retry of a raised error.
-    tags={RETRY_ON_STEP_FAILURE_TAG: "true"},
+    # With CRYSTAL_K8S_DATA_CLAIM (and the lake warehouse) each run also carries the
+    # dagster-k8s/config tag: K8sRunLauncher makes it a pod on the shared data volume.
+    tags={RETRY_ON_STEP_FAILURE_TAG: "true", **plate_run_tags()},
 )
 
 

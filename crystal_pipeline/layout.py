@@ -29,6 +29,11 @@ ENV_WAREHOUSE = "CRYSTAL_WAREHOUSE"
 ENV_WAREHOUSE_URL = "CRYSTAL_WAREHOUSE_URL"
 ENV_LAKE_DATA_PATH = "CRYSTAL_LAKE_DATA_PATH"
 ENV_POSTGRES_URL = "CRYSTAL_POSTGRES_URL"
+# Plate runs as Kubernetes pods (crystal_pipeline/service/k8s_pod.py): the data volume's claim
+# turns them on; the Secret holds the lake catalog URL; the node selector picks CPU nodes.
+ENV_K8S_DATA_CLAIM = "CRYSTAL_K8S_DATA_CLAIM"
+ENV_K8S_CATALOG_SECRET = "CRYSTAL_K8S_CATALOG_SECRET"
+ENV_K8S_NODE_SELECTOR = "CRYSTAL_K8S_NODE_SELECTOR"
 WAREHOUSE_BACKENDS = ("file", "ducklake")
 
 

@@ -1,4 +1,4 @@
-"""The training pod for ``compute.launcher: k8s``, built into a real pod body by Pipes' Kubernetes client.
+"""The training pod (Pipes' Kubernetes client) and the plate-run pod (K8sRunLauncher), built by dagster-k8s itself.
 
 No cluster here: the test checks what Dagster's own ``build_pod_body`` makes of our spec
 and command (the object ``PipesK8sClient.run`` submits), not a mock of it.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import dagster_k8s.pipes as k8s_pipes  # a dev dependency (pyproject), so CI has it
 import pytest
 
-from crystal_pipeline.service.k8s_pod import TrainingPod, parse_node_selector, training_pod_spec
+from crystal_pipeline.service.k8s_pod import (K8S_CONFIG_TAG, PlateRunPod, TrainingPod, parse_node_selector,
+                                              plate_run_tags, training_pod_spec)
 from crystal_pipeline.training.launch import torchrun_command
 
 
@@ -63,3 +64,63 @@ def test_node_selector_text():
     assert parse_node_selector("") == ()
     with pytest.raises(ValueError, match="key=value"):
         parse_node_selector("gpu")
+
+
+PLATE_POD_ENV = {"CRYSTAL_WAREHOUSE": "ducklake", "CRYSTAL_K8S_DATA_CLAIM": "crystal-data",
+                 "CRYSTAL_K8S_CATALOG_SECRET": "lake-catalog", "CRYSTAL_DATA_DIR": "/srv/crystal/data",
+                 "CRYSTAL_K8S_NODE_SELECTOR": "pool=cpu"}
+
+
+def _plate_run_job(tags):
+    """The Job K8sRunLauncher submits for a run with these tags: dagster-k8s's own builder."""
+    from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
+
+    config = DagsterK8sJobConfig(job_image="lab/crystal:1", dagster_home="/opt/dagster/dagster_home",
+                                 instance_config_map="dagster-instance")
+    return construct_dagster_k8s_job(config, ["dagster", "api", "execute_run", "{}"], "dagster-run-abc",
+                                     user_defined_k8s_config=get_user_defined_k8s_config(tags))
+
+
+def test_a_plate_run_pod_writes_the_lake_with_its_catalog_from_a_secret(monkeypatch):
+    for name, value in PLATE_POD_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("CRYSTAL_LAKE_DATA_PATH", raising=False)
+    tags = plate_run_tags()
+    assert set(tags) == {K8S_CONFIG_TAG}
+    job = _plate_run_job(tags)
+    pod = job.spec.template.spec
+    container = pod.containers[0]
+    env = {e.name: e for e in container.env}
+    assert env["CRYSTAL_WAREHOUSE"].value == "ducklake"
+    assert env["CRYSTAL_DATA_DIR"].value == "/srv/crystal/data"
+    assert env["CRYSTAL_LAKE_DATA_PATH"].value == "/srv/crystal/data/lake"  # on the shared claim
+    # the catalog URL (a password inside) comes from the Secret, never from the tag the UI shows
+    assert env["CRYSTAL_WAREHOUSE_URL"].value is None
+    ref = env["CRYSTAL_WAREHOUSE_URL"].value_from.secret_key_ref
+    assert (ref.name, ref.key) == ("lake-catalog", "url")
+    assert {m.mount_path: m.name for m in container.volume_mounts} == {"/srv/crystal/data": "crystal-data"}
+    claims = {v.name: v.persistent_volume_claim.claim_name for v in pod.volumes if v.persistent_volume_claim}
+    assert claims == {"crystal-data": "crystal-data"}
+    assert container.resources.requests == {"cpu": "2", "memory": "4Gi"}
+    assert "nvidia.com/gpu" not in (container.resources.limits or {})
+    assert pod.node_selector == {"pool": "cpu"}
+    assert env["DAGSTER_HOME"].value == "/opt/dagster/dagster_home"  # the launcher's own settings kept
+
+
+def test_plate_runs_are_pods_only_when_a_claim_is_named(monkeypatch):
+    monkeypatch.delenv("CRYSTAL_K8S_DATA_CLAIM", raising=False)
+    monkeypatch.setenv("CRYSTAL_WAREHOUSE", "ducklake")
+    assert plate_run_tags() == {}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"CRYSTAL_WAREHOUSE": "file"}, "CRYSTAL_WAREHOUSE=ducklake"),
+    ({"CRYSTAL_K8S_CATALOG_SECRET": ""}, "CRYSTAL_K8S_CATALOG_SECRET"),
+])
+def test_plate_run_pods_refuse_what_would_lose_rows_or_leak_the_catalog(monkeypatch, change, message):
+    for name, value in {**PLATE_POD_ENV, **change}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        plate_run_tags()
+    with pytest.raises(ValueError, match="absolute"):
+        PlateRunPod(data_dir="/d", data_claim="c", catalog_secret="s", lake_data_path="lake")
