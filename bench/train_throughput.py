@@ -79,7 +79,8 @@ def measure(config: TrainConfig, device: torch.device, warmup: int, updates: int
                            generator=gen).to(device)
     # 0-based targets, as the loss takes them (the tensors hold class ids 1..10)
     targets = torch.randint(0, config.num_classes, (n_images,), generator=gen).to(device)
-    plan = BatchPlan(n_images, config, device)
+    # the targets too: a preset that samples class-balanced batches (demo) draws from them
+    plan = BatchPlan(n_images, config, device, targets=targets.cpu().numpy())
     precision = training_precision(config, device)
     autocast = autocast_context(device, precision.precision)
     model.train()
