@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -156,6 +157,12 @@ def run_baselines(tensors_128: Path, workdir: Path, crystalnets: list[dict], sin
     models = fit_baselines(train.features, train.pixels, train.class_ids, seed=0, workers=workers)
     predictions = predict_proba_baselines(models, test.features, test.pixels)
     compare_baselines(test.class_ids, {name: p.probs for name, p in predictions.items()}, sink)
+    if not crystalnets:  # --seeds "": the baselines' own figures, with nothing to pair them against
+        for row in model_scores(test.class_ids, {n: p.probs for n, p in predictions.items()}, {}):
+            emit({"figure": "baseline", "model": row["name"], "against": None,
+                  **{k: row.get(k) for k in ("images", "accuracy", "accuracy_ci95", "balanced_accuracy",
+                                             "balanced_accuracy_ci95", "crystal_auc", "crystal_auc_ci95")},
+                  "fit_seconds": round(models[row["name"]].fit_seconds, 1)}, sink)
     for run in crystalnets:
         if run["image_ids"] != list(test.image_ids):
             raise RuntimeError("CrystalNet's and the baselines' test images differ")
@@ -230,6 +237,8 @@ def main() -> None:
     parser.add_argument("--prepare-only", action="store_true",
                         help="steps 1-3 only (archive, ingest, tensors at the preset's resolution and 128 px), timed")
     args = parser.parse_args()
+    # progress on stderr (a plate written, a split's tensors), the figures stay JSON on stdout
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
 
     from crystal_pipeline.synthetic.render import DEFAULT_DIFFICULTY
     from crystal_pipeline.training import TrainConfig
@@ -253,7 +262,7 @@ def main() -> None:
         if args.prepare_only:
             prepared_tensors(args.workdir, 128, sink)
             continue
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in (int(s) for s in args.seeds.split(",") if s.strip()):  # --seeds "": baselines only
             runs.append(run_crystalnet(tensors_dir, args.workdir / "regime_models", name, args.preset, overrides,
                                        seed, args.device, sink))
     compare_variants(runs, sink)
