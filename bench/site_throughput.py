@@ -9,7 +9,8 @@ instance's own run records say. Every plate must end with one prediction row per
 lake, the trained warehouse is first moved into it with ``crystal-pipeline warehouse migrate``'s
 own function, on the service's Postgres, so both backends label with the same model.
 
-    python bench/site_throughput.py --plates 6 --wells 384 --configs file:1 file:2 ducklake:1 ducklake:2 ducklake:4
+    python bench/site_throughput.py --plates 8 --wells 384 --configs file:1 file:2 ducklake:1 ducklake:2 ducklake:4
+    python bench/site_throughput.py --plates 6 --wells 1536 --model-resolution 128 --configs file:2 ducklake:2
 
 What it does not measure: a cluster (all workers share this machine's cores, so k above the
 core count measures contention, not scaling), and imager write time (the plates are whole
@@ -53,9 +54,10 @@ def clean_env(data: Path, backend: str) -> dict[str, str]:
     return env
 
 
-def train_template(root: Path, seed: int) -> Path:
+def train_template(root: Path, seed: int, resolution: int) -> Path:
     """A data dir with a small archive ingested, tensors prepared and a smoke model promoted
-    (file warehouse). Its model file stays here; each configuration copies the rest."""
+    (file warehouse), at ``resolution`` (the labelling cost is the network's at that input
+    size, whatever its weights). Its model file stays here; each configuration copies the rest."""
     import dagster as dg
 
     import definitions
@@ -67,7 +69,8 @@ def train_template(root: Path, seed: int) -> Path:
     result = dg.materialize(
         [*definitions.all_assets], resources=build_resources(StorageResource(data_dir=str(data))),
         instance=dg.DagsterInstance.ephemeral(), selection=dg.AssetSelection.groups("ingest", "prepare", "train"),
-        run_config={"ops": {"crystalnet_model": {"config": {"preset": "smoke", "accuracy_floor": 0.0}}}})
+        run_config={"ops": {"crystalnet_model": {"config": {
+            "preset": "smoke", "accuracy_floor": 0.0, "overrides": {"resolution": str(resolution)}}}}})
     if not result.success:
         raise SystemExit("training the template model failed")
     return data
@@ -105,6 +108,19 @@ def warehouse_of(data: Path, backend: str):
 
     layout = DataLayout.under(data)
     return Warehouse.in_lake(target_for(layout)) if backend == "ducklake" else Warehouse(layout.warehouse)
+
+
+def step_seconds(instance, run_ids: list[str]) -> dict[str, list[float]]:
+    """Each step's durations over the runs, from the instance's STEP_SUCCESS events: where a
+    plate run's time goes (ingest of the files, labelling, the write, the report)."""
+    import dagster as dg
+
+    out: dict[str, list[float]] = {}
+    for run_id in run_ids:
+        for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS):
+            data = event.dagster_event.event_specific_data
+            out.setdefault(event.step_key, []).append(data.duration_ms / 1000.0)
+    return out
 
 
 def run_configuration(template: Path, staging: Path, plates: list[str], wells: int, backend: str, k: int,
@@ -147,6 +163,7 @@ def run_configuration(template: Path, staging: Path, plates: list[str], wells: i
         starts = sorted(r.start_time for r in runs)
         durations = [r.end_time - r.start_time for r in runs]
         overlap = max(sum(1 for r in runs if r.start_time <= t < r.end_time) for t in starts)
+        steps = step_seconds(instance, [r.dagster_run.run_id for r in runs])
         instance.dispose()
         rows = warehouse_of(data, backend).query_df(
             "SELECT plate_id, count(*) AS n, count(DISTINCT image_id) AS d FROM predictions GROUP BY plate_id")
@@ -161,7 +178,8 @@ def run_configuration(template: Path, staging: Path, plates: list[str], wells: i
                                            if len(ends) > 1 and ends[-1] > ends[0] else None),
                 "first_start_after_drop_s": round(starts[0] - t0, 1),
                 "run_s_median": round(statistics.median(durations), 1),
-                "most_runs_at_once": overlap, "every_row_once": complete}
+                "most_runs_at_once": overlap, "every_row_once": complete,
+                "step_s_median": {step: round(statistics.median(v), 2) for step, v in sorted(steps.items())}}
     finally:
         service.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -174,6 +192,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=128, help="rows of each picture (the HWI twin's 128)")
     parser.add_argument("--configs", nargs="+", default=["file:1", "file:2", "ducklake:1", "ducklake:2", "ducklake:4"],
                         help="backend:k pairs, k = concurrent plate runs")
+    parser.add_argument("--model-resolution", type=int, default=32,
+                        help="the model's input (32: the smoke preset's; 128: the paper's working size)")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per configuration")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -184,7 +204,7 @@ def main() -> int:
     figures = []
     try:
         t = time.perf_counter()
-        template = train_template(work, args.seed)
+        template = train_template(work, args.seed, args.model_resolution)
         from crystal_pipeline.synthetic import write_plate
 
         keys = [f"SITE{i:02d}" for i in range(1, args.plates + 1)]
@@ -197,6 +217,7 @@ def main() -> int:
             figure = run_configuration(template, work / "staging", keys, args.wells, backend, int(k or 1),
                                        args.timeout)
             figure["cpu"] = describe()
+            figure["model_resolution"] = args.model_resolution
             emit(bench="site_throughput", **figure)
             figures.append(figure)
     finally:
