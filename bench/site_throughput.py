@@ -20,11 +20,11 @@ when dropped). One JSON line per configuration; ``--json`` collects them in a fi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,13 +39,9 @@ sys.path.insert(0, str(REPO / "bench"))
 from machine import describe  # noqa: E402
 from timing import emit  # noqa: E402
 
+from crystal_pipeline.service.postgres import free_port  # noqa: E402
+
 SENSOR_INTERVAL_S = 5  # production default is 30 s; a shorter tick keeps the sensor out of the figure
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(data: Path, backend: str) -> dict[str, str]:
@@ -102,12 +98,11 @@ class Service:
 
 
 def warehouse_of(data: Path, backend: str):
+    """The data dir's warehouse on ``backend``, whatever this process's CRYSTAL_WAREHOUSE says."""
     from crystal_pipeline.layout import DataLayout
-    from crystal_pipeline.warehouse import Warehouse
-    from crystal_pipeline.warehouse.lake import target_for
+    from crystal_pipeline.warehouse import open_warehouse
 
-    layout = DataLayout.under(data)
-    return Warehouse.in_lake(target_for(layout)) if backend == "ducklake" else Warehouse(layout.warehouse)
+    return open_warehouse(dataclasses.replace(DataLayout.under(data), warehouse_backend=backend))
 
 
 def step_seconds(instance, run_ids: list[str]) -> dict[str, list[float]]:
@@ -127,7 +122,6 @@ def run_configuration(template: Path, staging: Path, plates: list[str], wells: i
                       timeout_s: float) -> dict:
     import dagster as dg
 
-    from crystal_pipeline.warehouse import Warehouse
     from crystal_pipeline.warehouse.migrate import migrate
 
     root = Path(tempfile.mkdtemp(prefix=f"site-{backend}-{k}-", dir="/tmp"))
@@ -138,7 +132,7 @@ def run_configuration(template: Path, staging: Path, plates: list[str], wells: i
     service = Service(data, backend, k)
     try:
         if backend == "ducklake":
-            migrate(Warehouse(data / "warehouse.duckdb"), warehouse_of(data, backend))
+            migrate(warehouse_of(data, "file"), warehouse_of(data, backend))
         incoming = data / "incoming"
         incoming.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
@@ -158,7 +152,6 @@ def run_configuration(template: Path, staging: Path, plates: list[str], wells: i
                 return {"backend": backend, "plate_runs": k, "failed": f"not all plates done: {statuses}"}
             time.sleep(1)
         runs = [done[key] for key in plates]
-        t_end = max(r.end_time for r in runs)
         ends = sorted(r.end_time for r in runs)
         starts = sorted(r.start_time for r in runs)
         durations = [r.end_time - r.start_time for r in runs]
@@ -169,7 +162,7 @@ def run_configuration(template: Path, staging: Path, plates: list[str], wells: i
             "SELECT plate_id, count(*) AS n, count(DISTINCT image_id) AS d FROM predictions GROUP BY plate_id")
         counts = {row.plate_id: (int(row.n), int(row.d)) for row in rows.itertuples()}
         complete = all(counts.get(key) == (wells, wells) for key in plates)
-        wall = t_end - t0
+        wall = ends[-1] - t0
         return {"backend": backend, "plate_runs": k, "plates": len(plates), "wells": wells,
                 "wall_s": round(wall, 1), "plates_per_hour": round(len(plates) * 3600 / wall, 1),
                 # between the first and the last plate done: the rate once the queue is flowing,

@@ -130,7 +130,7 @@ def plate_run_k8s_config(pod: PlateRunPod) -> dict[str, Any]:
     """The ``dagster-k8s/config`` value (dagster-k8s's snake_case schema) for a plate run:
     the lake settings in the environment, the data volume mounted at its own path, CPU and
     memory requested so the scheduler spreads a labelling wave over nodes."""
-    data_dir = os.fspath(pod.data_dir)
+    data_dir = pod.data_dir
     env = [{"name": layout.ENV_DATA_DIR, "value": data_dir},
            {"name": layout.ENV_WAREHOUSE, "value": "ducklake"},
            {"name": layout.ENV_LAKE_DATA_PATH, "value": pod.lake_data_path or f"{data_dir}/lake"},
