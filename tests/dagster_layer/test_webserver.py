@@ -1,7 +1,6 @@
 """The real Dagster webserver serves this code location's asset graph over GraphQL."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -9,15 +8,10 @@ import urllib.request
 
 import pytest
 
+from crystal_pipeline.service.postgres import free_port
 from tests.conftest import REPO, cli_env
 
 QUERY = "{ assetNodes { assetKey { path } groupName } }"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(port: int, query: str) -> dict:

@@ -30,6 +30,7 @@ import pytest
 from PIL import Image
 
 from crystal_pipeline.service import processes
+from crystal_pipeline.service.postgres import free_port
 from crystal_pipeline.synthetic import write_plate
 from crystal_pipeline.warehouse import Warehouse
 from resources import StorageResource, build_resources
@@ -46,12 +47,6 @@ KILLED, SLOW = "KILLME", "SLOW"
 SENSOR_INTERVAL_S = 5  # CRYSTAL_SENSOR_INTERVAL_S for the service under test (30 s in production)
 SLOW_BATCH_PAUSE_S = 35  # several sensor ticks see the plate incomplete
 WAIT_S = 420
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def service_env(data: Path) -> dict[str, str]:
