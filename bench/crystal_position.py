@@ -11,6 +11,9 @@ the geometry truth itself) and a uniform random point of the picture.
 
     nice -n 10 python bench/crystal_position.py --raw <archive> --model <model.pt>
 
+Where the CPU has bf16 units the default map is also computed in bf16 (as a plate's labelling
+then does), reporting its speed beside fp32's at the same moment and how far its peaks move.
+
 The test split is the warehouse's rule (``ingest.splits.assign_sides`` by well, default
 seed), recomputed here from the image ids. Prints one JSON line.
 """
@@ -120,6 +123,29 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - t0
             results[f"{layer}/{method}"] = {**share([(p.x, p.y) for p in positions]),
                                             "images_per_s": round(len(flagged) / seconds, 1) if seconds else None}
+    # The plate's own arithmetic: where the CPU has bf16 units labelling runs in bf16 and so do the
+    # positions (plates.labelling). Same default map in bf16: its speed, its pointing share, and how
+    # far its peak lies from fp32's (in the default layer's cells, on the network's input square).
+    from crystal_pipeline.model.precision import choose_precision
+
+    choice = choose_precision("auto", "cpu")
+    if choice.precision == "bf16" and len(flagged):
+        images = pixels[flagged]
+        picture_sizes = [sizes[i] for i in flagged]
+        timed = {}
+        for precision in ("fp32", "bf16"):  # again, back to back, so the ratio is of one moment
+            t0 = time.perf_counter()
+            timed[precision] = cam.crystal_positions(net, images, picture_sizes, precision=precision)
+            timed[f"{precision}_s"] = time.perf_counter() - t0
+        cell = cam.LAYERS[cam.DEFAULT_LAYER][0] / net.resolution  # one cell, as a fraction of the square
+        apart = np.array([max(abs(a.x - b.x) * w, abs(a.y - b.y) * h) / min(w, h) / cell
+                          for a, b, (w, h) in zip(timed["fp32"], timed["bf16"], picture_sizes)])
+        results[f"{cam.DEFAULT_LAYER}/{cam.DEFAULT_METHOD}/bf16"] = {
+            **share([(p.x, p.y) for p in timed["bf16"]]),
+            "images_per_s": round(len(flagged) / timed["bf16_s"], 1),
+            "fp32_images_per_s_same_moment": round(len(flagged) / timed["fp32_s"], 1),
+            "peaks_within_half_cell_of_fp32": round(float((apart <= 0.5).mean()), 4),
+            "median_peak_shift_cells": round(float(np.median(apart)), 3)}
     rng = np.random.default_rng(0)
     results["baseline/drop_centre"] = share([((d.x0 + d.x1) / 2, (d.y0 + d.y1) / 2) for d in drops])
     results["baseline/random_point"] = share([tuple(rng.random(2)) for _ in drops])

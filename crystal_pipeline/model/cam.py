@@ -26,6 +26,13 @@ the picture as taken, so a 4:3 HWI frame's ``x`` is a fraction of its full width
 
 Batched: one forward and one backward per batch (eval mode has no batch statistics, so
 images do not affect each other's gradients); it runs on the model's device, CPU or CUDA.
+
+Precision: ``precision="bf16"`` runs the forward and backward in bf16 autocast, as the
+plate's own labelling does on a CPU with bf16 units or on CUDA. The positions were most of a
+1536-well plate's run through the service (17 ms a hit in fp32 at 128 px on 2 Zen 4 cores,
+docs/benchmarks.md "A site's throughput"); the map is a coarse grid whose peak bf16's 8-bit
+mantissa rarely moves, and ``bench/crystal_position.py`` measures both the speed and how
+often the two precisions' peaks agree.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import numpy as np
 import torch
 
 from crystal_pipeline.classes import CRYSTAL_COLUMNS
+from crystal_pipeline.model.precision import autocast_context
 
 #: The layer and method whose map the pipeline reports (see the module docstring).
 DEFAULT_LAYER = "conv4"
@@ -68,11 +76,11 @@ class CrystalPosition:
 
 
 def grad_cam(model, pixels: np.ndarray | torch.Tensor, *, layer: str = DEFAULT_LAYER, method: str = DEFAULT_METHOD,
-             columns: Sequence[int] = CRYSTAL_COLUMNS) -> np.ndarray:
+             columns: Sequence[int] = CRYSTAL_COLUMNS, precision: str = "fp32") -> np.ndarray:
     """Class-activation maps (N, h, w) float32 >= 0 of ``columns``' logsumexp for a batch of
     CrystalNet inputs (N, res, res) grey levels, computed in eval mode on the model's device.
     ``method``: ``gradcam`` (channel weights = mean gradient) or ``hirescam`` (gradient times
-    activation per cell, summed over channels)."""
+    activation per cell, summed over channels). ``precision``: 'fp32' or 'bf16' (autocast)."""
     if layer not in LAYERS:
         raise ValueError(f"layer must be one of {sorted(LAYERS)}, got {layer!r}")
     if method not in METHODS:
@@ -85,7 +93,8 @@ def grad_cam(model, pixels: np.ndarray | torch.Tensor, *, layer: str = DEFAULT_L
     try:
         with torch.enable_grad():
             x = torch.as_tensor(np.asarray(pixels)).to(device)
-            logits = model(x)
+            with autocast_context(device, precision):
+                logits = model(x)
             score = torch.logsumexp(logits[:, list(columns)].float(), dim=1)
             (grads,) = torch.autograd.grad(score.sum(), captured[0])
         z = captured[0].detach().float()
@@ -130,12 +139,14 @@ def square_to_picture(u: np.ndarray | float, v: np.ndarray | float, resolution: 
 
 
 def crystal_positions(model, pixels: np.ndarray, sizes: Sequence[tuple[int, int]], *, layer: str = DEFAULT_LAYER,
-                      method: str = DEFAULT_METHOD, batch_size: int = 64) -> list[CrystalPosition]:
+                      method: str = DEFAULT_METHOD, batch_size: int = 64,
+                      precision: str = "fp32") -> list[CrystalPosition]:
     """Each image's crystal position (:class:`CrystalPosition`), ``sizes`` the pictures'
-    ``(width, height)`` as taken, ``pixels`` their network inputs (N, res, res)."""
+    ``(width, height)`` as taken, ``pixels`` their network inputs (N, res, res), the maps
+    computed in ``precision`` (:func:`grad_cam`)."""
     out: list[CrystalPosition] = []
     for start in range(0, len(pixels), batch_size):
-        maps = grad_cam(model, pixels[start:start + batch_size], layer=layer, method=method)
+        maps = grad_cam(model, pixels[start:start + batch_size], layer=layer, method=method, precision=precision)
         for heat, (width, height) in zip(maps, sizes[start:start + batch_size]):
             centres_x = cell_centres(model, layer, heat.shape[1])
             centres_y = cell_centres(model, layer, heat.shape[0])

@@ -92,3 +92,18 @@ def choose_precision(requested: str = "auto", device_type: str = "cpu",
     if units:
         return PrecisionChoice("bf16", "auto: the CPU has AMX/AVX512-BF16")
     return PrecisionChoice("fp32", f"auto: the CPU has no AMX/AVX512-BF16, {fp32_path}")
+
+
+def autocast_context(device, precision: str):
+    """bf16 autocast on CUDA or the CPU when ``precision`` is 'bf16'; a no-op for fp32.
+    One context for training, plate labelling and the crystal maps (``model.cam``), so the
+    three compute in the arithmetic the plate's :class:`PrecisionChoice` names."""
+    import contextlib
+
+    import torch
+
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"a resolved precision is 'fp32' or 'bf16', got {precision!r}")
+    return contextlib.nullcontext()

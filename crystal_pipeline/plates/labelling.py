@@ -258,7 +258,7 @@ def label_plate(
         run.feed(decode, batch_size, shape)
     finally:
         cleanup()
-    run.locate(model, batch_size)
+    run.locate(model, batch_size, choice.precision)
     return run.result(resolution, path_name, time.perf_counter() - started, choice)
 
 
@@ -350,9 +350,10 @@ class _LabelRun:
         finally:
             runner.shutdown(wait=True)
 
-    def locate(self, model: Any, batch_size: int) -> None:
+    def locate(self, model: Any, batch_size: int, precision: str = "fp32") -> None:
         """The kept hits' crystal positions (:func:`crystal_pipeline.model.cam.crystal_positions`),
-        each against its picture's size as taken (read from the file's header)."""
+        each against its picture's size as taken (read from the file's header), in the plate's
+        own ``precision`` (bf16 where the labels were bf16; ``bench/crystal_position.py`` measures the gain)."""
         if not self.kept:
             return
         import dataclasses
@@ -367,7 +368,8 @@ class _LabelRun:
         for i in order:
             with Image.open(self.files[i].path) as im:  # the header only: it was decoded a moment ago
                 sizes.append(im.size)
-        positions = crystal_positions(model, np.stack([self.kept[i] for i in order]), sizes, batch_size=batch_size)
+        positions = crystal_positions(model, np.stack([self.kept[i] for i in order]), sizes, batch_size=batch_size,
+                                      precision=precision)
         for i, position in zip(order, positions):
             self.labelled[i] = dataclasses.replace(self.labelled[i], crystal=position)
         self.kept.clear()

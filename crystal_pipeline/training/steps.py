@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from crystal_pipeline.evaluation.metrics import binary_auc, crystal_probability, crystal_truth
 from crystal_pipeline.model import CrystalNet, augment, build_model, init_weights
 from crystal_pipeline.model.inference import eval_mode, iter_logits, softmax_probs
-from crystal_pipeline.model.precision import PrecisionChoice, choose_precision
+from crystal_pipeline.model.precision import PrecisionChoice, autocast_context, choose_precision
 from crystal_pipeline.reporting.numbers import finite_or_none
 from crystal_pipeline.training import balance
 from crystal_pipeline.training.config import TrainConfig
@@ -81,15 +81,6 @@ def training_precision(config: TrainConfig, device: torch.device,
     if config.precision == "auto" and not config.amp:
         return PrecisionChoice("fp32", "amp=false: fp32")
     return choose_precision(config.precision, device.type, flags, fp32_path="fp32")
-
-
-def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast on CUDA or the CPU when ``precision`` is 'bf16'; a no-op for fp32."""
-    if precision == "bf16" and device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"a resolved precision is 'fp32' or 'bf16', got {precision!r}")
-    return contextlib.nullcontext()
 
 
 def _mix(seed: int, stream: int, index: int) -> int:

@@ -95,3 +95,26 @@ def test_square_to_picture_follows_ingest_central_square():
     assert y[0] == 0.0 and y[1] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         cam.grad_cam(_net_reading_one_cell(64, 0, 0), np.zeros((1, 64, 64), np.uint8), layer="fc1")
+
+
+def test_bf16_map_is_computed_in_bf16_and_peaks_where_fp32_does(tmp_path):
+    """Plates labelled in bf16 get their crystal positions in bf16 too (plates.labelling): the
+    convolutions must really run in bf16 (else nothing is saved), and the peak must stay put."""
+    pixels, (height, width), _ = _one_crystal_picture(tmp_path)
+    net = _net_reading_one_cell(128, 2, 3)
+    seen = []
+    handle = net.conv4.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    try:
+        fp32 = cam.grad_cam(net, pixels[None], layer="conv4", method="hirescam")
+        bf16 = cam.grad_cam(net, pixels[None], layer="conv4", method="hirescam", precision="bf16")
+    finally:
+        handle.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    assert np.unravel_index(np.argmax(bf16[0]), bf16[0].shape) == (2, 3) == np.unravel_index(np.argmax(fp32[0]),
+                                                                                             fp32[0].shape)
+    np.testing.assert_allclose(bf16, fp32, rtol=0.05, atol=1e-3 * float(fp32.max()))
+    (a,), (b,) = (cam.crystal_positions(net, pixels[None], [(width, height)], layer="conv4", method="hirescam",
+                                        precision=p) for p in ("fp32", "bf16"))
+    assert abs(a.x - b.x) * width < 1 and abs(a.y - b.y) * height < 1  # within a pixel of the picture
+    with pytest.raises(ValueError):
+        cam.grad_cam(net, pixels[None], precision="fp16")
