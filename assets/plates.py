@@ -5,7 +5,9 @@ The sensor watches the incoming folder; ``label_plate_job`` ingests the plate's 
 CrystalNet, stores the predictions, and publishes a plate report.
 
 One model per plate run: ``plate_predictions`` resolves the model once (config
-``model_version``, else production) and its value, a :class:`PlateRun`, names it to
+``model_version``, else ``plates.model_choice``: the production fused model for a plate with
+UV pictures, the production visible one otherwise; on a UV plate the visible model labels it
+too, as a second opinion stored under its own version) and its value, a :class:`PlateRun`, names it to
 ``plate_timeline`` and ``plate_report``, which read that version's ``predictions`` rows.
 ``plate_predictions`` is two ops: inference (pool ``gpu`` on a machine with an NVIDIA
 device, none on CPU) and the warehouse write (pool ``duckdb``; ``plate_writes`` with the lake
@@ -20,7 +22,6 @@ import dagster as dg
 import pandas as pd
 
 from assets.metadata import md, progress_logger, table_md
-from assets.train import registered_model
 from crystal_pipeline.evaluation import registry
 from crystal_pipeline.ingest import archive
 from crystal_pipeline.ingest import incoming
@@ -139,17 +140,22 @@ def label_plate_wells(context: dg.OpExecutionContext, config: PlatePredictionCon
     from crystal_pipeline.ingest.image_files import well_files_from_images
     from crystal_pipeline.plates.labelling import label_plate
     from crystal_pipeline.plates.fused_labelling import model_mismatch
+    from crystal_pipeline.plates.model_choice import choose_models, label_second_opinion, plate_has_uv
 
     key, plate_id, inspection = _plate(context)
     wh = warehouse.get()
-    model_row = registered_model(wh, config.model_version)
+    # With the UV rows: a fused model reads each drop's UV picture; label_plate counts only visible ones.
+    rows = image_table.images_in(wh, ImageScope.of_plate(plate_id, inspection), with_uv=True)
+    files = well_files_from_images(rows)
+    try:  # a UV plate gets the fused production model, a plate without UV the visible one
+        choice = choose_models(wh, plate_has_uv(files), config.model_version)
+    except LookupError as error:
+        raise dg.Failure(f"{error}; plate {key} was not labelled") from error
+    model_row = choice.record
     try:
         model = registry.load_registered(model_row, compute.device)
     except registry.ModelIntegrityError as error:
         raise dg.Failure(f"{error}: re-register or retrain the model; plate {key} was not labelled") from error
-    # With the UV rows: a fused model reads each drop's UV picture; label_plate counts only visible ones.
-    rows = image_table.images_in(wh, ImageScope.of_plate(plate_id, inspection), with_uv=True)
-    files = well_files_from_images(rows)
     mismatch = model_mismatch(model, files, model_row["model_version"])
     if mismatch is not None:
         raise dg.Failure(f"{mismatch}; plate {key} was not labelled")
@@ -161,8 +167,15 @@ def label_plate_wells(context: dg.OpExecutionContext, config: PlatePredictionCon
         raise dg.Failure(f"{error}; plate {key} was not labelled") from error
     t = labels.timings
     context.log.info(f"plate {key}: labelled with {model_row['model_version']} ({t.engine}, {t.precision}: "
-                     f"{t.precision_reason})")
-    return plate_run.plate_run_of(model_row, model, labels, rows), labels
+                     f"{t.precision_reason}). {choice.reason}")
+    second, second_labels = None, None
+    if choice.second is not None:  # the visible model's call beside the fused one's; never required
+        second, second_labels, problem = label_second_opinion(choice.second, files, rows, device=compute.device,
+                                                              batch_size=config.batch_size, precision=config.precision)
+        if problem:
+            context.log.warning(problem)
+    run = plate_run.plate_run_of(model_row, model, labels, rows, choice.reason, second)
+    return run, labels, second_labels
 
 
 @dg.op(pool=_plate_write_pool(), out={"result": dg.Out(), **{f"plate_predictions_{c.name}": dg.Out(is_required=False)
@@ -171,18 +184,24 @@ def write_plate_predictions(context: dg.OpExecutionContext, warehouse: Warehouse
     """The plate's rows for the run's model replaced in one transaction, then the checks from the warehouse."""
     from datetime import datetime, timezone
 
-    run, labels = labelled
+    run, labels, second_labels = labelled
     key, plate_id, inspection = _plate(context)
     wh = warehouse.get()
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     frame = pd.DataFrame(labels.prediction_rows(run.model_version, now),
                          columns=list(prediction_table.PREDICTION_COLUMNS))
     prediction_table.replace_plate_predictions(wh, plate_id, inspection, run.model_version, frame)
+    if run.second is not None:  # the second opinion's rows, under its own version
+        prediction_table.replace_plate_predictions(wh, plate_id, inspection, run.second.model_version, pd.DataFrame(
+            second_labels.prediction_rows(run.second.model_version, now),
+            columns=list(prediction_table.PREDICTION_COLUMNS)))
     found = plate_run.prediction_checks(wh, plate_id, inspection, run)
     hits = int((frame["crystal_prob"] >= run.crystal_threshold).sum()) if len(frame) else 0
     counts = frame["class_name"].value_counts().rename_axis("class").reset_index(name="wells") if len(frame) else frame
     yield dg.Output(run, "result", metadata={
         "model_version": run.model_version,
+        "model_reason": run.reason,
+        "second_opinion": run.second.model_version if run.second is not None else "",
         "labelled": len(frame),
         "quarantined": len(found.quarantined),
         "crystal_hits": hits,
@@ -236,6 +255,7 @@ def plate_report(context: dg.AssetExecutionContext, config: PlateReportConfig, s
     """Plate map, ranked hit list and HTML page a crystallographer can act on, from the ``predictions``
     rows of the model plate_predictions used (its name and threshold, not today's production model's)."""
     from crystal_pipeline.plates.report import write_plate_report
+    from crystal_pipeline.plates.second_opinion import SecondOpinion
     from crystal_pipeline.plates.timeline import load_timeline
 
     key, plate_id, inspection = _plate(context)
@@ -243,6 +263,9 @@ def plate_report(context: dg.AssetExecutionContext, config: PlateReportConfig, s
     wh = warehouse.get()
     run = plate_predictions
     labels = plate_run.stored_labels(wh, plate_id, inspection, run)
+    second = None if run.second is None else SecondOpinion(  # the visible model's call on a UV plate
+        run.second.model_version, plate_run.stored_labels(wh, plate_id, inspection, run.second),
+        run.second.crystal_threshold)
     fmt = image_table.plate_format(wh, plate_id, inspection)
     meta, conditions = archive.plate_metadata(layout.raw_dir, plate_id, incoming.plate_folder_path(layout.incoming_dir, key))
     timeline = load_timeline(wh, plate_id, run.model_version, run.crystal_threshold) if inspection else None
@@ -250,7 +273,7 @@ def plate_report(context: dg.AssetExecutionContext, config: PlateReportConfig, s
                                 model_version=run.model_version, synthetic_model=run.synthetic_model,
                                 crystal_threshold=run.crystal_threshold, plate_meta=meta, conditions=conditions,
                                 review_top_n=config.review_top_n, review_recall=config.review_recall,
-                                timeline=timeline)
+                                timeline=timeline, model_reason=run.reason, second_opinion=second)
     context.log.info(f"plate report: {report.paths['html']}")
     top = pd.DataFrame([(h.well, h.class_name, round(h.crystal_prob, 3)) for h in report.hits[:10]],
                        columns=["well", "class", "crystal_prob"])
@@ -258,6 +281,10 @@ def plate_report(context: dg.AssetExecutionContext, config: PlateReportConfig, s
         "report": dg.MetadataValue.path(str(report.paths["html"])),
         "hit_list": dg.MetadataValue.path(str(report.paths["csv"])),
         "model_version": run.model_version,
+        "model_reason": run.reason,
+        **({"second_opinion": run.second.model_version,
+            "calls_differ": len(report.calls_differ or [])}
+           if second is not None else {}),
         "crystal_hits": len(report.hits),
         "review_first": len(report.review_first),
         "crystal_threshold": round(run.crystal_threshold, 4),

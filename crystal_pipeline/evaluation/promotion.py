@@ -7,7 +7,8 @@ crash points and what a re-run finds):
 1. write the new model's calibration into the staged artifact (skipped when it is there);
 2. if a ``models`` row already holds this file (same sha256), the work was done by a run
    that died after its row: remove the staged file and return that row's decision;
-3. re-score the production model on today's validation split (at its own resolution)
+3. re-score the production model of the new one's kind (``in_channels``: visible, or
+   visible + UV) on today's validation split (at its own resolution)
    rather than trust the number it got on an older split; a production file that is
    missing or not the registered one is *unusable*, which never blocks a promotion;
 4. decide (:func:`registry.promotion_decision`): below the accuracy floor never
@@ -79,12 +80,13 @@ def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, sco
     the model file carries them wherever it goes; ``floor`` is the accuracy it must reach to
     become production (:func:`registry.floor_for`). Afterwards the staged file is gone,
     ``layout.model_path(version)`` holds it, its ``models`` row exists, and at most one model
-    is production. The row's ``parent_version`` and ``n_train_labels`` come from the artifact
+    of its kind (``in_channels``) is production. The row's ``parent_version`` and ``n_train_labels`` come from the artifact
     (a fine-tune's trainer wrote them; a from-scratch model has no parent). Calling it again
     with the same staged file after a crash completes the work and registers nothing twice.
     """
     staged = Path(staged_artifact)
     lineage = _calibrated(staged, scores)
+    registry.record_input_channels(warehouse)  # rows from before the column: their kind, from their files
     sha = file_sha256(staged)
     done = registry.model_by_sha256(warehouse, sha)
     if done is not None:  # a run killed after its row: the model is safe, only the staged copy is left
@@ -92,7 +94,8 @@ def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, sco
         return PromotionDecision(done["model_version"], Path(done["path"]), bool(done["is_production"]),
                                  f"already registered as {done['model_version']} by an earlier attempt", scores,
                                  None, None, floor)
-    current, current_scores, problem = _production_now(warehouse, layout, device, workers, crop)
+    in_channels = int(lineage["in_channels"])
+    current, current_scores, problem = _production_now(warehouse, layout, device, workers, crop, in_channels)
     promoted, reason = registry.promotion_decision(scores, current_scores, floor, production_problem=problem)
     version = _adoptable_version(layout, sha) or registry.new_model_version(staged, now)
     final = _copy_verified(staged, layout.model_path(version), sha)
@@ -100,7 +103,8 @@ def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, sco
     registry.register(warehouse, model_version=version, preset=preset, resolution=resolution, path=final,
                       trained_on=trained_on, scores=scores, promote=promoted,
                       parent_version=lineage.get("parent_version"),
-                      n_train_labels=None if n_train_labels is None else int(n_train_labels))
+                      n_train_labels=None if n_train_labels is None else int(n_train_labels),
+                      in_channels=in_channels)
     crash_point("promotion.after_row")
     staged.unlink(missing_ok=True)
     return PromotionDecision(version, final, promoted, reason, scores,
@@ -110,27 +114,29 @@ def promote(warehouse: Warehouse, layout: DataLayout, staged_artifact: Path, sco
 def _calibrated(staged: Path, scores: Scores) -> dict:
     """Write the calibration into the staged artifact unless it holds exactly it already (a
     re-run must not change the file's bytes, its sha256 is the registration key); returns
-    the lineage fields the trainer recorded."""
+    the lineage fields the trainer recorded and the pictures the model reads (``in_channels``)."""
     from crystal_pipeline.model import add_calibration, load_artifact
     from crystal_pipeline.reporting.numbers import finite_or_none
 
     artifact = load_artifact(staged)
     threshold = finite_or_none(scores.crystal_threshold, None)
     wanted = (float(scores.temperature), None if threshold is None else float(threshold))
-    lineage = {k: artifact.get(k) for k in ("parent_version", "n_train_labels")}
+    lineage = {**{k: artifact.get(k) for k in ("parent_version", "n_train_labels")},
+               "in_channels": registry.channels_of_artifact(artifact)}
     if (artifact.get("temperature"), artifact.get("crystal_threshold")) != wanted:
         del artifact
         add_calibration(staged, temperature=scores.temperature, crystal_threshold=threshold)
     return lineage
 
 
-def _production_now(warehouse: Warehouse, layout: DataLayout, device: str,
-                    workers: int | None, crop: str = "centre") -> tuple[dict | None, Scores | None, str | None]:
-    """The production row, its scores on today's split, and why it is unusable (its file
-    missing, damaged or not the registered one: then no scores), for the decision."""
+def _production_now(warehouse: Warehouse, layout: DataLayout, device: str, workers: int | None,
+                    crop: str = "centre", in_channels: int = 1) -> tuple[dict | None, Scores | None, str | None]:
+    """The production row of the candidate's kind (``in_channels``), its scores on today's
+    split, and why it is unusable (its file missing, damaged or not the registered one: then
+    no scores), for the decision."""
     from crystal_pipeline.model import ArtifactError
 
-    current = registry.production_model(warehouse)
+    current = registry.production_model(warehouse, in_channels)
     if current is None:
         return None, None, None
     try:

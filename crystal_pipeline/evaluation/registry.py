@@ -3,7 +3,8 @@
 Promotion rule (DESIGN.md, with issue 18's floor): a model whose validation accuracy is
 below the accuracy floor (:class:`AccuracyFloor`) is registered but never production,
 not even the first one; above it, the first model becomes production, and a later one
-replaces production only when its validation accuracy and crystal recall are not worse
+replaces production (of its own kind: one production model reads visible pictures, one
+visible + UV, ``in_channels``; plates choose between them, ``plates.model_choice``) only when its validation accuracy and crystal recall are not worse
 than the production model's *on the same validation split* — so the production model is
 re-scored on today's split rather than trusted with the number it got when it was
 trained on an older one. A production model whose file is missing or damaged cannot be
@@ -134,9 +135,33 @@ def not_worse(candidate: Scores, production: Scores | None) -> tuple[bool, str]:
                   f"crystal_recall {candidate.crystal_recall:.4f} >= {production.crystal_recall:.4f}")
 
 
-def production_model(warehouse: Warehouse) -> dict | None:
-    """The production model's ``models`` row, or None before the first model."""
-    return model_table.production_model(warehouse)
+def production_model(warehouse: Warehouse, in_channels: int | None = None) -> dict | None:
+    """The production model's ``models`` row (the newest of either kind, or the one reading
+    ``in_channels`` pictures: 1 visible, 2 visible + UV), or None before the first model."""
+    return model_table.production_model(warehouse, in_channels)
+
+
+def channels_of_artifact(artifact: dict) -> int:
+    """The pictures a model artifact reads: its ``model_config``'s ``in_channels`` (absent: 1)."""
+    return int((artifact.get("model_config") or {}).get("in_channels", 1))
+
+
+def record_input_channels(warehouse: Warehouse) -> list[str]:
+    """Fill ``in_channels`` of rows registered before the column from their files' model config
+    (each file checked against its sha256 first); a file that is missing or unreadable stays
+    unknown (counted as visible, and its load fails with its own error). Returns the versions
+    filled. One query when every row is known already."""
+    from crystal_pipeline.model import ArtifactError, load_artifact
+
+    filled = []
+    for row in model_table.rows_without_channels(warehouse):
+        try:
+            channels = channels_of_artifact(load_artifact(verify_registered(row)))
+        except (ModelIntegrityError, ArtifactError):
+            continue
+        model_table.set_in_channels(warehouse, str(row["model_version"]), channels)
+        filled.append(str(row["model_version"]))
+    return filled
 
 
 def model_row(warehouse: Warehouse, model_version: str | None = None) -> dict:
@@ -158,9 +183,10 @@ def model_row(warehouse: Warehouse, model_version: str | None = None) -> dict:
 
 def register(warehouse: Warehouse, *, model_version: str, preset: str, resolution: int, path: Path,
              trained_on: str, scores: Scores, promote: bool, parent_version: str | None = None,
-             n_train_labels: int | None = None) -> str:
-    """Insert the model's row (with its file's sha256 and, for a fine-tune, its parent) and,
-    when promoted, make it the only production model (one transaction). NaN scores are stored as NULL.
+             n_train_labels: int | None = None, in_channels: int = 1) -> str:
+    """Insert the model's row (with its file's sha256, its input channels and, for a fine-tune,
+    its parent) and, when promoted, make it the only production model reading ``in_channels``
+    pictures (one transaction). NaN scores are stored as NULL.
     A file already registered is not registered twice; returns the version holding it."""
     return model_table.insert_model(
         warehouse, model_version=model_version, created_at=datetime.now(timezone.utc).replace(tzinfo=None),
@@ -169,7 +195,7 @@ def register(warehouse: Warehouse, *, model_version: str, preset: str, resolutio
         crystal_auc=finite_or_none(scores.crystal_auc, None),
         crystal_threshold=finite_or_none(scores.crystal_threshold, None), make_production=promote,
         temperature=finite_or_none(scores.temperature, None), parent_version=parent_version,
-        n_train_labels=n_train_labels)
+        n_train_labels=n_train_labels, in_channels=in_channels)
 
 
 def model_by_sha256(warehouse: Warehouse, sha256: str) -> dict | None:

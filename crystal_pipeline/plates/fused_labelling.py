@@ -62,12 +62,18 @@ def model_mismatch(model, files: Sequence[WellFile], model_version: str) -> str 
     """Why ``model`` must not label a plate of ``files``, or None. A fused model on a plate
     without one accepted UV picture would quarantine every well (:data:`NO_UV`): that is a
     wrong choice of model, not a plate of bad files, so the step fails saying which model
-    to name instead (docs/decisions.md, "Which model labels a plate"). A visible-only model
+    to name instead (docs/decisions.md, "Which model labels a plate"; ``plates.model_choice``
+    chooses a visible model by itself where one is production). A visible-only model
     on a UV plate is fine: it reads the visible pictures, as before UV."""
     from crystal_pipeline.model.fusion import model_channels
 
     if model_channels(model) == 1 or any(f.imaging == "uv" and f.error is None for f in files):
         return None
+    return no_uv_problem(model_version)
+
+
+def no_uv_problem(model_version: str) -> str:
+    """What to do when the fused model ``model_version`` is the one offered for a plate without UV."""
     return (f"the model {model_version} is fused (visible + UV) and this plate has no UV pictures; "
-            "label it with a visible-only model (plate_predictions config model_version=<a visible model's "
-            "version>) or add its UV pictures (<well>.uv.png)")
+            "label it with a visible-only model (promote one, or plate_predictions config "
+            "model_version=<a visible model's version>) or add its UV pictures (<well>.uv.png)")

@@ -49,6 +49,10 @@ class PlateRun:
     # The hits' crystal positions (image id -> model.cam.CrystalPosition): the warehouse's
     # predictions table does not hold them, so the report gets them from the run.
     crystal_positions: Mapping[str, Any] = field(default_factory=dict)
+    # Why this model labelled the plate, one sentence (plates.model_choice), and the visible
+    # model's run beside a fused one on a UV plate: a second opinion, stored under its own version.
+    reason: str = ""
+    second: "PlateRun | None" = None
 
     @property
     def synthetic_model(self) -> bool:
@@ -64,14 +68,16 @@ def hit_threshold(model_row: dict, artifact_meta: dict | None) -> float:
     return calibration_of(artifact_meta, model_row.get("crystal_threshold"))[1]
 
 
-def plate_run_of(model_row: dict, model, labels: PlateLabels, rows: pd.DataFrame) -> PlateRun:
+def plate_run_of(model_row: dict, model, labels: PlateLabels, rows: pd.DataFrame, reason: str = "",
+                 second: PlateRun | None = None) -> PlateRun:
     """The :class:`PlateRun` of a labelling of the ``images`` ``rows`` with ``model``
-    (loaded from ``model_row``)."""
+    (loaded from ``model_row``), chosen for ``reason``, with the ``second`` opinion's run."""
     at_ingest = set(rows.loc[rows["status"] == "quarantined", "image_id"])
     late = tuple(q for q in labels.quarantined if q.image_id not in at_ingest)
     positions = {r.image_id: r.crystal for r in labels.rows if r.crystal is not None}
     return PlateRun(str(model_row["model_version"]), hit_threshold(model_row, model.artifact_meta),
-                    model_row.get("trained_on"), int(labels.resolution), labels.timings, late, positions)
+                    model_row.get("trained_on"), int(labels.resolution), labels.timings, late, positions,
+                    reason, second)
 
 
 def plate_format_of(rows: pd.DataFrame) -> int | None:

@@ -45,6 +45,8 @@ from crystal_pipeline.files import atomic_write_bytes, atomic_write_text
 from crystal_pipeline.plates import heatmap, timeline_report
 from crystal_pipeline.plates.labelling import LabelledImage, PlateLabels
 from crystal_pipeline.plates.review_page import review_section
+from crystal_pipeline.plates import second_opinion as opinion
+from crystal_pipeline.plates.second_opinion import SecondOpinion
 from crystal_pipeline.plates.uv_thumbnail import uv_thumbnail_html
 from crystal_pipeline.plates.timeline import Timeline
 from crystal_pipeline.reporting import html
@@ -81,6 +83,7 @@ class PlateReport:
     map_png: bytes | None
     hits: list[LabelledImage]
     review_first: list[LabelledImage]  # the hits inside the review budget, highest crystal_prob first
+    calls_differ: list[str] | None = None  # slots whose crystal call the second opinion makes otherwise
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ def write_plate_report(
     review_top_n: int | None = None,
     review_recall: float | None = None,
     timeline: Timeline | None = None,
+    model_reason: str = "",
+    second_opinion: SecondOpinion | None = None,
 ) -> PlateReport:
     """Write the report files and return them with the Markdown for the UI.
 
@@ -145,6 +150,10 @@ def write_plate_report(
     drawn apart on the map, listed first and marked in ``hits.csv``.
     ``timeline`` (the plate's inspections, :mod:`crystal_pipeline.plates.timeline`) puts the hits new
     since the previous inspection first, frames them on the map, and shows hits across inspections.
+    ``model_reason``: why this model labelled the plate (one sentence, ``plates.model_choice``).
+    ``second_opinion``: the visible model's labels of a UV plate the fused model labelled: the map
+    and the review page can be coloured by either, and wells whose crystal call differs are marked
+    (:mod:`crystal_pipeline.plates.second_opinion`).
     """
     if plate_format is not None and plate_format not in wells.PLATE_FORMATS:
         raise ValueError(f"unknown plate format {plate_format}: use one of {sorted(wells.PLATE_FORMATS)}")
@@ -165,17 +174,33 @@ def write_plate_report(
 
     inspection = plate_key.partition("@")[2] or None
     new_hits = {h.slot for h in timeline.new_hits(inspection)} if timeline is not None else set()
-    map_png = None
+    changed = opinion.changed_calls(ranked, crystal_threshold, second_opinion) if second_opinion else None
+    map_png, map_html = None, ""
     if plate_format is not None:
         map_png = plate_map_png(plate_key, plate_format, labels, crystal_threshold, new_hits,
-                                review_first={r.slot for r in review_first})
+                                review_first={r.slot for r in review_first},
+                                changed=None if changed is None else set(changed),
+                                title=f"{plate_key}, {opinion.FUSED_TITLE}" if second_opinion else None)
         paths["map_png"] = atomic_write_bytes(out / "plate_map.png", map_png)
+        map_html = "<h2>Plate map</h2>" + html.embedded_image(map_png, "plate map")
+        if second_opinion is not None:
+            second_png = plate_map_png(plate_key, plate_format, second_opinion.labels,
+                                       second_opinion.crystal_threshold, changed=set(changed),
+                                       title=f"{plate_key}, {opinion.VISIBLE_TITLE}")
+            paths["map_visible_png"] = atomic_write_bytes(out / "plate_map_visible.png", second_png)
+            map_html = opinion.map_section(map_png, second_png, changed)
     paths["csv"] = atomic_write_bytes(out / "hits.csv", _hits_csv(ranked, crystal_threshold, len(review_first),
                                                                  plate_meta, conditions))
     paths["hits_meta"] = atomic_write_text(out / HITS_META, _hits_meta(labels, model_version, crystal_threshold,
-                                                                     len(hits)))
+                                                                     len(hits), model_reason, second_opinion, changed))
     paths["quarantined_csv"] = atomic_write_bytes(out / "quarantined.csv", _quarantine_csv(labels))
     summary = _summary(plate_key, plate_format, labels, missing, hits, model_version, crystal_threshold, plate_meta)
+    if model_reason:
+        summary["why this model"] = model_reason
+    if second_opinion is not None:
+        summary["second opinion"] = (f"{second_opinion.model_version} ({opinion.VISIBLE_TITLE}, crystal p >= "
+                                     f"{second_opinion.crystal_threshold:.3f}): the crystal call differs in "
+                                     f"{len(changed)} wells")
     summary["review budget"] = budget.describe()
     summary["review first"] = (f"{len(review_first)} of {len(hits)} hits (the budget's wells that reach the "
                                f"threshold{'; large stars on the map' if map_png is not None else ''})")
@@ -185,11 +210,13 @@ def write_plate_report(
                          plate_meta, conditions,
                          timeline_report.markdown_lines(timeline, inspection) if timeline is not None else [])
     paths["markdown"] = atomic_write_text(out / "report.md", markdown)
-    page = _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_model, crystal_threshold,
+    page = _html(plate_key, summary, map_html, ranked, hits, labels, missing, synthetic_model, crystal_threshold,
                  plate_meta, conditions,
-                 timeline_report.html_parts(timeline, inspection, _thumbnail) if timeline is not None else [])
+                 timeline_report.html_parts(timeline, inspection, _thumbnail) if timeline is not None else [],
+                 second_opinion, changed)
     paths["html"] = atomic_write_text(out / "report.html", page)
-    return PlateReport(paths=paths, markdown=markdown, map_png=map_png, hits=hits, review_first=review_first)
+    return PlateReport(paths=paths, markdown=markdown, map_png=map_png, hits=hits, review_first=review_first,
+                       calls_differ=changed)
 
 
 # -- tables ------------------------------------------------------------------------
@@ -219,12 +246,17 @@ def _hits_csv(ranked: list[LabelledImage], threshold: float, n_review_first: int
     return buffer.getvalue().encode()
 
 
-def _hits_meta(labels: PlateLabels, model_version: str, threshold: float, hits: int) -> str:
-    """``hits.meta.json``: what produced hits.csv, for a reader who has only the CSV's folder."""
+def _hits_meta(labels: PlateLabels, model_version: str, threshold: float, hits: int, reason: str = "",
+               second: SecondOpinion | None = None, changed: list[str] | None = None) -> str:
+    """``hits.meta.json``: what produced hits.csv (and why that model), and the second opinion's
+    model and the wells whose call it makes differently, for a reader who has only the CSV's folder."""
     t = labels.timings
+    other = None if second is None else {"model_version": second.model_version, "title": opinion.VISIBLE_TITLE,
+                                         "crystal_threshold": second.crystal_threshold, "calls_differ": changed}
     return json.dumps({"model_version": model_version, "crystal_threshold": threshold, "labelled": len(labels.rows),
                        "hits": hits, "engine": t.engine, "precision": t.precision,
-                       "precision_reason": t.precision_reason}, indent=1) + "\n"
+                       "precision_reason": t.precision_reason, "model_reason": reason,
+                       "second_opinion": other}, indent=1) + "\n"
 
 
 def _quarantine_csv(labels: PlateLabels) -> bytes:
@@ -321,8 +353,8 @@ _CSS = (
 )
 
 
-def _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_model, threshold, plate_meta,
-          conditions, first: list[str]) -> str:
+def _html(plate_key, summary, map_html, ranked, hits, labels, missing, synthetic_model, threshold, plate_meta,
+          conditions, first: list[str], second: SecondOpinion | None = None, changed=None) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Plate {escape(plate_key)}</title><style>",
@@ -333,8 +365,7 @@ def _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_
     if synthetic_model:
         parts.append(f"<div class='banner'>{escape(SYNTHETIC_BANNER)}</div>")
     parts.append("<table>" + "".join(html.row(item, row_header=True) for item in summary.items()) + "</table>")
-    if map_png is not None:
-        parts.append("<h2>Plate map</h2>" + html.embedded_image(map_png, "plate map"))
+    parts.append(map_html)
     parts += first
     thumbnail = heatmap.thumbnails_with_heat(hits, _thumbnail, THUMBNAIL_PX)  # hits: their crystal map over them
     parts += _html_thumbnails(ranked, hits, threshold, conditions, thumbnail)
@@ -342,7 +373,10 @@ def _html(plate_key, summary, map_png, ranked, hits, labels, missing, synthetic_
     parts += _html_quarantine(labels)
     if missing:
         parts.append(f"<h2>Missing wells ({len(missing)})</h2><p>{escape(', '.join(missing))}</p>")
-    parts.append(review_section(plate_key, ranked, threshold, thumbnail))  # the page is also a review page
+    parts.append(review_section(plate_key, ranked, threshold, thumbnail,  # the page is also a review page
+                                second=second, changed=changed))
+    if second is not None:
+        parts.append(opinion.page_assets())  # the "Colour by" selectors, after every one of them
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -38,6 +38,7 @@ from crystal_pipeline.ingest.archive import split_plate_key
 from crystal_pipeline.ingest.reviews import REVIEW_PREFIX
 from crystal_pipeline.plates.labelling import LabelledImage
 from crystal_pipeline.plates.review_order import CLASS_DISCOUNT, NEIGHBOUR_DISCOUNT, ORDER_RULE, teaching_order
+from crystal_pipeline.plates.second_opinion import CHANGED_RULE, VISIBLE_TITLE, SecondOpinion, colouring_select
 from crystal_pipeline.plates.uv_thumbnail import uv_thumbnail_html
 from crystal_pipeline.reporting.embed import data_uri
 from crystal_pipeline.reporting.html import escape, script_json
@@ -64,20 +65,29 @@ def _row_letters(well: str) -> int:
 
 
 def review_section(plate_key: str, rows: Sequence[LabelledImage], threshold: float,
-                   thumbnail: Callable[[Path], bytes | None], queue_size: int = QUEUE_SIZE) -> str:
-    """The review page's HTML (controls, queue, data, script) for the end of the report's body."""
+                   thumbnail: Callable[[Path], bytes | None], queue_size: int = QUEUE_SIZE, *,
+                   second: SecondOpinion | None = None, changed: Sequence[str] | None = None) -> str:
+    """The review page's HTML (controls, queue, data, script) for the end of the report's body.
+    With a ``second`` opinion (the visible model's labels of a UV plate), a "Colour by" selector
+    switches each well's shown call between the two models, the wells in ``changed`` are marked,
+    and a third queue order lists them."""
     plate_id, inspection = split_plate_key(plate_key)
     queue = review_queue(rows, threshold, queue_size)
     teaches = teaching_order(rows, threshold)[:queue_size]
     by_position = sorted(rows, key=lambda r: (_row_letters(r.well), r.well, r.drop, r.image_id))
+    other = second.by_slot() if second is not None else {}
+    changed_set = set(changed or ())
+    changed_rows = [r for r in rows if r.slot in changed_set][:queue_size]
     data = {
         "plate_key": plate_key, "plate_id": plate_id, "inspection": inspection or "",
         "attributes": list(ATTRIBUTES), "prefix": REVIEW_PREFIX, "queue": [r.slot for r in queue],
-        "queues": {"probability": [r.slot for r in queue], "teaches": [r.slot for r in teaches]},
+        "queues": {"probability": [r.slot for r in queue], "teaches": [r.slot for r in teaches],
+                   **({"changed": [r.slot for r in changed_rows]} if second is not None else {})},
         # keyed by slot (A01, A01_2): two drops of one well are reviewed apart
         "wells": {r.slot: {"well": r.well, "drop": r.drop, "cls": CLASS_TITLES[r.class_id - 1],
-                           "p": round(r.crystal_prob, 4),
-                           "h": round(entropy(r.probs), 3), "order": i} for i, r in enumerate(by_position)},
+                           "p": round(r.crystal_prob, 4), "h": round(entropy(r.probs), 3), "order": i,
+                           **_second_call(other.get(r.slot), r.slot in changed_set)}
+                  for i, r in enumerate(by_position)},
     }
     payload = script_json(data)  # no value closes the script element or opens a comment
     buttons = "".join(f"<button type='button' class='attr' data-attr='{a}' title='key {i}'>"
@@ -92,9 +102,11 @@ def review_section(plate_key: str, rows: Sequence[LabelledImage], threshold: flo
             img = (f"<img alt='{escape(r.image_id)}' src='{data_uri(thumb, 'image/jpeg')}'>" if thumb
                    else "<div class='nopreview'>no preview</div>")
             img += uv_thumbnail_html(r.path, r.image_id, thumbnail)  # the drop's UV picture, where it has one
+            call = f"p={r.crystal_prob:.3f} H={entropy(r.probs):.2f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
+            if second is not None:
+                call = _both_calls(call, other.get(r.slot), r.slot in changed_set)
             out.append(f"<figure data-well='{escape(r.slot)}'>{img}<figcaption><b>{escape(r.slot)}</b> "
-                       f"p={r.crystal_prob:.3f} H={entropy(r.probs):.2f}<br>{escape(CLASS_TITLES[r.class_id - 1])}"
-                       "</figcaption></figure>")
+                       f"{call}</figcaption></figure>")
         return "".join(out)
 
     teach_rule = ORDER_RULE.format(cls=CLASS_DISCOUNT, near=NEIGHBOUR_DISCOUNT)
@@ -114,16 +126,37 @@ def review_section(plate_key: str, rows: Sequence[LabelledImage], threshold: flo
         f"<span class='attrs'>{buttons}</span></div>",
         f"<h3>Review queue: the {len(queue)} wells the model is least sure of</h3>",
         "<p><label>Order <select id='queue-order'><option value='probability'>by crystal probability</option>"
-        "<option value='teaches'>by what a label teaches</option></select></label></p>",
+        "<option value='teaches'>by what a label teaches</option>"
+        + ("<option value='changed'>where UV changed the call</option>" if second is not None else "")
+        + "</select></label>" + (f" {colouring_select()}" if second is not None else "") + "</p>",
         f"<div id='queue-probability'><p class='rule'>Order: {escape(QUEUE_RULE.format(threshold=threshold))}.</p>",
         f"<div class='thumbs' id='queue'>{cards(queue)}</div></div>",
         f"<div id='queue-teaches' hidden><p class='rule'>Order: {escape(teach_rule)}.</p>",
         f"<div class='thumbs'>{cards(teaches)}</div></div>",
+        *([f"<div id='queue-changed' hidden><p class='rule'>Wells where {escape(CHANGED_RULE)} "
+           f"({len(changed_set)}; the first {len(changed_rows)}).</p>",
+           f"<div class='thumbs'>{cards(changed_rows)}</div></div>"] if second is not None else []),
         "<h3>Corrections CSV</h3><textarea id='csv-out' rows='8' cols='90' readonly></textarea>",
         "</section>",
         f"<script type='application/json' id='review-data'>{payload}</script>",
         f"<script>{_SCRIPT}</script>",
     ])
+
+
+def _second_call(row: LabelledImage | None, changed: bool) -> dict:
+    """The visible model's call on a well, for the page's data (empty without one)."""
+    if row is None:
+        return {}
+    return {"second": {"cls": CLASS_TITLES[row.class_id - 1], "p": round(row.crystal_prob, 4)}, "changed": changed}
+
+
+def _both_calls(call: str, row: LabelledImage | None, changed: bool) -> str:
+    """A card's caption with the fused call and, switched by "Colour by", the visible model's."""
+    second = (f"p={row.crystal_prob:.3f}<br>{escape(CLASS_TITLES[row.class_id - 1])}" if row is not None
+              else "not labelled")
+    mark = " <span class='changed' title='the crystal call differs'>UV changed the call</span>" if changed else ""
+    return (f"<span class='by-fused'>{call}</span><span class='by-visible'>{escape(VISIBLE_TITLE)}: {second}"
+            f"</span>{mark}")
 
 
 _CSS = (
@@ -180,8 +213,11 @@ _SCRIPT = r"""
       span.textContent = marks.has(well) ? "review: " + attrsOf(well).join(";") : "";
     });
     const info = current && data.wells[current];
+    const visible = info && info.second && document.body.dataset.colouring === "visible";
+    const call = visible ? info.second : info;  // "Colour by": the visible model's call on a UV plate
     $("current-well").textContent = info
-      ? current + ": model says " + info.cls + ", crystal p=" + info.p + ", H=" + info.h +
+      ? current + ": " + (visible ? "the visible model" : "model") + " says " + call.cls + ", crystal p=" +
+        call.p + (visible ? "" : ", H=" + info.h) + (info.changed ? " (UV changed the crystal call)" : "") +
         (marks.has(current) ? "; your review: " + attrsOf(current).join(";") : "; not reviewed")
       : "No well selected.";
     document.querySelectorAll("#current .attr").forEach((b) => {
@@ -259,9 +295,9 @@ _SCRIPT = r"""
   wellInput.addEventListener("keydown", (ev) => { if (ev.key === "Enter") chooseTyped(); });
   $("queue-order").addEventListener("change", (ev) => {  // which queue is shown and walked by n/p
     data.queue = data.queues[ev.target.value];
-    $("queue-probability").hidden = ev.target.value !== "probability";
-    $("queue-teaches").hidden = ev.target.value !== "teaches";
+    Object.keys(data.queues).forEach((name) => { $("queue-" + name).hidden = name !== ev.target.value; });
   });
+  document.addEventListener("colouring", render);  // the "Colour by" selector (plates.second_opinion)
   reviewer.addEventListener("input", save);
   $("export").addEventListener("click", exportCsv);
   document.addEventListener("keydown", (ev) => {

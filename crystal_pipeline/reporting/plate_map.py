@@ -35,16 +35,20 @@ QUARANTINE_COLOUR = "#555555"
 
 NEW_HIT_COLOUR = "#e00000"
 REVIEW_FIRST_COLOUR = "#ffc400"
+CHANGED_COLOUR = "#ff2bd6"
 
 
 def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crystal_threshold: float,
                   new_hits: frozenset[str] | set[str] = frozenset(),
-                  review_first: frozenset[str] | set[str] | None = None) -> bytes:
+                  review_first: frozenset[str] | set[str] | None = None,
+                  changed: frozenset[str] | set[str] | None = None, title: str | None = None) -> bytes:
     """The plate grid as PNG bytes (see the module docstring for the encoding).
 
     ``new_hits``: slot names (``A01``, ``A01_2``) to frame in red as new since the previous inspection.
     ``review_first``: slot names of the hits to review first (large gold stars; the other hits get
-    small stars). None draws every hit alike."""
+    small stars). None draws every hit alike. ``changed``: slot names whose crystal call another
+    model of the plate makes differently (magenta diamonds; None: no such mark, no legend entry).
+    ``title``: what the map's title calls the plate (default ``plate_key``)."""
     plt = pyplot()
     from matplotlib.colors import to_rgb
     from matplotlib.patches import Rectangle
@@ -58,6 +62,7 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
     first: list[tuple[int, int]] = []
     counts: Counter[int] = Counter()
     framed: list[tuple[int, int]] = []
+    diamonds: list[tuple[int, int]] = []
     for r in labels.rows:
         pos = _grid_pos(r.well, plate_format, r.drop, drops)
         if pos is None:
@@ -70,6 +75,8 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
             (first if review_first is not None and r.slot in review_first else stars).append((row, col))
         if r.slot in new_hits:
             framed.append((row, col))
+        if changed is not None and r.slot in changed:
+            diamonds.append((row, col))
     q_cells = {pos for q in labels.quarantined
                if (pos := _grid_pos(q.well, plate_format, q.drop, drops)) is not None}
     for row, col in q_cells:
@@ -91,6 +98,10 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
         f = np.array(first)
         ax.scatter(f[:, 1], f[:, 0], s=scale * 1.3, marker="*", c=REVIEW_FIRST_COLOUR, edgecolors="black",
                    linewidths=0.7, zorder=3)
+    if diamonds:
+        m = np.array(diamonds)
+        ax.scatter(m[:, 1], m[:, 0], s=scale * 0.8, marker="D", facecolors="none", edgecolors=CHANGED_COLOUR,
+                   linewidths=1.4, zorder=4)
     font = {96: 9, 384: 7, 1536: 5}[plate_format]
     for row, col in q_cells:
         ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, hatch="////", edgecolor="white",
@@ -114,15 +125,15 @@ def plate_map_png(plate_key: str, plate_format: int, labels: PlateLabels, crysta
     n_missing = len(labels.missing_wells(plate_format))
     n_hits = len(stars) + len(first)
     review = f", {len(first)} to review first" if review_first is not None else ""
-    ax.set_title(f"{plate_key}: {len(labels.rows)} labelled, {len(labels.quarantined)} quarantined, "
+    ax.set_title(f"{title or plate_key}: {len(labels.rows)} labelled, {len(labels.quarantined)} quarantined, "
                  f"{n_missing} missing, {n_hits} hits (crystal p >= {crystal_threshold:.2f}){review}", fontsize=10)
     _legend(ax, counts, len(q_cells), n_missing, len(framed) if new_hits else None, crystal_threshold,
-            len(first) if review_first is not None else None)
+            len(first) if review_first is not None else None, len(diamonds) if changed is not None else None)
     return figure_png(fig)
 
 
 def _legend(ax, counts: Counter[int], n_quarantined: int, n_missing: int, n_new: int | None,
-            crystal_threshold: float, n_first: int | None = None) -> None:
+            crystal_threshold: float, n_first: int | None = None, n_changed: int | None = None) -> None:
     """The key beside the grid: classes with counts, quarantined, missing, new hits (when framed), marks."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -134,6 +145,8 @@ def _legend(ax, counts: Counter[int], n_quarantined: int, n_missing: int, n_new:
         *([Patch(facecolor="none", edgecolor=NEW_HIT_COLOUR, label=f"new hit since last inspection ({n_new})")]
           if n_new is not None else []),
         Line2D([], [], marker="o", color="black", linestyle="", markersize=5, label="dot size = crystal p"),
+        *([Line2D([], [], marker="D", color="none", markeredgecolor=CHANGED_COLOUR, linestyle="", markersize=8,
+                  label=f"crystal call differs from the other model ({n_changed})")] if n_changed is not None else []),
         *([Line2D([], [], marker="*", color=REVIEW_FIRST_COLOUR, markeredgecolor="black", linestyle="",
                   markersize=12, label=f"review first: top hits in the budget ({n_first})")]
           if n_first is not None else []),

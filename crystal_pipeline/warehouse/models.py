@@ -1,4 +1,6 @@
-"""The ``models`` table: every registered model, exactly one of them flagged production."""
+"""The ``models`` table: every registered model, at most one of them production per kind of
+input (``in_channels``: 1 visible, 2 visible + UV), so a fused model's promotion leaves the
+visible production model to label plates without UV pictures (docs/decisions.md)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,29 @@ from typing import Optional
 from crystal_pipeline.warehouse.connection import Warehouse
 
 
-def production_model(warehouse: Warehouse) -> Optional[dict]:
-    """The production model's row as a dict, or None before the first model."""
-    frame = warehouse.query_df("SELECT * FROM models WHERE is_production ORDER BY created_at DESC LIMIT 1")
+#: A row's input channels; NULL (registered before the column, not yet read from its file) counts as visible.
+CHANNELS_SQL = "coalesce(in_channels, 1)"
+
+
+def production_model(warehouse: Warehouse, in_channels: Optional[int] = None) -> Optional[dict]:
+    """The production model's row as a dict (the newest of either kind, or the one reading
+    ``in_channels`` pictures), or None when there is none."""
+    kind = "" if in_channels is None else f" AND {CHANNELS_SQL} = ?"
+    frame = warehouse.query_df(f"SELECT * FROM models WHERE is_production{kind} ORDER BY created_at DESC LIMIT 1",
+                               [] if in_channels is None else [int(in_channels)])
     return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def rows_without_channels(warehouse: Warehouse) -> list[dict]:
+    """Rows registered before ``in_channels`` existed whose count is not filled in yet."""
+    return warehouse.query_df("SELECT * FROM models WHERE in_channels IS NULL ORDER BY created_at").to_dict("records")
+
+
+def set_in_channels(warehouse: Warehouse, model_version: str, in_channels: int) -> None:
+    """Record a row's input channels (only where still unknown: a recorded count never changes)."""
+    warehouse.write(lambda con: con.execute("UPDATE models SET in_channels = ? WHERE model_version = ? AND "
+                                            "in_channels IS NULL", [int(in_channels), model_version]),
+                    scope="models")
 
 
 def model_by_version(warehouse: Warehouse, model_version: str) -> Optional[dict]:
@@ -36,9 +57,9 @@ def insert_model(warehouse: Warehouse, *, model_version: str, created_at: dateti
                  crystal_recall: Optional[float], crystal_auc: Optional[float],
                  crystal_threshold: Optional[float], make_production: bool,
                  temperature: Optional[float] = None, parent_version: Optional[str] = None,
-                 n_train_labels: Optional[int] = None) -> str:
-    """Add a model's row and, with ``make_production``, make it the only production model
-    (one transaction: there is never a moment with zero or two production models).
+                 n_train_labels: Optional[int] = None, in_channels: int = 1) -> str:
+    """Add a model's row and, with ``make_production``, make it the only production model of
+    its ``in_channels`` (one transaction: there is never a moment with zero or two of a kind).
     ``parent_version`` is the model a fine-tune started from (None from scratch).
 
     Idempotent per file: when a row with this ``sha256`` exists already (a promotion killed
@@ -51,12 +72,14 @@ def insert_model(warehouse: Warehouse, *, model_version: str, created_at: dateti
         con.execute(
             "INSERT INTO models (model_version, created_at, preset, resolution, path, sha256, trained_on, "
             "val_accuracy, crystal_recall, crystal_auc, crystal_threshold, temperature, parent_version, "
-            "n_train_labels, is_production) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE)",
+            "n_train_labels, in_channels, is_production) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE)",
             [model_version, created_at, preset, resolution, path, sha256, trained_on, val_accuracy,
-             crystal_recall, crystal_auc, crystal_threshold, temperature, parent_version, n_train_labels],
+             crystal_recall, crystal_auc, crystal_threshold, temperature, parent_version, n_train_labels,
+             int(in_channels)],
         )
         if make_production:
-            con.execute("UPDATE models SET is_production = (model_version = ?)", [model_version])
+            con.execute(f"UPDATE models SET is_production = (model_version = ?) WHERE {CHANNELS_SQL} = ?",
+                        [model_version, int(in_channels)])
         return model_version
 
     return warehouse.write(register, scope="models")

@@ -104,7 +104,8 @@ SCHEMA: tuple[str, ...] = (
         crystal_auc DOUBLE,
         crystal_threshold DOUBLE,
         is_production BOOLEAN NOT NULL DEFAULT FALSE,
-        temperature DOUBLE
+        temperature DOUBLE,
+        in_channels INTEGER
     )
     """,
     # Migration (issue 9): warehouses created before calibration gain the column; NULL
@@ -115,6 +116,11 @@ SCHEMA: tuple[str, ...] = (
     # labelled images it trained on (NULL for models registered before).
     "ALTER TABLE models ADD COLUMN IF NOT EXISTS parent_version VARCHAR",
     "ALTER TABLE models ADD COLUMN IF NOT EXISTS n_train_labels INTEGER",
+    # Migration (issue 20 item 3): the pictures a model reads, 1 (visible) or 2 (visible + UV,
+    # ``model.fusion``); one production model per count. No default: a row from before the column
+    # is NULL ("not recorded"), and ``evaluation.registry.record_input_channels`` fills it from the
+    # model file, since fused models were registered before the column existed.
+    "ALTER TABLE models ADD COLUMN IF NOT EXISTS in_channels INTEGER",
     """
     CREATE TABLE IF NOT EXISTS predictions (
         image_id VARCHAR NOT NULL,

@@ -82,3 +82,43 @@ def test_a_visible_only_plate_is_not_labelled_by_the_fused_model(fused):
     message = failure.step_failure_data.error.message
     assert "fused (visible + UV)" in message and "model_version" in message
     assert Warehouse(layout.warehouse).scalar("SELECT count(*) FROM predictions WHERE plate_id = 'VISPLATE'") == 0
+
+
+def test_with_a_visible_model_promoted_too_each_plate_gets_the_model_of_its_pictures(fused):
+    """Runs after the test above (one file, in order): a visible model is promoted beside the fused
+    one. A UV plate is labelled by the fused model with the visible one's second opinion, and its
+    report colours the map by either; a plate without UV is labelled by the visible model."""
+    import json
+
+    from crystal_pipeline.evaluation import registry
+    from crystal_pipeline.model import add_calibration, save_artifact
+    from crystal_pipeline.model.network import CrystalNet
+
+    layout = DataLayout.under(fused)
+    wh = Warehouse(layout.warehouse)
+    [fused_row] = wh.query_df("SELECT * FROM models WHERE is_production").to_dict("records")
+    torch.manual_seed(3)
+    path = save_artifact(layout.model_path("visible-1"), CrystalNet(resolution=int(fused_row["resolution"])))
+    add_calibration(path, temperature=1.0, crystal_threshold=0.2)
+    scores = registry.Scores(0.5, 0.9, 0.8, 0.2, 10)
+    registry.register(wh, model_version="visible-1", preset="smoke", resolution=int(fused_row["resolution"]),
+                      path=path, trained_on="synthetic", scores=scores, promote=True, in_channels=1)
+    assert set(wh.query_df("SELECT model_version FROM models WHERE is_production")["model_version"]) == \
+        {fused_row["model_version"], "visible-1"}
+
+    write_plate(layout.incoming_dir / "UV2", "UV2", seed=7, wells=96, size=64, uv=True)
+    write_plate(layout.incoming_dir / "VIS2", "VIS2", seed=8, wells=96, size=64)
+    assert _label(fused, "UV2").success and _label(fused, "VIS2").success
+    by_model = wh.query_df("SELECT plate_id, model_version, count(*) AS n FROM predictions "
+                           "WHERE plate_id IN ('UV2', 'VIS2') GROUP BY ALL ORDER BY ALL")
+    assert by_model.values.tolist() == [["UV2", fused_row["model_version"], 96], ["UV2", "visible-1", 96],
+                                        ["VIS2", "visible-1", 96]]
+    uv_meta = json.loads((layout.plate_report_dir("UV2") / "hits.meta.json").read_text())
+    assert uv_meta["model_version"] == fused_row["model_version"] and "has UV pictures" in uv_meta["model_reason"]
+    assert uv_meta["second_opinion"]["model_version"] == "visible-1"
+    uv_page = (layout.plate_report_dir("UV2") / "report.html").read_text()
+    assert uv_page.count("<select class='colouring'>") == 2 and "plate map, visible only" in uv_page
+    vis_meta = json.loads((layout.plate_report_dir("VIS2") / "hits.meta.json").read_text())
+    assert vis_meta["model_version"] == "visible-1" and vis_meta["second_opinion"] is None
+    assert vis_meta["model_reason"] == "The plate has no UV pictures, so the production visible model labelled it."
+    assert "<select class='colouring'>" not in (layout.plate_report_dir("VIS2") / "report.html").read_text()

@@ -171,3 +171,38 @@ def test_review_first_stars_are_drawn_apart_on_the_map(tmp_path):
     legend = gold_pixels(set())  # the key's star only
     one, four = gold_pixels(set(top[:1])) - legend, gold_pixels(set(top[:4])) - legend
     assert one > 10 and four > 3 * one  # one large star per review-first well, on the grid
+
+
+def test_a_uv_plate_report_colours_by_either_model_and_marks_the_changed_calls(tmp_path):
+    import json
+    import re
+
+    from crystal_pipeline.plates.second_opinion import SecondOpinion
+
+    fused, visible = _labels(96, tmp_path, seed=1), _labels(96, tmp_path, seed=2)
+    hostile = "v<script>alert(1)</script>"
+    second = SecondOpinion(hostile, visible, 0.4)
+    report = write_plate_report(tmp_path / "uv", "P", 96, fused, model_version="fused-1", synthetic_model=False,
+                                crystal_threshold=0.3, model_reason="Chosen <because> UV.", second_opinion=second)
+    other = {r.slot: r.crystal_prob >= 0.4 for r in visible.rows}
+    expected = sorted(r.slot for r in fused.rows if (r.crystal_prob >= 0.3) != other[r.slot])
+    assert expected and sorted(report.calls_differ) == expected
+    meta = json.loads(report.paths["hits_meta"].read_text())
+    assert meta["model_reason"] == "Chosen <because> UV."
+    assert meta["second_opinion"]["model_version"] == hostile and sorted(meta["second_opinion"]["calls_differ"]) == expected
+    page = report.paths["html"].read_text()
+    assert page.count("<select class='colouring'>") == 2  # the map's and the review page's
+    assert "<div class='by-visible'><img alt='plate map, visible only'" in page
+    assert report.paths["map_visible_png"].read_bytes() != report.paths["map_png"].read_bytes()
+    assert "<script>alert" not in page and "Chosen &lt;because&gt; UV." in page
+    data = json.loads(re.search(r"id='review-data'>(.*?)</script>", page, re.S).group(1))
+    assert data["queues"]["changed"] == [s for s in data["queues"]["changed"] if s in expected]
+    assert {w for w, v in data["wells"].items() if v.get("changed")} == set(expected)
+    changed = data["wells"][expected[0]]
+    assert changed["second"]["p"] == round(next(r.crystal_prob for r in visible.rows if r.slot == expected[0]), 4)
+
+    plain = write_plate_report(tmp_path / "vis", "P", 96, visible, model_version="v", synthetic_model=False,
+                               crystal_threshold=0.4, model_reason="No UV.")
+    plain_page = plain.paths["html"].read_text()
+    assert "<select class='colouring'>" not in plain_page and "class='by-visible'" not in plain_page and "map_visible_png" not in plain.paths
+    assert plain.calls_differ is None and json.loads(plain.paths["hits_meta"].read_text())["second_opinion"] is None

@@ -4,6 +4,7 @@ wells (mouse, keyboard, the well box), export, and feed the CSV to the annotatio
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from pathlib import Path
@@ -132,3 +133,34 @@ def test_review_page_marks_three_wells_and_exports_a_csv_the_reader_accepts(tmp_
     assert {l.image_id.split("/")[1]: l.class_name for l in result.labels} == {
         first: "crystal", second: "precipitate_crystal", third: "clear"}
     assert summary.newly_labelled == 3
+
+
+def test_colour_by_switches_the_map_and_the_review_page_together_on_a_uv_plate(tmp_path):
+    """A UV plate with the visible model's second opinion: the map's "Colour by" selector moves the
+    review page's with it, shows the visible map, and the well line gives the visible model's call."""
+    from selenium.webdriver.support.ui import Select
+
+    from crystal_pipeline.plates.second_opinion import SecondOpinion
+    from tests.service.browser import chromium
+
+    labels = _plate(tmp_path)
+    flipped = [dataclasses.replace(r, crystal_prob=1 - r.crystal_prob) for r in labels.rows]  # every call differs
+    second = SecondOpinion("vis-1", dataclasses.replace(labels, rows=flipped), THRESHOLD)
+    report = write_plate_report(tmp_path / "report", KEY, 96, labels, model_version="fused-1", synthetic_model=False,
+                                crystal_threshold=THRESHOLD, second_opinion=second)
+    well = report.calls_differ[0]
+    with chromium(tmp_path) as browser:
+        driver = browser.driver
+        browser.open(report.paths["html"].resolve().as_uri(), "report")
+        browser.wait_for_text("Review queue")
+        maps = [driver.find_element("css selector", f"div.{c} img") for c in ("by-fused", "by-visible")]
+        assert [m.is_displayed() for m in maps] == [True, False]
+        map_select, review_select = [Select(s) for s in driver.find_elements("css selector", "select.colouring")]
+        map_select.select_by_value("visible")
+        assert [m.is_displayed() for m in maps] == [False, True]
+        assert review_select.first_selected_option.get_attribute("value") == "visible"
+        Select(driver.find_element("id", "queue-order")).select_by_value("changed")
+        driver.find_element("css selector", f"#queue-changed figure[data-well='{well}']").click()
+        browser.wait_for_text(f"{well}: the visible model says")
+        assert "(UV changed the crystal call)" in driver.find_element("id", "current-well").text
+        browser.screenshot("colour_by_visible")
