@@ -68,6 +68,11 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False
     num_threads: int = 0  # CPU threads; 0 = all cores (divided among local ranks)
+    # Which pictures the model reads (issue 20 item 3): 'auto' trains a fused visible + UV model
+    # when the tensors carry UV pictures and a visible one otherwise; 'visible' reads the visible
+    # picture only, even from UV tensors, so one UV archive gives the visible model that labels
+    # plates without UV (plates.model_choice) as well as the fused one.
+    inputs: str = "auto"
     max_updates_this_session: int = 0  # stop (with a checkpoint) after this many; 0 = no limit
     keep_checkpoint: bool = False
     # Fine-tuning (training/warm_start.py): the model version this run starts from (None:
@@ -98,6 +103,8 @@ class TrainConfig:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision == "bf16" and not self.amp:
             problems.append("precision='bf16' contradicts amp=false (amp=false means fp32); drop amp")
+        if self.inputs not in INPUTS:
+            problems.append(f"inputs must be one of {', '.join(INPUTS)}, got {self.inputs!r}")
         if self.freeze_features and not self.init_from:
             problems.append("freeze_features needs init_from: frozen random convolutions learn nothing")
         if problems:
@@ -154,6 +161,9 @@ class TrainConfig:
             "augment": None if params is None else dataclasses.asdict(params),
         }
 
+
+#: ``TrainConfig.inputs``: what a model reads from the tensors.
+INPUTS = ("auto", "visible")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper: 128 px, SGD 0.01 / 0.9 / 1e-4, batch 128, 150,000 updates.

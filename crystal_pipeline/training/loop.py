@@ -14,6 +14,8 @@ loss alone works on 0-based indices, built here as ``class_ids - 1``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import time
@@ -164,7 +166,7 @@ def _run(config: TrainConfig, tensors_arg: Path, out_path: Path, dev: torch.devi
          parent: warm_start.Parent | None = None) -> TrainResult:
     wall0 = time.perf_counter()
     configure_backend(config, dev, dist_info)
-    data = load_data(tensors_arg, config.resolution, with_fingerprint=dist_info.is_main)
+    data = load_data(tensors_arg, config.resolution, with_fingerprint=dist_info.is_main, inputs=config.inputs)
     if parent is not None:  # the parent's normalization, not today's stats
         data.mean, data.std = parent.mean, parent.std
     ckpt_path = checkpoint_path_for(out_path)
@@ -208,13 +210,19 @@ def configure_backend(config: TrainConfig, dev: torch.device, dist_info: DistInf
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def load_data(tensors_arg: str | os.PathLike, resolution: int, *, with_fingerprint: bool) -> TrainingData:
+def load_data(tensors_arg: str | os.PathLike, resolution: int, *, with_fingerprint: bool,
+              inputs: str = "auto") -> TrainingData:
     """Both splits (val may be absent) and the stats at ``resolution``; the tensors'
-    content fingerprint when ``with_fingerprint`` (it hashes every pixel once)."""
+    content fingerprint when ``with_fingerprint`` (it hashes every pixel once). ``inputs``
+    'visible' drops UV pictures the tensors carry (``TrainConfig.inputs``): the visible model
+    then trains on, and fingerprints, exactly what a visible-only archive of those drops gives."""
     tensors_dir = tensors.resolve_tensors_dir(tensors_arg, resolution)
     train_split = tensors.read_split(tensors_dir / "train", resolution)
     val_dir = tensors_dir / "val"
     val_split = tensors.read_split(val_dir, resolution) if tensors.part_files(val_dir) else None
+    if inputs == "visible":
+        train_split = dataclasses.replace(train_split, uv=None)
+        val_split = None if val_split is None else dataclasses.replace(val_split, uv=None)
     if val_split is not None and len(val_split) and val_split.in_channels != train_split.in_channels:
         raise tensors.TensorDataError(f"{tensors_dir}: train has {train_split.in_channels} channel(s), "
                                       f"val {val_split.in_channels}; prepare the tensors again")
