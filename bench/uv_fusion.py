@@ -62,13 +62,16 @@ def draw(wells: int, seed: int, imager_name: str, resolution: int, plates: int):
     return np.stack(vis), np.stack(uvs), np.array(classes), np.array(salt)
 
 
-def train(pixels: np.ndarray, class_ids: np.ndarray, resolution: int, updates: int, batch: int, seed: int):
-    """A CrystalNet on (N, C, res, res) uint8 pixels: seeded SGD, momentum 0.9, lr 0.01."""
+def train(pixels: np.ndarray, class_ids: np.ndarray, resolution: int, updates: int, batch: int, seed: int,
+          precision: str = "fp32"):
+    """A CrystalNet on (N, C, res, res) uint8 pixels: seeded SGD, momentum 0.9, lr 0.01, in
+    ``precision`` (bf16 autocast, the pipeline's own ``autocast_context``, or fp32)."""
     import torch
     import torch.nn.functional as F
 
     from crystal_pipeline.model.fusion import channel_stats
     from crystal_pipeline.model.network import CrystalNet
+    from crystal_pipeline.model.precision import autocast_context
 
     torch.manual_seed(seed)
     model = CrystalNet(resolution=resolution, in_channels=pixels.shape[1])
@@ -80,7 +83,9 @@ def train(pixels: np.ndarray, class_ids: np.ndarray, resolution: int, updates: i
     model.train()
     for _ in range(updates):
         rows = torch.from_numpy(rng.integers(0, len(x), batch))
-        loss = F.cross_entropy(model(x[rows]), y[rows])
+        with autocast_context(torch.device("cpu"), precision):
+            logits = model(x[rows])
+        loss = F.cross_entropy(logits.float(), y[rows])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -105,6 +110,7 @@ def main() -> None:
     from crystal_pipeline.evaluation.metrics import binary_auc, crystal_truth, threshold_for_recall
     from crystal_pipeline.evaluation.uncertainty import bootstrap_ci, mcnemar
     from crystal_pipeline.model.fusion import axis_rule, stack_pictures
+    from crystal_pipeline.model.precision import PRECISIONS, choose_precision
     from crystal_pipeline.synthetic.imager import DEMO_IMAGER
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -116,8 +122,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--imager", default=DEMO_IMAGER)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="training arithmetic; auto: bf16 where the CPU has bf16 units (model.precision)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    precision = choose_precision(args.precision, "cpu")
     started = time.perf_counter()
     vis, uv, classes, salt = draw(args.wells, args.seed, args.imager, args.resolution, args.plates)
     drawn_s = time.perf_counter() - started
@@ -128,7 +137,8 @@ def main() -> None:
     scores, train_s = {}, {}
     for name, pixels in inputs.items():
         t = time.perf_counter()
-        model = train(pixels[train_rows], classes[train_rows], args.resolution, args.updates, args.batch, args.seed)
+        model = train(pixels[train_rows], classes[train_rows], args.resolution, args.updates, args.batch, args.seed,
+                      precision.precision)
         train_s[name] = round(time.perf_counter() - t, 1)
         scores[name] = crystal_scores(model, pixels)
     scores["axis_max"] = axis_rule(scores["visible"], scores["uv"])
@@ -140,7 +150,7 @@ def main() -> None:
                         "test_crystal": int(test_truth.sum()), "test_salt_no_crystal": int(salt_only.sum()),
                         "test_no_salt_no_crystal": int((test_rows & ~salt & ~truth).sum()),
                         "test_precipitate_crystal": int(prec_crystal.sum())},
-              "draw_s": round(drawn_s, 1), "train_s": train_s, "models": {}}
+              "precision": precision.precision, "draw_s": round(drawn_s, 1), "train_s": train_s, "models": {}}
     hits = {}
     for name, s in scores.items():
         threshold = threshold_for_recall(truth[val_rows], s[val_rows], 0.95)
@@ -157,6 +167,15 @@ def main() -> None:
             "salt_false_hit_rate": round(float(hit[salt_only].mean()), 3) if salt_only.any() else None,
             "other_false_hit_rate": round(float(hit[test_rows & ~salt & ~truth].mean()), 3),
         }
+    for other in ("visible", "axis_max", "uv"):
+        # Paired: the same resampled test wells score both models, so the interval is of the difference.
+        diff = lambda t, a, b: binary_auc(t, a) - binary_auc(t, b)  # noqa: E731
+        lo, hi = bootstrap_ci(diff, test_truth, scores["fused"][test_rows], scores[other][test_rows],
+                              n_resamples=1000, seed=args.seed)
+        result[f"auc_fused_minus_{other}"] = {
+            "diff": round(binary_auc(test_truth, scores["fused"][test_rows])
+                          - binary_auc(test_truth, scores[other][test_rows]), 3),
+            "ci95_paired": [round(lo, 3), round(hi, 3)]}
     for other in ("visible", "axis_max"):
         right_f = hits["fused"][test_rows] == test_truth
         right_o = hits[other][test_rows] == test_truth
