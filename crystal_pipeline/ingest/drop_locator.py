@@ -21,8 +21,13 @@ How (on a copy reduced to :data:`WORK_ROWS` rows, so a picture costs tens of mil
   ellipse, so the edge must go most of the way round) times the fit, among enclosed
   candidates whose outline is at least :data:`ENCLOSED_STRENGTH` of the sharpest (a well's
   disc is a bright region around its drop; a grain cloud in a lit drop is not sharp all
-  round), else among all. The winner is refitted to the step of its own polarity along
-  rays from its centre (:func:`_refine`).
+  round), else among all. Then inwards (:func:`_nested`): a dark-ringed candidate nested
+  in the winner takes its place, since in a well's picture the winner is often the well's
+  bright disc, whose rim is sharper than the drop's meniscus (imagers A and B lost about
+  one picture in ten to the well that way). The winner is refitted to the step of its own
+  polarity along rays from its centre (:func:`_refine`); an arc to the outer edge of its
+  dark ring.
+- An open arc is judged by the circle it lies on (its size, fit), not by its own pixels.
 - Nothing qualifies: the central square's inscribed circle is returned with
   ``found=False`` and ``method="fallback"``, and the crop falls back to the paper's
   central square.
@@ -64,6 +69,16 @@ OUTLINE_QUANTILE = 0.25
 ENCLOSED_STRENGTH = 0.5
 #: How far (share of the radius) either side of the first ellipse the edge is refitted.
 REFINE_BAND = 0.15
+#: A drop seen in a well (imagers A, B): the well's disc is itself a sharp, bright, elliptical
+#: candidate round the drop, sharper than the drop's faint meniscus, and used to win. A
+#: candidate nested in the chosen one (at least :data:`NESTED_INSIDE` of it within, at most
+#: :data:`NESTED_MAX_AREA` of its area) whose outline is a dark ring (darker than both of
+#: its sides, :func:`_valley`, on all but a quarter of directions) and at least
+#: :data:`NESTED_STRENGTH` as sharp is taken instead: the drop in its well. A grain cloud
+#: or dark blot in a lit drop (HWI) has a step at its edge, not a ring, and stays out.
+NESTED_INSIDE = 0.9
+NESTED_MAX_AREA = 0.6
+NESTED_STRENGTH = 0.25
 
 
 @dataclass(frozen=True)
@@ -225,11 +240,13 @@ def _radial_residuals(points: np.ndarray, model) -> np.ndarray:
     return np.abs(np.sqrt(u * u + v * v) - 1.0) * (ea + eb) / 2
 
 
-def _refine(smooth: np.ndarray, ellipse):
+def _refine(smooth: np.ndarray, ellipse, polarity: float | None = None):
     """The ellipse refitted to the drop's edge: along rays from the centre, the sharpest step
     of the drop's own polarity (dark ring to bright well, or lit drop to dark surround)
     within :data:`REFINE_BAND` of the outline; an ellipse fitted to those points (least
-    squares, then again without the worst third). The first ellipse if the fit strays."""
+    squares, then again without the worst third). The first ellipse if the fit strays.
+    ``polarity`` +1 takes the rise outwards (a dark ring's outer edge), -1 the fall; by
+    default whichever side of the band is brighter outside says which."""
     from scipy.ndimage import map_coordinates
     from skimage.measure import EllipseModel
 
@@ -241,7 +258,8 @@ def _refine(smooth: np.ndarray, ellipse):
     x, y = cx + u * c - v * s, cy + u * s + v * c
     profile = map_coordinates(smooth, [y.ravel(), x.ravel()], order=1, mode="nearest").reshape(x.shape)
     half = profile.shape[1] // 2
-    polarity = 1.0 if profile[:, half:].mean() >= profile[:, :half].mean() else -1.0
+    if polarity is None:
+        polarity = 1.0 if profile[:, half:].mean() >= profile[:, :half].mean() else -1.0
     step = polarity * np.diff(profile, axis=1)
     at = np.argmax(step, axis=1)
     rows = np.arange(len(at))
@@ -263,6 +281,49 @@ def _refine(smooth: np.ndarray, ellipse):
     return ex, ey, ea, eb, etheta
 
 
+def _valley(smooth: np.ndarray, ellipse) -> float:
+    """How much darker an ellipse's outline is than both its sides: per direction, the lesser
+    of the mean inside (75-85% of the radius) and outside (115-125%) less the darkest value
+    within 15% of the outline; the quarter quantile over directions. Positive for a dark ring
+    all round (a meniscus, a bubble), negative for a step (a well's or a lit drop's edge)."""
+    from scipy.ndimage import map_coordinates
+
+    cx, cy, a, b, angle = ellipse
+    theta = np.linspace(0, 2 * np.pi, 72, endpoint=False)[:, None]
+    scale = np.linspace(0.75, 1.25, 21)[None, :]
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = a * scale * np.cos(theta), b * scale * np.sin(theta)
+    x, y = cx + u * c - v * s, cy + u * s + v * c
+    profile = map_coordinates(smooth, [y.ravel(), x.ravel()], order=1, mode="nearest").reshape(x.shape)
+    ring = profile[:, 7:14].min(axis=1)
+    sides = np.minimum(profile[:, :4].mean(axis=1), profile[:, -4:].mean(axis=1))
+    return float(np.quantile(sides - ring, 0.25))
+
+
+def _nested(kept: list, strengths: list[float], best: int, smooth: np.ndarray) -> int:
+    """The candidate to take instead of ``kept[best]``: inwards, while a dark-ringed one lies
+    nested in it (:data:`NESTED_INSIDE`, :data:`NESTED_MAX_AREA`, :data:`NESTED_STRENGTH`)."""
+    masks = [ellipse_mask(smooth.shape, *c[2]) for c in kept]
+    valleys: dict[int, float] = {}
+    for _ in range(3):
+        outer = masks[best]
+        inner = []
+        for i, mask in enumerate(masks):
+            if i == best or kept[i][0] == "bright" or strengths[i] < NESTED_STRENGTH * strengths[best]:
+                continue
+            area = mask.sum()
+            if not (area <= NESTED_MAX_AREA * outer.sum() and (mask & outer).sum() >= NESTED_INSIDE * area):
+                continue
+            if i not in valleys:
+                valleys[i] = _valley(smooth, kept[i][2])
+            if valleys[i] >= 0:
+                inner.append(i)
+        if not inner:
+            break
+        best = max(inner, key=lambda i: strengths[i] * kept[i][3])
+    return best
+
+
 def _choose(kept: list, strengths: list[float]):
     """The drop among elliptical candidates: a region a dark ring encloses (a drop in a well)
     when its outline is at least :data:`ENCLOSED_STRENGTH` as sharp as the sharpest
@@ -274,24 +335,24 @@ def _choose(kept: list, strengths: list[float]):
     return max(pool, key=lambda pair: pair[0])[1]
 
 
-def locate_drop(grey: np.ndarray) -> DropLocation:
-    """The drop's ellipse in ``grey`` (2-D uint8, any size), or the central fallback."""
-    if grey.ndim != 2:
-        raise ValueError(f"expected a 2-D grey picture, got shape {grey.shape}")
-    height, width = grey.shape
-    g, scale = _reduced(np.ascontiguousarray(grey, dtype=np.uint8))
-    from scipy.ndimage import gaussian_filter
+def _kept(g: np.ndarray, smooth: np.ndarray) -> list:
+    """The candidates that pass the size, border, elongation and fit tests, as (kind, region,
+    ellipse, fit). An open arc is judged by the circle it lies on, not by its own few pixels
+    (a thin arc is far below :data:`MIN_AREA` of the frame however large its drop)."""
     from skimage.morphology import convex_hull_image
 
-    smooth = gaussian_filter(g, 1.0)
     kept = []
     for kind, region in _candidates(g):
         share = region.sum() / g.size
-        if not MIN_AREA <= share <= MAX_AREA or _border_share(region) > MAX_BORDER_SHARE:
+        if _border_share(region) > MAX_BORDER_SHARE or (kind != "arc" and not MIN_AREA <= share <= MAX_AREA):
             continue
         if kind == "arc":  # the circle the arc lies on, snapped to the edge
-            ellipse = _refine(smooth, _circle_through(region))
+            # The circle through an arc runs along the dark meniscus; the drop's outline is the
+            # meniscus's outer edge (dark to the brighter well outside), not its inner one.
+            ellipse = _refine(smooth, _circle_through(region), polarity=1.0)
             region = ellipse_mask(g.shape, *ellipse)
+            if not MIN_AREA <= region.sum() / g.size <= MAX_AREA:
+                continue
         else:
             region = convex_hull_image(region)  # a drop is convex: grains and bites at its edge are not
             ellipse = _ellipse_of(region)
@@ -301,11 +362,26 @@ def locate_drop(grey: np.ndarray) -> DropLocation:
         fit = float((fitted & region).sum() / max(1, (fitted | region).sum()))
         if fit >= MIN_FIT:
             kept.append((kind, region, ellipse, fit))
+    return kept
+
+
+def locate_drop(grey: np.ndarray) -> DropLocation:
+    """The drop's ellipse in ``grey`` (2-D uint8, any size), or the central fallback."""
+    if grey.ndim != 2:
+        raise ValueError(f"expected a 2-D grey picture, got shape {grey.shape}")
+    height, width = grey.shape
+    g, scale = _reduced(np.ascontiguousarray(grey, dtype=np.uint8))
+    from scipy.ndimage import gaussian_filter
+
+    smooth = gaussian_filter(g, 1.0)
+    kept = _kept(g, smooth)
     if kept:
         from skimage.filters import sobel
 
         gradient = sobel(smooth)
-        best = _choose(kept, [_outline_strength(gradient, c[2]) for c in kept])
+        strengths = [_outline_strength(gradient, c[2]) for c in kept]
+        chosen = _choose(kept, strengths)
+        best = kept[_nested(kept, strengths, next(i for i, c in enumerate(kept) if c is chosen), smooth)]
         best = (best[0], best[1], _refine(smooth, best[2]), best[3])
     else:
         best = None
