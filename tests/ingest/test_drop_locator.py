@@ -38,6 +38,33 @@ def test_a_dark_ringed_ellipse_off_centre_is_found_where_it_was_drawn():
     assert _iou(loc, ellipse_mask((h, w), cx, cy, a, b, angle)) > 0.92
 
 
+def _drop_in_well_picture(ring: float) -> tuple[np.ndarray, np.ndarray]:
+    """A bright, soft-edged well on a dark plate with an off-centre drop inside it whose
+    meniscus is a thin ring only ``ring`` grey (the well 205): the well's rim is far sharper
+    than the drop's outline. Returns the picture and the drop's true mask."""
+    from scipy.ndimage import gaussian_filter
+
+    h = w = 256
+    cx, cy, a, b, angle = 150.0, 105.0, 48.0, 40.0, 0.5
+    img = gaussian_filter(np.where(ellipse_mask((h, w), 128.0, 128.0, 118.0, 118.0, 0.0), 205.0, 35.0), 3.0)
+    outer = ellipse_mask((h, w), cx, cy, a, b, angle)
+    inner = ellipse_mask((h, w), cx, cy, a - 4, b - 4, angle)
+    img[outer & ~inner] = ring
+    img[inner] -= 8.0
+    img += np.random.default_rng(0).normal(0, 5, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), outer
+
+
+@pytest.mark.parametrize("ring", [150.0, 170.0])
+def test_a_faint_drop_inside_a_sharp_well_is_found_not_the_well(ring):
+    # Before the nested rule the well's disc won here ("bright", IoU 0.14 with the drop): its
+    # rim is more than twice as sharp as the faint meniscus, as on imagers A and B.
+    img, truth = _drop_in_well_picture(ring)
+    loc = locate_drop(img)
+    assert loc.found and loc.method != "bright", loc
+    assert _iou(loc, truth) > 0.9
+
+
 def test_a_bright_ellipse_on_black_is_found():
     h, w = 192, 256
     truth = ellipse_mask((h, w), 100.0, 110.0, 60.0, 52.0, 1.1)
