@@ -5,7 +5,9 @@ not depend on how the work was split across processes, and ``write_plate`` with 
 archive's seed reproduces that archive's plate exactly. Wells are rendered by
 :mod:`crystal_pipeline.synthetic.render_pool`. Every file is written atomically
 (:mod:`crystal_pipeline.files`), and ``plate.json`` comes last, so a folder watcher
-never sees half an image or a plate that looks complete before it is.
+never sees half an image or a plate that looks complete before it is. The CSVs' rows are
+written plate by plate as plates finish (:class:`_PlateRows`), so the generator's memory
+does not grow with the number of plates (issue 17 item 3, docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -200,8 +200,8 @@ class _MappedPart(pq.ParquetFile):
 
         Every part of a generation stays mapped until the split is read through (so a writer
         replacing the folder meanwhile cannot mix generations), and each page read stays
-        resident: a streamed pass over the train split (the stats) grew the peak RSS by the
-        split's file size, 236 MiB of file pages for 13,350 images at 128 px. The pages are
+        resident: a streamed pass over the train split (the stats) grew the peak RSS with the
+        split's file size (file pages 42 -> 236 MiB over 13,350 images at 128 px). The pages are
         file-backed and read-only, so a later touch (an Arrow view into them) faults them
         in again from the same file; nothing read is lost."""
         try:
