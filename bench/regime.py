@@ -70,7 +70,8 @@ def build_archive(workdir: Path, plates: int, difficulty: float, seed: int, sink
                                 imager=imager)
         emit({"figure": "archive", "plates": plates, "images": summary.images, "difficulty": difficulty,
               "imager": imager, "size": summary.size,
-              "unanimous_images": summary.unanimous_images, "seconds": round(summary.seconds, 1)}, sink)
+              "unanimous_images": summary.unanimous_images, "seconds": round(summary.seconds, 1),
+              "peak_rss_mib": _peak_rss_mib()}, sink)  # first step: self = the generator (+ imports), children = its workers
     return raw
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence, TextIO
 
 import numpy as np
 
 from crystal_pipeline.classes import ATTRIBUTES
-from crystal_pipeline.files import atomic_write_text
+from crystal_pipeline.files import atomic_write
 
 COLUMNS = ("plate_id", "well", "annotator", "attributes")
 # The numeric-well plate's file also shuffles its columns: DESIGN allows any order.
@@ -43,52 +44,73 @@ def malformed_counts(rng: np.random.Generator, valid_rows: int, share: float) ->
     return counts
 
 
-def _broken(rng: np.random.Generator, kind: str, row: dict[str, str], unknown_plate: str) -> dict[str, str]:
-    bad = dict(row)
+def _breakage(rng: np.random.Generator, kind: str, unknown_plate: str) -> dict[str, str]:
+    """The fields a broken row of ``kind`` changes in the valid row it copies (the same
+    draws, in the same order, as when the rows were broken in memory)."""
     if kind == "unknown_attribute":
-        bad["annotator"] = OUTSIDER
-        bad["attributes"] = UNKNOWN_ATTRIBUTES[int(rng.integers(len(UNKNOWN_ATTRIBUTES)))]
-    elif kind == "unknown_well":
-        bad["well"] = UNKNOWN_WELL
-    elif kind == "unknown_plate":
-        bad["plate_id"] = unknown_plate
-    elif kind == "missing_field":
-        bad["annotator" if rng.random() < 0.5 else "attributes"] = ""
-    return bad  # duplicate_row: the same plate, well and annotator again
+        return {"annotator": OUTSIDER, "attributes": UNKNOWN_ATTRIBUTES[int(rng.integers(len(UNKNOWN_ATTRIBUTES)))]}
+    if kind == "unknown_well":
+        return {"well": UNKNOWN_WELL}
+    if kind == "unknown_plate":
+        return {"plate_id": unknown_plate}
+    if kind == "missing_field":
+        return {"annotator" if rng.random() < 0.5 else "attributes": ""}
+    return {}  # duplicate_row: the same plate, well and annotator again
 
 
-def insert_malformed(
-    rng: np.random.Generator, files: dict[str, list[dict[str, str]]], counts: dict[str, int], unknown_plate: str
-) -> dict[str, list[dict[str, str]]]:
-    """Each file's rows with the broken ones placed after a random valid row.
+#: Per file name: valid row index -> the changes of each broken row placed after it, in order.
+MalformedPlan = dict[str, dict[int, list[dict[str, str]]]]
 
-    A duplicate always follows the row it repeats, so whichever file order the ingest
-    uses, the first occurrence is the valid one.
+
+def malformed_plan(rng: np.random.Generator, row_counts: Mapping[str, int], counts: dict[str, int],
+                   unknown_plate: str) -> MalformedPlan:
+    """Where the broken rows go, from each file's count of valid rows alone.
+
+    Each broken row copies a random valid row with some fields changed; a duplicate
+    always follows the row it repeats, so whichever file order the ingest uses, the
+    first occurrence is the valid one. Only the counts are needed, not the rows, so
+    the generator can write every plate's rows as it finishes and place the broken
+    ones when it copies them into the final files (:func:`with_malformed`). The plan
+    holds one small dict per broken row (``share`` of the rows, 0.5% by default).
     """
-    names = sorted(files)
-    inserts: dict[str, dict[int, list[dict[str, str]]]] = {name: {} for name in names}
+    names = sorted(row_counts)
+    plan: MalformedPlan = {name: {} for name in names}
     for kind in MALFORMED_KINDS:
         for _ in range(counts[kind]):
             name = names[int(rng.integers(len(names)))]
-            while not files[name]:
+            while not row_counts[name]:
                 name = names[int(rng.integers(len(names)))]
-            at = int(rng.integers(len(files[name])))
-            inserts[name].setdefault(at, []).append(_broken(rng, kind, files[name][at], unknown_plate))
-    out = {}
-    for name in names:
-        rows = []
-        for i, row in enumerate(files[name]):
-            rows.append(row)
-            rows.extend(inserts[name].get(i, []))
-        out[name] = rows
-    return out
+            at = int(rng.integers(row_counts[name]))
+            plan[name].setdefault(at, []).append(_breakage(rng, kind, unknown_plate))
+    return plan
 
 
-def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
-    """Write UTF-8 CSV atomically (:func:`crystal_pipeline.files.atomic_write_text`): a watcher
-    never reads half a file."""
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+def with_malformed(rows: Iterable[dict[str, str]], inserts: Mapping[int, list[dict[str, str]]]
+                   ) -> Iterator[dict[str, str]]:
+    """One file's valid rows with its planned broken rows (:func:`malformed_plan`) after the
+    row each copies; streams, holding one row at a time."""
+    for i, row in enumerate(rows):
+        yield row
+        for changes in inserts.get(i, ()):
+            yield {**row, **changes}
+
+
+def csv_writer(handle: TextIO, columns: Sequence[str]) -> csv.DictWriter:
+    """The archive's one CSV dialect (``\\n`` line ends, minimal quoting), so rows written
+    apart (a plate's staged rows) and rows written together give the same bytes."""
+    return csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, str]]) -> None:
+    """Write UTF-8 CSV atomically (:func:`crystal_pipeline.files.atomic_write`): a watcher
+    never reads half a file. ``rows`` may be a generator: they stream to the temp file,
+    so the file is never held whole in memory."""
+    def write(handle) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        writer = csv_writer(text, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        text.flush()
+        text.detach()  # atomic_write flushes, fsyncs and closes the handle itself
+
+    atomic_write(path, write)

@@ -5,15 +5,20 @@ not depend on how the work was split across processes, and ``write_plate`` with 
 archive's seed reproduces that archive's plate exactly. Wells are rendered by
 :mod:`crystal_pipeline.synthetic.render_pool`. Every file is written atomically
 (:mod:`crystal_pipeline.files`), and ``plate.json`` comes last, so a folder watcher
-never sees half an image or a plate that looks complete before it is.
+never sees half an image or a plate that looks complete before it is. The CSVs' rows are
+written plate by plate as plates finish (:class:`_PlateRows`), so the generator's memory
+does not grow with the number of plates (issue 17 item 3, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -22,7 +27,7 @@ from typing import Mapping
 
 import numpy as np
 
-from crystal_pipeline.files import atomic_write_text
+from crystal_pipeline.files import atomic_write, atomic_write_text
 from crystal_pipeline.ingest.archive import SYNTHETIC_MARKER
 from crystal_pipeline.classes import CLASS_NAMES, CLASSES, class_name, unanimous_class
 from crystal_pipeline.wells import PLATE_FORMATS, all_wells
@@ -228,9 +233,15 @@ def write_archive(
     mix = normalize_mix(class_mix, imager)
     ids = plate_ids(plates, plate_prefix)
     numeric_plate = ids[1] if len(ids) > 1 else ids[0]
-    results = _render_plates(out, ids, seed, wells, size, difficulty, mix, workers, started, imager, uv)
-    tables = _annotation_tables(results, ids, wells, numeric_plate)
-    malformed = _write_tables(out, tables, ids, seed, wells, numeric_plate, plate_prefix, malformed_share)
+    # The staging folder is hidden and inside ``out`` (same file system, so the final files'
+    # renames stay atomic); it is gone when this returns, whether or not it succeeds.
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".rows-"))
+    try:
+        tables = _PlateRows(out, staging, wells, numeric_plate)
+        _render_plates(out, ids, seed, wells, size, difficulty, mix, workers, started, tables, imager, uv)
+        malformed = tables.finish(ids, seed, wells, plate_prefix, malformed_share)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     summary = ArchiveSummary(
         out_dir=out,
         plate_ids=tuple(ids),
@@ -270,11 +281,12 @@ def _clear(out: Path, overwrite: bool) -> None:
 
 
 def _render_plates(out: Path, ids: list[str], seed: int, wells: int, size: int, difficulty: float,
-                   mix, workers: int | None, started: float,
-                   imager: str = DEFAULT_IMAGER, uv: bool = False) -> dict[str, dict[int, tuple]]:
-    """Every plate's images and annotations; ``plate.json`` written as each plate completes.
+                   mix, workers: int | None, started: float, rows: "_PlateRows",
+                   imager: str = DEFAULT_IMAGER, uv: bool = False) -> None:
+    """Every plate's images; as each plate completes, its ``plate.json`` and its rows (to ``rows``).
 
-    Returns plate id -> well index -> (class id, difficulty, annotator labels, geometry).
+    Only the plates still being rendered are held (well index -> class id, difficulty,
+    annotator labels, geometry); a finished plate's rows go to ``rows`` and are dropped.
     """
     pool = annotator_pool(seed)
     chunks, pending = [], {}
@@ -284,76 +296,119 @@ def _render_plates(out: Path, ids: list[str], seed: int, wells: int, size: int, 
         classes = plate_classes(plate_id, seed, wells, mix, imager)
         chunks += chunks_for_plate(plate_dir, plate_id, seed, wells, size, difficulty, classes, pool, imager, uv)
         pending[plate_id] = wells
-    results: dict[str, dict[int, tuple]] = {plate_id: {} for plate_id in ids}
+    results: dict[str, dict[int, tuple]] = {}
 
-    def done(plate_id, rows):
-        for row in rows:
-            results[plate_id][row[0]] = row[1:]
-        pending[plate_id] -= len(rows)
+    def done(plate_id, chunk_rows):
+        plate = results.setdefault(plate_id, {})
+        for row in chunk_rows:
+            plate[row[0]] = row[1:]
+        pending[plate_id] -= len(chunk_rows)
         if pending[plate_id] == 0:
+            rows.add_plate(plate_id, results.pop(plate_id))
             _write_plate_json(out / "plates" / plate_id, plate_id, wells, seed, size, difficulty, imager)
             finished = sum(1 for n in pending.values() if n == 0)
             log.info("plate %s written (%d/%d plates, %.1f s)", plate_id, finished, len(ids), time.perf_counter() - started)
 
     run_chunks(chunks, workers, done)
-    return results
 
 
-@dataclass
-class _Tables:
-    """The archive's annotation rows (per file), truth rows and the counts the summary reports."""
-
-    files: dict[str, list[dict[str, str]]] = field(default_factory=dict)
-    truth_rows: list[dict] = field(default_factory=list)
-    geometry_rows: list[dict] = field(default_factory=list)
-    class_counts: Counter = field(default_factory=Counter)
-    unanimous: Counter = field(default_factory=Counter)  # class id -> images all annotators agreed on
-    valid_rows: int = 0
-    unanimous_correct: int = 0
+TRUTH_COLUMNS = ("plate_id", "well", "class_id", "class_name", "difficulty")
 
 
-def _annotation_tables(results: dict[str, dict[int, tuple]], ids: list[str], wells: int,
-                       numeric_plate: str) -> _Tables:
-    """Annotation and truth rows in plate and well order; ``numeric_plate`` names wells by index."""
-    names = [w.name for w in all_wells(wells)]
-    tables = _Tables()
-    for plate_id in ids:
-        rows = []
-        for index in range(wells):
-            class_id, hardness, labels, shapes = results[plate_id][index]
-            well_text = str(index + 1) if plate_id == numeric_plate else names[index]
-            for annotator, attributes in labels:
-                rows.append({"plate_id": plate_id, "well": well_text, "annotator": annotator,
-                             "attributes": annotation_files.attribute_field(attributes)})
-            tables.valid_rows += len(labels)
-            tables.class_counts[class_id] += 1
-            agreed_class = unanimous_class(attributes for _, attributes in labels)
-            if agreed_class is not None:
-                tables.unanimous[agreed_class] += 1
-                tables.unanimous_correct += agreed_class == class_id
-            tables.truth_rows.append({"plate_id": plate_id, "well": names[index], "class_id": class_id,
-                                      "class_name": class_name(class_id), "difficulty": f"{hardness:.4f}"})
-            tables.geometry_rows += [shape.row(plate_id, names[index]) for shape in shapes]
-        tables.files[f"{plate_id}.csv"] = rows
-    return tables
+class _PlateRows:
+    """The archive's CSV rows, written plate by plate as plates finish; only counters stay in memory.
 
-
-def _write_tables(out: Path, tables: _Tables, ids: list[str], seed: int, wells: int, numeric_plate: str,
-                  plate_prefix: str, malformed_share: float) -> dict[str, int]:
-    """Write the annotation CSVs (broken rows mixed in), ``plates.csv``, the screen and the truth.
-
-    Returns the broken rows written, by kind.
+    Holding every well's annotation, truth and geometry rows until the end made the
+    generator's peak memory grow with the archive (0.6 GiB at 12 plates of 1536 wells,
+    1.7 GiB at 107: docs/benchmarks.md). Instead each finished plate's rows go at once to
+    three staging files of that plate (``staging``, removed by the caller), in the final
+    files' CSV dialect; :meth:`finish` then streams them into the archive's files in plate
+    order, so the bytes are those of writing every row at the end, whatever order the
+    plates finish in. The broken annotation rows need only each file's count of valid
+    rows to be placed (:func:`.annotation_files.malformed_plan`), so they are inserted
+    while the staged rows are copied.
     """
-    rng = np.random.default_rng([seed, 0xBAD])
-    malformed = annotation_files.malformed_counts(rng, tables.valid_rows, malformed_share)
-    files = annotation_files.insert_malformed(rng, tables.files, malformed, unknown_plate=f"{plate_prefix}0000")
-    for name, rows in files.items():
-        columns = annotation_files.SHUFFLED_COLUMNS if name == f"{numeric_plate}.csv" else annotation_files.COLUMNS
-        annotation_files.write_csv(out / "annotations" / name, columns, rows)
-    annotation_files.write_csv(out / "plates.csv", metadata.PLATE_COLUMNS, metadata.plate_rows(ids, wells, seed))
-    annotation_files.write_csv(out / "screens" / f"{metadata.screen_name(wells)}.csv", metadata.SCREEN_COLUMNS,
-                               metadata.screen_rows(wells))
-    annotation_files.write_csv(out / "synthetic_truth.csv", ("plate_id", "well", "class_id", "class_name", "difficulty"),
-                               tables.truth_rows)
-    annotation_files.write_csv(out / geometry.GEOMETRY_FILE, geometry.COLUMNS, tables.geometry_rows)
-    return malformed
+
+    def __init__(self, out: Path, staging: Path, wells: int, numeric_plate: str) -> None:
+        self.out = out
+        self.staging = staging
+        self.names = [w.name for w in all_wells(wells)]
+        self.numeric_plate = numeric_plate
+        self.row_counts: dict[str, int] = {}  # annotation file name -> valid rows
+        self.class_counts: Counter = Counter()
+        self.unanimous: Counter = Counter()  # class id -> images all annotators agreed on
+        self.valid_rows = 0
+        self.unanimous_correct = 0
+
+    def _staged(self, plate_id: str, part: str) -> Path:
+        return self.staging / f"{plate_id}.{part}.csv"
+
+    def add_plate(self, plate_id: str, results: Mapping[int, tuple]) -> None:
+        """Write one finished plate's rows (well index -> class id, difficulty, labels, geometry)
+        to its staging files, in well order, and count them."""
+        paths = {part: self._staged(plate_id, part) for part in ("annotations", "truth", "geometry")}
+        with (paths["annotations"].open("w", encoding="utf-8", newline="") as a_file,
+              paths["truth"].open("w", encoding="utf-8", newline="") as t_file,
+              paths["geometry"].open("w", encoding="utf-8", newline="") as g_file):
+            annotations = annotation_files.csv_writer(a_file, annotation_files.COLUMNS)
+            truth = annotation_files.csv_writer(t_file, TRUTH_COLUMNS)
+            shapes_out = annotation_files.csv_writer(g_file, geometry.COLUMNS)
+            valid = 0
+            for index in range(len(self.names)):
+                class_id, hardness, labels, shapes = results[index]
+                name = self.names[index]
+                well_text = str(index + 1) if plate_id == self.numeric_plate else name
+                annotations.writerows({"plate_id": plate_id, "well": well_text, "annotator": annotator,
+                                       "attributes": annotation_files.attribute_field(attributes)}
+                                      for annotator, attributes in labels)
+                valid += len(labels)
+                self.class_counts[class_id] += 1
+                agreed_class = unanimous_class(attributes for _, attributes in labels)
+                if agreed_class is not None:
+                    self.unanimous[agreed_class] += 1
+                    self.unanimous_correct += agreed_class == class_id
+                truth.writerow({"plate_id": plate_id, "well": name, "class_id": class_id,
+                                "class_name": class_name(class_id), "difficulty": f"{hardness:.4f}"})
+                shapes_out.writerows(shape.row(plate_id, name) for shape in shapes)
+        self.row_counts[f"{plate_id}.csv"] = valid
+        self.valid_rows += valid
+
+    def _staged_rows(self, plate_id: str):
+        with self._staged(plate_id, "annotations").open(encoding="utf-8", newline="") as handle:
+            for values in csv.reader(handle):
+                yield dict(zip(annotation_files.COLUMNS, values))
+
+    def _concatenate(self, path: Path, columns: tuple[str, ...], ids: list[str], part: str) -> None:
+        """``path``: the header, then every plate's staged ``part`` rows in plate order (atomic)."""
+        def write(handle) -> None:
+            header = io.StringIO(newline="")
+            annotation_files.csv_writer(header, columns).writeheader()
+            handle.write(header.getvalue().encode("utf-8"))
+            for plate_id in ids:
+                with self._staged(plate_id, part).open("rb") as staged:
+                    shutil.copyfileobj(staged, handle)
+
+        atomic_write(path, write)
+
+    def finish(self, ids: list[str], seed: int, wells: int, plate_prefix: str,
+               malformed_share: float) -> dict[str, int]:
+        """Write the annotation CSVs (broken rows mixed in), ``plates.csv``, the screen, the truth
+        and the geometry from the staged rows. Returns the broken rows written, by kind."""
+        missing = [plate_id for plate_id in ids if f"{plate_id}.csv" not in self.row_counts]
+        if missing:
+            raise RuntimeError(f"plates {', '.join(missing[:5])} finished without their rows")
+        rng = np.random.default_rng([seed, 0xBAD])
+        malformed = annotation_files.malformed_counts(rng, self.valid_rows, malformed_share)
+        plan = annotation_files.malformed_plan(rng, self.row_counts, malformed, unknown_plate=f"{plate_prefix}0000")
+        for plate_id in ids:
+            name = f"{plate_id}.csv"
+            columns = annotation_files.SHUFFLED_COLUMNS if plate_id == self.numeric_plate else annotation_files.COLUMNS
+            annotation_files.write_csv(self.out / "annotations" / name, columns,
+                                       annotation_files.with_malformed(self._staged_rows(plate_id), plan[name]))
+        annotation_files.write_csv(self.out / "plates.csv", metadata.PLATE_COLUMNS,
+                                   metadata.plate_rows(ids, wells, seed))
+        annotation_files.write_csv(self.out / "screens" / f"{metadata.screen_name(wells)}.csv",
+                                   metadata.SCREEN_COLUMNS, metadata.screen_rows(wells))
+        self._concatenate(self.out / "synthetic_truth.csv", TRUTH_COLUMNS, ids, "truth")
+        self._concatenate(self.out / geometry.GEOMETRY_FILE, geometry.COLUMNS, ids, "geometry")
+        return malformed

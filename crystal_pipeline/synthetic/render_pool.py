@@ -141,8 +141,9 @@ def run_chunks(chunks: list[_Chunk], workers: int | None, on_done) -> None:
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_tune_allocator) as pool:
-        futures = [pool.submit(_render_chunk, chunk) for chunk in chunks]
-        for future in as_completed(futures):
+        # No list of the futures is kept: a finished future holds its chunk's rows, and
+        # as_completed lets go of each one it has yielded, so rows are freed once handed on.
+        for future in as_completed([pool.submit(_render_chunk, chunk) for chunk in chunks]):
             on_done(*future.result())
 
 

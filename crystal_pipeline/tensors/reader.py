@@ -190,6 +190,26 @@ def _check_batch(part: Path, class_ids: np.ndarray, pixels: pa.Array) -> None:
 _GENERATION_ATTEMPTS = 5
 
 
+class _MappedPart(pq.ParquetFile):
+    """A part file read through its memory mapping, which it keeps to hand pages back."""
+
+    mapping: mmap.mmap
+
+    def release_pages(self) -> None:
+        """Drop the mapping's pages from this process's memory once the part has been read.
+
+        Every part of a generation stays mapped until the split is read through (so a writer
+        replacing the folder meanwhile cannot mix generations), and each page read stays
+        resident: a streamed pass over the train split (the stats) grew the peak RSS with the
+        split's file size (file pages 42 -> 236 MiB over 13,350 images at 128 px). The pages are
+        file-backed and read-only, so a later touch (an Arrow view into them) faults them
+        in again from the same file; nothing read is lost."""
+        try:
+            self.mapping.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):  # no madvise here, or the mapping is closed
+            pass
+
+
 def _map_part(dir_fd: int, path: Path) -> pq.ParquetFile:
     """One part file, opened relative to its folder's handle and memory-mapped (faster than
     a Python file object; the mapping outlives a later unlink of the file)."""
@@ -201,9 +221,11 @@ def _map_part(dir_fd: int, path: Path) -> pq.ParquetFile:
     finally:
         os.close(fd)
     try:
-        return pq.ParquetFile(pa.BufferReader(pa.py_buffer(mapped)))
+        part = _MappedPart(pa.BufferReader(pa.py_buffer(mapped)))
     except (pa.ArrowInvalid, OSError) as exc:
         raise TensorDataError(f"{path}: cannot read tensors: {exc}") from exc
+    part.mapping = mapped
+    return part
 
 
 def _try_generation(split_dir: Path, max_parts: int | None) -> list[tuple[Path, pq.ParquetFile]] | None:
@@ -278,6 +300,8 @@ def _batches(parts: list[tuple[Path, pq.ParquetFile]], side: int, batch_rows: in
                 yield batch.column("image_id").to_pylist(), class_ids, _pixels_view(pixels, side), uv
         except (pa.ArrowInvalid, KeyError, OSError) as exc:
             raise TensorDataError(f"{part}: cannot read tensors: {exc}") from exc
+        if isinstance(pf, _MappedPart):  # read through: its pages need not stay resident
+            pf.release_pages()
 
 
 def iter_batches(split_dir: str | os.PathLike, batch_rows: int = 1024, max_parts: int | None = None, *,
