@@ -141,6 +141,17 @@ def production_model(warehouse: Warehouse, in_channels: int | None = None) -> di
     return model_table.production_model(warehouse, in_channels)
 
 
+#: The kinds of model the registry keeps one production model of, by ``in_channels``.
+KIND_NAMES = {1: "visible", 2: "fused"}
+
+
+def production_models(warehouse: Warehouse) -> dict[int, dict]:
+    """``in_channels -> row`` of every production model, one per kind (visible, fused), for
+    whoever must look at each (the doctor); a kind without a production model is absent."""
+    rows = {kind: production_model(warehouse, kind) for kind in KIND_NAMES}
+    return {kind: row for kind, row in rows.items() if row is not None}
+
+
 def channels_of_artifact(artifact: dict) -> int:
     """The pictures a model artifact reads: its ``model_config``'s ``in_channels`` (absent: 1)."""
     return int((artifact.get("model_config") or {}).get("in_channels", 1))

@@ -14,8 +14,9 @@ they look:
   with the command that re-runs it;
 - warehouse: the DuckDB file opens read-only within ``lock_wait_s`` seconds; when it
   does not, the process holding the lock is named with how long it has run;
-- production model: a model is marked production, its file matches the registered
-  sha256 and loads on the CPU;
+- production model: a model is marked production, and each production model (one per
+  kind: ``production visible``, ``production fused``, a line each) has a file that matches
+  its registered sha256 and loads on the CPU;
 - free disk: the data directory's file system has at least ``min_free_gb`` free.
 """
 
@@ -62,8 +63,13 @@ def _safe(name: str, fn: Callable[[], tuple[bool, str]]) -> Check:
     try:
         passed, detail = fn()
     except Exception as error:  # a check reports, it never crashes the doctor
-        passed, detail = False, f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        passed, detail = False, _reason(error)
     return Check(name, passed, detail)
+
+
+def _reason(error: Exception) -> str:
+    """An exception in one line: its type and the first line of its message."""
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
 
 
 def _redact(url: str) -> str:
@@ -181,28 +187,36 @@ def check_warehouse(target: Target, lock_wait_s: float = 10.0) -> Check:
     return _safe("warehouse", run)
 
 
-def check_production_model(target: Target) -> Check:
-    def run():
-        from crystal_pipeline.evaluation.registry import file_sha256, production_model
+def check_production_models(target: Target) -> list[Check]:
+    """One line per production model, one per kind (``production visible``, ``production
+    fused``): each file matches its registered sha256 and loads on the CPU. One failed
+    ``production model`` line when there is no warehouse or no production model at all."""
+    try:
+        from crystal_pipeline.evaluation.registry import KIND_NAMES, production_models
         from crystal_pipeline.warehouse import open_warehouse
 
         warehouse = open_warehouse(target.layout, lock_timeout_s=30)
         if not warehouse.exists():
-            return False, f"no warehouse at {warehouse.describe()}, so no model"
-        row = production_model(warehouse)
-        if row is None:
-            return False, "no production model (materialize crystalnet_model)"
-        artifact = Path(row["path"])
-        if not artifact.is_file():
-            return False, f"{row['model_version']}: file {artifact} is missing"
-        if row.get("sha256") and file_sha256(artifact) != row["sha256"]:
-            return False, f"{row['model_version']}: {artifact} does not match its registered sha256"
-        from crystal_pipeline.model import load
+            return [Check("production model", False, f"no warehouse at {warehouse.describe()}, so no model")]
+        rows = production_models(warehouse)
+    except Exception as error:  # a check reports, it never crashes the doctor
+        return [Check("production model", False, _reason(error))]
+    if not rows:
+        return [Check("production model", False, "no production model (materialize crystalnet_model)")]
+    return [_safe(f"production {KIND_NAMES[kind]}", lambda row=row: _model_loads(row)) for kind, row in rows.items()]
 
-        load(artifact, device="cpu")
-        return True, f"{row['model_version']} ({row['preset']}, {row['resolution']} px) loads"
 
-    return _safe("production model", run)
+def _model_loads(row: dict) -> tuple[bool, str]:
+    from crystal_pipeline.evaluation.registry import file_sha256
+    from crystal_pipeline.model import load
+
+    artifact = Path(row["path"])
+    if not artifact.is_file():
+        return False, f"{row['model_version']}: file {artifact} is missing"
+    if row.get("sha256") and file_sha256(artifact) != row["sha256"]:
+        return False, f"{row['model_version']}: {artifact} does not match its registered sha256"
+    load(artifact, device="cpu")
+    return True, f"{row['model_version']} ({row['preset']}, {row['resolution']} px) loads"
 
 
 def check_free_disk(target: Target, min_free_gb: float = 5.0) -> Check:
@@ -225,5 +239,5 @@ def run_checks(target: Target, *, heartbeat_max_age_s: float = 120.0, lock_wait_
     heartbeat = (check_daemon_heartbeat(target, heartbeat_max_age_s) if storage.passed
                  else Check("daemon heartbeat", False, unreachable))
     plates = check_plate_runs(target) if storage.passed else Check("plate runs", False, unreachable)
-    return [storage, heartbeat, plates, check_warehouse(target, lock_wait_s), check_production_model(target),
+    return [storage, heartbeat, plates, check_warehouse(target, lock_wait_s), *check_production_models(target),
             check_free_disk(target, min_free_gb)]

@@ -20,7 +20,7 @@ from crystal_pipeline.service.health import (
     check_daemon_heartbeat,
     check_free_disk,
     check_instance_storage,
-    check_production_model,
+    check_production_models,
     check_warehouse,
 )
 from crystal_pipeline.warehouse import Warehouse
@@ -54,7 +54,8 @@ def target(data, **kw) -> Target:
 
 
 def test_model_warehouse_and_disk_checks_pass_on_a_healthy_data_dir(with_model):
-    model = check_production_model(target(with_model))
+    [model] = check_production_models(target(with_model))
+    assert model.name == "production visible"
     assert model.passed and model.detail.startswith("v1 (smoke, 32 px) loads"), model
     warehouse = check_warehouse(target(with_model), lock_wait_s=2)
     assert warehouse.passed, warehouse
@@ -68,7 +69,8 @@ def test_each_check_fails_with_a_reason(with_model, tmp_path):
     assert not refused.passed and "secret" not in refused.detail
     assert not check_daemon_heartbeat(target(empty)).passed
     assert "no warehouse" in check_warehouse(target(empty)).detail
-    assert "no warehouse" in check_production_model(target(empty)).detail
+    [no_model] = check_production_models(target(empty))
+    assert not no_model.passed and "no warehouse" in no_model.detail
     disk = check_free_disk(target(with_model), min_free_gb=1e9)
     assert not disk.passed and "need 1e+09 GB" in disk.detail
 
@@ -81,8 +83,49 @@ def test_each_check_fails_with_a_reason(with_model, tmp_path):
     with wh.transaction() as con:
         con.execute("UPDATE models SET path = ?", [str(copy / "models" / "v1" / "model.pt")])
     (copy / "models" / "v1" / "model.pt").write_bytes(b"garbage")
-    tampered = check_production_model(target(copy))
+    [tampered] = check_production_models(target(copy))
     assert not tampered.passed and "sha256" in tampered.detail
+
+
+def test_each_kind_of_production_model_is_checked_and_named(with_model, tmp_path, capsys):
+    """With a production model per kind, the fused model's file is checked too, not only the newest's:
+    a visible model promoted after the fused one used to hide a fused file that had gone."""
+    import shutil
+    from datetime import datetime, timedelta, timezone
+
+    from crystal_pipeline.warehouse.models import insert_model
+
+    copy = tmp_path / "two_kinds"
+    shutil.copytree(with_model, copy)
+    visible = copy / "models" / "v1" / "model.pt"
+    fused = copy / "models" / "f1" / "model.pt"
+    fused.parent.mkdir(parents=True)
+    fused.write_bytes(b"fused weights as registered")
+    wh = Warehouse(copy / "warehouse.duckdb")
+    wh.ensure_schema()
+    with wh.transaction() as con:
+        con.execute("UPDATE models SET path = ?, created_at = ?",
+                    [str(visible), datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(hours=1)])
+    from crystal_pipeline.files import file_sha256
+
+    insert_model(wh, model_version="f1", created_at=datetime.now(timezone.utc).replace(tzinfo=None), preset="smoke",
+                 resolution=32, path=str(fused), sha256=file_sha256(fused), trained_on="synthetic",
+                 val_accuracy=0.5, crystal_recall=0.9, crystal_auc=0.6, crystal_threshold=0.2, make_production=True,
+                 in_channels=2)
+    fused.write_bytes(b"damaged")  # after registration: no longer the file the registry hashed
+    checks = {c.name: c for c in check_production_models(target(copy))}
+    assert list(checks) == ["production visible", "production fused"]
+    assert checks["production visible"].passed, checks
+    assert not checks["production fused"].passed
+    assert checks["production fused"].detail.startswith("f1: ") and "sha256" in checks["production fused"].detail
+    fused.unlink()
+    [_, gone] = check_production_models(target(copy))
+    assert not gone.passed and gone.detail == f"f1: file {fused} is missing"
+    assert main(["doctor", "--data-dir", str(copy), "--min-free-gb", "0.001", "--lock-wait", "2"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert "ok    production visible v1 (smoke, 32 px) loads" in lines
+    assert f"FAIL  production fused   f1: file {fused} is missing" in lines
+    assert lines[-1].endswith("failed: instance storage, daemon heartbeat, plate runs, production fused")
 
 
 def test_a_warehouse_locked_for_too_long_names_the_process(with_model):
