@@ -7,10 +7,12 @@ cursor already requested never runs again, so an unchanged folder costs one hash
 tick. A changed folder requests ``refresh_labels``: annotations -> consensus_labels ->
 image_tensors -> normalization_stats. When at least ``CRYSTAL_FINETUNE_MIN_REVIEWS``
 (default 200) reviewed wells arrived since the last training (the production model's
-registration, the latest ``crystalnet_model`` materialization, this sensor's last
-training request, whichever is latest), it requests ``refresh_labels_and_train``
-instead, which also trains ``crystalnet_model``; promotion still decides whether the
-new model replaces production.
+registration, of either kind, the latest ``crystalnet_model`` materialization, this
+sensor's last training request, whichever is latest), it requests
+``refresh_labels_and_train`` instead, which also trains ``crystalnet_model``: a fine-tune
+of the production model of the kind the labels train (fused when labelled drops have UV
+pictures, else visible), from scratch when that kind has none; promotion still decides
+whether the new model replaces production (of its kind).
 """
 
 import json
@@ -22,6 +24,7 @@ import dagster as dg
 from assets.ingest import ANNOTATIONS_SIGNATURE
 from crystal_pipeline.ingest import archive
 from crystal_pipeline.ingest.review_arrivals import annotations_signature, reviewed_wells_since
+from crystal_pipeline.tensors import preparation
 from crystal_pipeline.warehouse import models as model_table
 from resources import StorageResource, WarehouseResource
 
@@ -55,8 +58,9 @@ def last_trained_at(instance: dg.DagsterInstance) -> datetime | None:
 
 def finetune_run_config(has_production: bool) -> dict:
     """A training request fine-tunes the production model on the corrected labels (preset
-    ``finetune``, ``init_from: production``); with no production model yet it trains from
-    scratch with the asset's default preset."""
+    ``finetune``, ``init_from: production``, which the asset resolves to the production model
+    of the kind it trains); with no production model of that kind yet it trains from scratch
+    with the asset's default preset."""
     if not has_production:
         return {}
     return {"ops": {"crystalnet_model": {"config": {"preset": "finetune", "init_from": "production"}}}}
@@ -102,13 +106,17 @@ def _utc(text: str) -> datetime:
                         "retrains once enough reviewed wells arrived since the production model."))
 def annotations_sensor(context: dg.SensorEvaluationContext, storage: StorageResource,
                        warehouse: WarehouseResource) -> dg.SensorResult:
-    production = model_table.production_model(warehouse.get())
+    wh = warehouse.get()
+    newest = model_table.production_model(wh)  # the latest registration, of either kind
+    # A training request fine-tunes the production model of the kind it trains (fused when the
+    # labelled drops have UV pictures, else visible); without one of that kind: from scratch.
+    of_kind = model_table.production_model(wh, preparation.channels_trained(wh))
     result = evaluate_annotations(
         storage.layout.raw_dir, context.cursor, ingested=ingested_signature(context.instance),
-        trained_at=[_as_datetime(production["created_at"]) if production else None,
+        trained_at=[_as_datetime(newest["created_at"]) if newest else None,
                     last_trained_at(context.instance)],
         min_reviews=int(os.environ.get("CRYSTAL_FINETUNE_MIN_REVIEWS") or MIN_REVIEWS_DEFAULT),
-        has_production=production is not None)
+        has_production=of_kind is not None)
     for request in result.run_requests or []:
         context.log.info(f"requesting {request.job_name}: {request.tags}")
     return result

@@ -202,8 +202,9 @@ def _init_overrides(wh, config: TrainRunConfig):
     overrides = dict(config.overrides)
     if not config.init_from:
         return overrides, None
-    try:
-        parent = registry.parent_model(wh, config.init_from)
+    try:  # 'production': the production model of the kind this run trains (visible or fused)
+        kind = preparation.channels_trained(wh, overrides.get("inputs", "auto"))
+        parent = registry.parent_model(wh, config.init_from, kind)
     except (LookupError, ValueError) as error:
         raise dg.Failure(f"init_from={config.init_from!r}: {error}") from error
     overrides["init_from"] = parent["model_version"]

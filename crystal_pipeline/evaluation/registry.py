@@ -175,15 +175,21 @@ def record_input_channels(warehouse: Warehouse) -> list[str]:
     return filled
 
 
-def model_row(warehouse: Warehouse, model_version: str | None = None) -> dict:
-    """The named model's row, or the production model's; LookupError saying what to do."""
+def model_row(warehouse: Warehouse, model_version: str | None = None, in_channels: int | None = None) -> dict:
+    """The named model's row, or the production model's (of the kind reading ``in_channels``
+    pictures, when given); LookupError saying what to do."""
     if model_version:
         row = model_table.model_by_version(warehouse, model_version)
         if row is None:
             raise LookupError(f"model version {model_version!r} is not in the models table")
         return row
-    row = production_model(warehouse)
+    row = production_model(warehouse, in_channels)
     if row is None:
+        other = production_model(warehouse)
+        if other is not None:
+            raise LookupError(f"no production {KIND_NAMES[int(in_channels)]} model ({other['model_version']} is "
+                              "production for the other kind of pictures); train one from scratch, or name "
+                              "model_version")
         registered = model_table.registered_count(warehouse)
         raise LookupError(
             "no production model: " + (f"{registered} registered model(s), none cleared the accuracy floor; "
@@ -214,11 +220,12 @@ def model_by_sha256(warehouse: Warehouse, sha256: str) -> dict | None:
     return model_table.model_by_sha256(warehouse, sha256)
 
 
-def parent_model(warehouse: Warehouse, init_from: str) -> dict:
-    """The ``models`` row a fine-tune starts from: ``production`` or a version. LookupError
-    when there is none, ValueError when its file is missing or not the one registered
-    (a fine-tune must not silently start from other weights)."""
-    row = model_row(warehouse, None if init_from.strip().lower() == "production" else init_from.strip())
+def parent_model(warehouse: Warehouse, init_from: str, in_channels: int | None = None) -> dict:
+    """The ``models`` row a fine-tune starts from: ``production`` (the production model of the
+    kind the run trains, ``in_channels``, when given) or a version. LookupError when there is
+    none, ValueError when its file is missing or not the one registered (a fine-tune must not
+    silently start from other weights)."""
+    row = model_row(warehouse, None if init_from.strip().lower() == "production" else init_from.strip(), in_channels)
     try:
         verify_registered(row)
     except ModelIntegrityError as error:

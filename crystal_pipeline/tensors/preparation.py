@@ -36,6 +36,16 @@ def labelled_rows_with_uv(warehouse: Warehouse) -> list[tuple[str, int, str, str
     return [(*row, partners.get(row[0])) for row in rows]
 
 
+def channels_trained(warehouse: Warehouse, inputs: str = "auto") -> int:
+    """The kind of model a training run on this warehouse's labels gives (``models.in_channels``):
+    2, fused, when labelled drops have UV pictures and ``inputs`` (``TrainConfig.inputs``) is
+    'auto'; else 1, visible. What ``init_from: production`` must resolve to: a parent of
+    another kind does not fit the network the run builds."""
+    from crystal_pipeline.warehouse.labels import any_labelled_with_uv
+
+    return 2 if inputs == "auto" and any_labelled_with_uv(warehouse) else 1
+
+
 def expected_tensor_rows(warehouse: Warehouse) -> tuple[dict[str, int], int]:
     """``(split -> rows the tensors should hold, labelled images a UV write leaves out)``.
 

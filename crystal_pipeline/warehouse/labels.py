@@ -47,6 +47,17 @@ def labelled_images(warehouse: Warehouse) -> list[tuple[str, int, str, str]]:
     return list(frame.itertuples(index=False, name=None))
 
 
+def any_labelled_with_uv(warehouse: Warehouse) -> bool:
+    """Whether a labelled, decodable image has an accepted UV picture beside it (its id with
+    ``.uv``, as ``images.uv_partners`` pairs them): then the tensors carry UV pictures. One query."""
+    from crystal_pipeline.wells import UV_ID_SUFFIX
+
+    return bool(warehouse.scalar(
+        "SELECT EXISTS (SELECT 1 FROM consensus_labels l JOIN images i USING (image_id) "
+        "JOIN images u ON u.image_id = l.image_id || ? "
+        "WHERE i.status = 'ok' AND u.imaging = 'uv' AND u.status = 'ok')", [UV_ID_SUFFIX]))
+
+
 def labelled_images_per_split(warehouse: Warehouse) -> dict[str, int]:
     """``split -> count`` of labelled, decodable images (the tensor rows to expect)."""
     frame = warehouse.query_df(

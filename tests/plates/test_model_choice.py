@@ -103,3 +103,31 @@ def test_an_old_models_table_gains_in_channels_read_from_the_model_files(tmp_pat
     assert choose_models(wh, has_uv=True).record["model_version"] == "fused"
     with pytest.raises(LookupError, match="no visible model is production"):
         choose_models(wh, has_uv=False)
+
+
+def test_a_finetune_of_production_starts_from_the_production_model_of_the_kind_it_trains(tmp_path):
+    """``init_from: production`` (the annotations sensor's request) names the production model of
+    the kind the labels train: the newest production model of either kind would hand a fused run a
+    visible parent (a network of another shape) whenever the visible one was promoted last."""
+    from crystal_pipeline.tensors.preparation import channels_trained
+
+    wh = _warehouse(tmp_path / "w.duckdb")
+    _register(wh, tmp_path, "fused", 2, day=1)
+    _register(wh, tmp_path, "vis", 1, day=2)  # promoted last: the newest production row
+    with wh.transaction() as con:
+        for image_id, imaging in (("P1_A01", "visible"), ("P1_A01.uv", "uv")):
+            con.execute("INSERT INTO images (image_id, plate_id, path, status, source, ingested_at, imaging) "
+                        "VALUES (?, 'P1', ?, 'ok', 'raw', now(), ?)", [image_id, f"{image_id}.png", imaging])
+        con.execute("INSERT INTO consensus_labels VALUES ('P1_A01', 1, 'clear', false, 3, 1.0, 'train')")
+    assert channels_trained(wh) == 2 and channels_trained(wh, "visible") == 1
+    assert registry.parent_model(wh, "production", channels_trained(wh))["model_version"] == "fused"
+    assert registry.parent_model(wh, "production", 1)["model_version"] == "vis"
+    assert registry.parent_model(wh, "production")["model_version"] == "vis"  # no kind: the newest, as before
+
+    with wh.transaction() as con:  # the UV picture quarantined: the labels train a visible model
+        con.execute("UPDATE images SET status = 'quarantined' WHERE imaging = 'uv'")
+    assert channels_trained(wh) == 1
+    with wh.transaction() as con:
+        con.execute("DELETE FROM models WHERE model_version = 'fused'")
+    with pytest.raises(LookupError, match=r"no production fused model \(vis is production for the other kind"):
+        registry.parent_model(wh, "production", 2)
