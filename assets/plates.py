@@ -255,6 +255,7 @@ def plate_report(context: dg.AssetExecutionContext, config: PlateReportConfig, s
     """Plate map, ranked hit list and HTML page a crystallographer can act on, from the ``predictions``
     rows of the model plate_predictions used (its name and threshold, not today's production model's)."""
     from crystal_pipeline.plates.report import write_plate_report
+    from crystal_pipeline.plates import second_opinion as opinion
     from crystal_pipeline.plates.second_opinion import SecondOpinion
     from crystal_pipeline.plates.timeline import load_timeline
 
@@ -285,6 +286,8 @@ def plate_report(context: dg.AssetExecutionContext, config: PlateReportConfig, s
         **({"second_opinion": run.second.model_version,
             "calls_differ": len(report.calls_differ or [])}
            if second is not None else {}),
+        **({"plate_map_visible": md(opinion.map_markdown(report.map_visible_png, report.calls_differ))}
+           if report.map_visible_png is not None else {}),
         "crystal_hits": len(report.hits),
         "review_first": len(report.review_first),
         "crystal_threshold": round(run.crystal_threshold, 4),

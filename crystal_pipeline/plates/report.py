@@ -84,6 +84,7 @@ class PlateReport:
     hits: list[LabelledImage]
     review_first: list[LabelledImage]  # the hits inside the review budget, highest crystal_prob first
     calls_differ: list[str] | None = None  # slots whose crystal call the second opinion makes otherwise
+    map_visible_png: bytes | None = None  # the map coloured by the second opinion's calls
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def write_plate_report(
     inspection = plate_key.partition("@")[2] or None
     new_hits = {h.slot for h in timeline.new_hits(inspection)} if timeline is not None else set()
     changed = opinion.changed_calls(ranked, crystal_threshold, second_opinion) if second_opinion else None
-    map_png, map_html = None, ""
+    map_png, second_png, map_html = None, None, ""
     if plate_format is not None:
         map_png = plate_map_png(plate_key, plate_format, labels, crystal_threshold, new_hits,
                                 review_first={r.slot for r in review_first},
@@ -184,9 +185,7 @@ def write_plate_report(
         paths["map_png"] = atomic_write_bytes(out / "plate_map.png", map_png)
         map_html = "<h2>Plate map</h2>" + html.embedded_image(map_png, "plate map")
         if second_opinion is not None:
-            second_png = plate_map_png(plate_key, plate_format, second_opinion.labels,
-                                       second_opinion.crystal_threshold, changed=set(changed),
-                                       title=f"{plate_key}, {opinion.VISIBLE_TITLE}")
+            second_png = opinion.visible_map_png(plate_key, plate_format, second_opinion, changed)
             paths["map_visible_png"] = atomic_write_bytes(out / "plate_map_visible.png", second_png)
             map_html = opinion.map_section(map_png, second_png, changed)
     paths["csv"] = atomic_write_bytes(out / "hits.csv", _hits_csv(ranked, crystal_threshold, len(review_first),
@@ -198,9 +197,7 @@ def write_plate_report(
     if model_reason:
         summary["why this model"] = model_reason
     if second_opinion is not None:
-        summary["second opinion"] = (f"{second_opinion.model_version} ({opinion.VISIBLE_TITLE}, crystal p >= "
-                                     f"{second_opinion.crystal_threshold:.3f}): the crystal call differs in "
-                                     f"{len(changed)} wells")
+        summary["second opinion"] = opinion.summary_line(second_opinion, changed)
     summary["review budget"] = budget.describe()
     summary["review first"] = (f"{len(review_first)} of {len(hits)} hits (the budget's wells that reach the "
                                f"threshold{'; large stars on the map' if map_png is not None else ''})")
@@ -216,7 +213,7 @@ def write_plate_report(
                  second_opinion, changed)
     paths["html"] = atomic_write_text(out / "report.html", page)
     return PlateReport(paths=paths, markdown=markdown, map_png=map_png, hits=hits, review_first=review_first,
-                       calls_differ=changed)
+                       calls_differ=changed, map_visible_png=second_png)
 
 
 # -- tables ------------------------------------------------------------------------
@@ -251,8 +248,7 @@ def _hits_meta(labels: PlateLabels, model_version: str, threshold: float, hits: 
     """``hits.meta.json``: what produced hits.csv (and why that model), and the second opinion's
     model and the wells whose call it makes differently, for a reader who has only the CSV's folder."""
     t = labels.timings
-    other = None if second is None else {"model_version": second.model_version, "title": opinion.VISIBLE_TITLE,
-                                         "crystal_threshold": second.crystal_threshold, "calls_differ": changed}
+    other = None if second is None else opinion.meta(second, changed)
     return json.dumps({"model_version": model_version, "crystal_threshold": threshold, "labelled": len(labels.rows),
                        "hits": hits, "engine": t.engine, "precision": t.precision,
                        "precision_reason": t.precision_reason, "model_reason": reason,

@@ -74,9 +74,44 @@ def map_section(record_png: bytes, second_png: bytes, changed: Sequence[str]) ->
     """The plate map's HTML with both colourings and the selector between them."""
     from crystal_pipeline.reporting.html import embedded_image, escape
 
-    listed = ", ".join(changed[:60]) + (" ..." if len(changed) > 60 else "")
+    listed = _listed(changed)
     return ("<h2>Plate map</h2>"
             f"<p>{colouring_select()} <span class='changed'>{len(changed)} wells</span> where {escape(CHANGED_RULE)}"
             f" (magenta diamonds){': ' + escape(listed) if changed else ''}.</p>"
             f"<div class='by-fused'>{embedded_image(record_png, 'plate map')}</div>"
             f"<div class='by-visible'>{embedded_image(second_png, 'plate map, ' + VISIBLE_TITLE)}</div>")
+
+
+def visible_map_png(plate_key: str, plate_format: int, second: SecondOpinion, changed: Sequence[str]) -> bytes:
+    """The plate map coloured by the visible model's calls, the differing wells marked."""
+    from crystal_pipeline.reporting.plate_map import plate_map_png
+
+    return plate_map_png(plate_key, plate_format, second.labels, second.crystal_threshold, changed=set(changed),
+                         title=f"{plate_key}, {VISIBLE_TITLE}")
+
+
+def summary_line(second: SecondOpinion, changed: Sequence[str]) -> str:
+    """The report summary's "second opinion" entry."""
+    return (f"{second.model_version} ({VISIBLE_TITLE}, crystal p >= {second.crystal_threshold:.3f}): "
+            f"the crystal call differs in {len(changed)} wells")
+
+
+def meta(second: SecondOpinion, changed: Sequence[str]) -> dict:
+    """``hits.meta.json``'s ``second_opinion``: the model and the wells whose call it makes otherwise."""
+    return {"model_version": second.model_version, "title": VISIBLE_TITLE,
+            "crystal_threshold": second.crystal_threshold, "calls_differ": list(changed)}
+
+
+def map_markdown(second_png: bytes, changed: Sequence[str]) -> str:
+    """The visible model's map in Markdown (the Dagster UI), with the wells whose call differs."""
+    from crystal_pipeline.reporting import markdown as md
+
+    listed = _listed(changed)
+    return md.blocks(f"**Coloured by the {VISIBLE_TITLE} model**: {len(changed)} wells where {CHANGED_RULE} "
+                     f"(magenta diamonds){': ' + md.cell(listed) if changed else ''}.",
+                     md.image(second_png, "plate map, " + VISIBLE_TITLE))
+
+
+def _listed(changed: Sequence[str], most: int = 60) -> str:
+    """The differing wells as one line, the first ``most`` of them."""
+    return ", ".join(changed[:most]) + (" ..." if len(changed) > most else "")

@@ -108,7 +108,8 @@ def test_with_a_visible_model_promoted_too_each_plate_gets_the_model_of_its_pict
 
     write_plate(layout.incoming_dir / "UV2", "UV2", seed=7, wells=96, size=64, uv=True)
     write_plate(layout.incoming_dir / "VIS2", "VIS2", seed=8, wells=96, size=64)
-    assert _label(fused, "UV2").success and _label(fused, "VIS2").success
+    uv_run, vis_run = _label(fused, "UV2"), _label(fused, "VIS2")
+    assert uv_run.success and vis_run.success
     by_model = wh.query_df("SELECT plate_id, model_version, count(*) AS n FROM predictions "
                            "WHERE plate_id IN ('UV2', 'VIS2') GROUP BY ALL ORDER BY ALL")
     assert by_model.values.tolist() == [["UV2", fused_row["model_version"], 96], ["UV2", "visible-1", 96],
@@ -122,3 +123,12 @@ def test_with_a_visible_model_promoted_too_each_plate_gets_the_model_of_its_pict
     assert vis_meta["model_version"] == "visible-1" and vis_meta["second_opinion"] is None
     assert vis_meta["model_reason"] == "The plate has no UV pictures, so the production visible model labelled it."
     assert "<select class='colouring'>" not in (layout.plate_report_dir("VIS2") / "report.html").read_text()
+    # The UI's summary carries the visible model's map beside the fused one, and how many calls differ.
+    [uv_report] = uv_run.asset_materializations_for_node("plate_report")
+    shown = uv_report.metadata["plate_map_visible"].value
+    differ = uv_report.metadata["calls_differ"].value
+    assert differ == len(uv_meta["second_opinion"]["calls_differ"])
+    assert f"{differ} wells where" in shown and "![plate map, visible only](data:image/png;base64," in shown
+    assert shown.split("base64,")[1].split(")")[0] not in uv_report.metadata["plate_map"].value  # another picture
+    [vis_report] = vis_run.asset_materializations_for_node("plate_report")
+    assert "plate_map_visible" not in vis_report.metadata and "calls_differ" not in vis_report.metadata
