@@ -14,17 +14,29 @@ from crystal_pipeline.warehouse.connection import Warehouse
 CHANNELS_SQL = "coalesce(in_channels, 1)"
 
 
+def _has_channels_column(warehouse: Warehouse) -> bool:
+    """Whether ``models`` has ``in_channels``. A warehouse from before the column gains it at
+    its next write (``ensure_schema``); a read-only open (``doctor``) never migrates, and must
+    still read it: there, every model is of the one kind that existed, visible."""
+    return bool(warehouse.scalar("SELECT count(*) FROM information_schema.columns WHERE table_name = 'models' "
+                                 "AND column_name = 'in_channels' AND table_catalog = current_database()"))
+
+
 def production_model(warehouse: Warehouse, in_channels: Optional[int] = None) -> Optional[dict]:
     """The production model's row as a dict (the newest of either kind, or the one reading
     ``in_channels`` pictures), or None when there is none."""
-    kind = "" if in_channels is None else f" AND {CHANNELS_SQL} = ?"
+    channels = CHANNELS_SQL if in_channels is None or _has_channels_column(warehouse) else "1"
+    kind = "" if in_channels is None else f" AND {channels} = ?"
     frame = warehouse.query_df(f"SELECT * FROM models WHERE is_production{kind} ORDER BY created_at DESC LIMIT 1",
                                [] if in_channels is None else [int(in_channels)])
     return None if frame.empty else frame.iloc[0].to_dict()
 
 
 def rows_without_channels(warehouse: Warehouse) -> list[dict]:
-    """Rows registered before ``in_channels`` existed whose count is not filled in yet."""
+    """Rows registered before ``in_channels`` existed whose count is not filled in yet (none to
+    fill while the column itself is missing: it comes with the warehouse's next write)."""
+    if not _has_channels_column(warehouse):
+        return []
     return warehouse.query_df("SELECT * FROM models WHERE in_channels IS NULL ORDER BY created_at").to_dict("records")
 
 

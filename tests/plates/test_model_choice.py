@@ -93,6 +93,9 @@ def test_an_old_models_table_gains_in_channels_read_from_the_model_files(tmp_pat
                                                file_sha256(file) if file.exists() else "x", production])
     con.close()
     wh = Warehouse(path)
+    # read-only, before any write has added the column (the doctor's view): every model is visible
+    assert registry.production_model(wh, 1)["model_version"] == "fused"
+    assert registry.production_model(wh, 2) is None and model_table.rows_without_channels(wh) == []
     wh.ensure_schema()
     assert wh.query_df("SELECT count(*) AS n FROM models WHERE in_channels IS NULL")["n"][0] == 3
     assert sorted(registry.record_input_channels(wh)) == ["fused", "vis"]  # the missing file stays unknown
