@@ -118,6 +118,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=0, help="at most this many has-crystal images (0: all)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="flag at this crystal probability instead of the model's calibrated threshold "
+                             "(0: every has-crystal image, to compare models on the same images)")
     parser.add_argument("--occlusion", action="store_true",
                         help="also the occlusion diagnostic (occlusion_peaks; about 170 forwards a picture at 64 px)")
     args = parser.parse_args(argv)
@@ -136,6 +139,8 @@ def main(argv=None) -> int:
         ids = ids[: args.limit]
     net = load(args.model, "cpu")
     temperature, threshold = calibration_of(net.artifact_meta)
+    if args.threshold is not None:
+        threshold = args.threshold
     paths = [args.raw / "plates" / i.split("/")[0] / f"{i.split('/')[1]}.png" for i in ids]
     pixels = np.stack([load_grey(p, net.resolution) for p in paths])
     from PIL import Image
