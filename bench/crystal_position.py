@@ -73,6 +73,38 @@ def geometry(raw: Path, image_ids: list[str], classes: dict[str, int]) -> dict[s
     return out
 
 
+def contact_sheet(path: Path, raw: Path, image_ids: list[str], shapes: dict, points: dict[str, list],
+                  every: int = 25, count: int = 12) -> None:
+    """Every ``every``-th picture (up to ``count``) at twice its size: the drawn crystals' boxes in
+    green, each map's peak (``points``: name -> (x, y) fractions per image) as a circle whose
+    colour and size name the map, legend in the first tile. To look at, not to score."""
+    from PIL import Image, ImageDraw
+
+    colours = [(255, 60, 60), (60, 160, 255), (255, 200, 0), (200, 80, 255)]
+    tiles = []
+    for k in range(0, len(image_ids), every)[:count]:
+        plate, well = image_ids[k].split("/")
+        with Image.open(raw / "plates" / plate / f"{well}.png") as im:
+            tile = im.convert("RGB").resize((im.width * 2, im.height * 2))
+        draw, (w, h) = ImageDraw.Draw(tile), tile.size
+        for box in shapes[image_ids[k]]:
+            if box.kind == "crystal":
+                draw.rectangle([box.x0 * w, box.y0 * h, box.x1 * w, box.y1 * h], outline=(0, 255, 0))
+        for n, (name, xy) in enumerate(points.items()):
+            x, y, r = xy[k][0] * w, xy[k][1] * h, 8 - 2 * n
+            draw.ellipse([x - r, y - r, x + r, y + r], outline=colours[n % len(colours)], width=2)
+            if not tiles:
+                draw.text((4, 4 + 12 * n), name, fill=colours[n % len(colours)])
+        tiles.append(tile)
+    if not tiles:
+        return
+    w, h = tiles[0].size
+    sheet = Image.new("RGB", (w * 4, h * ((len(tiles) + 3) // 4)))
+    for k, tile in enumerate(tiles):
+        sheet.paste(tile.resize((w, h)), ((k % 4) * w, (k // 4) * h))
+    sheet.convert("P", palette=Image.ADAPTIVE, colors=32).save(path, optimize=True)
+
+
 def occlusion_peaks(net, pixels: np.ndarray, patch: int = 8, stride: int = 4, batch: int = 256) -> np.ndarray:
     """Peaks (u, v) in input-square pixels of an occlusion map (Zeiler & Fergus 2014): each
     ``patch``-pixel square of the evaluation crop in turn replaced by a Gaussian-blurred copy of
@@ -121,6 +153,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threshold", type=float, default=None,
                         help="flag at this crystal probability instead of the model's calibrated threshold "
                              "(0: every has-crystal image, to compare models on the same images)")
+    parser.add_argument("--sheet", type=Path, default=None,
+                        help="write a contact sheet (PNG) of flagged pictures: drawn boxes and the conv4 peaks")
     parser.add_argument("--occlusion", action="store_true",
                         help="also the occlusion diagnostic (occlusion_peaks; about 170 forwards a picture at 64 px)")
     args = parser.parse_args(argv)
@@ -162,13 +196,14 @@ def main(argv=None) -> int:
         return {"share": round(float(inside.mean()), 4) if len(inside) else None,
                 "ci95": [round(low, 4), round(high, 4)]}
 
-    results = {}
+    results, peaks = {}, {}
     for layer in cam.LAYERS:
         for method in cam.METHODS:
             t0 = time.perf_counter()
             positions = cam.crystal_positions(net, pixels[flagged], [sizes[i] for i in flagged], layer=layer,
                                               method=method)
             seconds = time.perf_counter() - t0
+            peaks[f"{layer}/{method}"] = [(p.x, p.y) for p in positions]
             results[f"{layer}/{method}"] = {**share([(p.x, p.y) for p in positions]),
                                             "images_per_s": round(len(flagged) / seconds, 1) if seconds else None}
     # The plate's own arithmetic: where the CPU has bf16 units labelling runs in bf16 and so do the
@@ -200,6 +235,9 @@ def main(argv=None) -> int:
         points = [cam.square_to_picture(u, v, net.resolution, *sizes[i]) for (u, v), i in zip(uv, flagged)]
         results["diagnostic/occlusion"] = {**share([(float(x), float(y)) for x, y in points]),
                                            "images_per_s": round(len(flagged) / (time.perf_counter() - t0), 2)}
+    if args.sheet is not None:
+        contact_sheet(args.sheet, args.raw, [ids[i] for i in flagged], shapes,
+                      {name: peaks[name] for name in ("conv4/gradcam", "conv4/hirescam")})
     rng = np.random.default_rng(0)
     results["baseline/drop_centre"] = share([((d.x0 + d.x1) / 2, (d.y0 + d.y1) / 2) for d in drops])
     results["baseline/random_point"] = share([tuple(rng.random(2)) for _ in drops])

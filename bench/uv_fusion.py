@@ -81,7 +81,11 @@ def train(pixels: np.ndarray, class_ids: np.ndarray, resolution: int, updates: i
     x, y = torch.from_numpy(pixels), torch.from_numpy(class_ids - 1)
     rng = np.random.default_rng(seed)
     model.train()
-    for _ in range(updates):
+    started = time.perf_counter()
+    for update in range(updates):
+        if update and update % 100 == 0:  # progress on stderr: a run at size is an hour on a shared box
+            print(f"  {pixels.shape[1]} channel(s): update {update}/{updates}, {time.perf_counter() - started:.0f} s",
+                  file=sys.stderr, flush=True)
         rows = torch.from_numpy(rng.integers(0, len(x), batch))
         with autocast_context(torch.device("cpu"), precision):
             logits = model(x[rows])
@@ -128,6 +132,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     precision = choose_precision(args.precision, "cpu")
     started = time.perf_counter()
+    print(f"drawing {args.plates} x {args.wells} wells with UV ...", file=sys.stderr, flush=True)
     vis, uv, classes, salt = draw(args.wells, args.seed, args.imager, args.resolution, args.plates)
     drawn_s = time.perf_counter() - started
     side = np.random.default_rng(args.seed + 1).random(len(classes))
