@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=None)
+    parser.add_argument("--orders", default="review,random",
+                        help="arms: review, random, and stratified (a random draw with the review order's count "
+                             "of crystal-positive labels: separates the order's class balance from its uncertainty)")
     parser.add_argument("--plates-b", type=int, default=1,
                         help="lab B's plates of 1536 wells (pool and test split grow with it; issue 20 item 6 asks 3+)")
     args = parser.parse_args()
@@ -87,11 +90,27 @@ def main() -> None:
     truth = crystal_truth(b["test"][1])
     emit("lab_a", updates=a_config.updates, cpu_min=round(a_cpu, 2), temperature=round(temperature, 3),
          lab_b_test_auc_as_is=round(binary_auc(truth, crystal_probability(predict_proba(model, b["test"][2]))), 4))
+    positive = crystal_truth(pool_classes)
+
+    def choose(order: str, n: int, seed: int) -> np.ndarray:
+        """Pool rows for ``n`` labels: the review order's first n, a random n, or a random n with
+        as many crystal-positive labels as the review order's first n (stratified)."""
+        rng = np.random.default_rng(seed)
+        if order == "review":
+            return np.asarray(taught[:n])
+        if order == "random":
+            return rng.permutation(len(rows))[:n]
+        if order == "stratified":
+            k = int(positive[taught[:n]].sum())
+            return np.concatenate([rng.permutation(np.flatnonzero(positive))[:k],
+                                   rng.permutation(np.flatnonzero(~positive))[:n - k]])
+        raise SystemExit(f"unknown order {order!r}")
+
     results = {}
     for n in (int(x) for x in args.labels.split(",")):
         for seed in range(args.seeds):
-            for order in ("review", "random"):
-                chosen = np.sort(taught[:n] if order == "review" else np.random.default_rng(seed).permutation(len(rows))[:n])
+            for order in args.orders.split(","):
+                chosen = np.sort(choose(order, n, seed))
                 subset = ([pool_ids[i] for i in chosen], pool_classes[chosen], pool_pixels[chosen])
                 config = TrainConfig.from_preset("finetune", {"num_threads": args.threads, "resolution": RES, "init_from": "lab-A",
                                                               "updates": args.ft_updates, "seed": seed})
@@ -102,16 +121,19 @@ def main() -> None:
                 emit("finetune", order=order, labels=n, seed=seed, crystal_positive_labels=int(crystal_truth(subset[1]).sum()),
                      crystal_auc=round(auc, 4), cpu_min=round(cpu, 2))
     sizes = sorted({n for _, n, _ in results})
-    mean = {(o, n): float(np.mean([results[(o, n, s)] for s in range(args.seeds)])) for o in ("review", "random") for n in sizes}
-    for n in sizes:
-        diffs = [results[("review", n, s)] - results[("random", n, s)] for s in range(args.seeds)]
-        emit("paired", labels=n, review_mean=round(mean[("review", n)], 4), random_mean=round(mean[("random", n)], 4),
-             review_minus_random=[round(d, 4) for d in diffs], mean_difference=round(float(np.mean(diffs)), 4))
-    target = mean[("random", sizes[-1])]
-    reached = [n for n in sizes if mean[("review", n)] >= target]
-    emit("labels_to_reach_random", random_labels=sizes[-1], random_auc=round(target, 4),
-         review_labels_needed=reached[0] if reached else f"more than {sizes[-1]}")
-
+    orders = args.orders.split(",")
+    mean = {(o, n): float(np.mean([results[(o, n, s)] for s in range(args.seeds)])) for o in orders for n in sizes}
+    for other in (o for o in orders if o != "review" and "review" in orders):
+        for n in sizes:
+            diffs = [results[("review", n, s)] - results[(other, n, s)] for s in range(args.seeds)]
+            emit("paired", labels=n, against=other, review_mean=round(mean[("review", n)], 4),
+                 other_mean=round(mean[(other, n)], 4), review_minus_other=[round(d, 4) for d in diffs],
+                 mean_difference=round(float(np.mean(diffs)), 4))
+    if "review" in orders and "random" in orders:
+        target = mean[("random", sizes[-1])]
+        reached = [n for n in sizes if mean[("review", n)] >= target]
+        emit("labels_to_reach_random", random_labels=sizes[-1], random_auc=round(target, 4),
+             review_labels_needed=reached[0] if reached else f"more than {sizes[-1]}")
 
 if __name__ == "__main__":
     main()
