@@ -210,7 +210,7 @@ class _MappedPart(pq.ParquetFile):
             pass
 
 
-def _map_part(dir_fd: int, path: Path) -> pq.ParquetFile:
+def _map_part(dir_fd: int, path: Path) -> _MappedPart:
     """One part file, opened relative to its folder's handle and memory-mapped (faster than
     a Python file object; the mapping outlives a later unlink of the file)."""
     fd = os.open(path.name, os.O_RDONLY, dir_fd=dir_fd)
@@ -228,7 +228,7 @@ def _map_part(dir_fd: int, path: Path) -> pq.ParquetFile:
     return part
 
 
-def _try_generation(split_dir: Path, max_parts: int | None) -> list[tuple[Path, pq.ParquetFile]] | None:
+def _try_generation(split_dir: Path, max_parts: int | None) -> list[tuple[Path, _MappedPart]] | None:
     """The parts of the folder ``split_dir`` names now, all opened; None if it was replaced
     meanwhile (the listing may then be of a folder being deleted)."""
     dir_fd = os.open(split_dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -241,7 +241,7 @@ def _try_generation(split_dir: Path, max_parts: int | None) -> list[tuple[Path, 
         os.close(dir_fd)
 
 
-def _open_generation(split_dir: str | os.PathLike, max_parts: int | None) -> list[tuple[Path, pq.ParquetFile]]:
+def _open_generation(split_dir: str | os.PathLike, max_parts: int | None) -> list[tuple[Path, _MappedPart]]:
     """Every part file (the first ``max_parts``) of one written generation of a split, open."""
     split_dir = Path(split_dir)
     for attempt in range(_GENERATION_ATTEMPTS):
@@ -260,7 +260,7 @@ def _open_generation(split_dir: str | os.PathLike, max_parts: int | None) -> lis
                           "being opened; read it again once the writer is done")
 
 
-def _generation_side(parts: list[tuple[Path, pq.ParquetFile]]) -> int:
+def _generation_side(parts: list[tuple[Path, _MappedPart]]) -> int:
     """The square side of one generation's images; every part must agree with the first."""
     widths = [_schema_width(path, pf.schema_arrow) for path, pf in parts]
     side = math.isqrt(widths[0])
@@ -272,7 +272,7 @@ def _generation_side(parts: list[tuple[Path, pq.ParquetFile]]) -> int:
     return side
 
 
-def _generation_has_uv(parts: list[tuple[Path, pq.ParquetFile]]) -> bool:
+def _generation_has_uv(parts: list[tuple[Path, _MappedPart]]) -> bool:
     """Whether one generation's parts carry the UV column (all of them, or none)."""
     has = [UV_COLUMN in pf.schema_arrow.names for _, pf in parts]
     if any(has) and not all(has):
@@ -280,7 +280,7 @@ def _generation_has_uv(parts: list[tuple[Path, pq.ParquetFile]]) -> bool:
     return has[0]
 
 
-def _batches(parts: list[tuple[Path, pq.ParquetFile]], side: int, batch_rows: int
+def _batches(parts: list[tuple[Path, _MappedPart]], side: int, batch_rows: int
              ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None]]:
     """``(ids, class ids, pixels, uv pixels or None)`` per batch."""
     for part, pf in parts:
@@ -300,8 +300,7 @@ def _batches(parts: list[tuple[Path, pq.ParquetFile]], side: int, batch_rows: in
                 yield batch.column("image_id").to_pylist(), class_ids, _pixels_view(pixels, side), uv
         except (pa.ArrowInvalid, KeyError, OSError) as exc:
             raise TensorDataError(f"{part}: cannot read tensors: {exc}") from exc
-        if isinstance(pf, _MappedPart):  # read through: its pages need not stay resident
-            pf.release_pages()
+        pf.release_pages()  # read through: its pages need not stay resident
 
 
 def iter_batches(split_dir: str | os.PathLike, batch_rows: int = 1024, max_parts: int | None = None, *,
