@@ -36,6 +36,7 @@ from crystal_pipeline.evaluation.metrics import (
     threshold_for_recall,
 )
 from crystal_pipeline.files import file_sha256
+from crystal_pipeline.model.fusion import KIND_NAMES
 from crystal_pipeline.reporting.numbers import finite_or_none
 from crystal_pipeline.warehouse import Warehouse
 from crystal_pipeline.warehouse import models as model_table
@@ -141,8 +142,6 @@ def production_model(warehouse: Warehouse, in_channels: int | None = None) -> di
     return model_table.production_model(warehouse, in_channels)
 
 
-#: The kinds of model the registry keeps one production model of, by ``in_channels``.
-KIND_NAMES = {1: "visible", 2: "fused"}
 
 
 def production_models(warehouse: Warehouse) -> dict[int, dict]:

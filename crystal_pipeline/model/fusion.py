@@ -16,7 +16,10 @@ import os
 import numpy as np
 
 VISIBLE_CHANNEL, UV_CHANNEL = 0, 1
-FUSED_CHANNELS = 2
+#: A model's kind is how many pictures of a drop it reads (``models.in_channels``): the
+#: registry keeps one production model of each kind, and plates choose by it.
+VISIBLE_CHANNELS, FUSED_CHANNELS = 1, 2
+KIND_NAMES = {VISIBLE_CHANNELS: "visible", FUSED_CHANNELS: "fused"}
 
 
 def stack_pictures(visible: np.ndarray, uv: np.ndarray) -> np.ndarray:

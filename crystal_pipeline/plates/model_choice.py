@@ -17,10 +17,9 @@ from dataclasses import dataclass
 
 from crystal_pipeline.evaluation import registry
 from crystal_pipeline.ingest.archive import WellFile
+from crystal_pipeline.model.fusion import FUSED_CHANNELS as FUSED
+from crystal_pipeline.model.fusion import VISIBLE_CHANNELS as VISIBLE
 from crystal_pipeline.plates.fused_labelling import no_uv_problem
-
-FUSED = 2
-VISIBLE = 1
 
 
 @dataclass(frozen=True)

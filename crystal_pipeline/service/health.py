@@ -192,7 +192,8 @@ def check_production_models(target: Target) -> list[Check]:
     fused``): each file matches its registered sha256 and loads on the CPU. One failed
     ``production model`` line when there is no warehouse or no production model at all."""
     try:
-        from crystal_pipeline.evaluation.registry import KIND_NAMES, production_models
+        from crystal_pipeline.evaluation.registry import production_models
+        from crystal_pipeline.model.fusion import KIND_NAMES
         from crystal_pipeline.warehouse import open_warehouse
 
         warehouse = open_warehouse(target.layout, lock_timeout_s=30)
