@@ -1,7 +1,6 @@
 """Group ``ingest``: imager files and expert annotations into the DuckDB warehouse."""
 
 
-from collections import Counter
 from typing import Literal
 
 import dagster as dg
@@ -11,12 +10,12 @@ from assets.metadata import md, png_md, progress_logger, table_md
 from crystal_pipeline.ingest import archive
 from crystal_pipeline.reporting import figures
 from crystal_pipeline.ingest.annotations import (DEFAULT_MAX_VOTE_LOSS_SHARE, AnnotationRefreshRefused,
-                                                  read_annotations, refuse_destructive_refresh)
+                                                  refresh_annotations)
 from crystal_pipeline.classes import CLASS_NAMES
-from crystal_pipeline.ingest.consensus import ConsensusConfig, agreement_histogram
+from crystal_pipeline.ingest.consensus import ConsensusConfig
 from crystal_pipeline.ingest.review_arrivals import annotations_signature
-from crystal_pipeline.ingest.reviews import Vote, agree_with_reviews
 from crystal_pipeline.ingest.image_files import ingest_files
+from crystal_pipeline.ingest.stored_consensus import store_consensus
 from crystal_pipeline.ingest.splits import SIDES
 from crystal_pipeline.warehouse import ImageScope
 from crystal_pipeline.warehouse import annotations as annotation_table
@@ -30,12 +29,11 @@ def raw_images(context: dg.AssetExecutionContext, storage: StorageResource,
                warehouse: WarehouseResource) -> dg.MaterializeResult:
     """One ``images`` row per image file under the raw archive, bad files quarantined with the reason."""
     raw_dir = storage.layout.raw_dir
-    files = archive.scan_archive(raw_dir, storage.layout.naming)
-    context.log.info(f"{len(files)} image files under {raw_dir}")
     wh = warehouse.get()
     scope = ImageScope.of_source("archive")
-    summary = ingest_files(wh, files, source="archive", progress=progress_logger(context, "hashed and decoded"),
-                           scope=scope)
+    summary = ingest_files(wh, archive.iter_archive(raw_dir, storage.layout.naming), source="archive",
+                           progress=progress_logger(context, "hashed and decoded"), scope=scope)
+    context.log.info(f"{summary.found} image files under {raw_dir}")
     per_plate = image_table.plates_summary(wh, scope)
     quarantined = image_table.quarantined(wh, scope, with_path=True)
     return dg.MaterializeResult(metadata={
@@ -83,41 +81,26 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, st
     plates = image_table.plate_formats(wh)
     formats = {archive.plate_key(r.plate_id, None if pd.isna(r.inspection) else r.inspection):
                (None if pd.isna(r.plate_format) else int(r.plate_format)) for r in plates.itertuples()}
-    known = image_table.image_ids(wh)
     files = archive.annotation_files(raw_dir)
     signature = annotations_signature(files)  # before reading: a file changed meanwhile runs again
-    table = read_annotations(files, formats, known)
-    rows = pd.DataFrame([(a.image_id, list(a.attributes), a.annotator, a.source_file, a.source_line,
-                          a.source_mtime_ns) for a in table.annotations],
-                        columns=["image_id", "attributes", "annotator", "source_file", "source_line",
-                                 "source_mtime_ns"])
-    errors = pd.DataFrame([(e.source_file, e.source_line, e.reason, e.raw) for e in table.errors],
-                          columns=["source_file", "source_line", "reason", "raw"])
-    stored = annotation_table.votes_with_sources(wh)
     try:
-        lost = refuse_destructive_refresh(
-            archive.annotations_dir(raw_dir), zip(stored["image_id"], stored["annotator"]),
-            zip(rows["image_id"], rows["annotator"]), max_vote_loss_share=config.max_vote_loss_share,
-            allow_vote_loss=config.allow_vote_loss)
+        stored = refresh_annotations(wh, files, formats, folder=archive.annotations_dir(raw_dir),
+                                     max_vote_loss_share=config.max_vote_loss_share,
+                                     allow_vote_loss=config.allow_vote_loss)
     except AnnotationRefreshRefused as refused:
         raise dg.Failure(str(refused), allow_retries=False) from None
-    annotation_table.replace_annotations(wh, rows, errors)
-    per_image = rows.groupby("image_id").size() if len(rows) else pd.Series(dtype=int)
-    reasons = Counter(e.reason.split(":")[0] for e in table.errors)
-    context.log.info(f"{len(rows)} annotations from {len(files)} files, {len(errors)} error rows")
+    context.log.info(f"{stored.votes} annotations from {len(files)} files, {stored.error_rows} error rows")
     return dg.MaterializeResult(metadata={
         ANNOTATIONS_SIGNATURE: signature,
         "csv_files": len(files),
-        "annotations": len(rows),
-        "stored_votes_removed": lost,
-        "annotators": int(rows["annotator"].nunique()) if len(rows) else 0,
-        "images_annotated": len(per_image),
-        "images_without_annotation": len(known) - len(per_image),
-        "error_rows": len(errors),
-        "annotators_per_image": dg.MetadataValue.md(table_md(
-            per_image.value_counts().sort_index().rename_axis("annotators").reset_index(name="images"))),
-        "errors": md(table_md(pd.DataFrame(reasons.most_common(), columns=["reason", "rows"])),
-                     table_md(errors, 20)),
+        "annotations": stored.votes,
+        "stored_votes_removed": stored.loss.lost,
+        "annotators": stored.annotators,
+        "images_annotated": stored.images_annotated,
+        "images_without_annotation": stored.images - stored.images_annotated,
+        "error_rows": stored.error_rows,
+        "annotators_per_image": dg.MetadataValue.md(table_md(stored.per_image)),
+        "errors": md(table_md(stored.reasons), table_md(stored.first_errors, 20, total=stored.error_rows)),
     })
 
 
@@ -175,39 +158,30 @@ def consensus_labels(context: dg.AssetExecutionContext, config: ConsensusRunConf
     from crystal_pipeline.ingest.quality import split_checks  # library: pure functions over the labels
 
     wh = warehouse.get()
-    votes = annotation_table.votes_with_sources(wh)
-    status = image_table.image_statuses(wh)
     cfg = ConsensusConfig(rule=config.rule, min_agreement=config.min_agreement,
                           min_annotators=config.min_annotators, split_by=config.split_by,
                           train_fraction=config.train_fraction, val_fraction=config.val_fraction,
                           test_fraction=config.test_fraction, seed=config.seed)
-    result, reviews = agree_with_reviews(
-        (Vote(r.image_id, r.annotator, tuple(r.attributes), r.source_file, int(r.source_line),
-              None if pd.isna(r.source_mtime_ns) else int(r.source_mtime_ns)) for r in votes.itertuples(index=False)),
-        cfg, review_overrides=config.review_overrides, image_status=status,
-        hashes=image_table.image_hashes(wh), sources=image_table.image_sources(wh))
-    labels = pd.DataFrame([vars(l) for l in result.labels],
-                          columns=["image_id", "class_id", "class_name", "has_crystal", "n_annotators",
-                                   "agreement", "split"])
-    label_table.replace_consensus_labels(wh, labels)
-    distribution = _class_distribution(labels)
+    stored = store_consensus(wh, cfg, review_overrides=config.review_overrides)
+    result, reviews = stored.result, stored.reviews
+    distribution = _class_distribution(stored.counts)
     chart = figures.bar_chart(
         {split: dict(zip(distribution["class"], distribution[split])) for split in SIDES},
         f"consensus labels by class ({config.rule})", log=True)
     excluded = pd.DataFrame(result.excluded.most_common(), columns=["reason", "images"])
     excluded["examples"] = [", ".join(result.examples[r]) for r in excluded["reason"]]
     unmapped = pd.DataFrame(result.unmapped_sets.most_common(), columns=["attribute set", "images"])
-    agreement = agreement_histogram((r.image_id, tuple(r.attributes)) for r in votes.itertuples(index=False))
+    agreement = stored.agreement
     agreement_chart = figures.bar_chart(
         {"images": {f"{a}/{n}": int(c) for (n, a), c in sorted(agreement.items())}},
         "annotators agreeing with the most common attribute set", xlabel="agreeing / annotators")
-    context.log.info(f"{len(labels)} labelled of {votes['image_id'].nunique()} annotated images")
+    context.log.info(f"{stored.labelled} labelled of {stored.annotated_images} annotated images")
     yield dg.MaterializeResult(metadata={
-        "labelled_images": len(labels),
-        "annotated_images": int(votes["image_id"].nunique()),
+        "labelled_images": stored.labelled,
+        "annotated_images": stored.annotated_images,
         "rule": config.rule,
         "split_by": config.split_by,
-        **{side: int((labels["split"] == side).sum()) for side in SIDES},
+        **{side: int(distribution[side].sum()) for side in SIDES},
         "class_distribution": md(table_md(distribution, 12), png_md(chart, "class distribution")),
         "excluded": md(table_md(excluded), "**Attribute sets with no class**", table_md(unmapped)),
         "agreement": md(table_md(pd.DataFrame(
@@ -250,14 +224,14 @@ def _meta(value):
     return dg.MetadataValue.md(value) if isinstance(value, str) and "\n" in value else value
 
 
-def _class_distribution(labels: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Table 2 'Total' column, per side of the split."""
-    counts = labels.groupby(["class_id", "split"]).size().unstack(fill_value=0) if len(labels) else pd.DataFrame()
+def _class_distribution(counts: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 2 'Total' column, per side of the split, from the stored labels per
+    ``class_id, split`` (column ``labels``)."""
+    per_side = {(int(c), str(s)): int(n) for c, s, n in counts[["class_id", "split", "labels"]].itertuples(index=False)}
     rows = []
     for class_id, name in enumerate(CLASS_NAMES, start=1):
-        per_side = [int(counts.loc[class_id, side]) if class_id in counts.index and side in counts else 0
-                    for side in SIDES]
-        rows.append((class_id, name, *per_side, sum(per_side)))
+        sides = [per_side.get((class_id, side), 0) for side in SIDES]
+        rows.append((class_id, name, *sides, sum(sides)))
     frame = pd.DataFrame(rows, columns=["id", "class", *SIDES, "total"])
     total = max(1, int(frame["total"].sum()))
     frame["share"] = (frame["total"] / total).map(lambda s: f"{100 * s:.1f}%")

@@ -7,11 +7,19 @@ the same annotator twice for one image) becomes an error row with its file, line
 and reason; all other rows go on. A reviewer (annotator ``review:<name>``) may review
 one image again in a later file: both rows are kept, with their file's mtime, and
 consensus takes the later one (:mod:`crystal_pipeline.ingest.reviews`).
+
+The files are read one row at a time into a staged file on disk
+(``warehouse.annotations.VOTE_STAGE_SCHEMA``); whether a row names a stored image and
+whether it repeats an earlier vote are decided over all staged rows at once in DuckDB
+(``warehouse.annotations.resolve_votes``), so a refresh's memory does not grow with the
+number of votes. :func:`refresh_annotations` is the asset's path; :func:`read_annotations`
+the same rules for a caller holding a small set of image ids.
 """
 
 from __future__ import annotations
 
 import csv
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -20,6 +28,9 @@ from crystal_pipeline import wells
 from crystal_pipeline.ingest.archive import plate_key
 from crystal_pipeline.classes import UnknownAttribute, parse_attributes
 from crystal_pipeline.ingest.reviews import is_review
+from crystal_pipeline.warehouse import Warehouse
+from crystal_pipeline.warehouse import annotations as annotation_table
+from crystal_pipeline.warehouse.staging import StagedRows, batches
 
 REQUIRED_COLUMNS = ("plate_id", "well", "annotator", "attributes")
 
@@ -48,6 +59,116 @@ class AnnotationTable:
     errors: list[AnnotationError] = field(default_factory=list)
 
 
+class AnnotationRefreshRefused(RuntimeError):
+    """A refresh would destroy stored votes: the folder is gone or most votes would go."""
+
+
+#: A refresh may remove at most this share of the stored votes unless told otherwise.
+DEFAULT_MAX_VOTE_LOSS_SHARE = 0.5
+
+
+class _StagedVotes:
+    """Appends each parsed row to the staged file, numbered in read order (``seq``)."""
+
+    def __init__(self, rows: StagedRows):
+        self.rows = rows
+        self.seq = 0
+
+    def error(self, source_file: str, line: int | None, reason: str, raw: str = "") -> None:
+        self.rows.add((self.seq, None, None, None, source_file, line, None, raw, reason, None, False, None, None))
+        self.seq += 1
+
+    def vote(self, image: str, annotator: str, attributes: tuple[str, ...] | None, attribute_error: str | None,
+             source_file: str, line: int, mtime_ns: int, raw: str) -> None:
+        self.rows.add((self.seq, image, annotator, None if attributes is None else list(attributes), source_file,
+                       line, mtime_ns, raw, None, attribute_error, is_review(annotator)))
+        self.seq += 1
+
+
+def stage_annotations(csv_files: Iterable[Path], plate_formats: Mapping[str, int | None], staged: Path) -> int:
+    """Parse every CSV into the staged file ``staged`` (read order); returns the rows staged.
+    ``plate_formats`` maps plate keys to formats (for numeric wells)."""
+    with StagedRows(staged, annotation_table.VOTE_STAGE_SCHEMA) as rows:
+        sink = _StagedVotes(rows)
+        for path in csv_files:
+            _read_one(Path(path), plate_formats, sink)
+    return rows.rows
+
+
+def sort_votes(staged_votes: Path, exceptions: Path, accepted: StagedRows, errors: StagedRows) -> None:
+    """Split the staged rows into votes (``accepted``) and error rows with their reasons
+    (``errors``), both in read order, from the candidates judged no vote (``exceptions``:
+    ``warehouse.annotations.judge_votes``). Both files are read in ``seq`` order side by
+    side, a batch at a time. A row's reason is the first that applies: its early error, an
+    unknown image, unknown attributes, then a repeated vote."""
+    pending = _exceptions_in_order(exceptions)
+    exception = next(pending, None)
+    for batch in batches(staged_votes):
+        for row in batch.to_pylist():
+            while exception is not None and exception["seq"] < row["seq"]:
+                exception = next(pending, None)
+            problem = exception if exception is not None and exception["seq"] == row["seq"] else None
+            reason = _reason(row, problem)
+            if reason is None:
+                accepted.add((row["image_id"], row["annotator"], row["attributes"], row["source_file"],
+                              row["source_line"], row["source_mtime_ns"]))
+            else:
+                errors.add((row["source_file"], row["source_line"], reason, row["raw"]))
+
+
+def _exceptions_in_order(exceptions: Path) -> Iterator[dict]:
+    for batch in batches(exceptions):
+        yield from batch.to_pylist()
+
+
+def _reason(row: dict, problem: dict | None) -> str | None:
+    """Why a staged row is no vote (None: it is one)."""
+    if row["reason"] is not None:
+        return row["reason"]
+    if problem is not None and problem["problem"] == "unknown":
+        return f"unknown image {row['image_id']!r}: no file for this well"
+    if row["attribute_error"] is not None:
+        return row["attribute_error"]
+    if problem is not None:
+        return (f"duplicate annotation of {row['image_id']} by {row['annotator']!r} "
+                f"(first at {problem['first_file']}:{problem['first_line']})")
+    return None
+
+
+def _stage_and_sort(csv_files, plate_formats, folder: Path, judge) -> tuple[Path, Path]:
+    """Stage the CSVs' rows under ``folder``, ``judge(staged, exceptions)`` them, and sort them
+    into the staged votes and error rows to store (their paths)."""
+    stage_annotations(csv_files, plate_formats, folder / "rows.parquet")
+    judge(folder / "rows.parquet", folder / "exceptions.parquet")
+    with StagedRows(folder / "votes.parquet", annotation_table.ANNOTATION_SCHEMA) as accepted, \
+            StagedRows(folder / "errors.parquet", annotation_table.ANNOTATION_ERROR_SCHEMA) as errors:
+        sort_votes(folder / "rows.parquet", folder / "exceptions.parquet", accepted, errors)
+    return accepted.path, errors.path
+
+
+def refresh_annotations(warehouse: Warehouse, csv_files: Iterable[Path], plate_formats: Mapping[str, int | None],
+                        *, folder: Path, max_vote_loss_share: float = DEFAULT_MAX_VOTE_LOSS_SHARE,
+                        allow_vote_loss: bool = False) -> annotation_table.StoredAnnotations:
+    """Make ``annotations`` and ``annotation_errors`` hold exactly what the CSVs say, in one
+    transaction; annotations of ids with no ``images`` row are error rows.
+
+    Raises :class:`AnnotationRefreshRefused`, with nothing written, when ``folder`` (the
+    annotations folder) is missing or unreadable or the refresh would remove more than
+    ``max_vote_loss_share`` of the stored votes (:func:`refuse_vote_loss`).
+    """
+    warehouse.ensure_schema()
+
+    def refuse(loss: annotation_table.VoteLoss) -> None:
+        refuse_vote_loss(folder, loss.stored, loss.read, loss.lost, max_vote_loss_share=max_vote_loss_share,
+                         allow_vote_loss=allow_vote_loss)
+
+    with warehouse.staging() as staging:
+        accepted, errors = _stage_and_sort(
+            csv_files, plate_formats, staging,
+            lambda rows, exceptions: annotation_table.judge_stored_votes(warehouse, rows, exceptions))
+        return annotation_table.replace_staged_annotations(warehouse, accepted, errors, refuse)
+
+
 def read_annotations(
     csv_files: Iterable[Path],
     plate_formats: Mapping[str, int | None],
@@ -55,20 +176,29 @@ def read_annotations(
 ) -> AnnotationTable:
     """Parse every CSV. ``plate_formats`` maps plate keys to formats (for numeric
     wells); ``known_image_ids`` are the ids in ``images`` (annotations of other ids
-    are errors: an annotation must name an image the archive holds)."""
+    are errors: an annotation must name an image the archive holds). In memory: for
+    small callers (a review file, a benchmark); the asset uses :func:`refresh_annotations`."""
     table = AnnotationTable()
-    seen: dict[tuple[str, str], tuple[str, int]] = {}
-    for path in csv_files:
-        _read_one(Path(path), plate_formats, known_image_ids, seen, table)
+    with tempfile.TemporaryDirectory(prefix="annotations-") as tmp:
+        accepted, errors = _stage_and_sort(
+            csv_files, plate_formats, Path(tmp),
+            lambda rows, exceptions: annotation_table.judge_votes_against(known_image_ids, rows, exceptions))
+        for batch in batches(accepted):
+            table.annotations.extend(
+                Annotation(r["image_id"], r["annotator"], tuple(r["attributes"]), r["source_file"], r["source_line"],
+                           r["source_mtime_ns"]) for r in batch.to_pylist())
+        for batch in batches(errors):
+            table.errors.extend(AnnotationError(r["source_file"], r["source_line"], r["reason"], r["raw"])
+                                for r in batch.to_pylist())
     return table
 
 
-def _read_one(path, plate_formats, known_image_ids, seen, table: AnnotationTable) -> None:
-    """Append one file's annotations and error rows to ``table``; ``seen`` spans all files."""
+def _read_one(path: Path, plate_formats, sink: _StagedVotes) -> None:
+    """Stage one file's rows and error rows."""
     name = path.name
 
     def error(line: int | None, reason: str, raw: str = "") -> None:
-        table.errors.append(AnnotationError(name, line, reason, raw))
+        sink.error(name, line, reason, raw)
 
     try:
         mtime_ns = path.stat().st_mtime_ns
@@ -89,17 +219,15 @@ def _read_one(path, plate_formats, known_image_ids, seen, table: AnnotationTable
                 continue
             row = {c: values[i].strip() for c, i in col.items()}
             try:
-                image, attributes = _parse_row(row, plate_formats, known_image_ids)
+                image = _row_image(row, plate_formats)
             except _RowError as exc:
                 error(line, str(exc), raw)
                 continue
-            annotator = row["annotator"]
-            first = seen.get((image, annotator))
-            if first is not None and (first[0] == name or not is_review(annotator)):
-                error(line, f"duplicate annotation of {image} by {annotator!r} (first at {first[0]}:{first[1]})", raw)
-                continue
-            seen[(image, annotator)] = (name, line)
-            table.annotations.append(Annotation(image, annotator, attributes, name, line, mtime_ns))
+            try:
+                attributes, problem = tuple(sorted(parse_attributes(row["attributes"]))), None
+            except UnknownAttribute as exc:
+                attributes, problem = None, str(exc)
+            sink.vote(image, row["annotator"], attributes, problem, name, line, mtime_ns, raw)
 
 
 def _header(reader, error) -> list[str] | None:
@@ -141,9 +269,10 @@ class _RowError(ValueError):
     """Why one row is not an annotation (becomes its error row's reason)."""
 
 
-def _parse_row(row: dict[str, str], plate_formats, known_image_ids) -> tuple[str, tuple[str, ...]]:
-    """``(image id, sorted attributes)`` of a row, checked in the order a reader fixes them:
-    empty fields, plate, well, image, attributes."""
+def _row_image(row: dict[str, str], plate_formats) -> str:
+    """The image id a row names, checked in the order a reader fixes them: empty fields,
+    plate, well, drop. Whether that image exists, and then the attributes, are judged later
+    (``warehouse.annotations.resolve_votes``), in that order."""
     empty = [c for c in REQUIRED_COLUMNS if not row[c]]
     if empty:
         raise _RowError(f"missing field(s) {', '.join(empty)}")
@@ -158,22 +287,7 @@ def _parse_row(row: dict[str, str], plate_formats, known_image_ids) -> tuple[str
     drop_text = (row.get("drop") or "").strip()
     if drop_text and not (drop_text.isdigit() and int(drop_text) >= 1):
         raise _RowError(f"bad drop {drop_text!r}: drops are numbered from 1")
-    image = wells.image_id(row["plate_id"], well.name, inspection, int(drop_text) if drop_text else 1)
-    if image not in known_image_ids:
-        raise _RowError(f"unknown image {image!r}: no file for this well")
-    try:
-        attributes = tuple(sorted(parse_attributes(row["attributes"])))
-    except UnknownAttribute as exc:
-        raise _RowError(str(exc)) from None
-    return image, attributes
-
-
-class AnnotationRefreshRefused(RuntimeError):
-    """A refresh would destroy stored votes: the folder is gone or most votes would go."""
-
-
-#: A refresh may remove at most this share of the stored votes unless told otherwise.
-DEFAULT_MAX_VOTE_LOSS_SHARE = 0.5
+    return wells.image_id(row["plate_id"], well.name, inspection, int(drop_text) if drop_text else 1)
 
 
 def annotations_folder_problem(folder: Path) -> str | None:
@@ -195,29 +309,37 @@ def annotations_folder_problem(folder: Path) -> str | None:
 def refuse_destructive_refresh(folder: Path, stored: Iterable[tuple[str, str]], read: Iterable[tuple[str, str]], *,
                                max_vote_loss_share: float = DEFAULT_MAX_VOTE_LOSS_SHARE,
                                allow_vote_loss: bool = False) -> int:
+    """:func:`refuse_vote_loss` for ``stored`` and ``read``, the ``(image_id, annotator)``
+    votes in the warehouse and in the CSVs just read; a stored vote that is not read again
+    is lost (a renamed CSV loses none). Returns the number of votes the refresh removes."""
+    stored, read = set(stored), set(read)
+    return refuse_vote_loss(folder, len(stored), len(read), len(stored - read),
+                            max_vote_loss_share=max_vote_loss_share, allow_vote_loss=allow_vote_loss)
+
+
+def refuse_vote_loss(folder: Path, stored: int, read: int, lost: int, *,
+                     max_vote_loss_share: float = DEFAULT_MAX_VOTE_LOSS_SHARE, allow_vote_loss: bool = False) -> int:
     """Raise :class:`AnnotationRefreshRefused` before a refresh that would wipe the votes.
 
-    ``stored`` and ``read`` are the ``(image_id, annotator)`` votes in the warehouse and
-    in the CSVs just read; a stored vote that is not read again is lost (a renamed CSV
-    loses none). Refused: a missing or unreadable folder, or losing more than
-    ``max_vote_loss_share`` of the stored votes. ``allow_vote_loss`` lets both through
-    (a deliberate clean-up). Returns the number of votes the refresh removes.
+    ``stored`` and ``read`` count the distinct ``(image_id, annotator)`` votes in the
+    warehouse and in the CSVs just read, ``lost`` the stored ones not read again. Refused:
+    a missing or unreadable folder, or losing more than ``max_vote_loss_share`` of the
+    stored votes. ``allow_vote_loss`` lets both through (a deliberate clean-up). Returns
+    ``lost``, the number of votes the refresh removes.
     """
-    stored, read = set(stored), set(read)
-    lost = len(stored - read)
     knob = "set allow_vote_loss: true (or raise max_vote_loss_share) in the annotations asset's run config"
     problem = annotations_folder_problem(folder)
     if problem and not allow_vote_loss:
-        loss = (f"which would remove all {len(stored)} stored votes" if stored
+        loss = (f"which would remove all {stored} stored votes" if stored
                 else "an archive's annotations folder is required even before any vote is stored")
         raise AnnotationRefreshRefused(
             f"{problem}: refusing to refresh the annotations, {loss}; nothing was written. "
             f"Restore the folder, or {knob} to accept it.")
-    share = lost / len(stored) if stored else 0.0
+    share = lost / stored if stored else 0.0
     if share > max_vote_loss_share and not allow_vote_loss:
         raise AnnotationRefreshRefused(
-            f"refusing to refresh the annotations from {folder}: {lost} of the {len(stored)} stored votes "
-            f"({100 * share:.0f}%) are no longer in its CSVs ({len(read)} votes read), more than "
+            f"refusing to refresh the annotations from {folder}: {lost} of the {stored} stored votes "
+            f"({100 * share:.0f}%) are no longer in its CSVs ({read} votes read), more than "
             f"max_vote_loss_share = {max_vote_loss_share}; nothing was written. Restore the missing CSVs, or "
             f"{knob} to accept the loss.")
     return lost

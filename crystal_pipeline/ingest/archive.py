@@ -218,16 +218,20 @@ def _name_wells(plate_id: str, inspection: str | None, files: list[Path], declar
 
 def scan_archive(raw_dir: Path, naming: FileNaming = DEFAULT_NAMING) -> list[WellFile]:
     """Every well image under ``<raw_dir>/plates``, plate by plate in name order."""
+    return list(iter_archive(raw_dir, naming))
+
+
+def iter_archive(raw_dir: Path, naming: FileNaming = DEFAULT_NAMING) -> Iterator[WellFile]:
+    """:func:`scan_archive`'s files one plate at a time, so a scan of a large archive holds
+    one plate's :class:`WellFile` s, not the archive's (``raw_images`` streams them)."""
     plates_dir = Path(raw_dir) / "plates"
     if not plates_dir.is_dir():
         raise FileNotFoundError(
             f"no plates folder at {plates_dir}: the raw archive must hold plates/<plate_id>/<well>.png "
             f"(set CRYSTAL_RAW_DIR, or run `crystal-pipeline demo-archive --out {raw_dir}`)"
         )
-    found: list[WellFile] = []
     for plate_dir in sorted(p for p in plates_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found.extend(scan_plate(plate_dir, naming=naming))
-    return found
+        yield from scan_plate(plate_dir, naming=naming)
 
 
 SYNTHETIC_MARKER = "synthetic_summary.json"  # written by crystal_pipeline.synthetic.write_archive

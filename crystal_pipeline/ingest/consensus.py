@@ -78,27 +78,38 @@ def agree(votes: Iterable[tuple[str, tuple[str, ...]]], config: ConsensusConfig 
     split = config.split  # validates split_by and the fractions before any work
     by_image: dict[str, list[tuple[str, ...]]] = defaultdict(list)
     for image_id, attributes in votes:
-        by_image[image_id].append(tuple(sorted(attributes)))
+        by_image[image_id].append(attributes)
     result = ConsensusResult()
     for image_id in sorted(by_image):
-        sets = by_image[image_id]
-        if image_status is not None and image_status.get(image_id) != "ok":
-            result.exclude(image_id, "image vanished" if image_status.get(image_id) == "vanished"
-                           else "image quarantined")
-            continue
-        n = len(sets)
-        if n < config.min_annotators:
-            result.exclude(image_id, f"fewer than {config.min_annotators} annotators")
-            continue
-        decided = _decide(sets, config, result, image_id)
-        if decided is None:
-            continue
-        class_id, agreement = decided
-        result.labels.append(Label(image_id, class_id, class_name(class_id), has_crystal(class_id), n, agreement, ""))
+        status = "ok" if image_status is None else image_status.get(image_id)
+        label = label_image(image_id, by_image[image_id], config, result, status=status)
+        if label is not None:
+            result.labels.append(label)
     hashes = hashes or {}
     sides = assign_sides(((l.image_id, hashes.get(l.image_id)) for l in result.labels), split)
     result.labels = [dataclasses.replace(l, split=sides[l.image_id]) for l in result.labels]
     return result
+
+
+def label_image(image_id: str, attribute_sets: Iterable[Iterable[str]], config: ConsensusConfig,
+                result: ConsensusResult, *, status: str | None = "ok") -> Label | None:
+    """One image's label from its annotators' attribute sets (in vote order), its side not
+    yet set (``split`` empty); None, with the reason counted in ``result``, when it gets none.
+    ``status`` is its ``images.status`` (None: no row): only an ``ok`` image is labelled.
+    Images are independent of each other here, so consensus can stream them one by one."""
+    if status != "ok":
+        result.exclude(image_id, "image vanished" if status == "vanished" else "image quarantined")
+        return None
+    sets = [tuple(sorted(attributes)) for attributes in attribute_sets]
+    n = len(sets)
+    if n < config.min_annotators:
+        result.exclude(image_id, f"fewer than {config.min_annotators} annotators")
+        return None
+    decided = _decide(sets, config, result, image_id)
+    if decided is None:
+        return None
+    class_id, agreement = decided
+    return Label(image_id, class_id, class_name(class_id), has_crystal(class_id), n, agreement, "")
 
 
 def _decide(sets, config: ConsensusConfig, result: ConsensusResult, image_id: str):
@@ -146,7 +157,13 @@ def agreement_histogram(votes: Iterable[tuple[str, tuple[str, ...]]]) -> Counter
     its most common attribute set. ``agreeing == n_annotators`` is a unanimous image
     (the paper keeps those: 85,188 of 163,894).
     """
-    by_image: dict[str, Counter] = defaultdict(Counter)
+    by_image: dict[str, list[tuple[str, ...]]] = defaultdict(list)
     for image_id, attributes in votes:
-        by_image[image_id][tuple(sorted(attributes))] += 1
-    return Counter((sum(sets.values()), sets.most_common(1)[0][1]) for sets in by_image.values())
+        by_image[image_id].append(attributes)
+    return Counter(agreement_of(sets) for sets in by_image.values())
+
+
+def agreement_of(attribute_sets: Iterable[Iterable[str]]) -> tuple[int, int]:
+    """``(n_annotators, agreeing)`` of one image: :func:`agreement_histogram`'s key."""
+    sets = Counter(tuple(sorted(attributes)) for attributes in attribute_sets)
+    return sum(sets.values()), sets.most_common(1)[0][1]

@@ -31,7 +31,7 @@ from crystal_pipeline.ingest.archive import WellFile
 from crystal_pipeline.ingest.imaging import UnreadableImage, probe
 from crystal_pipeline.warehouse import ImageScope, Warehouse
 from crystal_pipeline.warehouse import images as image_table
-from crystal_pipeline.warehouse.images import IMAGE_COLUMNS
+from crystal_pipeline.warehouse.staging import StagedRows, batches, staged
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,11 @@ class IngestSummary:
     seconds: float = 0.0
 
 
-def _stat(path: Path) -> tuple[int, int]:
-    st = path.stat()
+def _stat(path: Path) -> tuple[int | None, int | None]:
+    try:
+        st = path.stat()
+    except OSError:
+        return None, None
     return st.st_size, st.st_mtime_ns
 
 
@@ -115,50 +118,35 @@ def ingest_files(
     ``source``, e.g. the archive, or one plate imaging), so rows that vanished from
     disk can be reported; default: the rows of ``source``. The whole batch is written
     in one transaction.
+
+    Memory stays flat in the number of files (``files`` may be a generator such as
+    ``archive.iter_archive``): the found files, then the inspected rows, are staged on
+    disk in batches (``warehouse.staging``), the comparison with the stored rows is SQL,
+    and the write inserts the staged rows.
     """
     started = time.perf_counter()
-    files = list(files)
-    summary = IngestSummary(found=len(files))
+    summary = IngestSummary()
     warehouse.ensure_schema()
-    known = image_table.file_states(warehouse, scope or ImageScope.of_source(source))
-
-    todo: list[tuple[WellFile, int | None, int | None]] = []
-    for wf in files:
-        try:
-            size, mtime = _stat(wf.path)
-        except OSError:
-            size, mtime = None, None
-        before = known.get(wf.image_id)
-        if before is not None and before.same_file(str(wf.path), size, mtime):
-            summary.unchanged += 1
-            continue
-        if before is None:
-            summary.new += 1
-        else:
-            summary.changed += 1
-        todo.append((wf, size, mtime))
-    found_ids = {wf.image_id for wf in files}
-    summary.vanished = sorted(set(known) - found_ids)
-    _refuse_other_source(warehouse, source, found_ids, known)
-
-    log.info("%d files found: %d new, %d changed, %d unchanged", len(files), summary.new, summary.changed,
-             summary.unchanged)
-    inspected = inspect_files([str(wf.path) for wf, _, _ in todo], workers=workers, progress=progress)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    rows = []
-    for (wf, size, mtime), (digest, width, height, mode, error) in zip(todo, inspected):
-        error = wf.error or error
-        if error:
-            summary.quarantined_new += 1
-        rows.append((
-            wf.image_id, wf.plate_id, wf.inspection, wf.plate_format, wf.well, wf.well_index, wf.row, wf.col,
-            str(wf.path), digest, width, height, mode, "quarantined" if error else "ok", error, source,
-            size, mtime, now, wf.drop, wf.plate_drops, wf.imaging,
-        ))
-    newly_vanished = [i for i in summary.vanished if known[i].status != "vanished"]
-    if rows or newly_vanished:
-        frame = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
-        image_table.upsert_images(warehouse, frame, vanished=newly_vanished)
+    scope = scope or ImageScope.of_source(source)
+    with warehouse.staging() as folder:
+        with StagedRows(folder / "found.parquet", image_table.FOUND_SCHEMA) as found:
+            for seq, wf in enumerate(files):
+                found.add((seq, wf.image_id, wf.plate_id, wf.inspection, wf.plate_format, wf.well, wf.well_index,
+                           wf.row, wf.col, str(wf.path), wf.error, wf.drop, wf.plate_drops, wf.imaging,
+                           *_stat(wf.path)))
+        summary.found = found.rows
+        plan = image_table.plan_scan(warehouse, found.path, scope, source=source, todo=folder / "todo.parquet")
+        summary.new, summary.changed, summary.unchanged = plan.new, plan.changed, plan.unchanged
+        summary.vanished = [image_id for image_id, _ in plan.vanished]
+        _refuse_other_source(source, plan.clashes)
+        log.info("%d files found: %d new, %d changed, %d unchanged", summary.found, summary.new, summary.changed,
+                 summary.unchanged)
+        with StagedRows(folder / "rows.parquet", image_table.IMAGE_SCHEMA) as rows:
+            _inspect_staged(folder / "todo.parquet", rows, source=source, workers=workers, progress=progress,
+                            total=summary.new + summary.changed, summary=summary)
+        newly_vanished = [image_id for image_id, status in plan.vanished if status != "vanished"]
+        if rows.rows or newly_vanished:
+            image_table.upsert_images(warehouse, staged(rows.path), vanished=newly_vanished)
     if newly_vanished:
         log.warning("%d files vanished from disk since the last scan (marked vanished), e.g. %s",
                     len(newly_vanished), ", ".join(newly_vanished[:5]))
@@ -166,12 +154,30 @@ def ingest_files(
     return summary
 
 
-def _refuse_other_source(warehouse: Warehouse, source: str, found_ids: set[str],
-                         known: dict[str, image_table.FileState]) -> None:
+def _inspect_staged(todo: Path, rows: StagedRows, *, source: str, workers: int | None,
+                    progress: Callable[[int, int], None] | None, total: int, summary: IngestSummary) -> None:
+    """Hash and probe the staged files to read, batch by batch, and stage their ``images`` rows."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    done = 0
+    for batch in batches(todo):
+        files = batch.to_pylist()
+        report = None if progress is None else (lambda n, _total, base=done: progress(base + n, total))
+        inspected = inspect_files([f["path"] for f in files], workers=workers, progress=report)
+        for f, (digest, width, height, mode, error) in zip(files, inspected):
+            error = f["error"] or error
+            if error:
+                summary.quarantined_new += 1
+            rows.add((f["image_id"], f["plate_id"], f["inspection"], f["plate_format"], f["well"], f["well_index"],
+                      f["row"], f["col"], f["path"], digest, width, height, mode,
+                      "quarantined" if error else "ok", error, source, f["file_size"], f["file_mtime_ns"], now,
+                      f["drop"], f["plate_drops"], f["imaging"]))
+        done += len(files)
+
+
+def _refuse_other_source(source: str, clashes: dict[str, str]) -> None:
     """Raise :class:`SourceConflict` when a found file's id, or a stored row in the scan's
-    scope, belongs to the other source: upserting or marking it would destroy that row."""
-    clashes = image_table.sources_of(warehouse, sorted(found_ids), other_than=source)
-    clashes.update({i: s.source for i, s in known.items() if s.source != source})
+    scope, belongs to the other source (``clashes``: image id -> its stored source):
+    upserting or marking it would destroy that row."""
     if not clashes:
         return
     ids = sorted(clashes)

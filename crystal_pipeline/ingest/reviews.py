@@ -18,11 +18,13 @@ what the reviews changed, for the asset's metadata.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, NamedTuple
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
-from crystal_pipeline.ingest.consensus import ConsensusConfig, ConsensusResult, agree
+from crystal_pipeline.ingest.consensus import ConsensusConfig, ConsensusResult, Label, label_image
+from crystal_pipeline.ingest.splits import assign_sides
 from crystal_pipeline.reporting import markdown as md
 
 REVIEW_PREFIX = "review:"
@@ -95,14 +97,57 @@ class ReviewSummary:
         return md.blocks(counts, reviewers, files, "**Label changes**", changes)
 
 
-def latest_reviews(votes: Iterable[Vote]) -> tuple[dict[str, Vote], int]:
-    """``image_id -> winning review`` and how many earlier reviews lost to a later file."""
-    by_image: dict[str, list[Vote]] = defaultdict(list)
-    for v in votes:
-        if is_review(v.annotator):
-            by_image[v.image_id].append(v)
-    winners = {image: max(reviews, key=_recency) for image, reviews in by_image.items()}
-    return winners, sum(len(r) - 1 for r in by_image.values())
+class ReviewedConsensus:
+    """Consensus with the reviews applied, one image at a time (images in id order, so the
+    examples of each exclusion are the first ones by id), and what the reviews changed.
+
+    ``result`` collects the exclusions (its ``labels`` stay empty: :meth:`label` returns
+    each label to the caller, who sets its side); ``summary`` the reviews' counts.
+    """
+
+    def __init__(self, config: ConsensusConfig = ConsensusConfig(), *, review_overrides: bool = True):
+        self.config = config
+        self.result = ConsensusResult()
+        self.summary = ReviewSummary(enabled=review_overrides)
+        self._originals_only = ConsensusResult()  # the originals' own consensus: only its class is used
+
+    def label(self, image_id: str, votes: Sequence[Vote], *, status: str | None = "ok",
+              source: str | None = None) -> Label | None:
+        """The label of one image from all its votes (in stored order), or None.
+
+        ``status`` is its ``images.status`` (None: no row); ``source`` its ``images.source``
+        (an incoming image a review labels is counted)."""
+        reviews = [v for v in votes if is_review(v.annotator)]
+        originals = [v.attributes for v in votes if not is_review(v.annotator)]
+        if not reviews:
+            return label_image(image_id, originals, self.config, self.result, status=status)
+        winner = max(reviews, key=_recency)
+        final = [winner.attributes] if self.summary.enabled else [*originals, winner.attributes]
+        label = label_image(image_id, final, self.config, self.result, status=status)
+        before = (label_image(image_id, originals, self.config, self._originals_only, status=status)
+                  if originals else None)
+        self._count(winner, len(reviews), None if before is None else before.class_name,
+                    None if label is None else label.class_name, source)
+        return label
+
+    def _count(self, winner: Vote, reviews: int, old: str | None, new: str | None, source: str | None) -> None:
+        summary = self.summary
+        summary.review_rows += reviews
+        summary.superseded += reviews - 1
+        summary.reviewed_images += 1
+        summary.by_reviewer[winner.annotator] += 1
+        summary.by_file[winner.source_file] += 1
+        if new is None:
+            summary.unlabelled_by_review += 1
+        elif old is None:
+            summary.newly_labelled += 1
+            summary.newly_labelled_incoming += source == "incoming"
+        elif old == new:
+            summary.confirmed += 1
+        else:
+            summary.changed_class += 1
+        if old != new:
+            summary.changes[(old or "-", new or "-")] += 1
 
 
 def agree_with_reviews(votes: Iterable[Vote], config: ConsensusConfig = ConsensusConfig(), *,
@@ -113,38 +158,21 @@ def agree_with_reviews(votes: Iterable[Vote], config: ConsensusConfig = Consensu
 
     ``sources`` (image_id -> images.source) counts the incoming images a review labelled.
     The originals' own consensus (reviews left out) is what a review is compared with.
+    In memory; the asset streams the stored votes through :class:`ReviewedConsensus` instead
+    (``ingest.stored_consensus``).
     """
-    votes = list(votes)
-    winners, superseded = latest_reviews(votes)
-    originals = [(v.image_id, v.attributes) for v in votes if not is_review(v.annotator)]
-    if review_overrides:
-        final = [(image, a) for image, a in originals if image not in winners]
-    else:
-        final = list(originals)
-    final += [(v.image_id, v.attributes) for v in winners.values()]
-    result = agree(final, config, image_status, hashes)
-    summary = ReviewSummary(enabled=review_overrides, superseded=superseded,
-                            review_rows=sum(1 for v in votes if is_review(v.annotator)),
-                            reviewed_images=len(winners))
-    if not winners:
-        return result, summary
-    reviewed = set(winners)
-    before = {l.image_id: l.class_name for l in
-              agree([(i, a) for i, a in originals if i in reviewed], config, image_status).labels}
-    after = {l.image_id: l.class_name for l in result.labels if l.image_id in reviewed}
-    for image, review in winners.items():
-        summary.by_reviewer[review.annotator] += 1
-        summary.by_file[review.source_file] += 1
-        old, new = before.get(image), after.get(image)
-        if new is None:
-            summary.unlabelled_by_review += 1
-        elif old is None:
-            summary.newly_labelled += 1
-            summary.newly_labelled_incoming += (sources or {}).get(image) == "incoming"
-        elif old == new:
-            summary.confirmed += 1
-        else:
-            summary.changed_class += 1
-        if old != new:
-            summary.changes[(old or "-", new or "-")] += 1
-    return result, summary
+    split = config.split  # validates split_by and the fractions before any work
+    by_image: dict[str, list[Vote]] = defaultdict(list)
+    for vote in votes:
+        by_image[vote.image_id].append(vote)
+    consensus = ReviewedConsensus(config, review_overrides=review_overrides)
+    labels = []
+    for image_id in sorted(by_image):
+        status = "ok" if image_status is None else image_status.get(image_id)
+        label = consensus.label(image_id, by_image[image_id], status=status, source=(sources or {}).get(image_id))
+        if label is not None:
+            labels.append(label)
+    hashes = hashes or {}
+    sides = assign_sides(((l.image_id, hashes.get(l.image_id)) for l in labels), split)
+    consensus.result.labels = [dataclasses.replace(l, split=sides[l.image_id]) for l in labels]
+    return consensus.result, consensus.summary

@@ -105,13 +105,13 @@ class _Groups:
             self.parent[high] = low
 
 
-def assign_sides(images: Iterable[tuple[str, str | None]], config: SplitConfig = SplitConfig()) -> dict[str, str]:
-    """``image_id -> side`` for ``(image_id, sha256)`` pairs (sha256 may be None)."""
+def _group_by_hash(images: Iterable[tuple[str, str | None]], by: SplitBy) -> tuple[_Groups, dict[str, str]]:
+    """The groups of ``(image_id, sha256)`` pairs merged through shared hashes, and each image's own key."""
     groups = _Groups()
     first_with_hash: dict[str, str] = {}
     keys: dict[str, str] = {}
     for image_id, sha in images:
-        key = group_key(image_id, config.by)
+        key = group_key(image_id, by)
         keys[image_id] = key
         groups.find(key)
         if sha:
@@ -119,7 +119,22 @@ def assign_sides(images: Iterable[tuple[str, str | None]], config: SplitConfig =
                 groups.union(first_with_hash[sha], key)
             else:
                 first_with_hash[sha] = key
+    return groups, keys
+
+
+def assign_sides(images: Iterable[tuple[str, str | None]], config: SplitConfig = SplitConfig()) -> dict[str, str]:
+    """``image_id -> side`` for ``(image_id, sha256)`` pairs (sha256 may be None)."""
+    groups, keys = _group_by_hash(images, config.by)
     return {image_id: side_for(groups.find(key), config) for image_id, key in keys.items()}
+
+
+def merged_group_sides(sharing: Iterable[tuple[str, str]], config: SplitConfig = SplitConfig()) -> dict[str, str]:
+    """``group key -> side`` of the groups a shared file merges with a smaller key, from the
+    ``(image_id, sha256)`` pairs of the labelled images whose hash another labelled image
+    has too. Every other group keeps :func:`side_for` of its own key, so a caller streaming
+    the labels needs only these (what :func:`assign_sides` gives, without holding every label)."""
+    groups, keys = _group_by_hash(sharing, config.by)
+    return {key: side_for(groups.find(key), config) for key in set(keys.values()) if groups.find(key) != key}
 
 
 @dataclass(frozen=True)

@@ -41,21 +41,23 @@ def key_value_table(pairs: Iterable[tuple[Any, Any]]) -> str:
     return "\n".join(["| | |", "| --- | --- |", *(row(pair) for pair in pairs)])
 
 
-def frame_table(frame, max_rows: int = 20) -> str:
+def frame_table(frame, max_rows: int = 20, *, total: int | None = None) -> str:
     """A pandas frame as a table of at most ``max_rows`` rows, saying how many were left out.
 
     Missing values (None, NaN, NaT, ``pd.NA``) show as empty cells; an empty frame
-    as ``_none_``.
+    as ``_none_``. ``total``: the rows of the whole table when ``frame`` holds only its
+    first ones (a large table read back only as far as it is shown).
     """
-    if len(frame) == 0:
+    total = len(frame) if total is None else total
+    if total == 0:
         return "_none_"
     import pandas as pd  # the caller holds a frame, so pandas is loaded already
 
     shown = frame.head(max_rows)
     body = [["" if pd.isna(v) else v for v in values] for values in shown.itertuples(index=False)]
     text = table([str(c) for c in shown.columns], body)
-    if len(frame) > max_rows:
-        text += f"\n\n_{len(frame) - max_rows} more rows not shown_"
+    if total > max_rows:
+        text += f"\n\n_{total - max_rows} more rows not shown_"
     return text
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Callable, Iterator, Optional, Sequence, TypeVar
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from crystal_pipeline.faults import crash_point
 from crystal_pipeline.warehouse import lake as lake_backend
@@ -167,6 +169,16 @@ class Warehouse:
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
 
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A private folder for rows staged on disk before one write (``warehouse.staging``),
+        removed afterwards whatever happens. It sits beside the warehouse file (or the lake's
+        data), not in ``/tmp``, which may be memory."""
+        base = self.path.parent if self.lake is None else Path(self.lake.data_path).parent
+        base.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".staging-", dir=base) as folder:
+            yield Path(folder)
+
     def ensure_schema(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,21 +212,23 @@ class Warehouse:
         return None if row is None else row[0]
 
 
-def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame: "pd.DataFrame | pa.Table", *,
+def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame: "pd.DataFrame | pa.Table | pads.Dataset", *,
                  where: str | None = None, params: Sequence = (), key: str | None = None) -> None:
     """Replace ``table``'s rows in scope by ``frame``'s, on a connection inside a transaction.
 
     The one "delete, register a frame, insert" of the package. The rows deleted are those
     matching ``where`` (with ``params``; None: every row), or, with ``key``, those whose
     ``key`` column value appears in ``frame`` (an upsert by key). ``frame`` is a pandas or
-    Arrow table (Arrow keeps a NULL integer NULL, where pandas would make it NaN); its columns are
-    inserted by name, so its column order does not matter; an empty frame only deletes.
+    Arrow table (Arrow keeps a NULL integer NULL, where pandas would make it NaN), or a staged
+    Parquet file (``staging.staged``: read from disk as it is inserted, in file order); its columns
+    are inserted by name, so its column order does not matter; an empty frame only deletes.
     ``where`` is SQL written inside this package, never a caller's text.
     """
-    if key is not None and len(frame) == 0:
+    rows = frame.count_rows() if isinstance(frame, pads.Dataset) else len(frame)
+    if key is not None and rows == 0:
         return
     name = f"_replace_{table}"
-    if len(frame):  # an empty frame (perhaps without columns) is only a delete
+    if rows:  # an empty frame (perhaps without columns) is only a delete
         con.register(name, frame)
     try:
         if key is not None:
@@ -222,13 +236,19 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame: "pd.DataFram
         else:
             con.execute(f"DELETE FROM {table}" + (f" WHERE {where}" if where else ""), list(params))
         crash_point("warehouse.replace_rows.after_delete")
-        if len(frame):
-            _insert(con, table, name, getattr(frame, "column_names", None) or frame.columns)
+        if rows:
+            _insert(con, table, name, _column_names(frame))
     finally:
-        if len(frame):
+        if rows:
             con.unregister(name)
     # The caller's transaction commits next: a kill here must leave the old rows (tests/warehouse).
     crash_point("warehouse.replace_rows.before_commit")
+
+
+def _column_names(frame) -> Sequence[str]:
+    if isinstance(frame, pads.Dataset):
+        return frame.schema.names
+    return getattr(frame, "column_names", None) or frame.columns
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, view: str, columns: Sequence[str]) -> None:

@@ -16,18 +16,34 @@ rows out unless asked (:func:`images_in`) and :func:`uv_partners` pairs them up.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import pandas as pd
+import pyarrow as pa
 
 from crystal_pipeline.warehouse.connection import Warehouse, replace_rows
+from crystal_pipeline.warehouse.staging import copy_to, parquet_scan
 
-IMAGE_COLUMNS = (
-    "image_id", "plate_id", "inspection", "plate_format", "well", "well_index", "row", "col", "path",
-    "sha256", "width", "height", "mode", "status", "error", "source", "file_size", "file_mtime_ns", "ingested_at",
-    "drop", "plate_drops", "imaging",
-)
+_STR, _INT, _BIG = pa.string(), pa.int32(), pa.int64()
+#: An ``images`` row as ingest stages it (``staging.StagedRows``), in ``IMAGE_COLUMNS`` order.
+IMAGE_SCHEMA = pa.schema([
+    ("image_id", _STR), ("plate_id", _STR), ("inspection", _STR), ("plate_format", _INT), ("well", _STR),
+    ("well_index", _INT), ("row", _INT), ("col", _INT), ("path", _STR), ("sha256", _STR), ("width", _INT),
+    ("height", _INT), ("mode", _STR), ("status", _STR), ("error", _STR), ("source", _STR), ("file_size", _BIG),
+    ("file_mtime_ns", _BIG), ("ingested_at", pa.timestamp("us")), ("drop", _INT), ("plate_drops", _INT),
+    ("imaging", _STR),
+])
+IMAGE_COLUMNS = tuple(IMAGE_SCHEMA.names)
+
+#: A file a scan found, as it stages it before comparing with the stored rows: what its name
+#: says (``archive.WellFile``), its size and mtime, and ``seq``, the scan's order.
+FOUND_SCHEMA = pa.schema([
+    ("seq", _BIG), ("image_id", _STR), ("plate_id", _STR), ("inspection", _STR), ("plate_format", _INT),
+    ("well", _STR), ("well_index", _INT), ("row", _INT), ("col", _INT), ("path", _STR), ("error", _STR),
+    ("drop", _INT), ("plate_drops", _INT), ("imaging", _STR), ("file_size", _BIG), ("file_mtime_ns", _BIG),
+])
 
 
 @dataclass(frozen=True)
@@ -60,46 +76,51 @@ class ImageScope:
 EVERYTHING = ImageScope()
 
 
-@dataclass(frozen=True)
-class FileState:
-    """What a scan compares a file on disk with: where it was, its size and mtime, and
-    the row's ``status`` and ``source``."""
+@dataclass
+class ScanPlan:
+    """A scan's staged files against the stored rows in its scope: how many are new, changed
+    and unchanged, the stored rows no longer found (``(image_id, status)``, by id), and the
+    found or in-scope ids stored from another source (``image_id -> source``)."""
 
-    path: str
-    file_size: Optional[int]
-    file_mtime_ns: Optional[int]
-    status: str
-    source: str
-
-    def same_file(self, path: str, size: Optional[int], mtime_ns: Optional[int]) -> bool:
-        """The stored row still describes this file (a vanished row never does: it is read again)."""
-        return self.status != "vanished" and (self.path, self.file_size, self.file_mtime_ns) == (path, size, mtime_ns)
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    vanished: list[tuple[str, str]] = field(default_factory=list)
+    clashes: dict[str, str] = field(default_factory=dict)
 
 
-def file_states(warehouse: Warehouse, scope: ImageScope = EVERYTHING) -> dict[str, FileState]:
-    """``image_id -> FileState`` of the stored rows in ``scope``."""
+def plan_scan(warehouse: Warehouse, found: Path, scope: ImageScope, *, source: str, todo: Path) -> ScanPlan:
+    """Compare the staged ``found`` files (``FOUND_SCHEMA``) with the stored rows in ``scope``
+    and write those to read (new, changed, or stored as vanished) to ``todo``, in scan order.
+
+    A stored row still describes its file when it is not vanished (a vanished row is read
+    again) and its path, size and mtime are the file's; compared in SQL, so the stored rows
+    are never held in Python."""
     where, params = scope.where()
-    frame = warehouse.query_df(
-        f"SELECT image_id, path, file_size, file_mtime_ns, status, source FROM images WHERE {where}", params)
-    return {r.image_id: FileState(r.path, None if pd.isna(r.file_size) else int(r.file_size),
-                                  None if pd.isna(r.file_mtime_ns) else int(r.file_mtime_ns), r.status, r.source)
-            for r in frame.itertuples(index=False)}
+    files = parquet_scan(found)
+    known = f"(SELECT image_id, path, file_size, file_mtime_ns, status FROM images WHERE {where})"
+    same = ("k.status <> 'vanished' AND k.path = f.path AND k.file_size IS NOT DISTINCT FROM f.file_size "
+            "AND k.file_mtime_ns IS NOT DISTINCT FROM f.file_mtime_ns")
+    with warehouse.connect(read_only=True) as con:
+        new, changed, unchanged = con.execute(
+            f"SELECT count(*) FILTER (k.image_id IS NULL), count(*) FILTER (k.image_id IS NOT NULL AND NOT ({same})), "
+            f"count(*) FILTER ({same}) FROM {files} f LEFT JOIN {known} k USING (image_id)", params).fetchone()
+        con.execute(f"COPY (SELECT f.* FROM {files} f LEFT JOIN {known} k USING (image_id) "
+                    f"WHERE k.image_id IS NULL OR NOT ({same}) ORDER BY f.seq) {copy_to(todo)}", params)
+        vanished = con.execute(
+            f"SELECT image_id, status FROM images k WHERE {where} AND NOT EXISTS "
+            f"(SELECT 1 FROM {files} f WHERE f.image_id = k.image_id) ORDER BY image_id", params).fetchall()
+        clashes = con.execute(
+            f"SELECT i.image_id, i.source FROM {files} f JOIN images i USING (image_id) WHERE i.source <> ? "
+            f"UNION SELECT image_id, source FROM images WHERE {where} AND source <> ?",
+            [source, *params, source]).fetchall()
+    return ScanPlan(int(new or 0), int(changed or 0), int(unchanged or 0), vanished, dict(clashes))
 
 
-def sources_of(warehouse: Warehouse, image_ids: list[str], *, other_than: str) -> dict[str, str]:
-    """``image_id -> source`` of the stored rows among ``image_ids`` whose source is not ``other_than``."""
-    if not image_ids:
-        return {}
-    frame = warehouse.query_df(
-        "SELECT image_id, source FROM images WHERE source <> ? AND image_id IN (SELECT unnest(?::VARCHAR[]))",
-        [other_than, list(image_ids)])
-    return dict(frame.itertuples(index=False))
-
-
-def upsert_images(warehouse: Warehouse, frame: pd.DataFrame, vanished: list[str] = ()) -> None:
-    """Replace the rows whose ``image_id`` is in ``frame`` by ``frame``'s and mark the
-    ``vanished`` ids' rows ``status = 'vanished'`` (one transaction: a scan's result is
-    stored whole or not at all)."""
+def upsert_images(warehouse: Warehouse, frame, vanished: list[str] = ()) -> None:
+    """Replace the rows whose ``image_id`` is in ``frame`` (a pandas frame, or a staged file:
+    ``staging.staged``) by ``frame``'s and mark the ``vanished`` ids' rows ``status =
+    'vanished'`` (one transaction: a scan's result is stored whole or not at all)."""
     def store(con):
         replace_rows(con, "images", frame, key="image_id")
         if vanished:

@@ -82,13 +82,13 @@ def test_time_course_archive_puts_no_well_and_no_hash_on_two_sides(tmp_path, mon
 
 
 def test_leak_check_fails_when_the_stored_table_leaks(tmp_path, monkeypatch):
-    import crystal_pipeline.ingest.consensus as consensus
+    import crystal_pipeline.ingest.stored_consensus as stored_consensus
 
     data, _, _ = _setup(tmp_path, monkeypatch)
 
     # A buggy writer: the paper's random split by image stored while the run's rule is "well".
-    real = consensus.assign_sides
-    monkeypatch.setattr(consensus, "assign_sides", lambda images, config: real(images, SplitConfig(by="image")))
+    real = stored_consensus.group_key
+    monkeypatch.setattr(stored_consensus, "group_key", lambda image_id, by: real(image_id, "image"))
     result = _materialize(data, "prepare", raise_on_error=False)
     check = _checks(result)["no_leak_across_sides"]
     assert not check.passed
