@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,16 +53,19 @@ def _render_plate(job: tuple) -> dict:
     from crystal_pipeline.synthetic.render_pool import draw_well, plate_key
     from crystal_pipeline.wells import all_wells
 
-    plate_id, seed, wells, size, difficulty, imager_name, resolution = job
+    plate_id, seed, wells, size, difficulty, imager_name, resolution, cocktails = job
     imager = imager_named(imager_name)
     key = plate_key(plate_id)
     lighting = plate_lighting(seed, key, imager)
     pool = annotator_pool(seed)
     classes = plate_classes(plate_id, seed, wells, normalize_mix(None, imager_name), imager_name)
     names = [w.name for w in all_wells(wells)]
+    if cocktails.propensity:
+        classes = cocktails.place(classes, seed, key, wells, normalize_mix(None, imager_name))
     pixels, labels, drawn, ids = [], [], [], []
     for index, class_id in enumerate(classes):
-        image, _, votes = draw_well(seed, key, index, int(class_id), size, difficulty, imager, lighting, pool)
+        light = cocktails.lighting(lighting, wells, index)
+        image, _, votes = draw_well(seed, key, index, int(class_id), size, difficulty, imager, light, pool)
         label = unanimous_class(attributes for _, attributes in votes)
         drawn.append(int(class_id))
         if label is None:
@@ -74,11 +78,45 @@ def _render_plate(job: tuple) -> dict:
             "labels": np.asarray(labels, np.int64), "ids": ids, "drawn": np.asarray(drawn)}
 
 
+@dataclass(frozen=True)
+class Cocktails:
+    """A what-if the generator does not draw (tried 2026-12-08, docs/synthetic_archive.md; not
+    kept): the paper's screen puts 96 proteins on the same 1536 cocktails, so a cocktail could
+    carry (``propensity``) its own outcome odds, Dirichlet(10 x propensity x mix) fixed across
+    plates, by which a plate's classes are placed in its wells, and (``look``) its own drop,
+    fixed across plates: radius sd 4%, level 6%, rim 25%, x offset 2% of the height, x look."""
+
+    propensity: float = 0.0
+    look: float = 0.0
+
+    def place(self, classes, seed: int, key: int, wells: int, mix: dict) -> np.ndarray:
+        ids = sorted(c for c in mix if mix[c] > 0)
+        odds = np.random.default_rng([wells, 0xC0C7A1]).dirichlet([self.propensity * mix[c] * 10 for c in ids],
+                                                                     size=wells)
+        factor = {c: odds[:, i] / mix[c] for i, c in enumerate(ids)}
+        rng = np.random.default_rng([seed, key, 0x71ACE])
+        free, placed = np.ones(wells, bool), np.zeros(wells, np.int64)
+        for label in rng.permutation(np.asarray(classes)):  # each label into a free well, by its cocktail's odds
+            weight = factor[int(label)] * free
+            well = rng.choice(wells, p=weight / weight.sum())
+            placed[well], free[well] = label, False
+        return placed
+
+    def lighting(self, lighting, wells: int, index: int):
+        if not self.look:
+            return lighting
+        z = np.random.default_rng([wells, 0x100C]).normal(size=(wells, 4))[index]
+        return replace(lighting, drop_radius=lighting.drop_radius * (1 + 0.04 * self.look * z[0]),
+                       drop_level=lighting.drop_level * (1 + 0.06 * self.look * z[1]),
+                       rim=lighting.rim * (1 + 0.25 * self.look * z[2]),
+                       offset_x=lighting.offset_x + 0.02 * self.look * z[3])
+
+
 def draw(plates: int, seed: int, wells: int, size: int, difficulty: float, imager: str, resolution: int,
-         workers: int) -> dict:
+         workers: int, cocktails: Cocktails = Cocktails()) -> dict:
     from crystal_pipeline.synthetic.archive import plate_ids
 
-    jobs = [(p, seed, wells, size, difficulty, imager, resolution) for p in plate_ids(plates)]
+    jobs = [(p, seed, wells, size, difficulty, imager, resolution, cocktails) for p in plate_ids(plates)]
     started = time.perf_counter()
     parts = []
     if workers <= 1:
@@ -127,6 +165,10 @@ def main() -> None:
                         help="comma-separated baselines to fit (kNN alone skips feature extraction)")
     parser.add_argument("--confusion", action="store_true", help="also print each baseline's val confusion")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cocktail-propensity", type=float, default=0.0,
+                        help="what-if, not the generator: each cocktail's outcome odds across plates (Cocktails)")
+    parser.add_argument("--cocktail-look", type=float, default=0.0,
+                        help="what-if, not the generator: each cocktail's own drop look across plates (Cocktails)")
     args = parser.parse_args()
 
     from crystal_pipeline.baselines import extract_features, fit_baselines, predict_proba_baselines
@@ -144,9 +186,10 @@ def main() -> None:
 
     emit({"figure": "machine", "cpu": cpu_name(), "cores": os.cpu_count(), "load": round(os.getloadavg()[0], 2),
           "plates": args.plates, "wells": args.wells, "size": args.size, "imager": args.imager,
-          "difficulty": difficulty, "seed": args.seed})
+          "difficulty": difficulty, "seed": args.seed,
+          "cocktail_propensity": args.cocktail_propensity, "cocktail_look": args.cocktail_look})
     data = draw(args.plates, args.seed, args.wells, args.size, difficulty, args.imager, args.resolution,
-                args.workers)
+                args.workers, Cocktails(args.cocktail_propensity, args.cocktail_look))
     labels = data["labels"]
     counts = np.bincount(labels, minlength=11)[1:]
     emit({"figure": "consensus", "images": int(len(data["drawn"])), "unanimous": int(len(labels)),
