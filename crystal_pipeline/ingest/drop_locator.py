@@ -69,6 +69,9 @@ OUTLINE_QUANTILE = 0.25
 ENCLOSED_STRENGTH = 0.5
 #: How far (share of the radius) either side of the first ellipse the edge is refitted.
 REFINE_BAND = 0.15
+#: The refit takes the outer edge of a dark ring (the rise outwards) when, on most rays, the
+#: band brightens again by this much (0..1 of full scale) beyond its darkest point.
+RING_RISE = 0.02
 #: A drop seen in a well (imagers A, B): the well's disc is itself a sharp, bright, elliptical
 #: candidate round the drop, sharper than the drop's faint meniscus, and used to win. A
 #: candidate nested in the chosen one (at least :data:`NESTED_INSIDE` of it within, at most
@@ -240,13 +243,22 @@ def _radial_residuals(points: np.ndarray, model) -> np.ndarray:
     return np.abs(np.sqrt(u * u + v * v) - 1.0) * (ea + eb) / 2
 
 
+def _polarity(profile: np.ndarray) -> float:
+    """+1 (the rise outwards: the outer edge of a dark ring, a drop's meniscus in a bright
+    well) when on most rays the band brightens again beyond its darkest point; -1 (the fall:
+    a lit drop, or a well, on black) when the darkest point is the far dark surround."""
+    lowest = profile.argmin(axis=1)[:, None]
+    beyond = np.where(np.arange(profile.shape[1])[None, :] >= lowest, profile, -np.inf).max(axis=1)
+    return 1.0 if float(np.median(beyond - profile.min(axis=1))) > RING_RISE else -1.0
+
+
 def _refine(smooth: np.ndarray, ellipse, polarity: float | None = None):
     """The ellipse refitted to the drop's edge: along rays from the centre, the sharpest step
     of the drop's own polarity (dark ring to bright well, or lit drop to dark surround)
     within :data:`REFINE_BAND` of the outline; an ellipse fitted to those points (least
     squares, then again without the worst third). The first ellipse if the fit strays.
     ``polarity`` +1 takes the rise outwards (a dark ring's outer edge), -1 the fall; by
-    default whichever side of the band is brighter outside says which."""
+    default :func:`_polarity` says which."""
     from scipy.ndimage import map_coordinates
     from skimage.measure import EllipseModel
 
@@ -257,9 +269,8 @@ def _refine(smooth: np.ndarray, ellipse, polarity: float | None = None):
     u, v = a * scale * np.cos(theta), b * scale * np.sin(theta)
     x, y = cx + u * c - v * s, cy + u * s + v * c
     profile = map_coordinates(smooth, [y.ravel(), x.ravel()], order=1, mode="nearest").reshape(x.shape)
-    half = profile.shape[1] // 2
     if polarity is None:
-        polarity = 1.0 if profile[:, half:].mean() >= profile[:, :half].mean() else -1.0
+        polarity = _polarity(profile)
     step = polarity * np.diff(profile, axis=1)
     at = np.argmax(step, axis=1)
     rows = np.arange(len(at))
