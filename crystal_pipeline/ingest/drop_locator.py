@@ -12,7 +12,9 @@ How (on a copy reduced to :data:`WORK_ROWS` rows, so a picture costs tens of mil
   optics, HWI). Candidates for both: regions a thin dark ring encloses (black top-hat,
   holes filled: "ring"), open dark arcs where the lit side hides part of the ring, snapped
   to the circle they lie on ("arc"), holes of the bright (Otsu) components ("hole"), and
-  the bright components with their holes filled ("bright").
+  the bright components with their holes filled ("bright"). When only a bright region (a
+  well's disc) or nothing would be taken, rings and arcs are looked for again at a fainter
+  least depth (:data:`FAINT_RING_DEPTH`: a dim, flat camera's meniscus).
 - Each is made convex (grains and bites at a drop's edge are not part of its outline),
   fitted with its moment ellipse, and kept if it fills that ellipse (:data:`MIN_FIT`), has
   a plausible size (:data:`MIN_AREA` to :data:`MAX_AREA` of the frame), is not elongated
@@ -60,9 +62,12 @@ MIN_ARC = 0.003
 #: Most dark-ring components tried per picture (the largest).
 MAX_RING_CANDIDATES = 8
 #: Radius (px of the reduced copy) of the closing that finds thin dark rings, and the
-#: least depth (0..1 of full scale) a ring must have.
+#: least depth (0..1 of full scale) a ring must have; when no candidate but a bright
+#: region (a well's disc) would be taken, rings down to :data:`FAINT_RING_DEPTH` are
+#: looked for too (a dim, flat camera: imager B's meniscus is often 0.015-0.03 deep).
 RING_REACH = 5
 MIN_RING_DEPTH = 0.03
+FAINT_RING_DEPTH = 0.015
 #: The outline test: how far (share of the radius) either side of an ellipse's outline the
 #: edge is looked for, and the quantile over directions that scores it.
 OUTLINE_BAND = 0.08
@@ -172,20 +177,21 @@ def _border_share(region: np.ndarray) -> float:
     return float(edge.sum()) / perimeter
 
 
-def _dark_lines(smooth: np.ndarray) -> np.ndarray:
+def _dark_lines(smooth: np.ndarray, floor: float = MIN_RING_DEPTH) -> np.ndarray:
     """Thin dark structures (a meniscus ring, grain and crystal edges): black top-hat above
-    a threshold set by the picture's own spread of it."""
+    a threshold set by the picture's own spread of it, and at least ``floor``."""
     from scipy.ndimage import grey_closing
     from skimage.morphology import disk
 
     tophat = grey_closing(smooth, footprint=disk(RING_REACH)) - smooth
     level = float(np.median(tophat)) + 4.0 * float(np.median(np.abs(tophat - np.median(tophat)))) / 0.6745
-    return tophat > max(level, MIN_RING_DEPTH)
+    return tophat > max(level, floor)
 
 
-def _candidates(g: np.ndarray):
-    """(kind, region) pairs: regions a dark ring encloses ("ring"), holes of bright
-    components ("hole") and bright components with their holes filled ("bright")."""
+def _candidates(g: np.ndarray, floor: float = MIN_RING_DEPTH, bright: bool = True):
+    """(kind, region) pairs: regions a dark ring (at least ``floor`` deep) encloses ("ring"),
+    and with ``bright`` holes of bright components ("hole") and bright components with their
+    holes filled ("bright")."""
     from scipy.ndimage import binary_closing, binary_fill_holes, gaussian_filter
     from skimage.filters import threshold_otsu
     from skimage.measure import label
@@ -195,7 +201,7 @@ def _candidates(g: np.ndarray):
     if float(smooth.max() - smooth.min()) < 1e-3:
         return
     area = g.size
-    lines = binary_closing(_dark_lines(smooth), disk(2))
+    lines = binary_closing(_dark_lines(smooth, floor), disk(2))
     rings = label(binary_fill_holes(lines), connectivity=1)
     sizes = np.bincount(rings.ravel())[1:]
     for index in np.argsort(-sizes)[:MAX_RING_CANDIDATES] + 1:  # largest first: grains make many small ones
@@ -206,8 +212,10 @@ def _candidates(g: np.ndarray):
             yield "arc", region  # an open arc: a ring broken where the light hides it
         elif sizes[index - 1] >= MIN_AREA * area:
             yield "ring", region
-    bright = smooth > threshold_otsu(smooth)
-    labels = label(bright, connectivity=1)
+    if not bright:
+        return
+    lit = smooth > threshold_otsu(smooth)
+    labels = label(lit, connectivity=1)
     for index in np.argsort(-np.bincount(labels.ravel())[1:])[:4] + 1:
         component = labels == index
         if component.sum() < MIN_AREA * area:
@@ -368,14 +376,14 @@ def _choose(kept: list, strengths: list[float]):
     return max(pool, key=lambda pair: pair[0])[1]
 
 
-def _kept(g: np.ndarray, smooth: np.ndarray) -> list:
+def _kept(g: np.ndarray, smooth: np.ndarray, floor: float = MIN_RING_DEPTH, bright: bool = True) -> list:
     """The candidates that pass the size, border, elongation and fit tests, as (kind, region,
     ellipse, fit). An open arc is judged by the circle it lies on, not by its own few pixels
     (a thin arc is far below :data:`MIN_AREA` of the frame however large its drop)."""
     from skimage.morphology import convex_hull_image
 
     kept = []
-    for kind, region in _candidates(g):
+    for kind, region in _candidates(g, floor, bright):
         share = region.sum() / g.size
         if _border_share(region) > MAX_BORDER_SHARE or (kind != "arc" and not MIN_AREA <= share <= MAX_AREA):
             continue
@@ -398,30 +406,37 @@ def _kept(g: np.ndarray, smooth: np.ndarray) -> list:
     return kept
 
 
+def _best(kept: list, gradient: np.ndarray, smooth: np.ndarray):
+    """The drop among the kept candidates (:func:`_choose`, :func:`_nested`,
+    :func:`_ring_around_hole`), or None."""
+    if not kept:
+        return None
+    strengths = [_outline_strength(gradient, c[2]) for c in kept]
+    chosen = _choose(kept, strengths)
+    best = _nested(kept, strengths, next(i for i, c in enumerate(kept) if c is chosen), smooth)
+    return kept[_ring_around_hole(kept, strengths, best, smooth.shape)]
+
+
 def locate_drop(grey: np.ndarray) -> DropLocation:
     """The drop's ellipse in ``grey`` (2-D uint8, any size), or the central fallback."""
     if grey.ndim != 2:
         raise ValueError(f"expected a 2-D grey picture, got shape {grey.shape}")
     height, width = grey.shape
-    g, scale = _reduced(np.ascontiguousarray(grey, dtype=np.uint8))
     from scipy.ndimage import gaussian_filter
+    from skimage.filters import sobel
 
+    g, scale = _reduced(np.ascontiguousarray(grey, dtype=np.uint8))
     smooth = gaussian_filter(g, 1.0)
+    gradient = sobel(smooth)
     kept = _kept(g, smooth)
-    if kept:
-        from skimage.filters import sobel
-
-        gradient = sobel(smooth)
-        strengths = [_outline_strength(gradient, c[2]) for c in kept]
-        chosen = _choose(kept, strengths)
-        best = _nested(kept, strengths, next(i for i, c in enumerate(kept) if c is chosen), smooth)
-        best = kept[_ring_around_hole(kept, strengths, best, smooth.shape)]
-        best = (best[0], best[1], _refine(smooth, best[2]), best[3])
-    else:
-        best = None
+    best = _best(kept, gradient, smooth)
+    if best is None or best[0] == "bright":  # the well's disc, or nothing: a fainter meniscus?
+        kept += _kept(g, smooth, FAINT_RING_DEPTH, bright=False)
+        best = _best(kept, gradient, smooth)
     if best is None:
         return fallback(width, height)
-    kind, _, (cx, cy, a, b, angle), _ = best
+    kind, _, ellipse, _ = best
+    cx, cy, a, b, angle = _refine(smooth, ellipse)
     # Pixel centres: reduced pixel i covers [i*scale, (i+1)*scale) of the picture.
     return DropLocation((cx + 0.5) * scale - 0.5, (cy + 0.5) * scale - 0.5, a * scale, b * scale,
                         angle, width, height, True, kind)

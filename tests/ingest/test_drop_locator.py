@@ -66,11 +66,12 @@ def test_a_faint_drop_inside_a_sharp_well_is_found_not_the_well(ring):
 
 
 def _drop_in_well(cx: float, cy: float, a: float, b: float, angle: float, meniscus: float = 0.4,
-                  cloud: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """A drop drawn as the generator draws one, at 256 px: a bright well (radius 118, its rim
-    soft) on a dark plate, the drop as bright as its well with a soft meniscus band
-    (``meniscus`` deep) just inside its edge; ``cloud`` (x, y, radius, depth) a dark, soft
-    round cloud of precipitate in it."""
+                  cloud: tuple[float, float, float, float] | None = None, well: float = 0.7,
+                  plate: float = 0.1, rim: float = 3.0) -> np.ndarray:
+    """A drop drawn as the generator draws one, at 256 px: a bright well (radius 118,
+    brightness ``well``, its edge ``rim`` px soft) on a dark plate (``plate``), the drop as
+    bright as its well with a soft meniscus band (``meniscus`` deep) just inside its edge;
+    ``cloud`` (x, y, radius, depth) a dark, soft round cloud of precipitate in it."""
     from scipy.ndimage import gaussian_filter
 
     h = w = 256
@@ -79,9 +80,9 @@ def _drop_in_well(cx: float, cy: float, a: float, b: float, angle: float, menisc
     u, v = ((xx - cx) * c + (yy - cy) * s) / a, (-(xx - cx) * s + (yy - cy) * c) / b
     dist = (np.sqrt(u * u + v * v) - 1) * (a + b) / 2
     inside = 1 / (1 + np.exp(np.clip(dist / 0.7, -30, 30)))
-    in_well = 1 / (1 + np.exp(np.clip((np.hypot(xx - 128, yy - 128) - 118) / 3, -30, 30)))
+    in_well = 1 / (1 + np.exp(np.clip((np.hypot(xx - 128, yy - 128) - 118) / rim, -30, 30)))
     band = 1.0 - meniscus * np.exp(-(((dist + 4) / 4) ** 2))
-    img = (0.1 + 0.6 * in_well) * (1 + (band - 1) * inside) * 255
+    img = (plate + (well - plate) * in_well) * (1 + (band - 1) * inside) * 255
     if cloud is not None:
         x, y, r, depth = cloud
         img *= 1 - depth * gaussian_filter((np.hypot(xx - x, yy - y) < r).astype(float), 1.5)
@@ -121,6 +122,17 @@ def test_a_dark_cloud_in_a_ringed_drop_is_not_taken_for_the_drop(meniscus, cloud
     loc = locate_drop(img)
     assert loc.found and loc.method != "hole", loc
     assert _iou(loc, ellipse_mask(img.shape, 128.0, 128.0, 80.0, 70.0, 0.3)) > 0.9
+
+
+@pytest.mark.parametrize("meniscus", [0.06, 0.08])
+def test_a_faint_meniscus_in_a_dim_flat_well_is_found_not_the_well(meniscus):
+    # Imager B's look: a dim well on a pale plate, a soft rim, a meniscus only 0.01-0.03 of
+    # full scale deep after smoothing. At the usual least depth (0.03) no ring was found and
+    # the well was returned (IoU 0.15); the fainter look is tried when the well would win.
+    img = _drop_in_well(150.0, 110.0, 48.0, 42.0, 0.5, meniscus=meniscus, well=0.5, plate=0.25, rim=6.0)
+    loc = locate_drop(img)
+    assert loc.found and loc.method != "bright", loc
+    assert _iou(loc, ellipse_mask(img.shape, 150.0, 110.0, 48.0, 42.0, 0.5)) > 0.9
 
 
 def test_a_bright_ellipse_on_black_is_found():
