@@ -28,9 +28,10 @@ How (on a copy reduced to :data:`WORK_ROWS` rows, so a picture costs tens of mil
   bright disc, whose rim is sharper than the drop's meniscus (imagers A and B lost about
   one picture in ten to the well that way). A hole that wins while nested in a ringed
   region is a dark cloud in the drop: the ring is taken (:func:`_ring_around_hole`). The
-  winner is refitted to the step of its own polarity along rays from its centre
-  (:func:`_refine`): the outer edge of a dark ring where the band climbs out of a valley
-  (:func:`_polarity`), else the fall of a lit drop to its dark surround.
+  winner is refitted, three times over (:func:`_refit`), to the step of its own polarity
+  along rays from its centre (:func:`_refine`): the outer edge of a dark ring where the
+  band climbs out of a valley (:func:`_polarity`), else the fall of a lit drop to its dark
+  surround.
 - An open arc is judged by the circle it lies on (its size, fit), not by its own pixels.
 - Nothing qualifies: the central square's inscribed circle is returned with
   ``found=False`` and ``method="fallback"``, and the crop falls back to the paper's
@@ -76,6 +77,8 @@ OUTLINE_QUANTILE = 0.25
 ENCLOSED_STRENGTH = 0.5
 #: How far (share of the radius) either side of the first ellipse the edge is refitted.
 REFINE_BAND = 0.15
+#: How many times the chosen ellipse is refitted, each pass from the last.
+REFINE_PASSES = 3
 #: The refit takes the outer edge of a dark ring (the rise outwards) when, on most rays, the
 #: band brightens again by this much (0..1 of full scale) beyond its darkest point.
 RING_RISE = 0.02
@@ -302,6 +305,15 @@ def _refine(smooth: np.ndarray, ellipse, polarity: float | None = None):
     return ex, ey, ea, eb, etheta
 
 
+def _refit(smooth: np.ndarray, ellipse):
+    """:func:`_refine` :data:`REFINE_PASSES` times, each pass from the last: a first ellipse
+    more than the band off (an arc's circle through part of a faint ring, a hull pulled by
+    grains or skin) comes up to a band nearer each pass."""
+    for _ in range(REFINE_PASSES):
+        ellipse = _refine(smooth, ellipse)
+    return ellipse
+
+
 def _valley(smooth: np.ndarray, ellipse) -> float:
     """How much darker an ellipse's outline is than both its sides: per direction, the lesser
     of the mean inside (75-85% of the radius) and outside (115-125%) less the darkest value
@@ -436,7 +448,7 @@ def locate_drop(grey: np.ndarray) -> DropLocation:
     if best is None:
         return fallback(width, height)
     kind, _, ellipse, _ = best
-    cx, cy, a, b, angle = _refine(smooth, ellipse)
+    cx, cy, a, b, angle = _refit(smooth, ellipse)
     # Pixel centres: reduced pixel i covers [i*scale, (i+1)*scale) of the picture.
     return DropLocation((cx + 0.5) * scale - 0.5, (cy + 0.5) * scale - 0.5, a * scale, b * scale,
                         angle, width, height, True, kind)

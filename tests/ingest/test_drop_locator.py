@@ -90,6 +90,24 @@ def _drop_in_well(cx: float, cy: float, a: float, b: float, angle: float, menisc
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _refitted_iou(refit, drop: tuple, first: tuple) -> float:
+    """IoU with ``drop`` (cx, cy, a, b, angle in the 256 px picture's pixels) of ``refit``
+    (the locator's ``_refine`` or ``_refit``) run from ``first`` (the same), on the reduced,
+    smoothed copy of :func:`_drop_in_well`'s picture of that drop."""
+    from scipy.ndimage import gaussian_filter
+
+    from crystal_pipeline.ingest.drop_locator import _reduced
+
+    g, scale = _reduced(_drop_in_well(*drop))
+
+    def reduced(e):
+        return ((e[0] + 0.5) / scale - 0.5, (e[1] + 0.5) / scale - 0.5, e[2] / scale, e[3] / scale, e[4])
+
+    found = ellipse_mask(g.shape, *refit(gaussian_filter(g, 1.0), reduced(first)))
+    truth = ellipse_mask(g.shape, *reduced(drop))
+    return float((found & truth).sum() / (found | truth).sum())
+
+
 @pytest.mark.parametrize("grow, shift", [(1.12, 6.0), (1.1, 4.0), (0.92, 0.0)])
 def test_the_refit_takes_the_meniscus_outer_edge_from_a_first_ellipse_off_the_drop(grow, shift):
     # The first ellipse (a candidate's hull) is often a little large, pulled by grains or
@@ -98,19 +116,21 @@ def test_the_refit_takes_the_meniscus_outer_edge_from_a_first_ellipse_off_the_dr
     # well's dark rim, or lay mostly inside the drop, read as "a lit drop on black" and the
     # fall was taken (the meniscus's inner edge, and the well's rim where it runs close),
     # IoU 0.68-0.79 here. The meniscus is a valley the band climbs out of on most rays.
-    from scipy.ndimage import gaussian_filter
-
-    from crystal_pipeline.ingest.drop_locator import _reduced, _refine
+    from crystal_pipeline.ingest.drop_locator import _refine
 
     cx, cy, a, b, angle = 165.0, 128.0, 70.0, 64.0, 0.2  # its edge 11 px from the well's rim
-    img = _drop_in_well(cx, cy, a, b, angle)
-    g, scale = _reduced(img)
-    to_reduced = lambda x: (x + 0.5) / scale - 0.5  # noqa: E731
-    first = (to_reduced(cx + shift), to_reduced(cy), grow * a / scale, grow * b / scale, angle)
-    refit = _refine(gaussian_filter(g, 1.0), first)
-    truth = ellipse_mask(g.shape, to_reduced(cx), to_reduced(cy), a / scale, b / scale, angle)
-    found = ellipse_mask(g.shape, *refit)
-    assert (found & truth).sum() / (found | truth).sum() > 0.93, refit
+    first = (cx + shift, cy, grow * a, grow * b, angle)
+    assert _refitted_iou(_refine, (cx, cy, a, b, angle), first) > 0.93
+
+
+def test_the_refit_reaches_an_edge_beyond_its_band_in_passes():
+    # An arc's circle through part of a faint ring, or a hull cut short, can start further
+    # from the drop's edge than one refit's band (15% of the radius) reaches: one pass moved
+    # a circle at 0.75 of the drop's size to IoU 0.74; each pass starts from the last.
+    from crystal_pipeline.ingest.drop_locator import _refit
+
+    cx, cy, a, b, angle = 150.0, 120.0, 60.0, 52.0, 0.4
+    assert _refitted_iou(_refit, (cx, cy, a, b, angle), (cx, cy, 0.75 * a, 0.75 * a, 0.0)) > 0.93
 
 
 @pytest.mark.parametrize("meniscus, cloud", [(0.4, (110.0, 120.0, 30.0, 0.7)), (0.3, (120.0, 130.0, 35.0, 0.8)),
