@@ -28,7 +28,7 @@ How (on a copy reduced to :data:`WORK_ROWS` rows, so a picture costs tens of mil
   bright disc, whose rim is sharper than the drop's meniscus (imagers A and B lost about
   one picture in ten to the well that way). A hole that wins while nested in a ringed
   region is a dark cloud in the drop: the ring is taken (:func:`_ring_around_hole`). The
-  winner is refitted, three times over (:func:`_refit`), to the step of its own polarity
+  winner is refitted, pass after pass (:func:`_refit`), to the step of its own polarity
   along rays from its centre (:func:`_refine`): the outer edge of a dark ring where the
   band climbs out of a valley (:func:`_polarity`), else the fall of a lit drop to its dark
   surround.
@@ -77,8 +77,8 @@ OUTLINE_QUANTILE = 0.25
 ENCLOSED_STRENGTH = 0.5
 #: How far (share of the radius) either side of the first ellipse the edge is refitted.
 REFINE_BAND = 0.15
-#: How many times the chosen ellipse is refitted, each pass from the last.
-REFINE_PASSES = 3
+#: Most times the chosen ellipse is refitted, each pass from the last (:func:`_refit`).
+REFINE_PASSES = 5
 #: The refit takes the outer edge of a dark ring (the rise outwards) when, on most rays, the
 #: band brightens again by this much (0..1 of full scale) beyond its darkest point.
 RING_RISE = 0.02
@@ -306,11 +306,16 @@ def _refine(smooth: np.ndarray, ellipse, polarity: float | None = None):
 
 
 def _refit(smooth: np.ndarray, ellipse):
-    """:func:`_refine` :data:`REFINE_PASSES` times, each pass from the last: a first ellipse
-    more than the band off (an arc's circle through part of a faint ring, a hull pulled by
-    grains or skin) comes up to a band nearer each pass."""
+    """:func:`_refine` again from its own result until the centre and semi-axes move under
+    half a pixel, at most :data:`REFINE_PASSES` times: a first ellipse more than the band off
+    (an arc's circle through part of a faint ring, a hull pulled by grains or skin) comes up
+    to a band nearer each pass."""
     for _ in range(REFINE_PASSES):
-        ellipse = _refine(smooth, ellipse)
+        refined = _refine(smooth, ellipse)
+        moved = max(abs(p - q) for p, q in zip(refined[:4], ellipse[:4]))
+        ellipse = refined
+        if moved < 0.5:
+            break
     return ellipse
 
 
