@@ -12,7 +12,9 @@ How (on a copy reduced to :data:`WORK_ROWS` rows, so a picture costs tens of mil
   optics, HWI). Candidates for both: regions a thin dark ring encloses (black top-hat,
   holes filled: "ring"), open dark arcs where the lit side hides part of the ring, snapped
   to the circle they lie on ("arc"), holes of the bright (Otsu) components ("hole"), and
-  the bright components with their holes filled ("bright").
+  the bright components with their holes filled ("bright"). When only a bright region (a
+  well's disc) or nothing would be taken, rings and arcs are looked for again at a fainter
+  least depth (:data:`FAINT_RING_DEPTH`: a dim, flat camera's meniscus).
 - Each is made convex (grains and bites at a drop's edge are not part of its outline),
   fitted with its moment ellipse, and kept if it fills that ellipse (:data:`MIN_FIT`), has
   a plausible size (:data:`MIN_AREA` to :data:`MAX_AREA` of the frame), is not elongated
@@ -24,9 +26,12 @@ How (on a copy reduced to :data:`WORK_ROWS` rows, so a picture costs tens of mil
   round), else among all. Then inwards (:func:`_nested`): a dark-ringed candidate nested
   in the winner takes its place, since in a well's picture the winner is often the well's
   bright disc, whose rim is sharper than the drop's meniscus (imagers A and B lost about
-  one picture in ten to the well that way). The winner is refitted to the step of its own
-  polarity along rays from its centre (:func:`_refine`); an arc to the outer edge of its
-  dark ring.
+  one picture in ten to the well that way). A hole that wins while nested in a ringed
+  region is a dark cloud in the drop: the ring is taken (:func:`_ring_around_hole`). The
+  winner is refitted, pass after pass (:func:`_refit`), to the step of its own polarity
+  along rays from its centre (:func:`_refine`): the outer edge of a dark ring where the
+  band climbs out of a valley (:func:`_polarity`), else the fall of a lit drop to its dark
+  surround.
 - An open arc is judged by the circle it lies on (its size, fit), not by its own pixels.
 - Nothing qualifies: the central square's inscribed circle is returned with
   ``found=False`` and ``method="fallback"``, and the crop falls back to the paper's
@@ -58,9 +63,12 @@ MIN_ARC = 0.003
 #: Most dark-ring components tried per picture (the largest).
 MAX_RING_CANDIDATES = 8
 #: Radius (px of the reduced copy) of the closing that finds thin dark rings, and the
-#: least depth (0..1 of full scale) a ring must have.
+#: least depth (0..1 of full scale) a ring must have; when no candidate but a bright
+#: region (a well's disc) would be taken, rings down to :data:`FAINT_RING_DEPTH` are
+#: looked for too (a dim, flat camera: imager B's meniscus is often 0.015-0.03 deep).
 RING_REACH = 5
 MIN_RING_DEPTH = 0.03
+FAINT_RING_DEPTH = 0.015
 #: The outline test: how far (share of the radius) either side of an ellipse's outline the
 #: edge is looked for, and the quantile over directions that scores it.
 OUTLINE_BAND = 0.08
@@ -69,6 +77,11 @@ OUTLINE_QUANTILE = 0.25
 ENCLOSED_STRENGTH = 0.5
 #: How far (share of the radius) either side of the first ellipse the edge is refitted.
 REFINE_BAND = 0.15
+#: Most times the chosen ellipse is refitted, each pass from the last (:func:`_refit`).
+REFINE_PASSES = 5
+#: The refit takes the outer edge of a dark ring (the rise outwards) when, on most rays, the
+#: band brightens again by this much (0..1 of full scale) beyond its darkest point.
+RING_RISE = 0.02
 #: A drop seen in a well (imagers A, B): the well's disc is itself a sharp, bright, elliptical
 #: candidate round the drop, sharper than the drop's faint meniscus, and used to win. A
 #: candidate nested in the chosen one (at least :data:`NESTED_INSIDE` of it within, at most
@@ -167,20 +180,21 @@ def _border_share(region: np.ndarray) -> float:
     return float(edge.sum()) / perimeter
 
 
-def _dark_lines(smooth: np.ndarray) -> np.ndarray:
+def _dark_lines(smooth: np.ndarray, floor: float = MIN_RING_DEPTH) -> np.ndarray:
     """Thin dark structures (a meniscus ring, grain and crystal edges): black top-hat above
-    a threshold set by the picture's own spread of it."""
+    a threshold set by the picture's own spread of it, and at least ``floor``."""
     from scipy.ndimage import grey_closing
     from skimage.morphology import disk
 
     tophat = grey_closing(smooth, footprint=disk(RING_REACH)) - smooth
     level = float(np.median(tophat)) + 4.0 * float(np.median(np.abs(tophat - np.median(tophat)))) / 0.6745
-    return tophat > max(level, MIN_RING_DEPTH)
+    return tophat > max(level, floor)
 
 
-def _candidates(g: np.ndarray):
-    """(kind, region) pairs: regions a dark ring encloses ("ring"), holes of bright
-    components ("hole") and bright components with their holes filled ("bright")."""
+def _candidates(g: np.ndarray, floor: float = MIN_RING_DEPTH, bright: bool = True):
+    """(kind, region) pairs: regions a dark ring (at least ``floor`` deep) encloses ("ring"),
+    and with ``bright`` holes of bright components ("hole") and bright components with their
+    holes filled ("bright")."""
     from scipy.ndimage import binary_closing, binary_fill_holes, gaussian_filter
     from skimage.filters import threshold_otsu
     from skimage.measure import label
@@ -190,7 +204,7 @@ def _candidates(g: np.ndarray):
     if float(smooth.max() - smooth.min()) < 1e-3:
         return
     area = g.size
-    lines = binary_closing(_dark_lines(smooth), disk(2))
+    lines = binary_closing(_dark_lines(smooth, floor), disk(2))
     rings = label(binary_fill_holes(lines), connectivity=1)
     sizes = np.bincount(rings.ravel())[1:]
     for index in np.argsort(-sizes)[:MAX_RING_CANDIDATES] + 1:  # largest first: grains make many small ones
@@ -201,8 +215,10 @@ def _candidates(g: np.ndarray):
             yield "arc", region  # an open arc: a ring broken where the light hides it
         elif sizes[index - 1] >= MIN_AREA * area:
             yield "ring", region
-    bright = smooth > threshold_otsu(smooth)
-    labels = label(bright, connectivity=1)
+    if not bright:
+        return
+    lit = smooth > threshold_otsu(smooth)
+    labels = label(lit, connectivity=1)
     for index in np.argsort(-np.bincount(labels.ravel())[1:])[:4] + 1:
         component = labels == index
         if component.sum() < MIN_AREA * area:
@@ -240,13 +256,22 @@ def _radial_residuals(points: np.ndarray, model) -> np.ndarray:
     return np.abs(np.sqrt(u * u + v * v) - 1.0) * (ea + eb) / 2
 
 
+def _polarity(profile: np.ndarray) -> float:
+    """+1 (the rise outwards: the outer edge of a dark ring, a drop's meniscus in a bright
+    well) when on most rays the band brightens again beyond its darkest point; -1 (the fall:
+    a lit drop, or a well, on black) when the darkest point is the far dark surround."""
+    lowest = profile.argmin(axis=1)[:, None]
+    beyond = np.where(np.arange(profile.shape[1])[None, :] >= lowest, profile, -np.inf).max(axis=1)
+    return 1.0 if float(np.median(beyond - profile.min(axis=1))) > RING_RISE else -1.0
+
+
 def _refine(smooth: np.ndarray, ellipse, polarity: float | None = None):
     """The ellipse refitted to the drop's edge: along rays from the centre, the sharpest step
     of the drop's own polarity (dark ring to bright well, or lit drop to dark surround)
     within :data:`REFINE_BAND` of the outline; an ellipse fitted to those points (least
     squares, then again without the worst third). The first ellipse if the fit strays.
     ``polarity`` +1 takes the rise outwards (a dark ring's outer edge), -1 the fall; by
-    default whichever side of the band is brighter outside says which."""
+    default :func:`_polarity` says which."""
     from scipy.ndimage import map_coordinates
     from skimage.measure import EllipseModel
 
@@ -257,9 +282,8 @@ def _refine(smooth: np.ndarray, ellipse, polarity: float | None = None):
     u, v = a * scale * np.cos(theta), b * scale * np.sin(theta)
     x, y = cx + u * c - v * s, cy + u * s + v * c
     profile = map_coordinates(smooth, [y.ravel(), x.ravel()], order=1, mode="nearest").reshape(x.shape)
-    half = profile.shape[1] // 2
     if polarity is None:
-        polarity = 1.0 if profile[:, half:].mean() >= profile[:, :half].mean() else -1.0
+        polarity = _polarity(profile)
     step = polarity * np.diff(profile, axis=1)
     at = np.argmax(step, axis=1)
     rows = np.arange(len(at))
@@ -281,6 +305,20 @@ def _refine(smooth: np.ndarray, ellipse, polarity: float | None = None):
     return ex, ey, ea, eb, etheta
 
 
+def _refit(smooth: np.ndarray, ellipse):
+    """:func:`_refine` again from its own result until the centre and semi-axes move under
+    half a pixel, at most :data:`REFINE_PASSES` times: a first ellipse more than the band off
+    (an arc's circle through part of a faint ring, a hull pulled by grains or skin) comes up
+    to a band nearer each pass."""
+    for _ in range(REFINE_PASSES):
+        refined = _refine(smooth, ellipse)
+        moved = max(abs(p - q) for p, q in zip(refined[:4], ellipse[:4]))
+        ellipse = refined
+        if moved < 0.5:
+            break
+    return ellipse
+
+
 def _valley(smooth: np.ndarray, ellipse) -> float:
     """How much darker an ellipse's outline is than both its sides: per direction, the lesser
     of the mean inside (75-85% of the radius) and outside (115-125%) less the darkest value
@@ -300,19 +338,24 @@ def _valley(smooth: np.ndarray, ellipse) -> float:
     return float(np.quantile(sides - ring, 0.25))
 
 
+def _encloses(outer: np.ndarray, inner: np.ndarray) -> bool:
+    """Whether ``inner`` lies nested in ``outer`` (:data:`NESTED_INSIDE` of it within, at
+    most :data:`NESTED_MAX_AREA` of its area)."""
+    area = inner.sum()
+    return bool(area <= NESTED_MAX_AREA * outer.sum() and (inner & outer).sum() >= NESTED_INSIDE * area)
+
+
 def _nested(kept: list, strengths: list[float], best: int, smooth: np.ndarray) -> int:
     """The candidate to take instead of ``kept[best]``: inwards, while a dark-ringed one lies
     nested in it (:data:`NESTED_INSIDE`, :data:`NESTED_MAX_AREA`, :data:`NESTED_STRENGTH`)."""
     masks = [ellipse_mask(smooth.shape, *c[2]) for c in kept]
     valleys: dict[int, float] = {}
     for _ in range(3):
-        outer = masks[best]
         inner = []
         for i, mask in enumerate(masks):
             if i == best or kept[i][0] == "bright" or strengths[i] < NESTED_STRENGTH * strengths[best]:
                 continue
-            area = mask.sum()
-            if not (area <= NESTED_MAX_AREA * outer.sum() and (mask & outer).sum() >= NESTED_INSIDE * area):
+            if not _encloses(masks[best], mask):
                 continue
             if i not in valleys:
                 valleys[i] = _valley(smooth, kept[i][2])
@@ -322,6 +365,21 @@ def _nested(kept: list, strengths: list[float], best: int, smooth: np.ndarray) -
             break
         best = max(inner, key=lambda i: strengths[i] * kept[i][3])
     return best
+
+
+def _ring_around_hole(kept: list, strengths: list[float], best: int, shape: tuple[int, int]) -> int:
+    """The candidate to take instead of a hole ``kept[best]``: the smallest region a dark
+    ring encloses ("ring", "arc") that it lies nested in, if that ring's outline is at least
+    :data:`NESTED_STRENGTH` as sharp: a dark region inside a ringed drop is something in the
+    drop (a precipitate cloud, a cluster of crystals). Its edge is sharper than the drop's
+    faint meniscus and used to win (imager A: about one picture in 50 located on a cloud)."""
+    if kept[best][0] != "hole":
+        return best
+    inner = ellipse_mask(shape, *kept[best][2])
+    rings = [(ellipse_mask(shape, *c[2]), i) for i, c in enumerate(kept)
+             if c[0] in ("ring", "arc") and strengths[i] >= NESTED_STRENGTH * strengths[best]]
+    around = [(mask.sum(), i) for mask, i in rings if _encloses(mask, inner)]
+    return min(around)[1] if around else best
 
 
 def _choose(kept: list, strengths: list[float]):
@@ -335,14 +393,14 @@ def _choose(kept: list, strengths: list[float]):
     return max(pool, key=lambda pair: pair[0])[1]
 
 
-def _kept(g: np.ndarray, smooth: np.ndarray) -> list:
+def _kept(g: np.ndarray, smooth: np.ndarray, floor: float = MIN_RING_DEPTH, bright: bool = True) -> list:
     """The candidates that pass the size, border, elongation and fit tests, as (kind, region,
     ellipse, fit). An open arc is judged by the circle it lies on, not by its own few pixels
     (a thin arc is far below :data:`MIN_AREA` of the frame however large its drop)."""
     from skimage.morphology import convex_hull_image
 
     kept = []
-    for kind, region in _candidates(g):
+    for kind, region in _candidates(g, floor, bright):
         share = region.sum() / g.size
         if _border_share(region) > MAX_BORDER_SHARE or (kind != "arc" and not MIN_AREA <= share <= MAX_AREA):
             continue
@@ -365,29 +423,37 @@ def _kept(g: np.ndarray, smooth: np.ndarray) -> list:
     return kept
 
 
+def _best(kept: list, gradient: np.ndarray, smooth: np.ndarray):
+    """The drop among the kept candidates (:func:`_choose`, :func:`_nested`,
+    :func:`_ring_around_hole`), or None."""
+    if not kept:
+        return None
+    strengths = [_outline_strength(gradient, c[2]) for c in kept]
+    chosen = _choose(kept, strengths)
+    best = _nested(kept, strengths, next(i for i, c in enumerate(kept) if c is chosen), smooth)
+    return kept[_ring_around_hole(kept, strengths, best, smooth.shape)]
+
+
 def locate_drop(grey: np.ndarray) -> DropLocation:
     """The drop's ellipse in ``grey`` (2-D uint8, any size), or the central fallback."""
     if grey.ndim != 2:
         raise ValueError(f"expected a 2-D grey picture, got shape {grey.shape}")
     height, width = grey.shape
-    g, scale = _reduced(np.ascontiguousarray(grey, dtype=np.uint8))
     from scipy.ndimage import gaussian_filter
+    from skimage.filters import sobel
 
+    g, scale = _reduced(np.ascontiguousarray(grey, dtype=np.uint8))
     smooth = gaussian_filter(g, 1.0)
+    gradient = sobel(smooth)
     kept = _kept(g, smooth)
-    if kept:
-        from skimage.filters import sobel
-
-        gradient = sobel(smooth)
-        strengths = [_outline_strength(gradient, c[2]) for c in kept]
-        chosen = _choose(kept, strengths)
-        best = kept[_nested(kept, strengths, next(i for i, c in enumerate(kept) if c is chosen), smooth)]
-        best = (best[0], best[1], _refine(smooth, best[2]), best[3])
-    else:
-        best = None
+    best = _best(kept, gradient, smooth)
+    if best is None or best[0] == "bright":  # the well's disc, or nothing: a fainter meniscus?
+        kept += _kept(g, smooth, FAINT_RING_DEPTH, bright=False)
+        best = _best(kept, gradient, smooth)
     if best is None:
         return fallback(width, height)
-    kind, _, (cx, cy, a, b, angle), _ = best
+    kind, _, ellipse, _ = best
+    cx, cy, a, b, angle = _refit(smooth, ellipse)
     # Pixel centres: reduced pixel i covers [i*scale, (i+1)*scale) of the picture.
     return DropLocation((cx + 0.5) * scale - 0.5, (cy + 0.5) * scale - 0.5, a * scale, b * scale,
                         angle, width, height, True, kind)
