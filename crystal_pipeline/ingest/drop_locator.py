@@ -28,9 +28,9 @@ How (on a copy reduced to :data:`WORK_ROWS` rows, so a picture costs tens of mil
   bright disc, whose rim is sharper than the drop's meniscus (imagers A and B lost about
   one picture in ten to the well that way). A hole that wins while nested in a ringed
   region is a dark cloud in the drop: the ring is taken (:func:`_ring_around_hole`). The
-  winner is refitted, pass after pass (:func:`_refit`), to the step of its own polarity
-  along rays from its centre (:func:`_refine`): the outer edge of a dark ring where the
-  band climbs out of a valley (:func:`_polarity`), else the fall of a lit drop to its dark
+  winner is refitted, pass after pass (:func:`.drop_edge.refit`), to the step of its own polarity
+  along rays from its centre (:func:`.drop_edge.refine`): the outer edge of a dark ring where the
+  band climbs out of a valley (:func:`.drop_edge.edge_polarity`), else the fall of a lit drop to its dark
   surround.
 - An open arc is judged by the circle it lies on (its size, fit), not by its own pixels.
 - Nothing qualifies: the central square's inscribed circle is returned with
@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
+
+from crystal_pipeline.ingest.drop_edge import outline_strength, refine, refit, valley
 
 #: Rows of the reduced copy the drop is looked for on.
 WORK_ROWS = 128
@@ -69,24 +71,13 @@ MAX_RING_CANDIDATES = 8
 RING_REACH = 5
 MIN_RING_DEPTH = 0.03
 FAINT_RING_DEPTH = 0.015
-#: The outline test: how far (share of the radius) either side of an ellipse's outline the
-#: edge is looked for, and the quantile over directions that scores it.
-OUTLINE_BAND = 0.08
-OUTLINE_QUANTILE = 0.25
 #: A ring's outline must be this share of the sharpest candidate's to be taken as the drop.
 ENCLOSED_STRENGTH = 0.5
-#: How far (share of the radius) either side of the first ellipse the edge is refitted.
-REFINE_BAND = 0.15
-#: Most times the chosen ellipse is refitted, each pass from the last (:func:`_refit`).
-REFINE_PASSES = 5
-#: The refit takes the outer edge of a dark ring (the rise outwards) when, on most rays, the
-#: band brightens again by this much (0..1 of full scale) beyond its darkest point.
-RING_RISE = 0.02
 #: A drop seen in a well (imagers A, B): the well's disc is itself a sharp, bright, elliptical
 #: candidate round the drop, sharper than the drop's faint meniscus, and used to win. A
 #: candidate nested in the chosen one (at least :data:`NESTED_INSIDE` of it within, at most
 #: :data:`NESTED_MAX_AREA` of its area) whose outline is a dark ring (darker than both of
-#: its sides, :func:`_valley`, on all but a quarter of directions) and at least
+#: its sides, :func:`.drop_edge.valley`, on all but a quarter of directions) and at least
 #: :data:`NESTED_STRENGTH` as sharp is taken instead: the drop in its well. A grain cloud
 #: or dark blot in a lit drop (HWI) has a step at its edge, not a ring, and stays out.
 NESTED_INSIDE = 0.9
@@ -232,112 +223,6 @@ def _candidates(g: np.ndarray, floor: float = MIN_RING_DEPTH, bright: bool = Tru
         yield "bright", filled
 
 
-def _outline_strength(gradient: np.ndarray, ellipse) -> float:
-    """How sharply the picture changes along an ellipse's outline: per direction the largest
-    gradient within :data:`OUTLINE_BAND` of the outline, then a low quantile over directions,
-    so an edge must run most of the way round (a grain cloud's hull does not)."""
-    cx, cy, a, b, angle = ellipse
-    theta = np.linspace(0, 2 * np.pi, 72, endpoint=False)[:, None]
-    scale = np.linspace(1 - OUTLINE_BAND, 1 + OUTLINE_BAND, 9)[None, :]
-    u, v = a * scale * np.cos(theta), b * scale * np.sin(theta)
-    c, s = np.cos(angle), np.sin(angle)
-    x = np.clip(np.rint(cx + u * c - v * s), 0, gradient.shape[1] - 1).astype(int)
-    y = np.clip(np.rint(cy + u * s + v * c), 0, gradient.shape[0] - 1).astype(int)
-    return float(np.quantile(gradient[y, x].max(axis=1), OUTLINE_QUANTILE))
-
-
-def _radial_residuals(points: np.ndarray, model) -> np.ndarray:
-    """About each point's distance from a fitted ellipse: its radius relative to the
-    ellipse's along the same direction, off by one, times the mean semi-axis."""
-    (ex, ey), (ea, eb), theta = model.center, model.axis_lengths, model.theta
-    c, s = np.cos(theta), np.sin(theta)
-    dx, dy = points[:, 0] - ex, points[:, 1] - ey
-    u, v = (dx * c + dy * s) / max(ea, 1e-6), (-dx * s + dy * c) / max(eb, 1e-6)
-    return np.abs(np.sqrt(u * u + v * v) - 1.0) * (ea + eb) / 2
-
-
-def _polarity(profile: np.ndarray) -> float:
-    """+1 (the rise outwards: the outer edge of a dark ring, a drop's meniscus in a bright
-    well) when on most rays the band brightens again beyond its darkest point; -1 (the fall:
-    a lit drop, or a well, on black) when the darkest point is the far dark surround."""
-    lowest = profile.argmin(axis=1)[:, None]
-    beyond = np.where(np.arange(profile.shape[1])[None, :] >= lowest, profile, -np.inf).max(axis=1)
-    return 1.0 if float(np.median(beyond - profile.min(axis=1))) > RING_RISE else -1.0
-
-
-def _refine(smooth: np.ndarray, ellipse, polarity: float | None = None):
-    """The ellipse refitted to the drop's edge: along rays from the centre, the sharpest step
-    of the drop's own polarity (dark ring to bright well, or lit drop to dark surround)
-    within :data:`REFINE_BAND` of the outline; an ellipse fitted to those points (least
-    squares, then again without the worst third). The first ellipse if the fit strays.
-    ``polarity`` +1 takes the rise outwards (a dark ring's outer edge), -1 the fall; by
-    default :func:`_polarity` says which."""
-    from scipy.ndimage import map_coordinates
-    from skimage.measure import EllipseModel
-
-    cx, cy, a, b, angle = ellipse
-    theta = np.linspace(0, 2 * np.pi, 90, endpoint=False)[:, None]
-    scale = np.linspace(1 - REFINE_BAND, 1 + REFINE_BAND, 33)[None, :]
-    c, s = np.cos(angle), np.sin(angle)
-    u, v = a * scale * np.cos(theta), b * scale * np.sin(theta)
-    x, y = cx + u * c - v * s, cy + u * s + v * c
-    profile = map_coordinates(smooth, [y.ravel(), x.ravel()], order=1, mode="nearest").reshape(x.shape)
-    if polarity is None:
-        polarity = _polarity(profile)
-    step = polarity * np.diff(profile, axis=1)
-    at = np.argmax(step, axis=1)
-    rows = np.arange(len(at))
-    points = np.stack([(x[rows, at] + x[rows, at + 1]) / 2, (y[rows, at] + y[rows, at + 1]) / 2], axis=1)
-    model = EllipseModel.from_estimate(points)
-    if not model:
-        return ellipse
-    residuals = _radial_residuals(points, model)  # skimage's exact residuals solve one problem per point: slow
-    keep = residuals <= np.quantile(residuals, 2 / 3)
-    model = EllipseModel.from_estimate(points[keep]) if keep.sum() >= 12 else None
-    if not model:
-        return ellipse
-    (ex, ey), (ea, eb), etheta = model.center, model.axis_lengths, model.theta
-    ex, ey, ea, eb, etheta = float(ex), float(ey), float(ea), float(eb), float(etheta)
-    radius = max(a, b)
-    if (np.hypot(ex - cx, ey - cy) > 0.2 * radius or not 0.8 < max(ea, eb) / radius < 1.25
-            or min(ea, eb) < 0.5 * min(a, b)):
-        return ellipse
-    return ex, ey, ea, eb, etheta
-
-
-def _refit(smooth: np.ndarray, ellipse):
-    """:func:`_refine` again from its own result until the centre and semi-axes move under
-    half a pixel, at most :data:`REFINE_PASSES` times: a first ellipse more than the band off
-    (an arc's circle through part of a faint ring, a hull pulled by grains or skin) comes up
-    to a band nearer each pass."""
-    for _ in range(REFINE_PASSES):
-        refined = _refine(smooth, ellipse)
-        moved = max(abs(p - q) for p, q in zip(refined[:4], ellipse[:4]))
-        ellipse = refined
-        if moved < 0.5:
-            break
-    return ellipse
-
-
-def _valley(smooth: np.ndarray, ellipse) -> float:
-    """How much darker an ellipse's outline is than both its sides: per direction, the lesser
-    of the mean inside (75-85% of the radius) and outside (115-125%) less the darkest value
-    within 15% of the outline; the quarter quantile over directions. Positive for a dark ring
-    all round (a meniscus, a bubble), negative for a step (a well's or a lit drop's edge)."""
-    from scipy.ndimage import map_coordinates
-
-    cx, cy, a, b, angle = ellipse
-    theta = np.linspace(0, 2 * np.pi, 72, endpoint=False)[:, None]
-    scale = np.linspace(0.75, 1.25, 21)[None, :]
-    c, s = np.cos(angle), np.sin(angle)
-    u, v = a * scale * np.cos(theta), b * scale * np.sin(theta)
-    x, y = cx + u * c - v * s, cy + u * s + v * c
-    profile = map_coordinates(smooth, [y.ravel(), x.ravel()], order=1, mode="nearest").reshape(x.shape)
-    ring = profile[:, 7:14].min(axis=1)
-    sides = np.minimum(profile[:, :4].mean(axis=1), profile[:, -4:].mean(axis=1))
-    return float(np.quantile(sides - ring, 0.25))
-
-
 def _encloses(outer: np.ndarray, inner: np.ndarray) -> bool:
     """Whether ``inner`` lies nested in ``outer`` (:data:`NESTED_INSIDE` of it within, at
     most :data:`NESTED_MAX_AREA` of its area)."""
@@ -358,7 +243,7 @@ def _nested(kept: list, strengths: list[float], best: int, smooth: np.ndarray) -
             if not _encloses(masks[best], mask):
                 continue
             if i not in valleys:
-                valleys[i] = _valley(smooth, kept[i][2])
+                valleys[i] = valley(smooth, kept[i][2])
             if valleys[i] >= 0:
                 inner.append(i)
         if not inner:
@@ -407,7 +292,7 @@ def _kept(g: np.ndarray, smooth: np.ndarray, floor: float = MIN_RING_DEPTH, brig
         if kind == "arc":  # the circle the arc lies on, snapped to the edge
             # The circle through an arc runs along the dark meniscus; the drop's outline is the
             # meniscus's outer edge (dark to the brighter well outside), not its inner one.
-            ellipse = _refine(smooth, _circle_through(region), polarity=1.0)
+            ellipse = refine(smooth, _circle_through(region), polarity=1.0)
             region = ellipse_mask(g.shape, *ellipse)
             if not MIN_AREA <= region.sum() / g.size <= MAX_AREA:
                 continue
@@ -428,7 +313,7 @@ def _best(kept: list, gradient: np.ndarray, smooth: np.ndarray):
     :func:`_ring_around_hole`), or None."""
     if not kept:
         return None
-    strengths = [_outline_strength(gradient, c[2]) for c in kept]
+    strengths = [outline_strength(gradient, c[2]) for c in kept]
     chosen = _choose(kept, strengths)
     best = _nested(kept, strengths, next(i for i, c in enumerate(kept) if c is chosen), smooth)
     return kept[_ring_around_hole(kept, strengths, best, smooth.shape)]
@@ -453,7 +338,7 @@ def locate_drop(grey: np.ndarray) -> DropLocation:
     if best is None:
         return fallback(width, height)
     kind, _, ellipse, _ = best
-    cx, cy, a, b, angle = _refit(smooth, ellipse)
+    cx, cy, a, b, angle = refit(smooth, ellipse)
     # Pixel centres: reduced pixel i covers [i*scale, (i+1)*scale) of the picture.
     return DropLocation((cx + 0.5) * scale - 0.5, (cy + 0.5) * scale - 0.5, a * scale, b * scale,
                         angle, width, height, True, kind)

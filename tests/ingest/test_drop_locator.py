@@ -92,7 +92,7 @@ def _drop_in_well(cx: float, cy: float, a: float, b: float, angle: float, menisc
 
 def _refitted_iou(refit, drop: tuple, first: tuple) -> float:
     """IoU with ``drop`` (cx, cy, a, b, angle in the 256 px picture's pixels) of ``refit``
-    (the locator's ``_refine`` or ``_refit``) run from ``first`` (the same), on the reduced,
+    (``drop_edge.refine`` or ``refit``) run from ``first`` (the same), on the reduced,
     smoothed copy of :func:`_drop_in_well`'s picture of that drop."""
     from scipy.ndimage import gaussian_filter
 
@@ -116,7 +116,7 @@ def test_the_refit_takes_the_meniscus_outer_edge_from_a_first_ellipse_off_the_dr
     # well's dark rim, or lay mostly inside the drop, read as "a lit drop on black" and the
     # fall was taken (the meniscus's inner edge, and the well's rim where it runs close),
     # IoU 0.68-0.79 here. The meniscus is a valley the band climbs out of on most rays.
-    from crystal_pipeline.ingest.drop_locator import _refine
+    from crystal_pipeline.ingest.drop_edge import refine as _refine
 
     cx, cy, a, b, angle = 165.0, 128.0, 70.0, 64.0, 0.2  # its edge 11 px from the well's rim
     first = (cx + shift, cy, grow * a, grow * b, angle)
@@ -127,7 +127,7 @@ def test_the_refit_reaches_an_edge_beyond_its_band_in_passes():
     # An arc's circle through part of a faint ring, or a hull cut short, can start further
     # from the drop's edge than one refit's band (15% of the radius) reaches: one pass moved
     # a circle at 0.75 of the drop's size to IoU 0.74; each pass starts from the last.
-    from crystal_pipeline.ingest.drop_locator import _refit
+    from crystal_pipeline.ingest.drop_edge import refit as _refit
 
     cx, cy, a, b, angle = 150.0, 120.0, 60.0, 52.0, 0.4
     assert _refitted_iou(_refit, (cx, cy, a, b, angle), (cx, cy, 0.75 * a, 0.75 * a, 0.0)) > 0.93
