@@ -28,6 +28,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,12 @@ def _render_plate(job: tuple) -> dict:
             "labels": np.asarray(labels, np.int64), "ids": ids, "drawn": np.asarray(drawn)}
 
 
+@lru_cache(maxsize=4)
+def _look_draws(wells: int) -> np.ndarray:
+    """(wells, 4) standard normals, one row per cocktail: drawn once per format, not per well."""
+    return np.random.default_rng([wells, 0x100C]).normal(size=(wells, 4))
+
+
 @dataclass(frozen=True)
 class Cocktails:
     """A what-if the generator does not draw (tried 2026-12-08, docs/synthetic_archive.md; not
@@ -105,7 +112,7 @@ class Cocktails:
     def lighting(self, lighting, wells: int, index: int):
         if not self.look:
             return lighting
-        z = np.random.default_rng([wells, 0x100C]).normal(size=(wells, 4))[index]
+        z = _look_draws(wells)[index]
         return replace(lighting, drop_radius=lighting.drop_radius * (1 + 0.04 * self.look * z[0]),
                        drop_level=lighting.drop_level * (1 + 0.06 * self.look * z[1]),
                        rim=lighting.rim * (1 + 0.25 * self.look * z[2]),
