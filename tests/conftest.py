@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Real drop photographs the repository carries (tests/data/README.md: sources and licences).
-REAL_SAMPLES = REPO / "tests" / "data" / "real_samples"
-REAL_SAMPLE_COUNT = 6
 
 
 @pytest.fixture(scope="session")

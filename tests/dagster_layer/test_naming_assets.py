@@ -5,7 +5,7 @@ import shutil
 
 import dagster as dg
 
-from conftest import REAL_SAMPLES
+from tests.real_samples import REAL_SAMPLES
 from crystal_pipeline.warehouse import Warehouse
 from resources import StorageResource, build_resources
 

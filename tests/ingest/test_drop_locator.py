@@ -11,7 +11,7 @@ from crystal_pipeline.ingest.drop_locator import ellipse_mask, fallback, locate_
 from crystal_pipeline.synthetic.drawn_drop import draw_drop_picture
 from crystal_pipeline.synthetic.imager import IMAGERS
 
-from conftest import REAL_SAMPLES  # noqa: E402
+from tests.real_samples import REAL_SAMPLES  # noqa: E402
 
 
 def _iou(loc, truth: np.ndarray) -> float:

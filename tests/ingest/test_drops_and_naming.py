@@ -9,7 +9,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from conftest import REAL_SAMPLES
+from tests.real_samples import REAL_SAMPLES
 from crystal_pipeline import wells
 from crystal_pipeline.ingest import archive, splits
 from crystal_pipeline.ingest.naming import FileNaming

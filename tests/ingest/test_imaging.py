@@ -21,7 +21,7 @@ from crystal_pipeline.ingest.imaging import (
     probe,
 )
 
-from conftest import REAL_SAMPLE_COUNT, REAL_SAMPLES  # noqa: E402
+from tests.real_samples import REAL_SAMPLE_COUNT, REAL_SAMPLES  # noqa: E402
 
 
 def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:

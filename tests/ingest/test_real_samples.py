@@ -10,7 +10,7 @@ from crystal_pipeline import tensors
 from crystal_pipeline.ingest.image_files import ingest_files
 from crystal_pipeline.wells import all_wells
 from crystal_pipeline.warehouse import Warehouse
-from tests.conftest import REAL_SAMPLE_COUNT, REAL_SAMPLES
+from tests.real_samples import REAL_SAMPLE_COUNT, REAL_SAMPLES
 
 
 

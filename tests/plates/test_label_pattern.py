@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import REAL_SAMPLES
+from tests.real_samples import REAL_SAMPLES
 from crystal_pipeline.cli import main
 from crystal_pipeline.model import CrystalNet, save_artifact
 

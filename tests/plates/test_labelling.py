@@ -18,7 +18,7 @@ from crystal_pipeline.plates.labelling import PlateLabels, label_plate, missing_
 from crystal_pipeline.evaluation.metrics import crystal_probability
 from crystal_pipeline.model import CrystalNet, predict_proba, save_artifact
 
-from conftest import REAL_SAMPLE_COUNT, REAL_SAMPLES
+from tests.real_samples import REAL_SAMPLE_COUNT, REAL_SAMPLES
 
 RES = 64
 
