@@ -60,11 +60,15 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
     ``max_updates_this_session`` fails with where its checkpoint is.
     """
     from crystal_pipeline.evaluation import promotion, staging
+    from crystal_pipeline.model.device import resolve_device
     from crystal_pipeline.training import TrainConfig
 
     layout, wh = storage.layout, warehouse.get()
     overrides, parent_path = _init_overrides(wh, config)
-    train_config = TrainConfig.from_preset(config.preset, overrides)
+    # The preset's budget for the arithmetic this machine trains in (training.config.BF16_UPDATES),
+    # pinned so that the launched trainer runs exactly this config.
+    train_config = TrainConfig.from_preset(config.preset, overrides, device_type=resolve_device(compute.device).type)
+    overrides = {**overrides, "updates": str(train_config.updates)}
     res = train_config.resolution
     if res != preprocessing.resolution:
         context.log.info(f"preset {config.preset} trains at {res} px: writing tensors at that resolution")

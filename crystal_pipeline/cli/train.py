@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from crystal_pipeline.model.device import resolve_device
     from crystal_pipeline.training import TrainConfig, train
     from crystal_pipeline.tensors import TensorDataError
 
@@ -64,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = TrainConfig.from_preset(args.preset, parse_overrides(args.overrides))
+        # The preset's budget for the arithmetic this device trains in (training.config.BF16_UPDATES).
+        config = TrainConfig.from_preset(args.preset, parse_overrides(args.overrides),
+                                         device_type=resolve_device(args.device).type)
     except ValueError as exc:
         raise SystemExit(f"crystal-pipeline train: {exc}") from None
     from crystal_pipeline.training.pipes_reporting import pipes_reporter

@@ -14,11 +14,11 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from crystal_pipeline.classes import NUM_CLASSES
 from crystal_pipeline.model import augment
-from crystal_pipeline.model.precision import PRECISIONS
+from crystal_pipeline.model.precision import PRECISIONS, choose_precision
 from crystal_pipeline.training import balance
 
 
@@ -111,11 +111,26 @@ class TrainConfig:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
     @classmethod
-    def from_preset(cls, name: str = "paper", overrides: Mapping[str, Any] | None = None) -> "TrainConfig":
-        """A preset with overrides applied (values may be strings, as from ``--set``)."""
+    def from_preset(cls, name: str = "paper", overrides: Mapping[str, Any] | None = None, *,
+                    device_type: str | None = None, cpu_flags: Iterable[str] | None = None) -> "TrainConfig":
+        """A preset with overrides applied (values may be strings, as from ``--set``).
+
+        ``device_type`` ('cpu', 'cuda', ...): the device this run will train on, when the caller
+        knows it. A preset with a bf16 budget (:data:`BF16_UPDATES`) then takes it where the run
+        trains in bf16 there (CUDA, or a CPU whose flags, ``cpu_flags`` or /proc/cpuinfo's, show
+        bf16 units), unless ``updates`` is overridden. The budget is resolved here, once, and
+        recorded as the config's ``updates``, so a run's identity and its resumption do not
+        depend on the machine that resumes it."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], "preset": name}).with_overrides(overrides or {})
+        config = cls(**{**PRESETS[name], "preset": name}).with_overrides(overrides or {})
+        if device_type is None or name not in BF16_UPDATES or "updates" in (overrides or {}):
+            return config
+        requested = config.precision if config.amp else "fp32"
+        choice = choose_precision(requested, device_type, cpu_flags)
+        if choice.precision == "bf16" and not choice.emulated:
+            return dataclasses.replace(config, updates=BF16_UPDATES[name])
+        return config
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
@@ -222,6 +237,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_batch_size": 128,
     },
 }
+
+#: A preset's number of updates where its run trains in bf16 (CUDA, or a CPU with AMX or
+#: AVX512-BF16 units; ``TrainConfig.from_preset(device_type=...)``): the time bf16 saves per update
+#: (about half, issue 19) spent on more updates in the same minutes (issue 17 item 5). A CPU
+#: without bf16 units keeps the preset's ``updates``: there the demo's 900 already take most of
+#: ``make demo``'s 10 minutes. Chosen on the validation split (docs/benchmarks.md, "The demo's
+#: budget in bf16").
+BF16_UPDATES: dict[str, int] = {"demo": 1800}
 
 # Settings that may change between a run and its resumption: they change how a
 # run is watched or executed, not what it computes. 'precision' (and 'amp') do change the

@@ -28,6 +28,7 @@ from crystal_pipeline.training import (
     train,
     training_precision,
 )
+from crystal_pipeline.training.config import BF16_UPDATES
 from crystal_pipeline.training.loop import record_precision, run_precision
 
 RES = 32
@@ -122,6 +123,23 @@ def test_training_precision_follows_the_cpu_flags_and_amp():
         auto.with_overrides({"precision": "fp16"})
     # resolved per machine, so a run may resume where 'auto' resolves otherwise
     assert auto.with_overrides({"precision": "bf16"}).identity_key() == auto.identity_key()
+
+
+def test_the_demo_budget_follows_the_arithmetic_the_device_trains_in():
+    fast = BF16_UPDATES["demo"]
+    plain = TrainConfig.from_preset("demo").updates
+    assert fast > plain
+    on = lambda device, flags=AMX, overrides=None: TrainConfig.from_preset(  # noqa: E731
+        "demo", overrides, device_type=device, cpu_flags=flags).updates
+    assert on("cpu") == fast and on("cuda", AVX2_ONLY) == fast
+    assert on("cpu", AVX2_ONLY) == plain  # fp32 there: the preset's budget
+    assert on("cpu", AVX2_ONLY, {"precision": "bf16"}) == plain  # emulated bf16 is slower, not faster
+    assert on("cpu", AMX, {"precision": "fp32"}) == on("cpu", AMX, {"amp": "false"}) == plain
+    assert on("cpu", AMX, {"updates": "300"}) == 300  # an explicit budget wins
+    # resolved into the config, so the run's identity records it
+    assert TrainConfig.from_preset("demo", device_type="cpu", cpu_flags=AMX).identity_key() != \
+        TrainConfig.from_preset("demo").identity_key()
+    assert TrainConfig.from_preset("smoke", device_type="cpu", cpu_flags=AMX).updates == SMOKE.updates
 
 
 def test_learning_rate_schedule():
