@@ -110,8 +110,10 @@ def _peak_rss_mib() -> dict:
 
 
 def run_crystalnet(tensors_dir: Path, models_dir: Path, name: str, preset: str, overrides: dict, seed: int,
-                   device: str, sink: list) -> dict:
-    """Train (or reuse) one model; its calibrated test-split metrics as a dict, probabilities kept."""
+                   device: str, sink: list, choose_on: Path | None = None) -> dict:
+    """Train (or reuse) one model; its calibrated test-split metrics as a dict, probabilities kept.
+    ``choose_on``: another archive's tensors (``r<res>``), every split of which scores the model
+    too: a validation set larger than the archive's own, for choosing between recipes."""
     from crystal_pipeline.evaluation.registry import calibrate
     from crystal_pipeline.evaluation.results import model_metrics
     from crystal_pipeline.model import load, predict_proba
@@ -128,7 +130,11 @@ def run_crystalnet(tensors_dir: Path, models_dir: Path, name: str, preset: str, 
     model = load(out, "cpu" if device == "auto" else device)
     val = read_split(tensors_dir / "val", config.resolution)
     test = read_split(tensors_dir / "test", config.resolution)
-    temperature = calibrate(val.class_ids, predict_proba(model, val.pixels)).temperature
+    val_probs = predict_proba(model, val.pixels)
+    temperature = calibrate(val.class_ids, val_probs).temperature
+    # The validation split's figures too: a recipe is chosen on val, the test split only reports.
+    on_val = model_metrics(val_probs, val.class_ids, model_version=out.parent.name, split="val",
+                           temperature=temperature)
     probs = predict_proba(model, test.pixels)
     metrics = model_metrics(probs, test.class_ids, model_version=out.parent.name, split="test",
                             temperature=temperature)
@@ -138,12 +144,25 @@ def run_crystalnet(tensors_dir: Path, models_dir: Path, name: str, preset: str, 
                                          "balanced_accuracy_ci95", "macro_f1", "crystal_auc", "crystal_auc_ci95",
                                          "review_share_at_recall_target", "temperature", "ece_before",
                                          "ece_after")},
-              "recall_per_class": {c: round(v["recall"], 3) for c, v in metrics["per_class"].items()}}
+              "recall_per_class": {c: round(v["recall"], 3) for c, v in metrics["per_class"].items()},
+              "val": {k: on_val[k] for k in VAL_FIGURES}}
+    if choose_on is not None:
+        other = [read_split(choose_on / side, config.resolution) for side in ("train", "val", "test")]
+        pixels = np.concatenate([o.pixels for o in other])
+        class_ids = np.concatenate([o.class_ids for o in other])
+        on_other = model_metrics(predict_proba(model, pixels), class_ids, model_version=out.parent.name,
+                                 split="choose_on", temperature=temperature)
+        record["choose_on"] = {"tensors": str(choose_on), **{k: on_other[k] for k in VAL_FIGURES}}
     emit(record, sink)
     from crystal_pipeline.model import apply_temperature
 
-    return {"name": f"{name}-s{seed}", "probs": apply_temperature(probs, temperature), "class_ids": test.class_ids,
-            "image_ids": list(test.image_ids)}
+    return {"name": f"{name}-s{seed}", "variant": name, "seed": seed, "probs": apply_temperature(probs, temperature),
+            "class_ids": test.class_ids, "image_ids": list(test.image_ids)}
+
+
+#: What a model is chosen by, on its validation split and on ``--choose-on``'s archive.
+VAL_FIGURES = ("n_images", "accuracy", "balanced_accuracy", "balanced_accuracy_ci95", "crystal_auc",
+               "crystal_auc_ci95", "review_share_at_recall_target")
 
 
 def run_baselines(tensors_128: Path, workdir: Path, crystalnets: list[dict], sink: list) -> None:
@@ -195,21 +214,31 @@ def compare_baselines(class_ids, probs: dict, sink: list) -> None:
 
 
 def compare_variants(runs: list[dict], sink: list) -> None:
-    """Each CrystalNet run against the first one on the same test images: exact McNemar p."""
-    from crystal_pipeline.evaluation.metrics import predicted_classes
-    from crystal_pipeline.evaluation.uncertainty import mcnemar
+    """Each CrystalNet run against the first variant's run of the same seed (else the first run) on
+    the same test images: exact McNemar p on accuracy, and the crystal AUC difference with its
+    paired bootstrap interval (both models resampled on the same images)."""
+    from crystal_pipeline.evaluation.metrics import binary_auc, crystal_probability, crystal_truth, predicted_classes
+    from crystal_pipeline.evaluation.uncertainty import bootstrap_ci, mcnemar
 
     if len(runs) < 2:
         return
-    first = runs[0]
-    right = predicted_classes(first["probs"]) == first["class_ids"]
-    for run in runs[1:]:
-        if run["image_ids"] != first["image_ids"]:
-            continue  # another archive: not paired
+    first_variant = runs[0]["variant"]
+    for run in runs:
+        if run["variant"] == first_variant and run is not runs[0]:
+            continue  # seeds of the first variant are its baselines, not its rivals
+        base = next((r for r in runs if r["variant"] == first_variant and r["seed"] == run["seed"]), runs[0])
+        if run is base or run["image_ids"] != base["image_ids"]:
+            continue  # itself, or another archive: not paired
+        right = predicted_classes(base["probs"]) == base["class_ids"]
         other = predicted_classes(run["probs"]) == run["class_ids"]
         test = mcnemar(other, right)
-        emit({"figure": "crystalnet_pair", "a": run["name"], "b": first["name"], "p": test.p_value,
-              "only_a_right": int((other & ~right).sum()), "only_b_right": int((right & ~other).sum())}, sink)
+        truth = crystal_truth(run["class_ids"])
+        mine, theirs = crystal_probability(run["probs"]), crystal_probability(base["probs"])
+        low, high = bootstrap_ci(lambda t, x, y: binary_auc(t, x) - binary_auc(t, y), truth, mine, theirs)
+        emit({"figure": "crystalnet_pair", "a": run["name"], "b": base["name"], "p": test.p_value,
+              "only_a_right": int((other & ~right).sum()), "only_b_right": int((right & ~other).sum()),
+              "crystal_auc_a_minus_b": round(binary_auc(truth, mine) - binary_auc(truth, theirs), 4),
+              "crystal_auc_a_minus_b_ci95": [round(low, 4), round(high, 4)]}, sink)
 
 
 def parse_variants(values: list[str]) -> list[tuple[str, dict]]:
@@ -235,6 +264,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tensors", type=Path, help="prepared tensors (skips archive, ingest, baselines)")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--choose-on", type=Path, default=None,
+                        help="another archive's tensors (r<res> folder): every model is scored on all its splits "
+                             "too, a larger validation set to choose a recipe on (the test split only reports)")
     parser.add_argument("--prepare-only", action="store_true",
                         help="steps 1-3 only (archive, ingest, tensors at the preset's resolution and 128 px), timed")
     args = parser.parse_args()
@@ -265,7 +297,7 @@ def main() -> None:
             continue
         for seed in (int(s) for s in args.seeds.split(",") if s.strip()):  # --seeds "": baselines only
             runs.append(run_crystalnet(tensors_dir, args.workdir / "regime_models", name, args.preset, overrides,
-                                       seed, args.device, sink))
+                                       seed, args.device, sink, args.choose_on))
     compare_variants(runs, sink)
     if args.tensors is None and not args.no_baselines and not args.prepare_only:
         run_baselines(prepared_tensors(args.workdir, 128, sink), args.workdir, runs, sink)
