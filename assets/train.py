@@ -62,6 +62,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
     from crystal_pipeline.evaluation import promotion, staging
     from crystal_pipeline.model.device import resolve_device
     from crystal_pipeline.training import TrainConfig
+    from crystal_pipeline.training.config import updates_reason
 
     layout, wh = storage.layout, warehouse.get()
     overrides, parent_path = _init_overrides(wh, config)
@@ -111,6 +112,7 @@ def crystalnet_model(context: dg.AssetExecutionContext, config: TrainRunConfig, 
         "preset": config.preset,
         "resolution": res,
         "updates": result.updates,
+        "updates_from": updates_reason(config.preset, train_config.updates, overridden="updates" in config.overrides),
         "resumed_from_update": resumed_from,
         "device": result.device,
         "precision": result.precision,

@@ -246,6 +246,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: budget in bf16").
 BF16_UPDATES: dict[str, int] = {"demo": 1800}
 
+
+
+def updates_reason(preset: str, updates: int, *, overridden: bool) -> str:
+    """One line for a run's metadata: where its number of updates came from, so that a reader of
+    two demo runs, one on a CPU with bf16 units and one without, sees why they differ."""
+    if overridden:
+        return f"{updates:,}: set in the run's overrides"
+    plain = TrainConfig.from_preset(preset).updates
+    if updates != plain and BF16_UPDATES.get(preset) == updates:
+        return f"{updates:,}: the {preset} preset's budget where it trains in bf16 ({plain:,} in fp32)"
+    return f"{updates:,}: the {preset} preset's"
+
+
 # Settings that may change between a run and its resumption: they change how a
 # run is watched or executed, not what it computes. 'precision' (and 'amp') do change the
 # numbers, in the last bits: they are here because 'auto' resolves on each session's machine,

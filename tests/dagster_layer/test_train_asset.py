@@ -37,6 +37,7 @@ def test_crystalnet_model_smoke_trains_registers_and_promotes(data_dir):
     [event] = results[1].asset_materializations_for_node("crystalnet_model")
     meta = {k: v.value for k, v in event.metadata.items()}
     assert meta["preset"] == "smoke" and meta["updates"] == 12
+    assert meta["updates_from"] == "12: the smoke preset's"  # no bf16 budget for smoke, whatever the CPU
     assert meta["precision"] == "fp32"  # the smoke preset's, on any CPU
     [first] = results[0].asset_materializations_for_node("crystalnet_model")
     first_meta = {k: v.value for k, v in first.metadata.items()}

@@ -28,7 +28,7 @@ from crystal_pipeline.training import (
     train,
     training_precision,
 )
-from crystal_pipeline.training.config import BF16_UPDATES
+from crystal_pipeline.training.config import BF16_UPDATES, updates_reason
 from crystal_pipeline.training.loop import record_precision, run_precision
 
 RES = 32
@@ -140,6 +140,11 @@ def test_the_demo_budget_follows_the_arithmetic_the_device_trains_in():
     assert TrainConfig.from_preset("demo", device_type="cpu", cpu_flags=AMX).identity_key() != \
         TrainConfig.from_preset("demo").identity_key()
     assert TrainConfig.from_preset("smoke", device_type="cpu", cpu_flags=AMX).updates == SMOKE.updates
+    # and the run's metadata says where its number came from
+    assert updates_reason("demo", fast, overridden=False) == (
+        f"{fast:,}: the demo preset's budget where it trains in bf16 ({plain:,} in fp32)")
+    assert updates_reason("demo", plain, overridden=False) == f"{plain:,}: the demo preset's"
+    assert updates_reason("demo", 300, overridden=True) == "300: set in the run's overrides"
 
 
 def test_learning_rate_schedule():
