@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 from crystal_pipeline.classes import NUM_CLASSES
 from crystal_pipeline.model import augment
-from crystal_pipeline.model.precision import PRECISIONS, choose_precision
+from crystal_pipeline.model.precision import PRECISIONS, PrecisionChoice, choose_precision
 from crystal_pipeline.training import balance
 
 
@@ -126,8 +126,7 @@ class TrainConfig:
         config = cls(**{**PRESETS[name], "preset": name}).with_overrides(overrides or {})
         if device_type is None or name not in BF16_UPDATES or "updates" in (overrides or {}):
             return config
-        requested = config.precision if config.amp else "fp32"
-        choice = choose_precision(requested, device_type, cpu_flags)
+        choice = config.precision_choice(device_type, cpu_flags)
         if choice.precision == "bf16" and not choice.emulated:
             return dataclasses.replace(config, updates=BF16_UPDATES[name])
         return config
@@ -137,6 +136,16 @@ class TrainConfig:
         """``{'preset': 'demo', 'lr': 0.02, ...}``: the preset, then the other keys."""
         values = dict(values)
         return cls.from_preset(values.pop("preset", "paper"), values)
+
+    def precision_choice(self, device_type: str, cpu_flags: Iterable[str] | None = None) -> PrecisionChoice:
+        """The precision a run of this config trains in on ``device_type``: ``precision``
+        resolved by :func:`~crystal_pipeline.model.precision.choose_precision` (``cpu_flags``:
+        the CPU's, from /proc/cpuinfo by default), except that ``amp=False`` under ``auto``
+        keeps meaning fp32. One rule for the session's arithmetic
+        (:func:`~crystal_pipeline.training.steps.training_precision`) and the preset's budget."""
+        if self.precision == "auto" and not self.amp:
+            return PrecisionChoice("fp32", "amp=false: fp32")
+        return choose_precision(self.precision, device_type, cpu_flags, fp32_path="fp32")
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
         hints = typing.get_type_hints(TrainConfig)
@@ -245,7 +254,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: ``make demo``'s 10 minutes. Chosen on the validation split (docs/benchmarks.md, "The demo's
 #: budget in bf16").
 BF16_UPDATES: dict[str, int] = {"demo": 1800}
-
 
 
 def updates_reason(preset: str, updates: int, *, overridden: bool) -> str:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from crystal_pipeline.evaluation.metrics import binary_auc, crystal_probability, crystal_truth
 from crystal_pipeline.model import CrystalNet, augment, build_model, init_weights
 from crystal_pipeline.model.inference import eval_mode, iter_logits, softmax_probs
-from crystal_pipeline.model.precision import PrecisionChoice, autocast_context, choose_precision
+from crystal_pipeline.model.precision import PrecisionChoice, autocast_context
 from crystal_pipeline.reporting.numbers import finite_or_none
 from crystal_pipeline.training import balance
 from crystal_pipeline.training.config import TrainConfig
@@ -71,16 +71,13 @@ def lr_at(config: TrainConfig, update: int) -> float:
 
 def training_precision(config: TrainConfig, device: torch.device,
                        flags: Iterable[str] | None = None) -> PrecisionChoice:
-    """The precision this session trains in on ``device``: ``config.precision`` resolved by
-    :func:`~crystal_pipeline.model.precision.choose_precision` (``flags``: the CPU's, from
-    /proc/cpuinfo by default), except that ``amp=False`` under ``auto`` keeps meaning fp32.
+    """The precision this session trains in on ``device`` (:meth:`TrainConfig.precision_choice`;
+    ``flags``: the CPU's, from /proc/cpuinfo by default).
 
     Why bf16 on CPUs only with AMX/AVX512-BF16: there an update runs about 2x faster
     (issue 19: 611 vs 272 images/s at 64 px); on an AVX2-only CPU bf16 is emulated and slower.
     """
-    if config.precision == "auto" and not config.amp:
-        return PrecisionChoice("fp32", "amp=false: fp32")
-    return choose_precision(config.precision, device.type, flags, fp32_path="fp32")
+    return config.precision_choice(device.type, flags)
 
 
 def _mix(seed: int, stream: int, index: int) -> int:
