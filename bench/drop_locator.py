@@ -65,7 +65,7 @@ def auc_figure(args, work: Path) -> None:
     import torch
 
     from crystal_pipeline.evaluation.metrics import binary_auc, crystal_probability, crystal_truth
-    from crystal_pipeline.evaluation.uncertainty import bootstrap_ci
+    from crystal_pipeline.evaluation.uncertainty import bootstrap_ci, paired_auc_difference
     from crystal_pipeline.model import load, predict_proba
     from crystal_pipeline.synthetic import write_archive
     from crystal_pipeline.training import TrainConfig
@@ -92,9 +92,8 @@ def auc_figure(args, work: Path) -> None:
              train_wall_min=round(wall, 2), train_cpu_min=round(cpu, 2),
              crystal_auc=round(binary_auc(truth, probs[crop]), 4),
              crystal_auc_ci95=[round(x, 4) for x in bootstrap_ci(binary_auc, truth, probs[crop], seed=0)])
-    diff = lambda t, d, c: binary_auc(t, d) - binary_auc(t, c)  # noqa: E731
-    emit("auc_paired", imager=args.imager, drop_minus_centre=round(diff(truth, probs["drop"], probs["centre"]), 4),
-         ci95=[round(x, 4) for x in bootstrap_ci(diff, truth, probs["drop"], probs["centre"], seed=0)])
+    diff, interval = paired_auc_difference(truth, probs["drop"], probs["centre"], seed=0)
+    emit("auc_paired", imager=args.imager, drop_minus_centre=round(diff, 4), ci95=[round(x, 4) for x in interval])
 
 
 def main() -> None:

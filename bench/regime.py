@@ -217,8 +217,8 @@ def compare_variants(runs: list[dict], sink: list) -> None:
     """Each CrystalNet run against the first variant's run of the same seed (else the first run) on
     the same test images: exact McNemar p on accuracy, and the crystal AUC difference with its
     paired bootstrap interval (both models resampled on the same images)."""
-    from crystal_pipeline.evaluation.metrics import binary_auc, crystal_probability, crystal_truth, predicted_classes
-    from crystal_pipeline.evaluation.uncertainty import bootstrap_ci, mcnemar
+    from crystal_pipeline.evaluation.metrics import crystal_probability, crystal_truth, predicted_classes
+    from crystal_pipeline.evaluation.uncertainty import mcnemar, paired_auc_difference
 
     if len(runs) < 2:
         return
@@ -232,13 +232,12 @@ def compare_variants(runs: list[dict], sink: list) -> None:
         right = predicted_classes(base["probs"]) == base["class_ids"]
         other = predicted_classes(run["probs"]) == run["class_ids"]
         test = mcnemar(other, right)
-        truth = crystal_truth(run["class_ids"])
-        mine, theirs = crystal_probability(run["probs"]), crystal_probability(base["probs"])
-        low, high = bootstrap_ci(lambda t, x, y: binary_auc(t, x) - binary_auc(t, y), truth, mine, theirs)
+        diff, (low, high) = paired_auc_difference(crystal_truth(run["class_ids"]), crystal_probability(run["probs"]),
+                                                  crystal_probability(base["probs"]))
         emit({"figure": "crystalnet_pair", "a": run["name"], "b": base["name"], "p": test.p_value,
               "only_a_right": int((other & ~right).sum()), "only_b_right": int((right & ~other).sum()),
-              "crystal_auc_a_minus_b": round(binary_auc(truth, mine) - binary_auc(truth, theirs), 4),
-              "crystal_auc_a_minus_b_ci95": [round(low, 4), round(high, 4)]}, sink)
+              "crystal_auc_a_minus_b": round(diff, 4), "crystal_auc_a_minus_b_ci95": [round(low, 4), round(high, 4)]},
+             sink)
 
 
 def parse_variants(values: list[str]) -> list[tuple[str, dict]]:

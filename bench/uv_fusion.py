@@ -112,7 +112,7 @@ def main() -> None:
     import torch
 
     from crystal_pipeline.evaluation.metrics import binary_auc, crystal_truth, threshold_for_recall
-    from crystal_pipeline.evaluation.uncertainty import bootstrap_ci, mcnemar
+    from crystal_pipeline.evaluation.uncertainty import bootstrap_ci, mcnemar, paired_auc_difference
     from crystal_pipeline.model.fusion import axis_rule, stack_pictures
     from crystal_pipeline.model.precision import PRECISIONS, choose_precision
     from crystal_pipeline.synthetic.imager import DEMO_IMAGER
@@ -174,13 +174,9 @@ def main() -> None:
         }
     for other in ("visible", "axis_max", "uv"):
         # Paired: the same resampled test wells score both models, so the interval is of the difference.
-        diff = lambda t, a, b: binary_auc(t, a) - binary_auc(t, b)  # noqa: E731
-        lo, hi = bootstrap_ci(diff, test_truth, scores["fused"][test_rows], scores[other][test_rows],
-                              n_resamples=1000, seed=args.seed)
-        result[f"auc_fused_minus_{other}"] = {
-            "diff": round(binary_auc(test_truth, scores["fused"][test_rows])
-                          - binary_auc(test_truth, scores[other][test_rows]), 3),
-            "ci95_paired": [round(lo, 3), round(hi, 3)]}
+        diff, (lo, hi) = paired_auc_difference(test_truth, scores["fused"][test_rows], scores[other][test_rows],
+                                               n_resamples=1000, seed=args.seed)
+        result[f"auc_fused_minus_{other}"] = {"diff": round(diff, 3), "ci95_paired": [round(lo, 3), round(hi, 3)]}
     for other in ("visible", "axis_max"):
         right_f = hits["fused"][test_rows] == test_truth
         right_o = hits[other][test_rows] == test_truth

@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from crystal_pipeline.evaluation.metrics import binary_auc
+
 DEFAULT_RESAMPLES = 2000
 
 
@@ -55,6 +57,19 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays: np.ndarray, confidenc
     idx = bootstrap_indices(n, n_resamples, seed)
     replicates = np.array([statistic(*(a[rows] for a in arrays)) for rows in idx], dtype=np.float64)
     return percentile_interval(replicates, confidence)
+
+
+def paired_auc_difference(positive, scores_a, scores_b, *, confidence: float = 0.95,
+                          n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """ROC AUC of ``scores_a`` minus that of ``scores_b`` for the boolean ``positive``, with the
+    interval of the difference: both models resampled on the same images, so what the images
+    have in common cancels and the interval is narrower than either AUC's own."""
+    def difference(t, a, b):
+        return binary_auc(t, a) - binary_auc(t, b)
+
+    interval = bootstrap_ci(difference, positive, scores_a, scores_b, confidence=confidence,
+                            n_resamples=n_resamples, seed=seed)
+    return difference(np.asarray(positive), np.asarray(scores_a), np.asarray(scores_b)), interval
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ import pytest
 
 from crystal_pipeline.evaluation.calibration import (
     apply_temperature, expected_calibration_error, fit_temperature, reliability_bins)
-from crystal_pipeline.evaluation.uncertainty import bootstrap_ci, bootstrap_mean_ci, mcnemar
+from crystal_pipeline.evaluation.metrics import binary_auc
+from crystal_pipeline.evaluation.uncertainty import (
+    bootstrap_ci, bootstrap_mean_ci, mcnemar, paired_auc_difference)
 
 
 def test_bootstrap_interval_covers_the_true_accuracy_at_about_its_nominal_rate():
@@ -72,3 +74,18 @@ def test_reliability_bins_count_every_image_once():
     filled = [b for b in bins if b.count]
     assert all(b.low <= b.confidence <= b.high + 1e-12 for b in filled)
     assert math.isnan(expected_calibration_error(probs[:0], labels[:0]))
+
+
+def test_paired_auc_difference_is_the_difference_with_a_paired_interval():
+    rng = np.random.default_rng(2)
+    truth = rng.random(400) < 0.3
+    good = truth + rng.normal(0, 0.6, 400)  # ranks crystals well
+    poor = truth + rng.normal(0, 2.0, 400)  # barely
+    diff, (low, high) = paired_auc_difference(truth, good, poor, n_resamples=500, seed=1)
+    assert diff == pytest.approx(binary_auc(truth, good) - binary_auc(truth, poor))
+    assert 0 < low <= diff <= high  # the better model's lead excludes zero
+    # resampled together: the same scores twice differ by exactly nothing on every resample
+    assert paired_auc_difference(truth, good, good, n_resamples=200) == (0.0, (0.0, 0.0))
+    # and seeded like bootstrap_ci, of which it is the paired case
+    assert (low, high) == bootstrap_ci(lambda t, a, b: binary_auc(t, a) - binary_auc(t, b), truth, good, poor,
+                                       n_resamples=500, seed=1)
