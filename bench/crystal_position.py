@@ -47,6 +47,23 @@ def read_truth(raw: Path) -> dict[str, int]:
             for r in csv.DictReader((raw / "synthetic_truth.csv").open())}
 
 
+def picture_path(raw: Path, image_id: str) -> Path:
+    """The picture of ``<plate>/<well>`` in a generated archive."""
+    plate, well = image_id.split("/")
+    return raw / "plates" / plate / f"{well}.png"
+
+
+def picture_sizes(paths: list[Path]) -> list[tuple[int, int]]:
+    """Each picture's ``(width, height)`` as taken (the maps' positions are fractions of it)."""
+    from PIL import Image
+
+    sizes = []
+    for path in paths:
+        with Image.open(path) as im:
+            sizes.append(im.size)
+    return sizes
+
+
 def geometry(raw: Path, image_ids: list[str], classes: dict[str, int]) -> dict[str, list[Shape]]:
     """Drawn shapes per image id: from the archive's geometry file, or drawn again from its seed."""
     out: dict[str, list[Shape]] = {i: [] for i in image_ids}
@@ -83,8 +100,7 @@ def contact_sheet(path: Path, raw: Path, image_ids: list[str], shapes: dict, poi
     colours = [(255, 60, 60), (60, 160, 255), (255, 200, 0), (200, 80, 255)]
     tiles = []
     for k in range(0, len(image_ids), every)[:count]:
-        plate, well = image_ids[k].split("/")
-        with Image.open(raw / "plates" / plate / f"{well}.png") as im:
+        with Image.open(picture_path(raw, image_ids[k])) as im:
             tile = im.convert("RGB").resize((im.width * 2, im.height * 2))
         draw, (w, h) = ImageDraw.Draw(tile), tile.size
         for box in shapes[image_ids[k]]:
@@ -185,14 +201,9 @@ def main(argv=None) -> int:
     temperature, threshold = calibration_of(net.artifact_meta)
     if args.threshold is not None:
         threshold = args.threshold
-    paths = [args.raw / "plates" / i.split("/")[0] / f"{i.split('/')[1]}.png" for i in ids]
+    paths = [picture_path(args.raw, i) for i in ids]
     pixels = np.stack([load_grey(p, net.resolution) for p in paths])
-    from PIL import Image
-
-    sizes = []
-    for p in paths:
-        with Image.open(p) as im:
-            sizes.append(im.size)
+    sizes = picture_sizes(paths)
     probs = calibrated(lambda x: predict_proba(net, x), temperature)(pixels)
     crystal = probs[:, list(CRYSTAL_COLUMNS)].sum(axis=1)
     flagged = np.flatnonzero(crystal >= threshold)
@@ -224,15 +235,15 @@ def main(argv=None) -> int:
     choice = choose_precision("auto", "cpu")
     if choice.precision == "bf16" and len(flagged):
         images = pixels[flagged]
-        picture_sizes = [sizes[i] for i in flagged]
+        flagged_sizes = [sizes[i] for i in flagged]
         timed = {}
         for precision in ("fp32", "bf16"):  # again, back to back, so the ratio is of one moment
             t0 = time.perf_counter()
-            timed[precision] = cam.crystal_positions(net, images, picture_sizes, precision=precision)
+            timed[precision] = cam.crystal_positions(net, images, flagged_sizes, precision=precision)
             timed[f"{precision}_s"] = time.perf_counter() - t0
         cell = cam.LAYERS[cam.DEFAULT_LAYER][0] / net.resolution  # one cell, as a fraction of the square
         apart = np.array([max(abs(a.x - b.x) * w, abs(a.y - b.y) * h) / min(w, h) / cell
-                          for a, b, (w, h) in zip(timed["fp32"], timed["bf16"], picture_sizes)])
+                          for a, b, (w, h) in zip(timed["fp32"], timed["bf16"], flagged_sizes)])
         results[f"{cam.DEFAULT_LAYER}/{cam.DEFAULT_METHOD}/bf16"] = {
             **share([(p.x, p.y) for p in timed["bf16"]]),
             "images_per_s": round(len(flagged) / timed["bf16_s"], 1),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402
-from crystal_position import geometry, read_truth  # noqa: E402
+from crystal_position import geometry, picture_path, picture_sizes, read_truth  # noqa: E402
 
 from crystal_pipeline import tensors  # noqa: E402
 from crystal_pipeline.classes import CRYSTAL_CLASS_IDS  # noqa: E402
@@ -39,28 +39,24 @@ from crystal_pipeline.training.steps import (BatchPlan, crystal_auc, evaluate, l
 
 
 class MilNet(CrystalNet):
+    """CrystalNet plus a 1x1 convolution on conv3's activations (the MIL map). ``forward`` is
+    CrystalNet's own; :meth:`both` reads conv3's output through a forward hook, as
+    ``model.cam`` does, so the network's layers are not written twice."""
+
     def __init__(self, *a, sharpness: float = 5.0, **kw):
         super().__init__(*a, **kw)
         self.crystal_map = nn.Conv2d(128, 1, 1)
         self.sharpness = sharpness
 
     def both(self, images, theta=None):
-        x = self.normalize(images)
-        if self.training and self.augment_params is not None:
-            x = augment.warp(x, theta, self.crop)
-        else:
-            x = augment.center_crop(x, self.crop)
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        f3 = F.relu(self.conv3(x))
-        m = self.crystal_map(f3)[:, 0]
-        x = F.relu(self.conv4(F.max_pool2d(f3, 2)))
-        x = F.relu(self.fc1(torch.flatten(x, 1)))
-        x = F.relu(self.fc2(x))
-        return self.out(x), m
-
-    def forward(self, images, theta=None):
-        return self.both(images, theta)[0]
+        """(logits, MIL map (N, h, w)) of one forward pass."""
+        captured = []
+        handle = self.conv3.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            logits = self(images, theta)
+        finally:
+            handle.remove()
+        return logits, self.crystal_map(F.relu(captured[0]))[:, 0]
 
     def pooled(self, m):
         r = self.sharpness
@@ -85,7 +81,7 @@ def main(argv=None) -> int:
     res = config.resolution
     tdir = args.data / "tensors" / f"r{res}"
     train, val, test = (tensors.read_split(tdir / s) for s in ("train", "val", "test"))
-    mean, std = tensors.load_stats(tdir / "stats.npz") if hasattr(tensors, "load_stats") else (None, None)
+    mean, std = tensors.load_stats(tdir / "stats.npz")
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
     net = MilNet(resolution=res, augment_params=config.augment_params(), sharpness=args.sharpness)
@@ -137,12 +133,7 @@ def main(argv=None) -> int:
     shapes = geometry(raw, ids, classes)
     boxes = [[s for s in shapes[i] if s.kind == "crystal"] for i in ids]
     drops = [next(s for s in shapes[i] if s.kind == "drop") for i in ids]
-    from PIL import Image
-    sizes = []
-    for i in ids:
-        plate, well = i.split("/")
-        with Image.open(raw / "plates" / plate / f"{well}.png") as im:
-            sizes.append(im.size)
+    sizes = picture_sizes([picture_path(raw, i) for i in ids])
 
     def gap(x, y, b, w, h):  # distance in picture pixels from (x, y) to box b (0 inside)
         dx = max(b.x0 - x, 0.0, x - b.x1) * w
